@@ -1,0 +1,311 @@
+//! The utility backend as the host sees it: the endpoint transport the host owns, and what a
+//! dialect returns. Plugin bindings convert their generated types into these.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::money::{Fen, Wh};
+
+/// Where a backend is and how long and how much the host lets a dialect talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`, resolved by the host at connect time.
+    pub address: String,
+    pub connect_timeout: Duration,
+    /// Deadline for each send and each receive.
+    pub io_timeout: Duration,
+    /// The most bytes one call may send.
+    pub max_request_bytes: usize,
+    /// The most bytes one call may receive.
+    pub max_reply_bytes: usize,
+}
+
+/// Why the transport could not carry bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("timed out")]
+    Timeout,
+    #[error("the backend closed the connection")]
+    Closed,
+    #[error("could not connect: {0}")]
+    ConnectFailed(String),
+    #[error("over the byte cap")]
+    TooLarge,
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What one plugin call did on the wire, so the host can tell "never sent" from "sent, no reply".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WireRecord {
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    /// The first transport error after a request was sent.
+    pub error_after_send: Option<NetError>,
+}
+
+/// One open connection to the endpoint, with the call's byte budget.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+}
+
+impl Endpoint {
+    /// Opens a connection under the connect deadline.
+    pub fn connect(&self) -> Result<Connection, NetError> {
+        let addrs: Vec<SocketAddr> = self
+            .address
+            .to_socket_addrs()
+            .map_err(|e| NetError::ConnectFailed(format!("{}: {e}", self.address)))?
+            .collect();
+        let mut last = NetError::ConnectFailed(format!("{}: no address", self.address));
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(stream) => {
+                    let setup = |s: &TcpStream| -> std::io::Result<()> {
+                        s.set_read_timeout(Some(self.io_timeout))?;
+                        s.set_write_timeout(Some(self.io_timeout))?;
+                        s.set_nodelay(true)
+                    };
+                    setup(&stream).map_err(|e| NetError::Io(e.to_string()))?;
+                    return Ok(Connection { stream });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = NetError::Timeout,
+                Err(e) => last = NetError::ConnectFailed(format!("{}: {e}", self.address)),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Connection {
+    /// Sends all of `data`, charging it to `wire` against `endpoint`'s cap.
+    pub fn send(&mut self, endpoint: &Endpoint, wire: &mut WireRecord, data: &[u8]) -> Result<(), NetError> {
+        if wire.bytes_sent + data.len() > endpoint.max_request_bytes {
+            return Err(NetError::TooLarge);
+        }
+        let result = self.stream.write_all(data).and_then(|()| self.stream.flush());
+        match result {
+            Ok(()) => {
+                wire.bytes_sent += data.len();
+                Ok(())
+            }
+            Err(e) => {
+                // A partial write may have reached the backend.
+                let err = io_error(e);
+                wire.bytes_sent += 1;
+                wire.error_after_send.get_or_insert(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Receives at most `max` bytes (an empty result means the backend closed).
+    pub fn receive(&mut self, endpoint: &Endpoint, wire: &mut WireRecord, max: usize) -> Result<Vec<u8>, NetError> {
+        let room = endpoint.max_reply_bytes.saturating_sub(wire.bytes_received);
+        if room == 0 {
+            return self.fail_after_send(wire, NetError::TooLarge);
+        }
+        let mut buf = vec![0; max.clamp(1, room.min(64 * 1024))];
+        match self.stream.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                wire.bytes_received += n;
+                Ok(buf)
+            }
+            Err(e) => self.fail_after_send(wire, io_error(e)),
+        }
+    }
+
+    fn fail_after_send<T>(&mut self, wire: &mut WireRecord, err: NetError) -> Result<T, NetError> {
+        if wire.bytes_sent > 0 {
+            wire.error_after_send.get_or_insert(err.clone());
+        }
+        Err(err)
+    }
+}
+
+fn io_error(e: std::io::Error) -> NetError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NetError::Timeout,
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof => {
+            NetError::Closed
+        }
+        _ => NetError::Io(e.to_string()),
+    }
+}
+
+/// The card a backend request is about.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CardRef {
+    pub card_serial: String,
+    pub utility_code: String,
+    pub customer_number: String,
+    pub meter_number: String,
+    pub purchase_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountStatus {
+    Active,
+    Closed,
+    Suspended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PurchaseRecord {
+    pub amount: Fen,
+    pub energy: Wh,
+    pub at: String,
+    pub place: String,
+}
+
+/// An account as the backend knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    pub customer_number: String,
+    pub customer_name: String,
+    pub address: String,
+    pub meter_number: String,
+    pub card_serial: String,
+    pub status: AccountStatus,
+    pub purchase_count: u32,
+    pub price_fen_per_kwh: u32,
+    pub arrears: Fen,
+    pub last_purchase: Option<PurchaseRecord>,
+}
+
+/// What the customer buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purchase {
+    Money(Fen),
+    Energy(Wh),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaymentKind {
+    Cash,
+    BankCard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    AccountClosed,
+    Arrears,
+    CreditNotTaken,
+    OverLimit,
+    UnknownCard,
+    CardMismatch,
+    Other,
+}
+
+/// A refusal with the backend's own message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BuyCheck {
+    pub refusal: Option<Refusal>,
+    pub min: Fen,
+    pub max: Fen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SaleRequest {
+    pub terminal_id: String,
+    pub kiosk_serial: u64,
+    pub card: CardRef,
+    pub purchase: Purchase,
+    pub payment: PaymentKind,
+    pub paid: Fen,
+}
+
+/// The credit the backend granted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackendGrant {
+    pub backend_sale_id: String,
+    pub purchase_count: u32,
+    pub amount: Fen,
+    pub energy: Wh,
+    pub token: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaleStatus {
+    Granted(BackendGrant),
+    NotFound,
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteConfirmation {
+    pub terminal_id: String,
+    pub kiosk_serial: u64,
+    pub card_serial: String,
+    pub written: bool,
+    pub return_data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusinessType {
+    CashSale,
+    BankCardSale,
+    CashBillPayment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BusinessTotal {
+    pub business: BusinessType,
+    pub count: u32,
+    pub amount: Fen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeriodReport {
+    pub terminal_id: String,
+    pub period_id: u64,
+    pub opened_at: String,
+    pub closed_at: String,
+    pub totals: Vec<BusinessTotal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reconciliation {
+    pub matched: bool,
+    pub backend_totals: Vec<BusinessTotal>,
+    pub differences: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DialectInfo {
+    pub vendor: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// Why a backend call failed, in terms the sale engine acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("the backend refused: {}", .0.message)]
+    Refused(Refusal),
+    /// The request was sent and no complete answer came back: the backend may have acted.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Nothing reached the backend.
+    #[error("backend unreachable: {0}")]
+    Unreachable(String),
+    #[error("malformed reply: {0}")]
+    MalformedReply(String),
+    #[error("the backend does not offer this call")]
+    NotSupported,
+}

@@ -1,0 +1,8 @@
+//! selfvend-host: the kiosk core as a library — plugin runtime, devices, journal, sale engine
+//! and config. It knows nothing of the UI; `ui/` drives it.
+
+pub mod backend;
+pub mod card;
+pub mod config;
+pub mod money;
+pub mod plugin;

@@ -1,0 +1,674 @@
+//! The plugin runtime: one engine, one linker per plugin kind, a pre-instantiated component
+//! per plugin, and a fresh sandboxed instance per customer session.
+//!
+//! Loading a plugin: read bytes → check the detached signature against the trust store →
+//! read its declarations (kind, contract version, imports against the allowlist) → load the
+//! compiled code from the host's cache or compile it → link it once into an `InstancePre`.
+//! Nothing untrusted is compiled, and nothing compiled elsewhere is loaded.
+
+pub mod cache;
+pub mod inspect;
+pub mod log;
+pub mod trust;
+
+mod backend_v1;
+mod card_v1;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::backend::{self as net, Endpoint, WireRecord};
+use crate::card::{self, CardAuthority, CardChannel};
+use cache::{CodeCache, Lookup};
+use inspect::{Inspection, PluginKind};
+use log::PluginLog;
+use trust::{Signer, TrustStore};
+
+/// The card in a reader, shared between its device and the codec calls that use it.
+pub type SharedCard = Arc<Mutex<dyn CardChannel>>;
+/// The utility's authority for one card write.
+pub type SharedAuthority = Arc<Mutex<dyn CardAuthority>>;
+
+/// How much each plugin call may take, from the kiosk config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall time a call may spend running plugin code (time waiting on the card or the
+    /// backend is not counted; those have their own deadlines).
+    pub call_deadline: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Bytes of stderr and log lines kept per instance.
+    pub log_bytes: usize,
+    /// Pre-allocate instance slots (wasmtime's pooling allocator).
+    pub pooling: bool,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            call_deadline: Duration::from_millis(2000),
+            memory_bytes: 64 << 20,
+            log_bytes: 64 << 10,
+            pooling: true,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded, or a call into it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: refused: {source}")]
+    Refused { path: PathBuf, source: inspect::InspectError },
+    #[error("{path}: does not compile: {reason}")]
+    Compile { path: PathBuf, reason: String },
+    #[error("{path}: does not link: {reason}")]
+    Link { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error("the plugin engine could not start: {0}")]
+    Engine(String),
+    #[error("plugin {plugin} is a {found}, not a {expected}")]
+    WrongKind { plugin: String, expected: PluginKind, found: PluginKind },
+    #[error("plugin {plugin}: {call} ran past its {deadline_ms} ms deadline and was stopped")]
+    Timeout { plugin: String, call: &'static str, deadline_ms: u128 },
+    #[error("plugin {plugin}: {call} tried to grow memory past its {cap_mib} MiB cap and was stopped")]
+    MemoryExceeded { plugin: String, call: &'static str, cap_mib: usize },
+    #[error("plugin {plugin}: {call} trapped: {reason}{}", log_note(.log_tail))]
+    Trapped { plugin: String, call: &'static str, reason: String, log_tail: String },
+    #[error("plugin {plugin}: {call} returned a bad result: {reason}")]
+    BadResult { plugin: String, call: &'static str, reason: String },
+    #[error("plugin {plugin}: this instance failed earlier and was discarded; start a new session")]
+    Discarded { plugin: String },
+}
+
+fn log_note(tail: &str) -> String {
+    if tail.is_empty() { String::new() } else { format!(" (plugin log: {tail})") }
+}
+
+/// The runtime: one engine for every plugin, a linker per plugin kind.
+pub struct PluginRuntime {
+    engine: Engine,
+    card_linker: Linker<PluginState>,
+    backend_linker: Linker<PluginState>,
+    trust: TrustStore,
+    cache: CodeCache,
+    limits: PluginLimits,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// How often the epoch advances; deadlines are whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+impl PluginRuntime {
+    /// Builds the engine and linkers; compiled code is cached in `cache_dir`.
+    pub fn new(trust: TrustStore, cache_dir: &Path, limits: PluginLimits) -> Result<Self, PluginError> {
+        let engine = engine(&limits).map_err(|e| PluginError::Engine(e.to_string()))?;
+        start_epoch_ticker(&engine);
+        let cache = CodeCache::open(cache_dir, &engine)?;
+        let link_err = |e: wasmtime::Error| PluginError::Engine(format!("linking host functions: {e}"));
+        let mut card_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut card_linker).map_err(link_err)?;
+        card_v1::CardCodec::add_to_linker::<_, HasSelf<_>>(&mut card_linker, |s| s).map_err(link_err)?;
+        let mut backend_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut backend_linker).map_err(link_err)?;
+        backend_v1::BackendDialect::add_to_linker::<_, HasSelf<_>>(&mut backend_linker, |s| s).map_err(link_err)?;
+        Ok(PluginRuntime { engine, card_linker, backend_linker, trust, cache, limits })
+    }
+
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Loads, verifies and pre-instantiates the plugin at `path`, named `name` in logs.
+    pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        let signer = self.trust.verify(path, &bytes)?;
+        let inspection =
+            inspect::inspect(&bytes).map_err(|source| PluginError::Refused { path: path.to_path_buf(), source })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let started = Instant::now();
+        let (component, cache_status) = match self.cache.lookup(&self.engine, &sha256) {
+            Lookup::Hit(component) => (component, CacheStatus::Hit),
+            Lookup::Miss => (self.compile(path, &bytes, &sha256)?, CacheStatus::Compiled),
+            Lookup::Refused(reason) => {
+                tracing::warn!(plugin = name, "compiled-code cache entry refused, recompiling: {reason}");
+                (self.compile(path, &bytes, &sha256)?, CacheStatus::Recompiled(reason))
+            }
+        };
+        let load_time = started.elapsed();
+        let link = |e: wasmtime::Error| PluginError::Link { path: path.to_path_buf(), reason: e.to_string() };
+        let pre = match inspection.kind {
+            PluginKind::CardCodec => Pre::Card(card_v1::CardCodecPre::new(
+                self.card_linker.instantiate_pre(&component).map_err(link)?,
+            )
+            .map_err(link)?),
+            PluginKind::BackendDialect => Pre::Backend(backend_v1::BackendDialectPre::new(
+                self.backend_linker.instantiate_pre(&component).map_err(link)?,
+            )
+            .map_err(link)?),
+        };
+        Ok(Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            sha256,
+            size: bytes.len(),
+            signer,
+            inspection,
+            cache_status,
+            load_time,
+            pre,
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+        })
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+        self.cache.store(sha256, &component)?;
+        Ok(component)
+    }
+}
+
+fn engine(limits: &PluginLimits) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if limits.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(64);
+        pool.total_core_instances(512);
+        pool.total_memories(128);
+        pool.total_tables(128);
+        pool.max_memories_per_component(8);
+        pool.max_tables_per_component(8);
+        pool.max_core_instances_per_component(32);
+        pool.max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config)
+}
+
+/// Advances the engine's epoch on a background thread for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread at start-up");
+}
+
+/// Where a plugin's compiled code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Compiled,
+    /// A cache entry was refused (the reason) and the plugin was compiled again.
+    Recompiled(String),
+}
+
+enum Pre {
+    Card(card_v1::CardCodecPre<PluginState>),
+    Backend(backend_v1::BackendDialectPre<PluginState>),
+}
+
+/// A verified, compiled and linked plugin, ready to instantiate.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: usize,
+    pub signer: Signer,
+    pub inspection: Inspection,
+    pub cache_status: CacheStatus,
+    /// Time to get compiled code: a compile, or a cache load.
+    pub load_time: Duration,
+    pre: Pre,
+    engine: Engine,
+    limits: PluginLimits,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("kind", &self.inspection.kind).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub fn kind(&self) -> PluginKind {
+        self.inspection.kind
+    }
+
+    /// A fresh card-codec instance for one customer session.
+    pub fn card_session(&self) -> Result<CardCodecSession, PluginError> {
+        let Pre::Card(pre) = &self.pre else {
+            return Err(self.wrong_kind(PluginKind::CardCodec));
+        };
+        let mut sandbox = self.sandbox(None);
+        let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
+        Ok(CardCodecSession { sandbox, bindings })
+    }
+
+    /// A fresh backend-dialect instance for one session, talking to `endpoint`.
+    pub fn backend_session(&self, endpoint: Endpoint) -> Result<BackendSession, PluginError> {
+        let Pre::Backend(pre) = &self.pre else {
+            return Err(self.wrong_kind(PluginKind::BackendDialect));
+        };
+        let mut sandbox = self.sandbox(Some(endpoint));
+        let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
+        Ok(BackendSession { sandbox, bindings })
+    }
+
+    fn wrong_kind(&self, expected: PluginKind) -> PluginError {
+        PluginError::WrongKind { plugin: self.name.clone(), expected, found: self.kind() }
+    }
+
+    fn sandbox(&self, endpoint: Option<Endpoint>) -> Sandbox {
+        let log = PluginLog::new(self.limits.log_bytes);
+        let state = PluginState {
+            wasi: empty_wasi(&log),
+            table: ResourceTable::new(),
+            cap: MemoryCap { bytes: self.limits.memory_bytes, exceeded: false },
+            log,
+            psc_granted: false,
+            apdus_this_call: 0,
+            endpoint,
+            open_connections: 0,
+            wire: WireRecord::default(),
+            call_started: Instant::now(),
+            host_wait: Duration::ZERO,
+            budget: self.limits.call_deadline,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.cap);
+        store.epoch_deadline_callback(|ctx| {
+            let s = ctx.data();
+            let own_time = s.call_started.elapsed().saturating_sub(s.host_wait);
+            if own_time >= s.budget {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(ticks(s.budget - own_time)))
+            }
+        });
+        Sandbox { store, plugin: self.name.clone(), limits: self.limits.clone(), discarded: false }
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
+}
+
+/// A WASI context that grants nothing: no files, no sockets, no name lookup, no environment or
+/// arguments, stdin closed; stdout and stderr go to the plugin's bounded log.
+fn empty_wasi(log: &PluginLog) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(log.clone())
+        .stderr(log.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
+}
+
+/// Per-instance host state. Lives in the `Store`, so nothing survives a session.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    cap: MemoryCap,
+    log: PluginLog,
+    /// The card's PSC was handed out in this session: never again.
+    psc_granted: bool,
+    apdus_this_call: u32,
+    endpoint: Option<Endpoint>,
+    open_connections: usize,
+    wire: WireRecord,
+    call_started: Instant,
+    /// Time this call spent waiting on the card or the backend, not running plugin code.
+    host_wait: Duration,
+    budget: Duration,
+}
+
+impl PluginState {
+    /// Runs host I/O for the plugin, keeping its time off the plugin's deadline.
+    fn waiting<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let started = Instant::now();
+        let r = f(self);
+        self.host_wait += started.elapsed();
+        r
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct MemoryCap {
+    bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!("memory cap of {} bytes reached", self.bytes)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A store and the bookkeeping that turns its failures into `PluginError`s.
+struct Sandbox {
+    store: Store<PluginState>,
+    plugin: String,
+    limits: PluginLimits,
+    discarded: bool,
+}
+
+impl Sandbox {
+    /// Enters the plugin for `call`. After any trap the instance is unusable and is discarded.
+    fn enter<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        if self.discarded {
+            return Err(PluginError::Discarded { plugin: self.plugin.clone() });
+        }
+        {
+            let state = self.store.data_mut();
+            state.apdus_this_call = 0;
+            state.wire = WireRecord::default();
+            state.call_started = Instant::now();
+            state.host_wait = Duration::ZERO;
+        }
+        self.store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        match f(&mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.discarded = true;
+                Err(self.classify(call, e))
+            }
+        }
+    }
+
+    fn classify(&self, call: &'static str, e: wasmtime::Error) -> PluginError {
+        let plugin = self.plugin.clone();
+        let state = self.store.data();
+        if state.cap.exceeded {
+            return PluginError::MemoryExceeded { plugin, call, cap_mib: self.limits.memory_bytes >> 20 };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                PluginError::Timeout { plugin, call, deadline_ms: self.limits.call_deadline.as_millis() }
+            }
+            Some(Trap::StackOverflow) => {
+                PluginError::Trapped { plugin, call, reason: "stack overflow".into(), log_tail: state.log.tail(300) }
+            }
+            Some(trap) => PluginError::Trapped { plugin, call, reason: trap.to_string(), log_tail: state.log.tail(300) },
+            None => PluginError::Trapped { plugin, call, reason: format!("{e:#}"), log_tail: state.log.tail(300) },
+        }
+    }
+
+    fn bad_result(&mut self, call: &'static str, reason: String) -> PluginError {
+        self.discarded = true;
+        PluginError::BadResult { plugin: self.plugin.clone(), call, reason }
+    }
+
+    fn log(&self) -> String {
+        self.store.data().log.text()
+    }
+}
+
+/// Why a card codec call failed: the card's answer, or the plugin's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error(transparent)]
+    Card(#[from] card::CardError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// One card-codec instance, for one customer session.
+pub struct CardCodecSession {
+    sandbox: Sandbox,
+    bindings: card_v1::CardCodec,
+}
+
+impl CardCodecSession {
+    pub fn about(&mut self) -> Result<card::CodecInfo, PluginError> {
+        let Self { sandbox, bindings } = self;
+        let info = sandbox.enter("about", |s| bindings.selfvend_card_codec().call_about(s))?;
+        card_v1::codec_info(info).map_err(|r| sandbox.bad_result("about", r))
+    }
+
+    /// Asks whether the card is this codec's.
+    pub fn identify(&mut self, card: &SharedCard) -> Result<Option<card::Identification>, CodecError> {
+        let found = self.with_card("identify", card, None, |b, s, ch, _| b.selfvend_card_codec().call_identify(s, ch))?;
+        match found {
+            Ok(Some(id)) => Ok(Some(card_v1::identification(id).map_err(|r| self.sandbox.bad_result("identify", r))?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.card_error("identify", e)),
+        }
+    }
+
+    pub fn read(&mut self, card: &SharedCard) -> Result<card::CardData, CodecError> {
+        match self.with_card("read", card, None, |b, s, ch, _| b.selfvend_card_codec().call_read(s, ch))? {
+            Ok(data) => Ok(card_v1::card_data(data).map_err(|r| self.sandbox.bad_result("read", r))?),
+            Err(e) => Err(self.card_error("read", e)),
+        }
+    }
+
+    pub fn write_credit(
+        &mut self,
+        card: &SharedCard,
+        grant: &card::CreditGrant,
+        authority: &SharedAuthority,
+    ) -> Result<(), CodecError> {
+        let grant = card_v1::grant(grant);
+        let result = self.with_card("write-credit", card, Some(authority), |b, s, ch, auth| {
+            let auth = auth.expect("write-credit always binds an authority");
+            b.selfvend_card_codec().call_write_credit(s, ch, &grant, auth)
+        })?;
+        result.map_err(|e| self.card_error("write-credit", e))
+    }
+
+    pub fn verify(&mut self, card: &SharedCard, grant: &card::CreditGrant) -> Result<card::VerifyOutcome, CodecError> {
+        let grant = card_v1::grant(grant);
+        match self.with_card("verify", card, None, |b, s, ch, _| b.selfvend_card_codec().call_verify(s, ch, &grant))? {
+            Ok(v) => Ok(card_v1::verify_outcome(v)),
+            Err(e) => Err(self.card_error("verify", e)),
+        }
+    }
+
+    /// What the plugin logged in this session.
+    pub fn log(&self) -> String {
+        self.sandbox.log()
+    }
+
+    /// Binds the card (and authority) into the table for exactly one call, then unbinds them.
+    fn with_card<R>(
+        &mut self,
+        call: &'static str,
+        card: &SharedCard,
+        authority: Option<&SharedAuthority>,
+        f: impl FnOnce(
+            &card_v1::CardCodec,
+            &mut Store<PluginState>,
+            wasmtime::component::Resource<card_v1::ChannelBinding>,
+            Option<wasmtime::component::Resource<card_v1::AuthorityBinding>>,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let Self { sandbox, bindings } = self;
+        sandbox.enter(call, |store| {
+            let table = &mut store.data_mut().table;
+            let ch = table.push(card_v1::ChannelBinding(card.clone()))?;
+            let ch_borrow = wasmtime::component::Resource::new_borrow(ch.rep());
+            let auth = authority.map(|a| table.push(card_v1::AuthorityBinding(a.clone()))).transpose()?;
+            let auth_borrow = auth.as_ref().map(|a| wasmtime::component::Resource::new_borrow(a.rep()));
+            let result = f(bindings, store, ch_borrow, auth_borrow);
+            let table = &mut store.data_mut().table;
+            table.delete(ch)?;
+            if let Some(auth) = auth {
+                table.delete(auth)?;
+            }
+            result
+        })
+    }
+
+    fn card_error(&mut self, call: &'static str, e: card_v1::GuestCardError) -> CodecError {
+        match card_v1::card_error(e) {
+            Ok(e) => CodecError::Card(e),
+            Err(reason) => CodecError::Plugin(self.sandbox.bad_result(call, reason)),
+        }
+    }
+}
+
+/// Why a backend dialect call failed: the backend's answer, or the plugin's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DialectError {
+    #[error(transparent)]
+    Backend(#[from] net::BackendError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// One backend-dialect instance, for one session, bound to one endpoint.
+pub struct BackendSession {
+    sandbox: Sandbox,
+    bindings: backend_v1::BackendDialect,
+}
+
+impl BackendSession {
+    /// What the plugin logged in this session.
+    pub fn log(&self) -> String {
+        self.sandbox.log()
+    }
+
+    /// Runs one dialect call and applies the unknown-outcome rule: once request bytes went
+    /// out, any failure to get a complete answer is an unknown outcome, whatever the plugin says.
+    fn call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&backend_v1::BackendDialect, &mut Store<PluginState>) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
+    ) -> Result<R, DialectError> {
+        let Self { sandbox, bindings } = self;
+        let result = sandbox.enter(call, |store| f(bindings, store));
+        let wire = sandbox.store.data().wire.clone();
+        let sent = wire.bytes_sent > 0;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                let e = backend_v1::backend_error(e).map_err(|r| sandbox.bad_result(call, r))?;
+                match (e, &wire.error_after_send) {
+                    (net::BackendError::Refused(r), _) => Err(net::BackendError::Refused(r).into()),
+                    (_, Some(net)) => Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then {net}")).into()),
+                    (net::BackendError::Unreachable(why), None) if sent => {
+                        Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then {why}")).into())
+                    }
+                    (e, _) => Err(e.into()),
+                }
+            }
+            Err(plugin) if sent => {
+                Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then the dialect failed: {plugin}")).into())
+            }
+            Err(plugin) => Err(plugin.into()),
+        }
+    }
+
+    fn convert<T, U>(&mut self, call: &'static str, r: Result<T, String>, f: impl FnOnce(T) -> U) -> Result<U, DialectError> {
+        r.map(f).map_err(|reason| self.sandbox.bad_result(call, reason).into())
+    }
+
+    pub fn about(&mut self) -> Result<net::DialectInfo, PluginError> {
+        let Self { sandbox, bindings } = self;
+        let info = sandbox.enter("about", |s| bindings.selfvend_backend_dialect().call_about(s))?;
+        backend_v1::dialect_info(info).map_err(|r| sandbox.bad_result("about", r))
+    }
+
+    pub fn ping(&mut self) -> Result<(), DialectError> {
+        self.call("ping", |b, s| b.selfvend_backend_dialect().call_ping(s))
+    }
+
+    pub fn account_query(&mut self, card: &net::CardRef) -> Result<net::Account, DialectError> {
+        let card = backend_v1::card_ref(card);
+        let r = self.call("account-query", |b, s| b.selfvend_backend_dialect().call_account_query(s, &card))?;
+        self.convert("account-query", backend_v1::account(r), |a| a)
+    }
+
+    pub fn can_buy(&mut self, card: &net::CardRef, purchase: net::Purchase) -> Result<net::BuyCheck, DialectError> {
+        let card = backend_v1::card_ref(card);
+        let purchase = backend_v1::purchase(purchase);
+        let r = self.call("can-buy", |b, s| b.selfvend_backend_dialect().call_can_buy(s, &card, purchase))?;
+        self.convert("can-buy", backend_v1::buy_check(r), |c| c)
+    }
+
+    pub fn sale(&mut self, request: &net::SaleRequest) -> Result<net::BackendGrant, DialectError> {
+        let request = backend_v1::sale_request(request);
+        let r = self.call("sale", |b, s| b.selfvend_backend_dialect().call_sale(s, &request))?;
+        self.convert("sale", backend_v1::grant(r), |g| g)
+    }
+
+    pub fn sale_status(&mut self, terminal_id: &str, kiosk_serial: u64) -> Result<net::SaleStatus, DialectError> {
+        let r = self.call("sale-status", |b, s| b.selfvend_backend_dialect().call_sale_status(s, terminal_id, kiosk_serial))?;
+        self.convert("sale-status", backend_v1::sale_status(r), |s| s)
+    }
+
+    pub fn confirm_write(&mut self, confirmation: &net::WriteConfirmation) -> Result<(), DialectError> {
+        let c = backend_v1::write_confirmation(confirmation);
+        self.call("confirm-write", |b, s| b.selfvend_backend_dialect().call_confirm_write(s, &c))
+    }
+
+    pub fn authenticate(&mut self, card_serial: &str, request: &card::AuthRequest) -> Result<Vec<u8>, DialectError> {
+        let request = backend_v1::auth_request(card_serial, request);
+        let r = self.call("authenticate", |b, s| b.selfvend_backend_dialect().call_authenticate(s, &request))?;
+        self.convert("authenticate", backend_v1::bytes("authenticate", r), |b| b)
+    }
+
+    pub fn card_password(&mut self, card: &net::CardRef) -> Result<Vec<u8>, DialectError> {
+        let card = backend_v1::card_ref(card);
+        let r = self.call("card-password", |b, s| b.selfvend_backend_dialect().call_card_password(s, &card))?;
+        self.convert("card-password", backend_v1::bytes("card-password", r), |b| b)
+    }
+
+    pub fn reconcile(&mut self, report: &net::PeriodReport) -> Result<net::Reconciliation, DialectError> {
+        let report = backend_v1::period_report(report);
+        let r = self.call("reconcile", |b, s| b.selfvend_backend_dialect().call_reconcile(s, &report))?;
+        self.convert("reconcile", backend_v1::reconciliation(r), |r| r)
+    }
+}

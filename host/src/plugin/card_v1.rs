@@ -1,0 +1,284 @@
+//! Bindings for `selfvend:card@1.x`: the host side of the card-codec world, and conversions
+//! between its generated types and the host's own (`crate::card`).
+
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::Resource;
+
+use super::PluginState;
+use super::inspect::Version;
+use crate::card as host;
+
+/// The newest `selfvend:card` this host speaks.
+pub const VERSION: Version = Version { major: 1, minor: 0, patch: 0 };
+
+wasmtime::component::bindgen!({
+    path: "../wit/card",
+    world: "card-codec",
+    imports: { default: trappable },
+    with: {
+        "selfvend:card/channel.card-channel": ChannelBinding,
+        "selfvend:card/authority.card-authority": AuthorityBinding,
+    },
+});
+
+use exports::selfvend::card::codec as g;
+use selfvend::card::{authority, channel, log, types};
+
+/// A codec's error as the guest returned it, before the host checks it.
+pub type GuestCardError = types::CardError;
+
+/// The card a codec call may reach, as a table entry for the duration of one call.
+pub struct ChannelBinding(pub Arc<Mutex<dyn host::CardChannel>>);
+
+/// The utility's authority for one write, as a table entry for the duration of one call.
+pub struct AuthorityBinding(pub Arc<Mutex<dyn host::CardAuthority>>);
+
+impl types::Host for PluginState {}
+
+impl channel::Host for PluginState {}
+
+impl channel::HostCardChannel for PluginState {
+    fn atr(&mut self, this: Resource<ChannelBinding>) -> wasmtime::Result<Vec<u8>> {
+        let card = self.table.get(&this)?.0.clone();
+        let atr = lock(&card).atr();
+        Ok(atr)
+    }
+
+    fn reader_kind(&mut self, this: Resource<ChannelBinding>) -> wasmtime::Result<types::ReaderKind> {
+        let card = self.table.get(&this)?.0.clone();
+        let kind = lock(&card).reader_kind();
+        Ok(match kind {
+            host::ReaderKind::Contact => types::ReaderKind::Contact,
+            host::ReaderKind::MemoryCard => types::ReaderKind::MemoryCard,
+            host::ReaderKind::Contactless => types::ReaderKind::Contactless,
+        })
+    }
+
+    fn transmit(
+        &mut self,
+        this: Resource<ChannelBinding>,
+        command: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::ChannelError>> {
+        let card = self.table.get(&this)?.0.clone();
+        if command.len() > MAX_APDU {
+            return Ok(Err(types::ChannelError::Refused(format!(
+                "APDU of {} bytes is over the {MAX_APDU}-byte limit",
+                command.len()
+            ))));
+        }
+        self.apdus_this_call += 1;
+        if self.apdus_this_call > MAX_APDUS_PER_CALL {
+            return Ok(Err(types::ChannelError::Refused(format!("more than {MAX_APDUS_PER_CALL} APDUs in one call"))));
+        }
+        let result = lock(&card).transmit(&command);
+        Ok(result.map_err(|e| match e {
+            host::ChannelError::CardRemoved => types::ChannelError::CardRemoved,
+            host::ChannelError::ReaderFault(s) => types::ChannelError::ReaderFault(s),
+            host::ChannelError::Refused(s) => types::ChannelError::Refused(s),
+        }))
+    }
+
+    fn drop(&mut self, this: Resource<ChannelBinding>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl authority::Host for PluginState {}
+
+impl authority::HostCardAuthority for PluginState {
+    fn card_password(
+        &mut self,
+        this: Resource<AuthorityBinding>,
+    ) -> wasmtime::Result<Result<Vec<u8>, authority::AuthorityError>> {
+        let authority = self.table.get(&this)?.0.clone();
+        if self.psc_granted {
+            return Ok(Err(authority::AuthorityError::NotAllowed(
+                "the PSC was already given once in this session".into(),
+            )));
+        }
+        self.psc_granted = true;
+        let result = lock(&authority).card_password();
+        Ok(result.map_err(authority_error))
+    }
+
+    fn authenticate(
+        &mut self,
+        this: Resource<AuthorityBinding>,
+        request: authority::AuthRequest,
+    ) -> wasmtime::Result<Result<Vec<u8>, authority::AuthorityError>> {
+        let authority = self.table.get(&this)?.0.clone();
+        let request = host::AuthRequest {
+            purpose: match request.purpose {
+                authority::AuthPurpose::ExternalAuthenticate => host::AuthPurpose::ExternalAuthenticate,
+                authority::AuthPurpose::CommandMac => host::AuthPurpose::CommandMac,
+                authority::AuthPurpose::VerifyCardMac => host::AuthPurpose::VerifyCardMac,
+            },
+            challenge: request.challenge,
+            data: request.data,
+        };
+        let result = lock(&authority).authenticate(request);
+        Ok(result.map_err(authority_error))
+    }
+
+    fn drop(&mut self, this: Resource<AuthorityBinding>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl log::Host for PluginState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        self.log.line(level, &message);
+        Ok(())
+    }
+}
+
+/// The longest APDU a codec may send (extended length).
+const MAX_APDU: usize = 4096 + 7;
+/// A bound on APDUs per call, so a codec cannot keep a card busy without end.
+const MAX_APDUS_PER_CALL: u32 = 4096;
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn authority_error(e: host::AuthorityError) -> authority::AuthorityError {
+    match e {
+        host::AuthorityError::Refused(s) => authority::AuthorityError::Refused(s),
+        host::AuthorityError::Unavailable(s) => authority::AuthorityError::Unavailable(s),
+        host::AuthorityError::NotAllowed(s) => authority::AuthorityError::NotAllowed(s),
+    }
+}
+
+/// Limits on what a codec may return, so a result cannot flood the host.
+const MAX_TEXT: usize = 128;
+const MAX_BYTES: usize = 4096;
+const MAX_FLAGS: usize = 32;
+
+fn text(field: &str, s: String) -> Result<String, String> {
+    if s.len() > MAX_TEXT {
+        Err(format!("{field} is {} bytes long (limit {MAX_TEXT})", s.len()))
+    } else if s.chars().any(char::is_control) {
+        Err(format!("{field} contains control characters"))
+    } else {
+        Ok(s)
+    }
+}
+
+fn bytes(field: &str, b: Vec<u8>) -> Result<Vec<u8>, String> {
+    if b.len() > MAX_BYTES {
+        Err(format!("{field} is {} bytes long (limit {MAX_BYTES})", b.len()))
+    } else {
+        Ok(b)
+    }
+}
+
+pub(super) fn codec_info(info: g::CodecInfo) -> Result<host::CodecInfo, String> {
+    Ok(host::CodecInfo {
+        vendor: text("vendor", info.vendor)?,
+        name: text("name", info.name)?,
+        version: text("version", info.version)?,
+    })
+}
+
+pub(super) fn identification(id: g::Identification) -> Result<host::Identification, String> {
+    Ok(host::Identification {
+        card_type: text("card-type", id.card_type)?,
+        write_auth: match id.write_auth {
+            types::WriteAuth::None => host::WriteAuth::None,
+            types::WriteAuth::Psc => host::WriteAuth::Psc,
+            types::WriteAuth::EncryptionMachine => host::WriteAuth::EncryptionMachine,
+        },
+    })
+}
+
+pub(super) fn card_data(d: g::CardData) -> Result<host::CardData, String> {
+    if d.card_serial.is_empty() {
+        return Err("card-serial is empty".into());
+    }
+    let pending = d.pending.map(|p| host::PendingCredit {
+        purchase_count: p.purchase_count,
+        amount: crate::money::Fen(p.amount_fen),
+        energy: crate::money::Wh(p.energy_wh),
+    });
+    let return_data = match d.return_data {
+        None => None,
+        Some(r) => {
+            if r.status_flags.len() > MAX_FLAGS {
+                return Err(format!("return-data has {} status flags (limit {MAX_FLAGS})", r.status_flags.len()));
+            }
+            Some(host::ReturnData {
+                meter_purchase_count: r.meter_purchase_count,
+                remaining: r.remaining_fen.map(crate::money::Fen),
+                remaining_energy: r.remaining_wh.map(crate::money::Wh),
+                total_energy: r.total_energy_wh.map(crate::money::Wh),
+                status_flags: r
+                    .status_flags
+                    .into_iter()
+                    .map(|f| text("status flag", f))
+                    .collect::<Result<_, _>>()?,
+                raw: bytes("return-data raw", r.raw)?,
+            })
+        }
+    };
+    Ok(host::CardData {
+        card_serial: text("card-serial", d.card_serial)?,
+        utility_code: text("utility-code", d.utility_code)?,
+        customer_number: text("customer-number", d.customer_number)?,
+        meter_number: text("meter-number", d.meter_number)?,
+        role: match d.role {
+            types::CardRole::User => host::CardRole::User,
+            types::CardRole::OpenAccount => host::CardRole::OpenAccount,
+            types::CardRole::Replacement => host::CardRole::Replacement,
+            types::CardRole::Check => host::CardRole::Check,
+            types::CardRole::Tool => host::CardRole::Tool,
+        },
+        purchase_count: d.purchase_count,
+        pending,
+        return_data,
+    })
+}
+
+pub(super) fn grant(g: &host::CreditGrant) -> types::CreditGrant {
+    types::CreditGrant {
+        card_serial: g.card_serial.clone(),
+        purchase_count: g.purchase_count,
+        amount_fen: g.amount.0,
+        energy_wh: g.energy.0,
+        token: g.token.clone(),
+    }
+}
+
+pub(super) fn verify_outcome(v: g::VerifyOutcome) -> host::VerifyOutcome {
+    match v {
+        types::VerifyOutcome::Written => host::VerifyOutcome::Written,
+        types::VerifyOutcome::NotWritten => host::VerifyOutcome::NotWritten,
+    }
+}
+
+pub(super) fn card_error(e: GuestCardError) -> Result<host::CardError, String> {
+    Ok(match e {
+        types::CardError::CardRemoved => host::CardError::CardRemoved,
+        types::CardError::ReaderFault(s) => host::CardError::ReaderFault(text("reader-fault", s)?),
+        types::CardError::WrongCard(s) => host::CardError::WrongCard(text("wrong-card", s)?),
+        types::CardError::PscRefused(n) => host::CardError::PscRefused(n),
+        types::CardError::CardLocked => host::CardError::CardLocked,
+        types::CardError::AuthorityFailed(s) => host::CardError::AuthorityFailed(text("authority-failed", s)?),
+        types::CardError::AuthRefused(s) => host::CardError::AuthRefused(text("auth-refused", s)?),
+        types::CardError::UnexpectedStatus(f) => host::CardError::UnexpectedStatus(host::ApduFailure {
+            step: text("step", f.step)?,
+            header: bytes("header", f.header)?,
+            status: f.status,
+        }),
+        types::CardError::Malformed(s) => host::CardError::Malformed(text("malformed", s)?),
+        types::CardError::GrantRejected(s) => host::CardError::GrantRejected(text("grant-rejected", s)?),
+    })
+}
