@@ -1,1 +1,411 @@
-//! placeholder
+//! The kiosk configuration: one TOML file naming the kiosk, its trust store, its plugins and
+//! their roles, its backends, its devices and its limits.
+//!
+//! Every value is checked where it is read; an unknown key or a bad value is refused with the
+//! file, the line and the reason. Relative paths are taken relative to the file's directory.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::backend::Endpoint;
+use crate::money::Fen;
+use crate::plugin::PluginLimits;
+
+/// A configuration the kiosk refuses, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based line of the offending key or value, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A whole kiosk configuration, checked.
+#[derive(Debug, Clone)]
+pub struct KioskConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub kiosk: Kiosk,
+    pub trust_dir: PathBuf,
+    pub plugin_limits: PluginLimits,
+    pub plugins: Vec<PluginEntry>,
+    pub backends: Vec<BackendEntry>,
+    pub devices: Devices,
+    pub limits: SaleLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kiosk {
+    /// The terminal id the backend knows this kiosk by.
+    pub terminal_id: TerminalId,
+    /// The region the kiosk stands in (a utility/region code).
+    pub region: String,
+    /// Where the journal and the compiled-plugin cache live.
+    pub data_dir: PathBuf,
+}
+
+/// What a plugin is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginRole {
+    CardCodec,
+    BackendDialect,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// The name the rest of the config and the logs use.
+    pub name: String,
+    pub role: PluginRole,
+    /// The component; its signature is `file.sig`.
+    pub file: PathBuf,
+}
+
+/// A utility backend: which cards it serves, which dialect speaks to it, and where it is.
+#[derive(Debug, Clone)]
+pub struct BackendEntry {
+    pub name: String,
+    /// The backend-dialect plugin that speaks to it.
+    pub dialect: String,
+    /// Utility/region codes read off cards that this backend serves.
+    pub utility_codes: Vec<String>,
+    pub endpoint: Endpoint,
+}
+
+/// Device settings. A device left out is simulated in demo mode.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    pub card_reader: Option<ReaderDevice>,
+    pub bank_card_reader: Option<ReaderDevice>,
+    pub cash_acceptor: Option<SerialDevice>,
+    pub printer: Option<SerialDevice>,
+    pub pinpad: Option<SerialDevice>,
+}
+
+/// A PC/SC reader, by the name PC/SC lists it under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderDevice {
+    pub reader: String,
+}
+
+/// A serial device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialDevice {
+    pub port: PathBuf,
+    pub baud: Baud,
+}
+
+/// What one sale may be.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleLimits {
+    pub min_purchase_fen: Fen,
+    pub max_purchase_fen: Fen,
+}
+
+impl Default for SaleLimits {
+    fn default() -> Self {
+        SaleLimits { min_purchase_fen: Fen(100), max_purchase_fen: Fen(500_000) }
+    }
+}
+
+/// A terminal id: 1 to 16 ASCII letters, digits or dashes, as backends field it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TerminalId(String);
+
+impl TerminalId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TerminalId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 16 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("terminal id `{s}` must be 1 to 16 ASCII letters, digits or dashes"));
+        }
+        Ok(TerminalId(s))
+    }
+}
+
+/// A serial line speed a kiosk device may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Baud(pub u32);
+
+impl TryFrom<u32> for Baud {
+    type Error = String;
+    fn try_from(b: u32) -> Result<Self, String> {
+        const RATES: [u32; 7] = [2400, 4800, 9600, 19200, 38400, 57600, 115200];
+        if RATES.contains(&b) { Ok(Baud(b)) } else { Err(format!("baud {b} is not one of {RATES:?}")) }
+    }
+}
+
+/// A count bounded to `MIN..=MAX`, refused with its range otherwise.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "u64")]
+struct Bounded<const MIN: u64, const MAX: u64>(u64);
+
+impl<const MIN: u64, const MAX: u64> TryFrom<u64> for Bounded<MIN, MAX> {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if (MIN..=MAX).contains(&v) { Ok(Bounded(v)) } else { Err(format!("{v} is outside {MIN}..={MAX}")) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    kiosk: Kiosk,
+    trust: Trust,
+    #[serde(default)]
+    plugin_limits: Option<Limits>,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<Spanned<PluginEntry>>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<Spanned<BackendFile>>,
+    #[serde(default)]
+    devices: Devices,
+    #[serde(default)]
+    limits: Option<Spanned<SaleLimits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trust {
+    dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    call_deadline_ms: Bounded<1, 60_000>,
+    memory_mib: Bounded<1, 4096>,
+    log_kib: Bounded<1, 65_536>,
+    #[serde(default = "yes")]
+    pooling: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    name: String,
+    dialect: Spanned<String>,
+    utility_codes: Vec<Spanned<String>>,
+    address: String,
+    #[serde(default = "default_connect_ms")]
+    connect_timeout_ms: Bounded<1, 60_000>,
+    #[serde(default = "default_io_ms")]
+    io_timeout_ms: Bounded<1, 120_000>,
+    #[serde(default = "default_bytes")]
+    max_request_bytes: Bounded<64, 16_777_216>,
+    #[serde(default = "default_bytes")]
+    max_reply_bytes: Bounded<64, 16_777_216>,
+}
+
+fn default_connect_ms() -> Bounded<1, 60_000> {
+    Bounded(2000)
+}
+fn default_io_ms() -> Bounded<1, 120_000> {
+    Bounded(5000)
+}
+fn default_bytes() -> Bounded<64, 16_777_216> {
+    Bounded(65_536)
+}
+
+impl KioskConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { path: path.to_path_buf(), line: None, message: e.to_string() })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+            path: path.to_path_buf(),
+            line: span.map(|s| line_of(text, s.start)),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+        let mut names = BTreeSet::new();
+        let mut plugins = Vec::new();
+        for entry in file.plugins {
+            let span = entry.span();
+            let mut plugin = entry.into_inner();
+            if !names.insert(plugin.name.clone()) {
+                return Err(at(Some(span), format!("plugin `{}` is named twice", plugin.name)));
+            }
+            plugin.file = resolve(&plugin.file);
+            plugins.push(plugin);
+        }
+
+        let mut backends = Vec::new();
+        let mut served = BTreeSet::new();
+        for entry in file.backends {
+            let b = entry.into_inner();
+            let dialect = b.dialect.get_ref();
+            match plugins.iter().find(|p| &p.name == dialect) {
+                Some(p) if p.role == PluginRole::BackendDialect => {}
+                Some(_) => {
+                    return Err(at(Some(b.dialect.span()), format!("plugin `{dialect}` is not a backend-dialect")));
+                }
+                None => return Err(at(Some(b.dialect.span()), format!("no [[plugin]] is named `{dialect}`"))),
+            }
+            if b.utility_codes.is_empty() {
+                return Err(at(None, format!("backend `{}` serves no utility_codes", b.name)));
+            }
+            for code in &b.utility_codes {
+                if !served.insert(code.get_ref().clone()) {
+                    return Err(at(Some(code.span()), format!("utility code `{}` is served by two backends", code.get_ref())));
+                }
+            }
+            backends.push(BackendEntry {
+                name: b.name,
+                dialect: b.dialect.into_inner(),
+                utility_codes: b.utility_codes.into_iter().map(Spanned::into_inner).collect(),
+                endpoint: Endpoint {
+                    address: b.address,
+                    connect_timeout: Duration::from_millis(b.connect_timeout_ms.0),
+                    io_timeout: Duration::from_millis(b.io_timeout_ms.0),
+                    max_request_bytes: b.max_request_bytes.0 as usize,
+                    max_reply_bytes: b.max_reply_bytes.0 as usize,
+                },
+            });
+        }
+
+        let limits = match file.limits {
+            Some(l) if l.get_ref().min_purchase_fen > l.get_ref().max_purchase_fen => {
+                return Err(at(Some(l.span()), "min_purchase_fen is above max_purchase_fen".into()));
+            }
+            Some(l) => l.into_inner(),
+            None => SaleLimits::default(),
+        };
+        let plugin_limits = match file.plugin_limits {
+            Some(l) => PluginLimits {
+                call_deadline: Duration::from_millis(l.call_deadline_ms.0),
+                memory_bytes: (l.memory_mib.0 as usize) << 20,
+                log_bytes: (l.log_kib.0 as usize) << 10,
+                pooling: l.pooling,
+            },
+            None => PluginLimits::default(),
+        };
+        let mut kiosk = file.kiosk;
+        kiosk.data_dir = resolve(&kiosk.data_dir);
+        Ok(KioskConfig {
+            path: path.to_path_buf(),
+            kiosk,
+            trust_dir: resolve(&file.trust.dir),
+            plugin_limits,
+            plugins,
+            backends,
+            devices: file.devices,
+            limits,
+        })
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.kiosk.data_dir.join("plugin-cache")
+    }
+
+    /// The backend that serves cards issued under `utility_code`, if any.
+    pub fn backend_for(&self, utility_code: &str) -> Option<&BackendEntry> {
+        self.backends.iter().find(|b| b.utility_codes.iter().any(|c| c == utility_code))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[kiosk]
+terminal_id = "KSK-0001"
+region = "4101"
+data_dir = "data"
+
+[trust]
+dir = "trust"
+
+[plugin_limits]
+call_deadline_ms = 500
+memory_mib = 32
+log_kib = 16
+
+[[plugin]]
+name = "text-dialect"
+role = "backend-dialect"
+file = "plugins/text.wasm"
+
+[[backend]]
+name = "zz"
+dialect = "text-dialect"
+utility_codes = ["4101"]
+address = "127.0.0.1:9101"
+"#;
+
+    fn parse(text: &str) -> Result<KioskConfig, ConfigError> {
+        KioskConfig::parse(Path::new("/etc/selfvend/kiosk.toml"), text)
+    }
+
+    #[test]
+    fn a_good_config_resolves_paths_and_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.kiosk.terminal_id.as_str(), "KSK-0001");
+        assert_eq!(c.plugins[0].file, Path::new("/etc/selfvend/plugins/text.wasm"));
+        assert_eq!(c.plugin_limits.memory_bytes, 32 << 20);
+        assert_eq!(c.backend_for("4101").unwrap().endpoint.io_timeout, Duration::from_secs(5));
+        assert!(c.backend_for("9999").is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let text = GOOD.replace("region = \"4101\"", "region = \"4101\"\nregoin = \"x\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, Some(5));
+        assert!(err.to_string().starts_with("/etc/selfvend/kiosk.toml:5: unknown field `regoin`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line_and_reason() {
+        let err = parse(&GOOD.replace("memory_mib = 32", "memory_mib = 0")).unwrap_err();
+        assert_eq!(err.line, Some(12));
+        assert!(err.message.contains("0 is outside 1..=4096"), "{err}");
+
+        let err = parse(&GOOD.replace("KSK-0001", "KSK 0001!")).unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("must be 1 to 16 ASCII letters"), "{err}");
+    }
+
+    #[test]
+    fn a_backend_must_name_a_dialect_plugin() {
+        let err = parse(&GOOD.replace("dialect = \"text-dialect\"", "dialect = \"nope\"")).unwrap_err();
+        assert_eq!(err.line, Some(22));
+        assert_eq!(err.message, "no [[plugin]] is named `nope`");
+    }
+}

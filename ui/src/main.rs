@@ -1,1 +1,51 @@
-fn main(){}
+//! `selfvend`: the kiosk application and its operator and vendor command line.
+
+mod bench;
+mod plugin_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "selfvend", version, about = "Self-service electricity sales kiosk for prepaid IC-card meters")]
+struct Cli {
+    /// The kiosk configuration file.
+    #[arg(long, global = true, env = "SELFVEND_CONFIG", default_value = "config/demo.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign, verify and inspect plugins.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
+    /// Measure the kiosk's performance figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Check the kiosk configuration and load every configured plugin.
+    Check,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SELFVEND_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd, &cli.config),
+        Command::Check => plugin_cmd::check(&cli.config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("selfvend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
