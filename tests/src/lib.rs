@@ -1,1 +1,113 @@
+//! Rigs for selfvend's end-to-end tests: where the built guest components are, how tests sign
+//! them, and simple in-process cards for sandbox tests that need no reader.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use selfvend_host::card::{CardChannel, ChannelError, ReaderKind};
+use selfvend_host::plugin::trust::{SecretKey, TrustStore};
+
+/// The directory holding guest components built for wasm32-wasip2 (`./dev test` sets it).
+pub fn wasm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SELFVEND_WASM_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("wasm32-wasip2/release")
+}
+
+/// A scratch kiosk: a trust store with one fresh test key, and signed copies of guests.
+pub struct SignedPlugins {
+    pub dir: tempfile::TempDir,
+    pub key: SecretKey,
+}
+
+impl SignedPlugins {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        std::fs::create_dir(dir.path().join("trust")).expect("trust dir");
+        let key = SecretKey::generate("selfvend test key");
+        let public = key.write(&dir.path().join("test.key")).expect("write test key");
+        std::fs::copy(public, dir.path().join("trust/test.pub")).expect("trust test key");
+        SignedPlugins { dir, key }
+    }
+
+    pub fn trust(&self) -> TrustStore {
+        TrustStore::load(&self.dir.path().join("trust")).expect("load trust")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Copies the built guest `name` (e.g. `plain_card`) here, unsigned.
+    pub fn copy(&self, name: &str) -> PathBuf {
+        let from = wasm_dir().join(format!("{name}.wasm"));
+        let to = self.dir.path().join(format!("{name}.wasm"));
+        std::fs::copy(&from, &to).unwrap_or_else(|e| {
+            panic!("{}: {e}; build the guests first (./dev test does)", from.display())
+        });
+        to
+    }
+
+    /// Copies the built guest `name` here and signs it with the trusted test key.
+    pub fn signed(&self, name: &str) -> PathBuf {
+        let path = self.copy(name);
+        self.sign(&path);
+        path
+    }
+
+    pub fn sign(&self, path: &Path) {
+        let bytes = std::fs::read(path).expect("read plugin");
+        self.key.sign_file(path, &bytes).expect("sign plugin");
+    }
+}
+
+impl Default for SignedPlugins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A card held in memory that answers the `plain-card` test codec's two APDUs: READ (00 B0)
+/// returns the record, UPDATE (00 D6) replaces it. For sandbox tests only; reader tests
+/// use the virtual cards behind the real pcscd.
+pub struct RecordCard {
+    pub atr: Vec<u8>,
+    pub record: String,
+    pub apdus: usize,
+}
+
+impl RecordCard {
+    pub fn shared(atr: &[u8], record: &str) -> Arc<Mutex<RecordCard>> {
+        Arc::new(Mutex::new(RecordCard { atr: atr.to_vec(), record: record.into(), apdus: 0 }))
+    }
+}
+
+impl CardChannel for RecordCard {
+    fn atr(&self) -> Vec<u8> {
+        self.atr.clone()
+    }
+
+    fn reader_kind(&self) -> ReaderKind {
+        ReaderKind::Contact
+    }
+
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        self.apdus += 1;
+        match command {
+            [0x00, 0xB0, ..] => {
+                let mut r = self.record.as_bytes().to_vec();
+                r.extend_from_slice(&[0x90, 0x00]);
+                Ok(r)
+            }
+            [0x00, 0xD6, _, _, len, data @ ..] if *len as usize == data.len() => {
+                self.record = String::from_utf8_lossy(data).into_owned();
+                Ok(vec![0x90, 0x00])
+            }
+            _ => Ok(vec![0x6D, 0x00]),
+        }
+    }
+}

@@ -160,12 +160,22 @@ fn authority_error(e: host::AuthorityError) -> authority::AuthorityError {
 
 /// Limits on what a codec may return, so a result cannot flood the host.
 const MAX_TEXT: usize = 128;
+const MAX_MESSAGE: usize = 512;
 const MAX_BYTES: usize = 4096;
 const MAX_FLAGS: usize = 32;
 
 fn text(field: &str, s: String) -> Result<String, String> {
-    if s.len() > MAX_TEXT {
-        Err(format!("{field} is {} bytes long (limit {MAX_TEXT})", s.len()))
+    bounded_text(field, s, MAX_TEXT)
+}
+
+/// An error message from a codec: longer than a field, still bounded.
+fn message(field: &str, s: String) -> Result<String, String> {
+    bounded_text(field, s, MAX_MESSAGE)
+}
+
+fn bounded_text(field: &str, s: String, limit: usize) -> Result<String, String> {
+    if s.len() > limit {
+        Err(format!("{field} is {} bytes long (limit {limit})", s.len()))
     } else if s.chars().any(char::is_control) {
         Err(format!("{field} contains control characters"))
     } else {
@@ -267,18 +277,18 @@ pub(super) fn verify_outcome(v: g::VerifyOutcome) -> host::VerifyOutcome {
 pub(super) fn card_error(e: GuestCardError) -> Result<host::CardError, String> {
     Ok(match e {
         types::CardError::CardRemoved => host::CardError::CardRemoved,
-        types::CardError::ReaderFault(s) => host::CardError::ReaderFault(text("reader-fault", s)?),
-        types::CardError::WrongCard(s) => host::CardError::WrongCard(text("wrong-card", s)?),
+        types::CardError::ReaderFault(s) => host::CardError::ReaderFault(message("reader-fault", s)?),
+        types::CardError::WrongCard(s) => host::CardError::WrongCard(message("wrong-card", s)?),
         types::CardError::PscRefused(n) => host::CardError::PscRefused(n),
         types::CardError::CardLocked => host::CardError::CardLocked,
-        types::CardError::AuthorityFailed(s) => host::CardError::AuthorityFailed(text("authority-failed", s)?),
-        types::CardError::AuthRefused(s) => host::CardError::AuthRefused(text("auth-refused", s)?),
+        types::CardError::AuthorityFailed(s) => host::CardError::AuthorityFailed(message("authority-failed", s)?),
+        types::CardError::AuthRefused(s) => host::CardError::AuthRefused(message("auth-refused", s)?),
         types::CardError::UnexpectedStatus(f) => host::CardError::UnexpectedStatus(host::ApduFailure {
-            step: text("step", f.step)?,
+            step: message("step", f.step)?,
             header: bytes("header", f.header)?,
             status: f.status,
         }),
-        types::CardError::Malformed(s) => host::CardError::Malformed(text("malformed", s)?),
-        types::CardError::GrantRejected(s) => host::CardError::GrantRejected(text("grant-rejected", s)?),
+        types::CardError::Malformed(s) => host::CardError::Malformed(message("malformed", s)?),
+        types::CardError::GrantRejected(s) => host::CardError::GrantRejected(message("grant-rejected", s)?),
     })
 }
