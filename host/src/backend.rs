@@ -81,11 +81,19 @@ impl Endpoint {
 
 impl Connection {
     /// Sends all of `data`, charging it to `wire` against `endpoint`'s cap.
-    pub fn send(&mut self, endpoint: &Endpoint, wire: &mut WireRecord, data: &[u8]) -> Result<(), NetError> {
+    pub fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        wire: &mut WireRecord,
+        data: &[u8],
+    ) -> Result<(), NetError> {
         if wire.bytes_sent + data.len() > endpoint.max_request_bytes {
             return Err(NetError::TooLarge);
         }
-        let result = self.stream.write_all(data).and_then(|()| self.stream.flush());
+        let result = self
+            .stream
+            .write_all(data)
+            .and_then(|()| self.stream.flush());
         match result {
             Ok(()) => {
                 wire.bytes_sent += data.len();
@@ -102,7 +110,12 @@ impl Connection {
     }
 
     /// Receives at most `max` bytes (an empty result means the backend closed).
-    pub fn receive(&mut self, endpoint: &Endpoint, wire: &mut WireRecord, max: usize) -> Result<Vec<u8>, NetError> {
+    pub fn receive(
+        &mut self,
+        endpoint: &Endpoint,
+        wire: &mut WireRecord,
+        max: usize,
+    ) -> Result<Vec<u8>, NetError> {
         let room = endpoint.max_reply_bytes.saturating_sub(wire.bytes_received);
         if room == 0 {
             return self.fail_after_send(wire, NetError::TooLarge);
@@ -129,9 +142,9 @@ impl Connection {
 fn io_error(e: std::io::Error) -> NetError {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NetError::Timeout,
-        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof => {
-            NetError::Closed
-        }
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::UnexpectedEof => NetError::Closed,
         _ => NetError::Io(e.to_string()),
     }
 }

@@ -115,7 +115,10 @@ pub struct SaleLimits {
 
 impl Default for SaleLimits {
     fn default() -> Self {
-        SaleLimits { min_purchase_fen: Fen(100), max_purchase_fen: Fen(500_000) }
+        SaleLimits {
+            min_purchase_fen: Fen(100),
+            max_purchase_fen: Fen(500_000),
+        }
     }
 }
 
@@ -133,8 +136,11 @@ impl TerminalId {
 impl TryFrom<String> for TerminalId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 16 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("terminal id `{s}` must be 1 to 16 ASCII letters, digits or dashes"));
+        if s.is_empty() || s.len() > 16 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "terminal id `{s}` must be 1 to 16 ASCII letters, digits or dashes"
+            ));
         }
         Ok(TerminalId(s))
     }
@@ -149,7 +155,11 @@ impl TryFrom<u32> for Baud {
     type Error = String;
     fn try_from(b: u32) -> Result<Self, String> {
         const RATES: [u32; 7] = [2400, 4800, 9600, 19200, 38400, 57600, 115200];
-        if RATES.contains(&b) { Ok(Baud(b)) } else { Err(format!("baud {b} is not one of {RATES:?}")) }
+        if RATES.contains(&b) {
+            Ok(Baud(b))
+        } else {
+            Err(format!("baud {b} is not one of {RATES:?}"))
+        }
     }
 }
 
@@ -161,7 +171,11 @@ struct Bounded<const MIN: u64, const MAX: u64>(u64);
 impl<const MIN: u64, const MAX: u64> TryFrom<u64> for Bounded<MIN, MAX> {
     type Error = String;
     fn try_from(v: u64) -> Result<Self, String> {
-        if (MIN..=MAX).contains(&v) { Ok(Bounded(v)) } else { Err(format!("{v} is outside {MIN}..={MAX}")) }
+        if (MIN..=MAX).contains(&v) {
+            Ok(Bounded(v))
+        } else {
+            Err(format!("{v} is outside {MIN}..={MAX}"))
+        }
     }
 }
 
@@ -232,8 +246,11 @@ fn default_bytes() -> Bounded<64, 16_777_216> {
 impl KioskConfig {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { path: path.to_path_buf(), line: None, message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            message: e.to_string(),
+        })?;
         Self::parse(path, &text)
     }
 
@@ -246,7 +263,13 @@ impl KioskConfig {
         };
         let file: File = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
         let mut names = BTreeSet::new();
         let mut plugins = Vec::new();
@@ -254,7 +277,10 @@ impl KioskConfig {
             let span = entry.span();
             let mut plugin = entry.into_inner();
             if !names.insert(plugin.name.clone()) {
-                return Err(at(Some(span), format!("plugin `{}` is named twice", plugin.name)));
+                return Err(at(
+                    Some(span),
+                    format!("plugin `{}` is named twice", plugin.name),
+                ));
             }
             plugin.file = resolve(&plugin.file);
             plugins.push(plugin);
@@ -268,22 +294,43 @@ impl KioskConfig {
             match plugins.iter().find(|p| &p.name == dialect) {
                 Some(p) if p.role == PluginRole::BackendDialect => {}
                 Some(_) => {
-                    return Err(at(Some(b.dialect.span()), format!("plugin `{dialect}` is not a backend-dialect")));
+                    return Err(at(
+                        Some(b.dialect.span()),
+                        format!("plugin `{dialect}` is not a backend-dialect"),
+                    ));
                 }
-                None => return Err(at(Some(b.dialect.span()), format!("no [[plugin]] is named `{dialect}`"))),
+                None => {
+                    return Err(at(
+                        Some(b.dialect.span()),
+                        format!("no [[plugin]] is named `{dialect}`"),
+                    ));
+                }
             }
             if b.utility_codes.is_empty() {
-                return Err(at(None, format!("backend `{}` serves no utility_codes", b.name)));
+                return Err(at(
+                    None,
+                    format!("backend `{}` serves no utility_codes", b.name),
+                ));
             }
             for code in &b.utility_codes {
                 if !served.insert(code.get_ref().clone()) {
-                    return Err(at(Some(code.span()), format!("utility code `{}` is served by two backends", code.get_ref())));
+                    return Err(at(
+                        Some(code.span()),
+                        format!(
+                            "utility code `{}` is served by two backends",
+                            code.get_ref()
+                        ),
+                    ));
                 }
             }
             backends.push(BackendEntry {
                 name: b.name,
                 dialect: b.dialect.into_inner(),
-                utility_codes: b.utility_codes.into_iter().map(Spanned::into_inner).collect(),
+                utility_codes: b
+                    .utility_codes
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
                 endpoint: Endpoint {
                     address: b.address,
                     connect_timeout: Duration::from_millis(b.connect_timeout_ms.0),
@@ -296,7 +343,10 @@ impl KioskConfig {
 
         let limits = match file.limits {
             Some(l) if l.get_ref().min_purchase_fen > l.get_ref().max_purchase_fen => {
-                return Err(at(Some(l.span()), "min_purchase_fen is above max_purchase_fen".into()));
+                return Err(at(
+                    Some(l.span()),
+                    "min_purchase_fen is above max_purchase_fen".into(),
+                ));
             }
             Some(l) => l.into_inner(),
             None => SaleLimits::default(),
@@ -331,12 +381,18 @@ impl KioskConfig {
 
     /// The backend that serves cards issued under `utility_code`, if any.
     pub fn backend_for(&self, utility_code: &str) -> Option<&BackendEntry> {
-        self.backends.iter().find(|b| b.utility_codes.iter().any(|c| c == utility_code))
+        self.backends
+            .iter()
+            .find(|b| b.utility_codes.iter().any(|c| c == utility_code))
     }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -377,9 +433,15 @@ address = "127.0.0.1:9101"
     fn a_good_config_resolves_paths_and_limits() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.kiosk.terminal_id.as_str(), "KSK-0001");
-        assert_eq!(c.plugins[0].file, Path::new("/etc/selfvend/plugins/text.wasm"));
+        assert_eq!(
+            c.plugins[0].file,
+            Path::new("/etc/selfvend/plugins/text.wasm")
+        );
         assert_eq!(c.plugin_limits.memory_bytes, 32 << 20);
-        assert_eq!(c.backend_for("4101").unwrap().endpoint.io_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.backend_for("4101").unwrap().endpoint.io_timeout,
+            Duration::from_secs(5)
+        );
         assert!(c.backend_for("9999").is_none());
     }
 
@@ -388,7 +450,11 @@ address = "127.0.0.1:9101"
         let text = GOOD.replace("region = \"4101\"", "region = \"4101\"\nregoin = \"x\"");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.line, Some(5));
-        assert!(err.to_string().starts_with("/etc/selfvend/kiosk.toml:5: unknown field `regoin`"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/etc/selfvend/kiosk.toml:5: unknown field `regoin`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -399,12 +465,16 @@ address = "127.0.0.1:9101"
 
         let err = parse(&GOOD.replace("KSK-0001", "KSK 0001!")).unwrap_err();
         assert_eq!(err.line, Some(3));
-        assert!(err.message.contains("must be 1 to 16 ASCII letters"), "{err}");
+        assert!(
+            err.message.contains("must be 1 to 16 ASCII letters"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_backend_must_name_a_dialect_plugin() {
-        let err = parse(&GOOD.replace("dialect = \"text-dialect\"", "dialect = \"nope\"")).unwrap_err();
+        let err =
+            parse(&GOOD.replace("dialect = \"text-dialect\"", "dialect = \"nope\"")).unwrap_err();
         assert_eq!(err.line, Some(22));
         assert_eq!(err.message, "no [[plugin]] is named `nope`");
     }

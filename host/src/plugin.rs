@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -69,9 +69,15 @@ pub enum PluginError {
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: refused: {source}")]
-    Refused { path: PathBuf, source: inspect::InspectError },
+    Refused {
+        path: PathBuf,
+        source: inspect::InspectError,
+    },
     #[error("{path}: does not compile: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error("{path}: does not link: {reason}")]
@@ -81,21 +87,48 @@ pub enum PluginError {
     #[error("the plugin engine could not start: {0}")]
     Engine(String),
     #[error("plugin {plugin} is a {found}, not a {expected}")]
-    WrongKind { plugin: String, expected: PluginKind, found: PluginKind },
+    WrongKind {
+        plugin: String,
+        expected: PluginKind,
+        found: PluginKind,
+    },
     #[error("plugin {plugin}: {call} ran past its {deadline_ms} ms deadline and was stopped")]
-    Timeout { plugin: String, call: &'static str, deadline_ms: u128 },
-    #[error("plugin {plugin}: {call} tried to grow memory past its {cap_mib} MiB cap and was stopped")]
-    MemoryExceeded { plugin: String, call: &'static str, cap_mib: usize },
+    Timeout {
+        plugin: String,
+        call: &'static str,
+        deadline_ms: u128,
+    },
+    #[error(
+        "plugin {plugin}: {call} tried to grow memory past its {cap_mib} MiB cap and was stopped"
+    )]
+    MemoryExceeded {
+        plugin: String,
+        call: &'static str,
+        cap_mib: usize,
+    },
     #[error("plugin {plugin}: {call} trapped: {reason}{}", log_note(.log_tail))]
-    Trapped { plugin: String, call: &'static str, reason: String, log_tail: String },
+    Trapped {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+        log_tail: String,
+    },
     #[error("plugin {plugin}: {call} returned a bad result: {reason}")]
-    BadResult { plugin: String, call: &'static str, reason: String },
+    BadResult {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
     #[error("plugin {plugin}: this instance failed earlier and was discarded; start a new session")]
     Discarded { plugin: String },
 }
 
 fn log_note(tail: &str) -> String {
-    if tail.is_empty() { String::new() } else { format!(" (plugin log: {tail})") }
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin log: {tail})")
+    }
 }
 
 /// The runtime: one engine for every plugin, a linker per plugin kind.
@@ -110,7 +143,9 @@ pub struct PluginRuntime {
 
 impl std::fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRuntime").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PluginRuntime")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,18 +154,32 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 impl PluginRuntime {
     /// Builds the engine and linkers; compiled code is cached in `cache_dir`.
-    pub fn new(trust: TrustStore, cache_dir: &Path, limits: PluginLimits) -> Result<Self, PluginError> {
+    pub fn new(
+        trust: TrustStore,
+        cache_dir: &Path,
+        limits: PluginLimits,
+    ) -> Result<Self, PluginError> {
         let engine = engine(&limits).map_err(|e| PluginError::Engine(e.to_string()))?;
         start_epoch_ticker(&engine);
         let cache = CodeCache::open(cache_dir, &engine)?;
-        let link_err = |e: wasmtime::Error| PluginError::Engine(format!("linking host functions: {e}"));
+        let link_err =
+            |e: wasmtime::Error| PluginError::Engine(format!("linking host functions: {e}"));
         let mut card_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut card_linker).map_err(link_err)?;
-        card_v1::CardCodec::add_to_linker::<_, HasSelf<_>>(&mut card_linker, |s| s).map_err(link_err)?;
+        card_v1::CardCodec::add_to_linker::<_, HasSelf<_>>(&mut card_linker, |s| s)
+            .map_err(link_err)?;
         let mut backend_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut backend_linker).map_err(link_err)?;
-        backend_v1::BackendDialect::add_to_linker::<_, HasSelf<_>>(&mut backend_linker, |s| s).map_err(link_err)?;
-        Ok(PluginRuntime { engine, card_linker, backend_linker, trust, cache, limits })
+        backend_v1::BackendDialect::add_to_linker::<_, HasSelf<_>>(&mut backend_linker, |s| s)
+            .map_err(link_err)?;
+        Ok(PluginRuntime {
+            engine,
+            card_linker,
+            backend_linker,
+            trust,
+            cache,
+            limits,
+        })
     }
 
     pub fn trust(&self) -> &TrustStore {
@@ -143,31 +192,51 @@ impl PluginRuntime {
 
     /// Loads, verifies and pre-instantiates the plugin at `path`, named `name` in logs.
     pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let signer = self.trust.verify(path, &bytes)?;
-        let inspection =
-            inspect::inspect(&bytes).map_err(|source| PluginError::Refused { path: path.to_path_buf(), source })?;
+        let inspection = inspect::inspect(&bytes).map_err(|source| PluginError::Refused {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let started = Instant::now();
         let (component, cache_status) = match self.cache.lookup(&self.engine, &sha256) {
             Lookup::Hit(component) => (component, CacheStatus::Hit),
             Lookup::Miss => (self.compile(path, &bytes, &sha256)?, CacheStatus::Compiled),
             Lookup::Refused(reason) => {
-                tracing::warn!(plugin = name, "compiled-code cache entry refused, recompiling: {reason}");
-                (self.compile(path, &bytes, &sha256)?, CacheStatus::Recompiled(reason))
+                tracing::warn!(
+                    plugin = name,
+                    "compiled-code cache entry refused, recompiling: {reason}"
+                );
+                (
+                    self.compile(path, &bytes, &sha256)?,
+                    CacheStatus::Recompiled(reason),
+                )
             }
         };
         let load_time = started.elapsed();
-        let link = |e: wasmtime::Error| PluginError::Link { path: path.to_path_buf(), reason: e.to_string() };
+        let link = |e: wasmtime::Error| PluginError::Link {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         let pre = match inspection.kind {
-            PluginKind::CardCodec => Pre::Card(card_v1::CardCodecPre::new(
-                self.card_linker.instantiate_pre(&component).map_err(link)?,
-            )
-            .map_err(link)?),
-            PluginKind::BackendDialect => Pre::Backend(backend_v1::BackendDialectPre::new(
-                self.backend_linker.instantiate_pre(&component).map_err(link)?,
-            )
-            .map_err(link)?),
+            PluginKind::CardCodec => Pre::Card(
+                card_v1::CardCodecPre::new(
+                    self.card_linker.instantiate_pre(&component).map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
+            PluginKind::BackendDialect => Pre::Backend(
+                backend_v1::BackendDialectPre::new(
+                    self.backend_linker
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
         };
         Ok(Plugin {
             name: name.to_string(),
@@ -185,8 +254,10 @@ impl PluginRuntime {
     }
 
     fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
         self.cache.store(sha256, &component)?;
         Ok(component)
     }
@@ -258,7 +329,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("kind", &self.inspection.kind).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("kind", &self.inspection.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -288,7 +362,11 @@ impl Plugin {
     }
 
     fn wrong_kind(&self, expected: PluginKind) -> PluginError {
-        PluginError::WrongKind { plugin: self.name.clone(), expected, found: self.kind() }
+        PluginError::WrongKind {
+            plugin: self.name.clone(),
+            expected,
+            found: self.kind(),
+        }
     }
 
     fn sandbox(&self, endpoint: Option<Endpoint>) -> Sandbox {
@@ -296,7 +374,10 @@ impl Plugin {
         let state = PluginState {
             wasi: empty_wasi(&log),
             table: ResourceTable::new(),
-            cap: MemoryCap { bytes: self.limits.memory_bytes, exceeded: false },
+            cap: MemoryCap {
+                bytes: self.limits.memory_bytes,
+                exceeded: false,
+            },
             log,
             psc_granted: false,
             apdus_this_call: 0,
@@ -318,7 +399,12 @@ impl Plugin {
                 Ok(UpdateDeadline::Continue(ticks(s.budget - own_time)))
             }
         });
-        Sandbox { store, plugin: self.name.clone(), limits: self.limits.clone(), discarded: false }
+        Sandbox {
+            store,
+            plugin: self.name.clone(),
+            limits: self.limits.clone(),
+            discarded: false,
+        }
     }
 }
 
@@ -369,7 +455,10 @@ impl PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -379,15 +468,28 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.bytes {
             self.exceeded = true;
-            return Err(wasmtime::Error::msg(format!("memory cap of {} bytes reached", self.bytes)));
+            return Err(wasmtime::Error::msg(format!(
+                "memory cap of {} bytes reached",
+                self.bytes
+            )));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -408,7 +510,9 @@ impl Sandbox {
         f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         if self.discarded {
-            return Err(PluginError::Discarded { plugin: self.plugin.clone() });
+            return Err(PluginError::Discarded {
+                plugin: self.plugin.clone(),
+            });
         }
         {
             let state = self.store.data_mut();
@@ -417,7 +521,8 @@ impl Sandbox {
             state.call_started = Instant::now();
             state.host_wait = Duration::ZERO;
         }
-        self.store.set_epoch_deadline(ticks(self.limits.call_deadline));
+        self.store
+            .set_epoch_deadline(ticks(self.limits.call_deadline));
         match f(&mut self.store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -431,23 +536,46 @@ impl Sandbox {
         let plugin = self.plugin.clone();
         let state = self.store.data();
         if state.cap.exceeded {
-            return PluginError::MemoryExceeded { plugin, call, cap_mib: self.limits.memory_bytes >> 20 };
+            return PluginError::MemoryExceeded {
+                plugin,
+                call,
+                cap_mib: self.limits.memory_bytes >> 20,
+            };
         }
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                PluginError::Timeout { plugin, call, deadline_ms: self.limits.call_deadline.as_millis() }
-            }
-            Some(Trap::StackOverflow) => {
-                PluginError::Trapped { plugin, call, reason: "stack overflow".into(), log_tail: state.log.tail(300) }
-            }
-            Some(trap) => PluginError::Trapped { plugin, call, reason: trap.to_string(), log_tail: state.log.tail(300) },
-            None => PluginError::Trapped { plugin, call, reason: format!("{e:#}"), log_tail: state.log.tail(300) },
+            Some(Trap::Interrupt) => PluginError::Timeout {
+                plugin,
+                call,
+                deadline_ms: self.limits.call_deadline.as_millis(),
+            },
+            Some(Trap::StackOverflow) => PluginError::Trapped {
+                plugin,
+                call,
+                reason: "stack overflow".into(),
+                log_tail: state.log.tail(300),
+            },
+            Some(trap) => PluginError::Trapped {
+                plugin,
+                call,
+                reason: trap.to_string(),
+                log_tail: state.log.tail(300),
+            },
+            None => PluginError::Trapped {
+                plugin,
+                call,
+                reason: format!("{e:#}"),
+                log_tail: state.log.tail(300),
+            },
         }
     }
 
     fn bad_result(&mut self, call: &'static str, reason: String) -> PluginError {
         self.discarded = true;
-        PluginError::BadResult { plugin: self.plugin.clone(), call, reason }
+        PluginError::BadResult {
+            plugin: self.plugin.clone(),
+            call,
+            reason,
+        }
     }
 
     fn log(&self) -> String {
@@ -478,18 +606,29 @@ impl CardCodecSession {
     }
 
     /// Asks whether the card is this codec's.
-    pub fn identify(&mut self, card: &SharedCard) -> Result<Option<card::Identification>, CodecError> {
-        let found = self.with_card("identify", card, None, |b, s, ch, _| b.selfvend_card_codec().call_identify(s, ch))?;
+    pub fn identify(
+        &mut self,
+        card: &SharedCard,
+    ) -> Result<Option<card::Identification>, CodecError> {
+        let found = self.with_card("identify", card, None, |b, s, ch, _| {
+            b.selfvend_card_codec().call_identify(s, ch)
+        })?;
         match found {
-            Ok(Some(id)) => Ok(Some(card_v1::identification(id).map_err(|r| self.sandbox.bad_result("identify", r))?)),
+            Ok(Some(id)) => Ok(Some(
+                card_v1::identification(id).map_err(|r| self.sandbox.bad_result("identify", r))?,
+            )),
             Ok(None) => Ok(None),
             Err(e) => Err(self.card_error("identify", e)),
         }
     }
 
     pub fn read(&mut self, card: &SharedCard) -> Result<card::CardData, CodecError> {
-        match self.with_card("read", card, None, |b, s, ch, _| b.selfvend_card_codec().call_read(s, ch))? {
-            Ok(data) => Ok(card_v1::card_data(data).map_err(|r| self.sandbox.bad_result("read", r))?),
+        match self.with_card("read", card, None, |b, s, ch, _| {
+            b.selfvend_card_codec().call_read(s, ch)
+        })? {
+            Ok(data) => {
+                Ok(card_v1::card_data(data).map_err(|r| self.sandbox.bad_result("read", r))?)
+            }
             Err(e) => Err(self.card_error("read", e)),
         }
     }
@@ -503,14 +642,21 @@ impl CardCodecSession {
         let grant = card_v1::grant(grant);
         let result = self.with_card("write-credit", card, Some(authority), |b, s, ch, auth| {
             let auth = auth.expect("write-credit always binds an authority");
-            b.selfvend_card_codec().call_write_credit(s, ch, &grant, auth)
+            b.selfvend_card_codec()
+                .call_write_credit(s, ch, &grant, auth)
         })?;
         result.map_err(|e| self.card_error("write-credit", e))
     }
 
-    pub fn verify(&mut self, card: &SharedCard, grant: &card::CreditGrant) -> Result<card::VerifyOutcome, CodecError> {
+    pub fn verify(
+        &mut self,
+        card: &SharedCard,
+        grant: &card::CreditGrant,
+    ) -> Result<card::VerifyOutcome, CodecError> {
         let grant = card_v1::grant(grant);
-        match self.with_card("verify", card, None, |b, s, ch, _| b.selfvend_card_codec().call_verify(s, ch, &grant))? {
+        match self.with_card("verify", card, None, |b, s, ch, _| {
+            b.selfvend_card_codec().call_verify(s, ch, &grant)
+        })? {
             Ok(v) => Ok(card_v1::verify_outcome(v)),
             Err(e) => Err(self.card_error("verify", e)),
         }
@@ -539,8 +685,12 @@ impl CardCodecSession {
             let table = &mut store.data_mut().table;
             let ch = table.push(card_v1::ChannelBinding(card.clone()))?;
             let ch_borrow = wasmtime::component::Resource::new_borrow(ch.rep());
-            let auth = authority.map(|a| table.push(card_v1::AuthorityBinding(a.clone()))).transpose()?;
-            let auth_borrow = auth.as_ref().map(|a| wasmtime::component::Resource::new_borrow(a.rep()));
+            let auth = authority
+                .map(|a| table.push(card_v1::AuthorityBinding(a.clone())))
+                .transpose()?;
+            let auth_borrow = auth
+                .as_ref()
+                .map(|a| wasmtime::component::Resource::new_borrow(a.rep()));
             let result = f(bindings, store, ch_borrow, auth_borrow);
             let table = &mut store.data_mut().table;
             table.delete(ch)?;
@@ -585,7 +735,10 @@ impl BackendSession {
     fn call<R>(
         &mut self,
         call: &'static str,
-        f: impl FnOnce(&backend_v1::BackendDialect, &mut Store<PluginState>) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
+        f: impl FnOnce(
+            &backend_v1::BackendDialect,
+            &mut Store<PluginState>,
+        ) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
     ) -> Result<R, DialectError> {
         let Self { sandbox, bindings } = self;
         let result = sandbox.enter(call, |store| f(bindings, store));
@@ -597,27 +750,42 @@ impl BackendSession {
                 let e = backend_v1::backend_error(e).map_err(|r| sandbox.bad_result(call, r))?;
                 match (e, &wire.error_after_send) {
                     (net::BackendError::Refused(r), _) => Err(net::BackendError::Refused(r).into()),
-                    (_, Some(net)) => Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then {net}")).into()),
+                    (_, Some(net)) => Err(net::BackendError::OutcomeUnknown(format!(
+                        "{call}: request sent, then {net}"
+                    ))
+                    .into()),
                     (net::BackendError::Unreachable(why), None) if sent => {
-                        Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then {why}")).into())
+                        Err(net::BackendError::OutcomeUnknown(format!(
+                            "{call}: request sent, then {why}"
+                        ))
+                        .into())
                     }
                     (e, _) => Err(e.into()),
                 }
             }
-            Err(plugin) if sent => {
-                Err(net::BackendError::OutcomeUnknown(format!("{call}: request sent, then the dialect failed: {plugin}")).into())
-            }
+            Err(plugin) if sent => Err(net::BackendError::OutcomeUnknown(format!(
+                "{call}: request sent, then the dialect failed: {plugin}"
+            ))
+            .into()),
             Err(plugin) => Err(plugin.into()),
         }
     }
 
-    fn convert<T, U>(&mut self, call: &'static str, r: Result<T, String>, f: impl FnOnce(T) -> U) -> Result<U, DialectError> {
-        r.map(f).map_err(|reason| self.sandbox.bad_result(call, reason).into())
+    fn convert<T, U>(
+        &mut self,
+        call: &'static str,
+        r: Result<T, String>,
+        f: impl FnOnce(T) -> U,
+    ) -> Result<U, DialectError> {
+        r.map(f)
+            .map_err(|reason| self.sandbox.bad_result(call, reason).into())
     }
 
     pub fn about(&mut self) -> Result<net::DialectInfo, PluginError> {
         let Self { sandbox, bindings } = self;
-        let info = sandbox.enter("about", |s| bindings.selfvend_backend_dialect().call_about(s))?;
+        let info = sandbox.enter("about", |s| {
+            bindings.selfvend_backend_dialect().call_about(s)
+        })?;
         backend_v1::dialect_info(info).map_err(|r| sandbox.bad_result("about", r))
     }
 
@@ -627,48 +795,88 @@ impl BackendSession {
 
     pub fn account_query(&mut self, card: &net::CardRef) -> Result<net::Account, DialectError> {
         let card = backend_v1::card_ref(card);
-        let r = self.call("account-query", |b, s| b.selfvend_backend_dialect().call_account_query(s, &card))?;
+        let r = self.call("account-query", |b, s| {
+            b.selfvend_backend_dialect().call_account_query(s, &card)
+        })?;
         self.convert("account-query", backend_v1::account(r), |a| a)
     }
 
-    pub fn can_buy(&mut self, card: &net::CardRef, purchase: net::Purchase) -> Result<net::BuyCheck, DialectError> {
+    pub fn can_buy(
+        &mut self,
+        card: &net::CardRef,
+        purchase: net::Purchase,
+    ) -> Result<net::BuyCheck, DialectError> {
         let card = backend_v1::card_ref(card);
         let purchase = backend_v1::purchase(purchase);
-        let r = self.call("can-buy", |b, s| b.selfvend_backend_dialect().call_can_buy(s, &card, purchase))?;
+        let r = self.call("can-buy", |b, s| {
+            b.selfvend_backend_dialect()
+                .call_can_buy(s, &card, purchase)
+        })?;
         self.convert("can-buy", backend_v1::buy_check(r), |c| c)
     }
 
     pub fn sale(&mut self, request: &net::SaleRequest) -> Result<net::BackendGrant, DialectError> {
         let request = backend_v1::sale_request(request);
-        let r = self.call("sale", |b, s| b.selfvend_backend_dialect().call_sale(s, &request))?;
+        let r = self.call("sale", |b, s| {
+            b.selfvend_backend_dialect().call_sale(s, &request)
+        })?;
         self.convert("sale", backend_v1::grant(r), |g| g)
     }
 
-    pub fn sale_status(&mut self, terminal_id: &str, kiosk_serial: u64) -> Result<net::SaleStatus, DialectError> {
-        let r = self.call("sale-status", |b, s| b.selfvend_backend_dialect().call_sale_status(s, terminal_id, kiosk_serial))?;
+    pub fn sale_status(
+        &mut self,
+        terminal_id: &str,
+        kiosk_serial: u64,
+    ) -> Result<net::SaleStatus, DialectError> {
+        let r = self.call("sale-status", |b, s| {
+            b.selfvend_backend_dialect()
+                .call_sale_status(s, terminal_id, kiosk_serial)
+        })?;
         self.convert("sale-status", backend_v1::sale_status(r), |s| s)
     }
 
-    pub fn confirm_write(&mut self, confirmation: &net::WriteConfirmation) -> Result<(), DialectError> {
+    pub fn confirm_write(
+        &mut self,
+        confirmation: &net::WriteConfirmation,
+    ) -> Result<(), DialectError> {
         let c = backend_v1::write_confirmation(confirmation);
-        self.call("confirm-write", |b, s| b.selfvend_backend_dialect().call_confirm_write(s, &c))
+        self.call("confirm-write", |b, s| {
+            b.selfvend_backend_dialect().call_confirm_write(s, &c)
+        })
     }
 
-    pub fn authenticate(&mut self, card_serial: &str, request: &card::AuthRequest) -> Result<Vec<u8>, DialectError> {
+    pub fn authenticate(
+        &mut self,
+        card_serial: &str,
+        request: &card::AuthRequest,
+    ) -> Result<Vec<u8>, DialectError> {
         let request = backend_v1::auth_request(card_serial, request);
-        let r = self.call("authenticate", |b, s| b.selfvend_backend_dialect().call_authenticate(s, &request))?;
+        let r = self.call("authenticate", |b, s| {
+            b.selfvend_backend_dialect().call_authenticate(s, &request)
+        })?;
         self.convert("authenticate", backend_v1::bytes("authenticate", r), |b| b)
     }
 
     pub fn card_password(&mut self, card: &net::CardRef) -> Result<Vec<u8>, DialectError> {
         let card = backend_v1::card_ref(card);
-        let r = self.call("card-password", |b, s| b.selfvend_backend_dialect().call_card_password(s, &card))?;
-        self.convert("card-password", backend_v1::bytes("card-password", r), |b| b)
+        let r = self.call("card-password", |b, s| {
+            b.selfvend_backend_dialect().call_card_password(s, &card)
+        })?;
+        self.convert(
+            "card-password",
+            backend_v1::bytes("card-password", r),
+            |b| b,
+        )
     }
 
-    pub fn reconcile(&mut self, report: &net::PeriodReport) -> Result<net::Reconciliation, DialectError> {
+    pub fn reconcile(
+        &mut self,
+        report: &net::PeriodReport,
+    ) -> Result<net::Reconciliation, DialectError> {
         let report = backend_v1::period_report(report);
-        let r = self.call("reconcile", |b, s| b.selfvend_backend_dialect().call_reconcile(s, &report))?;
+        let r = self.call("reconcile", |b, s| {
+            b.selfvend_backend_dialect().call_reconcile(s, &report)
+        })?;
         self.convert("reconcile", backend_v1::reconciliation(r), |r| r)
     }
 }

@@ -29,7 +29,9 @@ impl SignedPlugins {
         let dir = tempfile::tempdir().expect("scratch dir");
         std::fs::create_dir(dir.path().join("trust")).expect("trust dir");
         let key = SecretKey::generate("selfvend test key");
-        let public = key.write(&dir.path().join("test.key")).expect("write test key");
+        let public = key
+            .write(&dir.path().join("test.key"))
+            .expect("write test key");
         std::fs::copy(public, dir.path().join("trust/test.pub")).expect("trust test key");
         SignedPlugins { dir, key }
     }
@@ -47,7 +49,10 @@ impl SignedPlugins {
         let from = wasm_dir().join(format!("{name}.wasm"));
         let to = self.dir.path().join(format!("{name}.wasm"));
         std::fs::copy(&from, &to).unwrap_or_else(|e| {
-            panic!("{}: {e}; build the guests first (./dev test does)", from.display())
+            panic!(
+                "{}: {e}; build the guests first (./dev test does)",
+                from.display()
+            )
         });
         to
     }
@@ -82,7 +87,11 @@ pub struct RecordCard {
 
 impl RecordCard {
     pub fn shared(atr: &[u8], record: &str) -> Arc<Mutex<RecordCard>> {
-        Arc::new(Mutex::new(RecordCard { atr: atr.to_vec(), record: record.into(), apdus: 0 }))
+        Arc::new(Mutex::new(RecordCard {
+            atr: atr.to_vec(),
+            record: record.into(),
+            apdus: 0,
+        }))
     }
 }
 
@@ -110,4 +119,12 @@ impl CardChannel for RecordCard {
             _ => Ok(vec![0x6D, 0x00]),
         }
     }
+}
+
+/// The `selfvend` binary (`./dev test` sets `SELFVEND_BIN`).
+pub fn selfvend_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SELFVEND_BIN") {
+        return PathBuf::from(bin);
+    }
+    wasm_dir().join("../../release/selfvend")
 }

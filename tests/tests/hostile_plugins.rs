@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use selfvend_host::card::{CardError, CreditGrant, VerifyOutcome};
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::plugin::{
-    CacheStatus, CodecError, Plugin, PluginError, PluginLimits, PluginRuntime, SharedAuthority, SharedCard,
+    CacheStatus, CodecError, Plugin, PluginError, PluginLimits, PluginRuntime, SharedAuthority,
+    SharedCard,
 };
 use selfvend_tests::{RecordCard, SignedPlugins};
 
@@ -29,10 +30,20 @@ struct Rig {
 
 fn rig() -> Rig {
     let plugins = SignedPlugins::new();
-    let runtime = PluginRuntime::new(plugins.trust(), &plugins.cache_dir(), limits()).expect("runtime");
-    let hostile = runtime.load("hostile-card", &plugins.signed("hostile_card")).expect("load hostile");
-    let plain = runtime.load("plain-card", &plugins.signed("plain_card")).expect("load plain");
-    Rig { plugins, runtime, hostile, plain }
+    let runtime =
+        PluginRuntime::new(plugins.trust(), &plugins.cache_dir(), limits()).expect("runtime");
+    let hostile = runtime
+        .load("hostile-card", &plugins.signed("hostile_card"))
+        .expect("load hostile");
+    let plain = runtime
+        .load("plain-card", &plugins.signed("plain_card"))
+        .expect("load plain");
+    Rig {
+        plugins,
+        runtime,
+        hostile,
+        plain,
+    }
 }
 
 fn card(atr: &str) -> SharedCard {
@@ -40,8 +51,14 @@ fn card(atr: &str) -> SharedCard {
 }
 
 /// Runs hostile mode `mode` in a fresh session and returns what `identify` gave.
-fn hostile(rig: &Rig, mode: &str) -> Result<Option<selfvend_host::card::Identification>, CodecError> {
-    rig.hostile.card_session().expect("fresh hostile session").identify(&card(mode))
+fn hostile(
+    rig: &Rig,
+    mode: &str,
+) -> Result<Option<selfvend_host::card::Identification>, CodecError> {
+    rig.hostile
+        .card_session()
+        .expect("fresh hostile session")
+        .identify(&card(mode))
 }
 
 /// The plain codec does a full read-write-verify after whatever the hostile one did.
@@ -51,21 +68,42 @@ fn plain_still_works(rig: &Rig) {
     let mut session = rig.plain.card_session().expect("plain session");
     assert!(session.identify(&shared).expect("identify").is_some());
     let data = session.read(&shared).expect("read");
-    assert_eq!((data.card_serial.as_str(), data.purchase_count), ("CARD-1", 3));
-    let grant = CreditGrant { card_serial: "CARD-1".into(), purchase_count: 4, amount: Fen(5000), energy: Wh(8000), token: vec![] };
+    assert_eq!(
+        (data.card_serial.as_str(), data.purchase_count),
+        ("CARD-1", 3)
+    );
+    let grant = CreditGrant {
+        card_serial: "CARD-1".into(),
+        purchase_count: 4,
+        amount: Fen(5000),
+        energy: Wh(8000),
+        token: vec![],
+    };
     let authority: SharedAuthority = Arc::new(Mutex::new(NoAuthority));
-    session.write_credit(&shared, &grant, &authority).expect("write");
-    assert_eq!(session.verify(&shared, &grant).expect("verify"), VerifyOutcome::Written);
+    session
+        .write_credit(&shared, &grant, &authority)
+        .expect("write");
+    assert_eq!(
+        session.verify(&shared, &grant).expect("verify"),
+        VerifyOutcome::Written
+    );
     assert_eq!(card.lock().unwrap().record, "CARD-1|4101|C-77|M-88|4");
 }
 
 struct NoAuthority;
 impl selfvend_host::card::CardAuthority for NoAuthority {
     fn card_password(&mut self) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Err(selfvend_host::card::AuthorityError::NotAllowed("no PSC in this test".into()))
+        Err(selfvend_host::card::AuthorityError::NotAllowed(
+            "no PSC in this test".into(),
+        ))
     }
-    fn authenticate(&mut self, _: selfvend_host::card::AuthRequest) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Err(selfvend_host::card::AuthorityError::NotAllowed("no MAC in this test".into()))
+    fn authenticate(
+        &mut self,
+        _: selfvend_host::card::AuthRequest,
+    ) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
+        Err(selfvend_host::card::AuthorityError::NotAllowed(
+            "no MAC in this test".into(),
+        ))
     }
 }
 
@@ -74,7 +112,11 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
     let rig = rig();
     let started = Instant::now();
     let err = hostile(&rig, "loop").unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         err.to_string(),
         "plugin hostile-card: identify ran past its 300 ms deadline and was stopped"
@@ -86,7 +128,10 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
 fn a_memory_bomb_is_stopped_at_the_cap() {
     let rig = rig();
     let err = hostile(&rig, "grow-memory").unwrap_err();
-    assert!(matches!(err, CodecError::Plugin(PluginError::MemoryExceeded { .. })), "{err}");
+    assert!(
+        matches!(err, CodecError::Plugin(PluginError::MemoryExceeded { .. })),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "plugin hostile-card: identify tried to grow memory past its 32 MiB cap and was stopped"
@@ -98,7 +143,11 @@ fn a_memory_bomb_is_stopped_at_the_cap() {
 fn endless_recursion_is_a_stack_overflow() {
     let rig = rig();
     let err = hostile(&rig, "recurse").unwrap_err();
-    assert!(err.to_string().starts_with("plugin hostile-card: identify trapped: stack overflow"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("plugin hostile-card: identify trapped: stack overflow"),
+        "{err}"
+    );
     plain_still_works(&rig);
 }
 
@@ -107,7 +156,10 @@ fn a_panic_is_a_trap_with_the_panic_message() {
     let rig = rig();
     let err = hostile(&rig, "panic").unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("plugin hostile-card: identify trapped:"), "{text}");
+    assert!(
+        text.starts_with("plugin hostile-card: identify trapped:"),
+        "{text}"
+    );
     assert!(text.contains("hostile-card panicked on purpose"), "{text}");
     plain_still_works(&rig);
 }
@@ -135,8 +187,14 @@ fn files_environment_and_sockets_are_not_there() {
     assert!(!file.contains("OK"), "a plugin read a file: {file}");
     assert_eq!(msg("read-env"), "env: 0 vars, 0 args");
     let socket = msg("open-socket");
-    assert!(socket.starts_with("socket: connect 127.0.0.1:22: "), "{socket}");
-    assert!(!socket.contains("connected") && !socket.contains("OK"), "a plugin reached the network: {socket}");
+    assert!(
+        socket.starts_with("socket: connect 127.0.0.1:22: "),
+        "{socket}"
+    );
+    assert!(
+        !socket.contains("connected") && !socket.contains("OK"),
+        "a plugin reached the network: {socket}"
+    );
     plain_still_works(&rig);
 }
 
@@ -144,15 +202,27 @@ fn files_environment_and_sockets_are_not_there() {
 fn a_stderr_flood_is_bounded_and_harmless() {
     let plugins = SignedPlugins::new();
     // Writing 10 MiB line by line takes the guest seconds; give it the time, not the log room.
-    let limits = PluginLimits { call_deadline: Duration::from_secs(60), ..limits() };
+    let limits = PluginLimits {
+        call_deadline: Duration::from_secs(60),
+        ..limits()
+    };
     let runtime = PluginRuntime::new(plugins.trust(), &plugins.cache_dir(), limits).unwrap();
-    let hostile = runtime.load("hostile-card", &plugins.signed("hostile_card")).unwrap();
+    let hostile = runtime
+        .load("hostile-card", &plugins.signed("hostile_card"))
+        .unwrap();
     let mut session = hostile.card_session().unwrap();
     assert_eq!(session.identify(&card("stderr-flood")).unwrap(), None);
     let log = session.log();
     assert!(log.starts_with("flood line 0\n"), "{}", &log[..40]);
-    assert!(log.len() < (16 << 10) + 100, "log grew to {} bytes", log.len());
-    assert!(log.trim_end().ends_with("more bytes dropped]"), "no drop note");
+    assert!(
+        log.len() < (16 << 10) + 100,
+        "log grew to {} bytes",
+        log.len()
+    );
+    assert!(
+        log.trim_end().ends_with("more bytes dropped]"),
+        "no drop note"
+    );
 }
 
 #[test]
@@ -172,14 +242,33 @@ fn a_failed_instance_is_discarded_and_the_next_session_is_fresh() {
 fn unsigned_untrusted_and_tampered_plugins_are_refused() {
     let rig = rig();
     let unsigned = rig.plugins.dir.path().join("unsigned.wasm");
-    std::fs::copy(selfvend_tests::wasm_dir().join("plain_card.wasm"), &unsigned).unwrap();
+    std::fs::copy(
+        selfvend_tests::wasm_dir().join("plain_card.wasm"),
+        &unsigned,
+    )
+    .unwrap();
     let err = rig.runtime.load("plain", &unsigned).unwrap_err();
-    assert_eq!(err.to_string(), format!("{}: not signed (no signature file {}.sig)", unsigned.display(), unsigned.display()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not signed (no signature file {}.sig)",
+            unsigned.display(),
+            unsigned.display()
+        )
+    );
 
     let stranger = selfvend_host::plugin::trust::SecretKey::generate("Stranger");
-    stranger.sign_file(&unsigned, &std::fs::read(&unsigned).unwrap()).unwrap();
+    stranger
+        .sign_file(&unsigned, &std::fs::read(&unsigned).unwrap())
+        .unwrap();
     let err = rig.runtime.load("plain", &unsigned).unwrap_err();
-    assert!(err.to_string().contains(&format!("signed by key {}, which is not in the trust store", stranger.public_id())), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "signed by key {}, which is not in the trust store",
+            stranger.public_id()
+        )),
+        "{err}"
+    );
 
     let tampered = rig.plugins.signed("plain_card");
     let mut bytes = std::fs::read(&tampered).unwrap();
@@ -187,18 +276,33 @@ fn unsigned_untrusted_and_tampered_plugins_are_refused() {
     bytes[mid] ^= 0x01;
     std::fs::write(&tampered, &bytes).unwrap();
     let err = rig.runtime.load("plain", &tampered).unwrap_err();
-    assert!(err.to_string().ends_with("does not match the file (tampered or re-built after signing)"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("does not match the file (tampered or re-built after signing)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_tampered_cache_file_is_refused_and_recompiled() {
     let rig = rig();
     let path = rig.plugins.signed("plain_card");
-    assert_eq!(rig.runtime.load("plain", &path).unwrap().cache_status, CacheStatus::Hit);
+    assert_eq!(
+        rig.runtime.load("plain", &path).unwrap().cache_status,
+        CacheStatus::Hit
+    );
     let entry = std::fs::read_dir(rig.plugins.cache_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().starts_with(&*rig.plugins.cache_dir().join(&rig.plain.sha256).to_string_lossy()))
+        .find(|p| {
+            p.to_string_lossy().starts_with(
+                &*rig
+                    .plugins
+                    .cache_dir()
+                    .join(&rig.plain.sha256)
+                    .to_string_lossy(),
+            )
+        })
         .expect("cache entry for plain-card");
     let mut bytes = std::fs::read(&entry).unwrap();
     let last = bytes.len() - 100;
@@ -206,10 +310,16 @@ fn a_tampered_cache_file_is_refused_and_recompiled() {
     std::fs::write(&entry, &bytes).unwrap();
     let reloaded = rig.runtime.load("plain", &path).unwrap();
     match &reloaded.cache_status {
-        CacheStatus::Recompiled(why) => assert!(why.ends_with("integrity check failed (the file was changed outside this host)"), "{why}"),
+        CacheStatus::Recompiled(why) => assert!(
+            why.ends_with("integrity check failed (the file was changed outside this host)"),
+            "{why}"
+        ),
         other => panic!("expected a recompile, got {other:?}"),
     }
-    assert_eq!(rig.runtime.load("plain", &path).unwrap().cache_status, CacheStatus::Hit);
+    assert_eq!(
+        rig.runtime.load("plain", &path).unwrap().cache_status,
+        CacheStatus::Hit
+    );
     plain_still_works(&rig);
 }
 
@@ -239,7 +349,9 @@ fn imports_outside_the_allowlist_are_refused_before_compiling() {
 fn a_major_version_the_host_does_not_speak_is_refused_with_what_it_speaks() {
     let rig = rig();
     let path = rig.plugins.dir.path().join("future.wasm");
-    let wat = FORBIDDEN_IMPORT.replace("  (import \"evil:net/raw@1.0.0\" (instance))\n", "").replace("codec@1.0.0", "codec@2.0.0");
+    let wat = FORBIDDEN_IMPORT
+        .replace("  (import \"evil:net/raw@1.0.0\" (instance))\n", "")
+        .replace("codec@1.0.0", "codec@2.0.0");
     std::fs::write(&path, wat::parse_str(&wat).unwrap()).unwrap();
     rig.plugins.sign(&path);
     let err = rig.runtime.load("future", &path).unwrap_err();

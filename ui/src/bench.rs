@@ -27,7 +27,11 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Plugin { plugin, trust, rounds } => {
+        BenchCommand::Plugin {
+            plugin,
+            trust,
+            rounds,
+        } => {
             let trust = match trust {
                 Some(dir) => dir,
                 None => KioskConfig::load(config)?.trust_dir,
@@ -39,12 +43,24 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_plugin(path: &Path, trust: &Path, rounds: usize) -> anyhow::Result<()> {
-    let name = path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+    let name = path
+        .file_stem()
+        .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
     for pooling in [true, false] {
         let cache = tempfile::tempdir().context("making a scratch cache directory")?;
-        let limits = PluginLimits { pooling, ..PluginLimits::default() };
-        let runtime = PluginRuntime::new(TrustStore::load(trust)?, &cache.path().join("cache"), limits)?;
-        println!("allocator: {}", if pooling { "pooling" } else { "on-demand" });
+        let limits = PluginLimits {
+            pooling,
+            ..PluginLimits::default()
+        };
+        let runtime = PluginRuntime::new(
+            TrustStore::load(trust)?,
+            &cache.path().join("cache"),
+            limits,
+        )?;
+        println!(
+            "allocator: {}",
+            if pooling { "pooling" } else { "on-demand" }
+        );
 
         let started = Instant::now();
         let plugin = runtime.load(&name, path)?;
@@ -66,8 +82,14 @@ fn bench_plugin(path: &Path, trust: &Path, rounds: usize) -> anyhow::Result<()> 
         }
         println!("compile: {:.1} ms", ms(compile));
         println!("cached load: {:.2} ms", ms(percentile(&mut cached, 50)));
-        println!("instantiate+call p50: {:.1} us", us(percentile(&mut round_trips, 50)));
-        println!("instantiate+call p99: {:.1} us", us(percentile(&mut round_trips, 99)));
+        println!(
+            "instantiate+call p50: {:.1} us",
+            us(percentile(&mut round_trips, 50))
+        );
+        println!(
+            "instantiate+call p99: {:.1} us",
+            us(percentile(&mut round_trips, 99))
+        );
     }
     Ok(())
 }

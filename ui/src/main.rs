@@ -9,10 +9,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "selfvend", version, about = "Self-service electricity sales kiosk for prepaid IC-card meters")]
+#[command(
+    name = "selfvend",
+    version,
+    about = "Self-service electricity sales kiosk for prepaid IC-card meters"
+)]
 struct Cli {
     /// The kiosk configuration file.
-    #[arg(long, global = true, env = "SELFVEND_CONFIG", default_value = "config/demo.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "SELFVEND_CONFIG",
+        default_value = "config/demo.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -32,7 +41,10 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SELFVEND_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SELFVEND_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

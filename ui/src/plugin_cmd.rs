@@ -46,7 +46,12 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Keygen { out, name } => {
             let key = SecretKey::generate(&name);
             let public = key.write(&out)?;
-            println!("wrote {} (secret) and {} (key id {})", out.display(), public.display(), key.public_id());
+            println!(
+                "wrote {} (secret) and {} (key id {})",
+                out.display(),
+                public.display(),
+                key.public_id()
+            );
         }
         PluginCommand::Sign { key, plugin } => {
             let key = SecretKey::read(&key)?;
@@ -62,7 +67,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Inspect { trust, plugin } => {
             let bytes = read(&plugin)?;
-            let found = inspect(&bytes).with_context(|| format!("{}: refused", plugin.display()))?;
+            let found =
+                inspect(&bytes).with_context(|| format!("{}: refused", plugin.display()))?;
             println!("file: {}", plugin.display());
             println!("kind: {}", found.kind);
             println!("contract: {}@{}", found.kind.package(), found.version);
@@ -92,8 +98,17 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
     let config = KioskConfig::load(config)?;
     let trust = TrustStore::load(&config.trust_dir)?;
-    let runtime = PluginRuntime::new(trust, &config.plugin_cache_dir(), config.plugin_limits.clone())?;
-    println!("kiosk {} in region {}: config {} is valid", config.kiosk.terminal_id.as_str(), config.kiosk.region, config.path.display());
+    let runtime = PluginRuntime::new(
+        trust,
+        &config.plugin_cache_dir(),
+        config.plugin_limits.clone(),
+    )?;
+    println!(
+        "kiosk {} in region {}: config {} is valid",
+        config.kiosk.terminal_id.as_str(),
+        config.kiosk.region,
+        config.path.display()
+    );
     let mut failed = false;
     for entry in &config.plugins {
         match runtime.load(&entry.name, &entry.file) {
@@ -103,7 +118,11 @@ pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
                     PluginRole::BackendDialect => PluginKind::BackendDialect,
                 };
                 if plugin.kind() != expected {
-                    println!("plugin {}: configured as {expected} but is a {}", entry.name, plugin.kind());
+                    println!(
+                        "plugin {}: configured as {expected} but is a {}",
+                        entry.name,
+                        plugin.kind()
+                    );
                     failed = true;
                     continue;
                 }
@@ -129,7 +148,11 @@ pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

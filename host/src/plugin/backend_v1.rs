@@ -10,7 +10,11 @@ use crate::card;
 use crate::money::{Fen, Wh};
 
 /// The newest `selfvend:backend` this host speaks.
-pub const VERSION: Version = Version { major: 1, minor: 0, patch: 0 };
+pub const VERSION: Version = Version {
+    major: 1,
+    minor: 0,
+    patch: 0,
+};
 
 wasmtime::component::bindgen!({
     path: "../wit/backend",
@@ -47,12 +51,18 @@ fn net_error(e: host::NetError) -> connection::NetError {
 const MAX_TABLE_CONNECTIONS: usize = 8;
 
 impl connection::HostConnection for PluginState {
-    fn open(&mut self) -> wasmtime::Result<Result<Resource<ConnectionBinding>, connection::NetError>> {
+    fn open(
+        &mut self,
+    ) -> wasmtime::Result<Result<Resource<ConnectionBinding>, connection::NetError>> {
         let Some(endpoint) = self.endpoint.clone() else {
-            return Ok(Err(connection::NetError::ConnectFailed("no backend endpoint is configured".into())));
+            return Ok(Err(connection::NetError::ConnectFailed(
+                "no backend endpoint is configured".into(),
+            )));
         };
         if self.open_connections >= MAX_TABLE_CONNECTIONS {
-            return Ok(Err(connection::NetError::Io("too many connections in one session".into())));
+            return Ok(Err(connection::NetError::Io(
+                "too many connections in one session".into(),
+            )));
         }
         match self.waiting(|_| endpoint.connect()) {
             Ok(conn) => {
@@ -63,8 +73,15 @@ impl connection::HostConnection for PluginState {
         }
     }
 
-    fn send(&mut self, this: Resource<ConnectionBinding>, data: Vec<u8>) -> wasmtime::Result<Result<(), connection::NetError>> {
-        let endpoint = self.endpoint.clone().expect("a connection exists only with an endpoint");
+    fn send(
+        &mut self,
+        this: Resource<ConnectionBinding>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), connection::NetError>> {
+        let endpoint = self
+            .endpoint
+            .clone()
+            .expect("a connection exists only with an endpoint");
         let result = self.waiting(|s| -> wasmtime::Result<_> {
             let conn = s.table.get_mut(&this)?;
             Ok(conn.0.send(&endpoint, &mut s.wire, &data))
@@ -72,8 +89,15 @@ impl connection::HostConnection for PluginState {
         Ok(result.map_err(net_error))
     }
 
-    fn receive(&mut self, this: Resource<ConnectionBinding>, max: u32) -> wasmtime::Result<Result<Vec<u8>, connection::NetError>> {
-        let endpoint = self.endpoint.clone().expect("a connection exists only with an endpoint");
+    fn receive(
+        &mut self,
+        this: Resource<ConnectionBinding>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, connection::NetError>> {
+        let endpoint = self
+            .endpoint
+            .clone()
+            .expect("a connection exists only with an endpoint");
         let result = self.waiting(|s| -> wasmtime::Result<_> {
             let conn = s.table.get_mut(&this)?;
             Ok(conn.0.receive(&endpoint, &mut s.wire, max as usize))
@@ -108,7 +132,10 @@ const MAX_LIST: usize = 64;
 
 fn text(field: &str, s: String) -> Result<String, String> {
     if s.len() > MAX_TEXT {
-        Err(format!("{field} is {} bytes long (limit {MAX_TEXT})", s.len()))
+        Err(format!(
+            "{field} is {} bytes long (limit {MAX_TEXT})",
+            s.len()
+        ))
     } else if s.chars().any(|c| c.is_control() && c != '\n') {
         Err(format!("{field} contains control characters"))
     } else {
@@ -118,14 +145,21 @@ fn text(field: &str, s: String) -> Result<String, String> {
 
 pub(super) fn bytes(field: &str, b: Vec<u8>) -> Result<Vec<u8>, String> {
     if b.len() > MAX_BYTES {
-        Err(format!("{field} is {} bytes long (limit {MAX_BYTES})", b.len()))
+        Err(format!(
+            "{field} is {} bytes long (limit {MAX_BYTES})",
+            b.len()
+        ))
     } else {
         Ok(b)
     }
 }
 
 pub(super) fn dialect_info(i: types::DialectInfo) -> Result<host::DialectInfo, String> {
-    Ok(host::DialectInfo { vendor: text("vendor", i.vendor)?, name: text("name", i.name)?, version: text("version", i.version)? })
+    Ok(host::DialectInfo {
+        vendor: text("vendor", i.vendor)?,
+        name: text("name", i.name)?,
+        version: text("version", i.version)?,
+    })
 }
 
 pub(super) fn card_ref(c: &host::CardRef) -> types::CardRef {
@@ -191,9 +225,16 @@ pub(super) fn account(a: types::Account) -> Result<host::Account, String> {
 
 pub(super) fn buy_check(c: types::BuyCheck) -> Result<host::BuyCheck, String> {
     if c.min_fen > c.max_fen && c.refusal.is_none() {
-        return Err(format!("can-buy allows a minimum of {} fen above its maximum of {} fen", c.min_fen, c.max_fen));
+        return Err(format!(
+            "can-buy allows a minimum of {} fen above its maximum of {} fen",
+            c.min_fen, c.max_fen
+        ));
     }
-    Ok(host::BuyCheck { refusal: c.refusal.map(refusal).transpose()?, min: Fen(c.min_fen), max: Fen(c.max_fen) })
+    Ok(host::BuyCheck {
+        refusal: c.refusal.map(refusal).transpose()?,
+        min: Fen(c.min_fen),
+        max: Fen(c.max_fen),
+    })
 }
 
 pub(super) fn sale_request(r: &host::SaleRequest) -> types::SaleRequest {
@@ -268,7 +309,11 @@ pub(super) fn period_report(r: &host::PeriodReport) -> types::PeriodReport {
         totals: r
             .totals
             .iter()
-            .map(|t| types::BusinessTotal { business: business_type(t.business), count: t.count, amount_fen: t.amount.0 })
+            .map(|t| types::BusinessTotal {
+                business: business_type(t.business),
+                count: t.count,
+                amount_fen: t.amount.0,
+            })
             .collect(),
     }
 }
@@ -292,16 +337,26 @@ pub(super) fn reconciliation(r: types::Reconciliation) -> Result<host::Reconcili
                 amount: Fen(t.amount_fen),
             })
             .collect(),
-        differences: r.differences.into_iter().map(|d| text("difference", d)).collect::<Result<_, _>>()?,
+        differences: r
+            .differences
+            .into_iter()
+            .map(|d| text("difference", d))
+            .collect::<Result<_, _>>()?,
     })
 }
 
 pub(super) fn backend_error(e: GuestBackendError) -> Result<host::BackendError, String> {
     Ok(match e {
         types::BackendError::Refused(r) => host::BackendError::Refused(refusal(r)?),
-        types::BackendError::OutcomeUnknown(s) => host::BackendError::OutcomeUnknown(text("outcome-unknown", s)?),
-        types::BackendError::Unreachable(s) => host::BackendError::Unreachable(text("unreachable", s)?),
-        types::BackendError::MalformedReply(s) => host::BackendError::MalformedReply(text("malformed-reply", s)?),
+        types::BackendError::OutcomeUnknown(s) => {
+            host::BackendError::OutcomeUnknown(text("outcome-unknown", s)?)
+        }
+        types::BackendError::Unreachable(s) => {
+            host::BackendError::Unreachable(text("unreachable", s)?)
+        }
+        types::BackendError::MalformedReply(s) => {
+            host::BackendError::MalformedReply(text("malformed-reply", s)?)
+        }
         types::BackendError::NotSupported => host::BackendError::NotSupported,
     })
 }

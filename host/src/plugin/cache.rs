@@ -46,25 +46,42 @@ pub struct CodeCache {
 
 impl std::fmt::Debug for CodeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CodeCache").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("CodeCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl CodeCache {
     /// Opens (creating if needed, mode 0700) the cache at `dir`, with its key at `dir.key`.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
-        let io = |source| CacheError { path: dir.to_path_buf(), source };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        let io = |source| CacheError {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let key_path = dir.with_extension("key");
-        let key = read_or_create_key(&key_path).map_err(|source| CacheError { path: key_path, source })?;
+        let key = read_or_create_key(&key_path).map_err(|source| CacheError {
+            path: key_path,
+            source,
+        })?;
         let mut hasher = Sha256Hasher::default();
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_hash = hex::encode(&hasher.0.finalize()[..12]);
-        Ok(CodeCache { dir: dir.to_path_buf(), key, engine_hash })
+        Ok(CodeCache {
+            dir: dir.to_path_buf(),
+            key,
+            engine_hash,
+        })
     }
 
     fn entry_path(&self, component_sha256: &str) -> PathBuf {
-        self.dir.join(format!("{component_sha256}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{component_sha256}-{}.cwasm", self.engine_hash))
     }
 
     /// Looks the component up; never returns code whose HMAC does not check.
@@ -75,7 +92,10 @@ impl CodeCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return Lookup::Refused(format!("{}: {e}", path.display())),
         };
-        let Some(artifact) = bytes.strip_prefix(MAGIC).filter(|rest| rest.len() > TAG_LEN) else {
+        let Some(artifact) = bytes
+            .strip_prefix(MAGIC)
+            .filter(|rest| rest.len() > TAG_LEN)
+        else {
             return Lookup::Refused(format!("{}: not a selfvend cache entry", path.display()));
         };
         let (tag, code) = artifact.split_at(TAG_LEN);
@@ -98,8 +118,13 @@ impl CodeCache {
     /// Stores a freshly compiled component, replacing any refused entry atomically.
     pub fn store(&self, component_sha256: &str, component: &Component) -> Result<(), CacheError> {
         let path = self.entry_path(component_sha256);
-        let io = |source| CacheError { path: path.clone(), source };
-        let code = component.serialize().map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let io = |source| CacheError {
+            path: path.clone(),
+            source,
+        };
+        let code = component
+            .serialize()
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
         let tag = self.mac(component_sha256, &code).finalize().into_bytes();
         let tmp = path.with_extension("tmp");
         let mut file = std::fs::OpenOptions::new()
@@ -117,7 +142,8 @@ impl CodeCache {
     }
 
     fn mac(&self, component_sha256: &str, code: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
         mac.update(component_sha256.as_bytes());
         mac.update(self.engine_hash.as_bytes());
         mac.update(code);
@@ -127,13 +153,17 @@ impl CodeCache {
 
 fn read_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
     match std::fs::read(path) {
-        Ok(bytes) => bytes
-            .try_into()
-            .map_err(|_| std::io::Error::other("the cache key is not 32 bytes; delete it and the cache")),
+        Ok(bytes) => bytes.try_into().map_err(|_| {
+            std::io::Error::other("the cache key is not 32 bytes; delete it and the cache")
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
             file.write_all(&key)?;
             file.sync_all()?;
             Ok(key)

@@ -10,7 +10,11 @@ use super::inspect::Version;
 use crate::card as host;
 
 /// The newest `selfvend:card` this host speaks.
-pub const VERSION: Version = Version { major: 1, minor: 0, patch: 0 };
+pub const VERSION: Version = Version {
+    major: 1,
+    minor: 0,
+    patch: 0,
+};
 
 wasmtime::component::bindgen!({
     path: "../wit/card",
@@ -45,7 +49,10 @@ impl channel::HostCardChannel for PluginState {
         Ok(atr)
     }
 
-    fn reader_kind(&mut self, this: Resource<ChannelBinding>) -> wasmtime::Result<types::ReaderKind> {
+    fn reader_kind(
+        &mut self,
+        this: Resource<ChannelBinding>,
+    ) -> wasmtime::Result<types::ReaderKind> {
         let card = self.table.get(&this)?.0.clone();
         let kind = lock(&card).reader_kind();
         Ok(match kind {
@@ -69,7 +76,9 @@ impl channel::HostCardChannel for PluginState {
         }
         self.apdus_this_call += 1;
         if self.apdus_this_call > MAX_APDUS_PER_CALL {
-            return Ok(Err(types::ChannelError::Refused(format!("more than {MAX_APDUS_PER_CALL} APDUs in one call"))));
+            return Ok(Err(types::ChannelError::Refused(format!(
+                "more than {MAX_APDUS_PER_CALL} APDUs in one call"
+            ))));
         }
         let result = lock(&card).transmit(&command);
         Ok(result.map_err(|e| match e {
@@ -111,7 +120,9 @@ impl authority::HostCardAuthority for PluginState {
         let authority = self.table.get(&this)?.0.clone();
         let request = host::AuthRequest {
             purpose: match request.purpose {
-                authority::AuthPurpose::ExternalAuthenticate => host::AuthPurpose::ExternalAuthenticate,
+                authority::AuthPurpose::ExternalAuthenticate => {
+                    host::AuthPurpose::ExternalAuthenticate
+                }
                 authority::AuthPurpose::CommandMac => host::AuthPurpose::CommandMac,
                 authority::AuthPurpose::VerifyCardMac => host::AuthPurpose::VerifyCardMac,
             },
@@ -185,7 +196,10 @@ fn bounded_text(field: &str, s: String, limit: usize) -> Result<String, String> 
 
 fn bytes(field: &str, b: Vec<u8>) -> Result<Vec<u8>, String> {
     if b.len() > MAX_BYTES {
-        Err(format!("{field} is {} bytes long (limit {MAX_BYTES})", b.len()))
+        Err(format!(
+            "{field} is {} bytes long (limit {MAX_BYTES})",
+            b.len()
+        ))
     } else {
         Ok(b)
     }
@@ -223,7 +237,10 @@ pub(super) fn card_data(d: g::CardData) -> Result<host::CardData, String> {
         None => None,
         Some(r) => {
             if r.status_flags.len() > MAX_FLAGS {
-                return Err(format!("return-data has {} status flags (limit {MAX_FLAGS})", r.status_flags.len()));
+                return Err(format!(
+                    "return-data has {} status flags (limit {MAX_FLAGS})",
+                    r.status_flags.len()
+                ));
             }
             Some(host::ReturnData {
                 meter_purchase_count: r.meter_purchase_count,
@@ -277,18 +294,28 @@ pub(super) fn verify_outcome(v: g::VerifyOutcome) -> host::VerifyOutcome {
 pub(super) fn card_error(e: GuestCardError) -> Result<host::CardError, String> {
     Ok(match e {
         types::CardError::CardRemoved => host::CardError::CardRemoved,
-        types::CardError::ReaderFault(s) => host::CardError::ReaderFault(message("reader-fault", s)?),
+        types::CardError::ReaderFault(s) => {
+            host::CardError::ReaderFault(message("reader-fault", s)?)
+        }
         types::CardError::WrongCard(s) => host::CardError::WrongCard(message("wrong-card", s)?),
         types::CardError::PscRefused(n) => host::CardError::PscRefused(n),
         types::CardError::CardLocked => host::CardError::CardLocked,
-        types::CardError::AuthorityFailed(s) => host::CardError::AuthorityFailed(message("authority-failed", s)?),
-        types::CardError::AuthRefused(s) => host::CardError::AuthRefused(message("auth-refused", s)?),
-        types::CardError::UnexpectedStatus(f) => host::CardError::UnexpectedStatus(host::ApduFailure {
-            step: message("step", f.step)?,
-            header: bytes("header", f.header)?,
-            status: f.status,
-        }),
+        types::CardError::AuthorityFailed(s) => {
+            host::CardError::AuthorityFailed(message("authority-failed", s)?)
+        }
+        types::CardError::AuthRefused(s) => {
+            host::CardError::AuthRefused(message("auth-refused", s)?)
+        }
+        types::CardError::UnexpectedStatus(f) => {
+            host::CardError::UnexpectedStatus(host::ApduFailure {
+                step: message("step", f.step)?,
+                header: bytes("header", f.header)?,
+                status: f.status,
+            })
+        }
         types::CardError::Malformed(s) => host::CardError::Malformed(message("malformed", s)?),
-        types::CardError::GrantRejected(s) => host::CardError::GrantRejected(message("grant-rejected", s)?),
+        types::CardError::GrantRejected(s) => {
+            host::CardError::GrantRejected(message("grant-rejected", s)?)
+        }
     })
 }

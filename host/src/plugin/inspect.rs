@@ -61,7 +61,11 @@ pub struct Version {
 impl Version {
     fn parse(text: &str) -> Option<Version> {
         let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
-        let v = Version { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
+        let v = Version {
+            major: parts.next()??,
+            minor: parts.next()??,
+            patch: parts.next()??,
+        };
         parts.next().is_none().then_some(v)
     }
 }
@@ -77,12 +81,18 @@ impl fmt::Display for Version {
 pub enum InspectError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
-    #[error("exports no selfvend contract (exports: {exports}); a plugin exports selfvend:card/codec or selfvend:backend/dialect")]
+    #[error(
+        "exports no selfvend contract (exports: {exports}); a plugin exports selfvend:card/codec or selfvend:backend/dialect"
+    )]
     NoContract { exports: String },
     #[error("exports both a card codec and a backend dialect; a plugin is one kind")]
     TwoContracts,
     #[error("implements {package}@{found}; this host speaks {package}@{speaks} (major {major}, up to minor {minor})", major = speaks.major, minor = speaks.minor)]
-    UnsupportedVersion { package: &'static str, found: Version, speaks: Version },
+    UnsupportedVersion {
+        package: &'static str,
+        found: Version,
+        speaks: Version,
+    },
     #[error("imports `{import}`, which a {kind} may not use (allowed: {package}/* @{major}.x, and wasi:io, cli, clocks, filesystem, sockets, random @0.2.x)", package = kind.package(), major = kind.host_version().major)]
     ForbiddenImport { import: String, kind: PluginKind },
 }
@@ -100,42 +110,72 @@ pub struct Inspection {
 }
 
 /// WASI 0.2 packages a guest may import. Each is granted with an empty context.
-const WASI_PACKAGES: [&str; 6] = ["wasi:io", "wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:sockets", "wasi:random"];
+const WASI_PACKAGES: [&str; 6] = [
+    "wasi:io",
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:random",
+];
 
 /// Reads the declarations of `bytes` and checks them against what this host allows.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
     let (imports, exports) = top_level_names(bytes)?;
     let mut found = None;
     for name in &exports {
-        let Some((interface, version)) = name.split_once('@') else { continue };
+        let Some((interface, version)) = name.split_once('@') else {
+            continue;
+        };
         for kind in PluginKind::ALL {
             if interface == kind.export() {
                 if found.is_some_and(|(k, _)| k != kind) {
                     return Err(InspectError::TwoContracts);
                 }
-                let version = Version::parse(version)
-                    .ok_or_else(|| InspectError::NotAComponent(format!("export `{name}` has a malformed version")))?;
+                let version = Version::parse(version).ok_or_else(|| {
+                    InspectError::NotAComponent(format!("export `{name}` has a malformed version"))
+                })?;
                 found = Some((kind, version));
             }
         }
     }
     let Some((kind, version)) = found else {
-        return Err(InspectError::NoContract { exports: exports.join(", ") });
+        return Err(InspectError::NoContract {
+            exports: exports.join(", "),
+        });
     };
     let speaks = kind.host_version();
     if version.major != speaks.major || version > speaks {
-        return Err(InspectError::UnsupportedVersion { package: kind.package(), found: version, speaks });
+        return Err(InspectError::UnsupportedVersion {
+            package: kind.package(),
+            found: version,
+            speaks,
+        });
     }
     if let Some(import) = imports.iter().find(|i| !import_allowed(kind, i)) {
-        return Err(InspectError::ForbiddenImport { import: import.clone(), kind });
+        return Err(InspectError::ForbiddenImport {
+            import: import.clone(),
+            kind,
+        });
     }
-    Ok(Inspection { kind, version, imports, exports })
+    Ok(Inspection {
+        kind,
+        version,
+        imports,
+        exports,
+    })
 }
 
 fn import_allowed(kind: PluginKind, import: &str) -> bool {
-    let Some((path, version)) = import.split_once('@') else { return false };
-    let Some((package, _interface)) = path.split_once('/') else { return false };
-    let Some(version) = Version::parse(version) else { return false };
+    let Some((path, version)) = import.split_once('@') else {
+        return false;
+    };
+    let Some((package, _interface)) = path.split_once('/') else {
+        return false;
+    };
+    let Some(version) = Version::parse(version) else {
+        return false;
+    };
     if package == kind.package() {
         return version.major == kind.host_version().major && version <= kind.host_version();
     }
@@ -150,7 +190,9 @@ fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), InspectEr
         match payload.map_err(bad)? {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
-                    return Err(InspectError::NotAComponent("a core module, not a component".into()));
+                    return Err(InspectError::NotAComponent(
+                        "a core module, not a component".into(),
+                    ));
                 }
                 depth += 1;
             }
@@ -180,7 +222,14 @@ mod tests {
 
     #[test]
     fn versions_parse_strictly() {
-        assert_eq!(Version::parse("1.2.3"), Some(Version { major: 1, minor: 2, patch: 3 }));
+        assert_eq!(
+            Version::parse("1.2.3"),
+            Some(Version {
+                major: 1,
+                minor: 2,
+                patch: 3
+            })
+        );
         assert_eq!(Version::parse("1.2"), None);
         assert_eq!(Version::parse("1.2.3.4"), None);
         assert_eq!(Version::parse("1.x.0"), None);
@@ -203,7 +252,13 @@ mod tests {
     #[test]
     fn a_core_module_is_not_a_component() {
         let err = inspect(b"\0asm\x01\0\0\0").unwrap_err();
-        assert_eq!(err.to_string(), "not a WebAssembly component: a core module, not a component");
-        assert!(matches!(inspect(b"junk"), Err(InspectError::NotAComponent(_))));
+        assert_eq!(
+            err.to_string(),
+            "not a WebAssembly component: a core module, not a component"
+        );
+        assert!(matches!(
+            inspect(b"junk"),
+            Err(InspectError::NotAComponent(_))
+        ));
     }
 }

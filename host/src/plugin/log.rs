@@ -26,7 +26,13 @@ struct Buffer {
 
 impl PluginLog {
     pub fn new(capacity: usize) -> Self {
-        PluginLog { inner: Arc::new(Mutex::new(Buffer { bytes: Vec::new(), capacity, dropped: 0 })) }
+        PluginLog {
+            inner: Arc::new(Mutex::new(Buffer {
+                bytes: Vec::new(),
+                capacity,
+                dropped: 0,
+            })),
+        }
     }
 
     /// Appends what fits; counts the rest as dropped.
@@ -48,7 +54,10 @@ impl PluginLog {
         let buf = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut text = String::from_utf8_lossy(&buf.bytes).into_owned();
         if buf.dropped > 0 {
-            text.push_str(&format!("\n[log full: {} more bytes dropped]\n", buf.dropped));
+            text.push_str(&format!(
+                "\n[log full: {} more bytes dropped]\n",
+                buf.dropped
+            ));
         }
         text
     }
@@ -57,13 +66,21 @@ impl PluginLog {
     pub fn tail(&self, n: usize) -> String {
         let text = self.text();
         let trimmed = text.trim_end();
-        let start = trimmed.char_indices().rev().nth(n.saturating_sub(1)).map_or(0, |(i, _)| i);
+        let start = trimmed
+            .char_indices()
+            .rev()
+            .nth(n.saturating_sub(1))
+            .map_or(0, |(i, _)| i);
         trimmed[start..].to_string()
     }
 
     /// Bytes kept so far.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bytes
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,7 +125,11 @@ impl OutputStream for PluginLog {
 }
 
 impl tokio::io::AsyncWrite for PluginLog {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -20,14 +20,23 @@ const SIGNATURE_TAG: &str = "selfvend-ed25519-signature";
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("{path}: not signed (no signature file {sig})", sig = signature_path(path).display())]
     Unsigned { path: PathBuf },
     #[error("{path}: signed by key {key_id}, which is not in the trust store {store}")]
-    UntrustedSigner { path: PathBuf, key_id: KeyId, store: PathBuf },
-    #[error("{path}: the signature by key {key_id} does not match the file (tampered or re-built after signing)")]
+    UntrustedSigner {
+        path: PathBuf,
+        key_id: KeyId,
+        store: PathBuf,
+    },
+    #[error(
+        "{path}: the signature by key {key_id} does not match the file (tampered or re-built after signing)"
+    )]
     BadSignature { path: PathBuf, key_id: KeyId },
     #[error("{path} exists: refusing to overwrite a key")]
     KeyExists { path: PathBuf },
@@ -72,7 +81,8 @@ impl PublicKey {
         let mut parts = line.splitn(3, ' ');
         let _tag = parts.next();
         let bytes = parse_hex::<32>(parts.next().unwrap_or(""), path, "public key")?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| malformed(path, format!("not an Ed25519 public key: {e}")))?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| malformed(path, format!("not an Ed25519 public key: {e}")))?;
         let name = parts.next().unwrap_or("").trim().to_string();
         Ok(PublicKey { key, name })
     }
@@ -101,18 +111,30 @@ pub struct TrustStore {
 impl TrustStore {
     /// Loads every `*.pub` in `dir`. A malformed key file is an error, not skipped.
     pub fn load(dir: &Path) -> Result<Self, TrustError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| TrustError::Io { path: dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| TrustError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut paths = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| TrustError::Io { path: dir.to_path_buf(), source })?;
+            let entry = entry.map_err(|source| TrustError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "pub") {
                 paths.push(path);
             }
         }
         paths.sort();
-        let keys = paths.iter().map(|p| PublicKey::read(p)).collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustStore { dir: dir.to_path_buf(), keys })
+        let keys = paths
+            .iter()
+            .map(|p| PublicKey::read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustStore {
+            dir: dir.to_path_buf(),
+            keys,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -129,9 +151,16 @@ impl TrustStore {
         let sig_text = match std::fs::read_to_string(&sig_path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TrustError::Unsigned { path: path.to_path_buf() });
+                return Err(TrustError::Unsigned {
+                    path: path.to_path_buf(),
+                });
             }
-            Err(source) => return Err(TrustError::Io { path: sig_path, source }),
+            Err(source) => {
+                return Err(TrustError::Io {
+                    path: sig_path,
+                    source,
+                });
+            }
         };
         let detached = DetachedSignature::parse(&sig_text, &sig_path)?;
         let Some(key) = self.keys.iter().find(|k| k.id() == detached.key_id) else {
@@ -143,8 +172,14 @@ impl TrustStore {
         };
         key.key
             .verify(&signed_message(bytes), &detached.signature)
-            .map_err(|_| TrustError::BadSignature { path: path.to_path_buf(), key_id: detached.key_id })?;
-        Ok(Signer { key_id: detached.key_id, name: key.name.clone() })
+            .map_err(|_| TrustError::BadSignature {
+                path: path.to_path_buf(),
+                key_id: detached.key_id,
+            })?;
+        Ok(Signer {
+            key_id: detached.key_id,
+            name: key.name.clone(),
+        })
     }
 }
 
@@ -156,7 +191,10 @@ pub struct SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey").field("id", &self.public_id()).field("name", &self.name).finish()
+        f.debug_struct("SecretKey")
+            .field("id", &self.public_id())
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -164,7 +202,10 @@ impl SecretKey {
     /// A new random key named `name`.
     pub fn generate(name: &str) -> Self {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        SecretKey { key, name: name.to_string() }
+        SecretKey {
+            key,
+            name: name.to_string(),
+        }
     }
 
     pub fn public_id(&self) -> KeyId {
@@ -176,7 +217,9 @@ impl SecretKey {
         let pub_path = append_extension(path, "pub");
         for p in [path, pub_path.as_path()] {
             if p.exists() {
-                return Err(TrustError::KeyExists { path: p.to_path_buf() });
+                return Err(TrustError::KeyExists {
+                    path: p.to_path_buf(),
+                });
             }
         }
         let secret = format!(
@@ -186,8 +229,15 @@ impl SecretKey {
             self.name
         );
         write_private(path, secret.as_bytes())?;
-        let public = format!("{PUBLIC_TAG} {} {}\n", hex::encode(self.key.verifying_key().as_bytes()), self.name);
-        std::fs::write(&pub_path, public).map_err(|source| TrustError::Io { path: pub_path.clone(), source })?;
+        let public = format!(
+            "{PUBLIC_TAG} {} {}\n",
+            hex::encode(self.key.verifying_key().as_bytes()),
+            self.name
+        );
+        std::fs::write(&pub_path, public).map_err(|source| TrustError::Io {
+            path: pub_path.clone(),
+            source,
+        })?;
         Ok(pub_path)
     }
 
@@ -199,7 +249,10 @@ impl SecretKey {
         let _tag = parts.next();
         let seed = parse_hex::<32>(parts.next().unwrap_or(""), path, "secret key")?;
         let name = parts.next().unwrap_or("").trim().to_string();
-        Ok(SecretKey { key: SigningKey::from_bytes(&seed), name })
+        Ok(SecretKey {
+            key: SigningKey::from_bytes(&seed),
+            name,
+        })
     }
 
     /// Signs `bytes` (the plugin read from `path`) and writes `path.sig`.
@@ -213,7 +266,10 @@ impl SecretKey {
             self.name,
             hex::encode(Sha256::digest(bytes))
         );
-        std::fs::write(&sig_path, text).map_err(|source| TrustError::Io { path: sig_path.clone(), source })?;
+        std::fs::write(&sig_path, text).map_err(|source| TrustError::Io {
+            path: sig_path.clone(),
+            source,
+        })?;
         Ok(sig_path)
     }
 }
@@ -230,7 +286,11 @@ impl DetachedSignature {
         let mut parts = line.split(' ');
         let _tag = parts.next();
         let key_id = KeyId(parse_hex::<8>(parts.next().unwrap_or(""), path, "key id")?);
-        let signature = Signature::from_bytes(&parse_hex::<64>(parts.next().unwrap_or(""), path, "signature")?);
+        let signature = Signature::from_bytes(&parse_hex::<64>(
+            parts.next().unwrap_or(""),
+            path,
+            "signature",
+        )?);
         Ok(DetachedSignature { key_id, signature })
     }
 }
@@ -254,7 +314,10 @@ fn append_extension(path: &Path, ext: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String, TrustError> {
-    std::fs::read_to_string(path).map_err(|source| TrustError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The first line starting with `tag`, skipping comments.
@@ -266,21 +329,33 @@ fn key_line<'a>(text: &'a str, tag: &str, path: &Path) -> Result<&'a str, TrustE
 }
 
 fn parse_hex<const N: usize>(text: &str, path: &Path, what: &str) -> Result<[u8; N], TrustError> {
-    let bytes = hex::decode(text).map_err(|e| malformed(path, format!("{what} is not hex: {e}")))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| malformed(path, format!("{what} has {} bytes, expected {N}", b.len())))
+    let bytes =
+        hex::decode(text).map_err(|e| malformed(path, format!("{what} is not hex: {e}")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        malformed(path, format!("{what} has {} bytes, expected {N}", b.len()))
+    })
 }
 
 fn malformed(path: &Path, reason: String) -> TrustError {
-    TrustError::Malformed { path: path.to_path_buf(), reason }
+    TrustError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TrustError::Io { path: path.to_path_buf(), source };
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    let io = |source| TrustError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     file.write_all(bytes).map_err(io)
 }
 
@@ -293,7 +368,9 @@ mod tests {
         let trust = dir.path().join("trust");
         std::fs::create_dir(&trust).expect("mkdir");
         let key = SecretKey::generate("Test Vendor");
-        let pub_path = key.write(&dir.path().join("vendor.key")).expect("write key");
+        let pub_path = key
+            .write(&dir.path().join("vendor.key"))
+            .expect("write key");
         std::fs::copy(&pub_path, trust.join("vendor.pub")).expect("copy pub");
         let plugin = dir.path().join("codec.wasm");
         std::fs::write(&plugin, b"\0asm component bytes").expect("write plugin");
@@ -304,8 +381,11 @@ mod tests {
     #[test]
     fn signed_plugin_verifies_and_names_its_signer() {
         let (_dir, key, plugin, store) = setup();
-        key.sign_file(&plugin, &std::fs::read(&plugin).unwrap()).unwrap();
-        let signer = store.verify(&plugin, &std::fs::read(&plugin).unwrap()).unwrap();
+        key.sign_file(&plugin, &std::fs::read(&plugin).unwrap())
+            .unwrap();
+        let signer = store
+            .verify(&plugin, &std::fs::read(&plugin).unwrap())
+            .unwrap();
         assert_eq!(signer.name, "Test Vendor");
         assert_eq!(signer.key_id, key.public_id());
     }
@@ -326,20 +406,28 @@ mod tests {
         let (dir, _key, plugin, store) = setup();
         let bytes = std::fs::read(&plugin).unwrap();
         let err = store.verify(&plugin, &bytes).unwrap_err();
-        assert!(err.to_string().contains("not signed (no signature file"), "{err}");
+        assert!(
+            err.to_string().contains("not signed (no signature file"),
+            "{err}"
+        );
 
         let stranger = SecretKey::generate("Stranger");
         stranger.sign_file(&plugin, &bytes).unwrap();
         let err = store.verify(&plugin, &bytes).unwrap_err();
         assert!(matches!(err, TrustError::UntrustedSigner { .. }), "{err}");
-        assert!(err.to_string().contains(&stranger.public_id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&stranger.public_id().to_string()),
+            "{err}"
+        );
         drop(dir);
     }
 
     #[test]
     fn keys_are_never_overwritten() {
         let (dir, _key, _plugin, _store) = setup();
-        let err = SecretKey::generate("Again").write(&dir.path().join("vendor.key")).unwrap_err();
+        let err = SecretKey::generate("Again")
+            .write(&dir.path().join("vendor.key"))
+            .unwrap_err();
         assert!(matches!(err, TrustError::KeyExists { .. }), "{err}");
     }
 }
