@@ -113,7 +113,7 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
     let started = Instant::now();
     let err = hostile(&rig, "loop").unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );

@@ -1,0 +1,125 @@
+//! A minimal backend dialect for transport tests: each call sends one text line and reads one
+//! line back. `ping` sends `PING` and expects `PONG`; `sale` sends `SALE <serial>` and expects
+//! `GRANT <sale id> <count> <fen>`, or `REFUSE <message>`. Other calls are not supported.
+
+use exports::selfvend::backend::dialect::{
+    Account, AuthRequest, BackendError, BuyCheck, CardRef, CreditGrant, DialectInfo, Guest,
+    PeriodReport, Purchase, Reconciliation, SaleOutcome, SaleRequest, WriteConfirmation,
+};
+use selfvend::backend::connection::{Connection, NetError};
+use selfvend::backend::types::{Refusal, RefusalCode};
+
+wit_bindgen::generate!({ path: "../../../wit/backend", world: "backend-dialect" });
+
+struct LineBackend;
+
+fn net(e: NetError) -> String {
+    match e {
+        NetError::Timeout => "timed out".into(),
+        NetError::Closed => "closed".into(),
+        NetError::ConnectFailed(s) => format!("connect failed: {s}"),
+        NetError::TooLarge => "too large".into(),
+        NetError::Io(s) => s,
+    }
+}
+
+/// Sends `line` and returns the reply line. A failure before sending is `unreachable`; the
+/// host turns anything after sending into an unknown outcome.
+fn exchange(line: &str) -> Result<String, BackendError> {
+    let conn = Connection::open().map_err(|e| BackendError::Unreachable(net(e)))?;
+    conn.send(format!("{line}\n").as_bytes())
+        .map_err(|e| BackendError::Unreachable(net(e)))?;
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"\n") {
+        let chunk = conn
+            .receive(512)
+            .map_err(|e| BackendError::Unreachable(net(e)))?;
+        if chunk.is_empty() {
+            return Err(BackendError::Unreachable("closed before the reply".into()));
+        }
+        reply.extend_from_slice(&chunk);
+    }
+    String::from_utf8(reply)
+        .map(|s| s.trim_end().to_string())
+        .map_err(|_| BackendError::MalformedReply("reply is not UTF-8".into()))
+}
+
+impl Guest for LineBackend {
+    fn about() -> DialectInfo {
+        DialectInfo {
+            vendor: "selfvend tests".into(),
+            name: "line-backend".into(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    fn ping() -> Result<(), BackendError> {
+        match exchange("PING")?.as_str() {
+            "PONG" => Ok(()),
+            other => Err(BackendError::MalformedReply(format!(
+                "expected PONG, got {other:?}"
+            ))),
+        }
+    }
+
+    fn account_query(_card: CardRef) -> Result<Account, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn can_buy(_card: CardRef, _purchase: Purchase) -> Result<BuyCheck, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn sale(request: SaleRequest) -> Result<CreditGrant, BackendError> {
+        let reply = exchange(&format!("SALE {}", request.kiosk_serial))?;
+        if let Some(message) = reply.strip_prefix("REFUSE ") {
+            return Err(BackendError::Refused(Refusal {
+                code: RefusalCode::Other,
+                message: message.into(),
+            }));
+        }
+        let fields: Vec<&str> = reply.split(' ').collect();
+        match fields.as_slice() {
+            ["GRANT", id, count, fen] => Ok(CreditGrant {
+                backend_sale_id: (*id).into(),
+                purchase_count: count
+                    .parse()
+                    .map_err(|_| BackendError::MalformedReply(format!("count {count:?}")))?,
+                amount_fen: fen
+                    .parse()
+                    .map_err(|_| BackendError::MalformedReply(format!("amount {fen:?}")))?,
+                energy_wh: 0,
+                token: Vec::new(),
+            }),
+            _ => Err(BackendError::MalformedReply(format!(
+                "unexpected reply {reply:?}"
+            ))),
+        }
+    }
+
+    fn sale_status(_terminal_id: String, _kiosk_serial: u64) -> Result<SaleOutcome, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn confirm_write(_confirmation: WriteConfirmation) -> Result<(), BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn authenticate(_request: AuthRequest) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn card_password(_card: CardRef) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+
+    fn reconcile(_report: PeriodReport) -> Result<Reconciliation, BackendError> {
+        Err(BackendError::NotSupported)
+    }
+}
+
+#[allow(unsafe_code)]
+mod glue {
+    use super::LineBackend;
+    crate::export!(LineBackend with_types_in crate);
+}
