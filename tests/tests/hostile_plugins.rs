@@ -360,3 +360,49 @@ fn a_major_version_the_host_does_not_speak_is_refused_with_what_it_speaks() {
         "{err}"
     );
 }
+
+struct PscAuthority;
+impl selfvend_host::card::CardAuthority for PscAuthority {
+    fn card_password(&mut self) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
+        Ok(vec![0xFF, 0xFF, 0xFF])
+    }
+    fn authenticate(
+        &mut self,
+        _: selfvend_host::card::AuthRequest,
+    ) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
+        Err(selfvend_host::card::AuthorityError::NotAllowed(
+            "no MAC in this test".into(),
+        ))
+    }
+}
+
+#[test]
+fn the_psc_is_handed_out_once_per_session() {
+    let rig = rig();
+    let grant = CreditGrant {
+        card_serial: "CARD-1".into(),
+        purchase_count: 4,
+        amount: Fen(100),
+        energy: Wh(0),
+        token: b"psc-twice".to_vec(),
+    };
+    let authority: SharedAuthority = Arc::new(Mutex::new(PscAuthority));
+    let mut session = rig.hostile.card_session().unwrap();
+    let err = session
+        .write_credit(&card("ok"), &grant, &authority)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the utility's authority could not help: first: got 3 bytes; second: not allowed: the PSC was already given once in this session"
+    );
+    // Still refused on a later call in the same session; a new session starts afresh.
+    let err = session
+        .write_credit(&card("ok"), &grant, &authority)
+        .unwrap_err();
+    assert!(err.to_string().contains("first: not allowed"), "{err}");
+    let mut fresh = rig.hostile.card_session().unwrap();
+    let err = fresh
+        .write_credit(&card("ok"), &grant, &authority)
+        .unwrap_err();
+    assert!(err.to_string().contains("first: got 3 bytes"), "{err}");
+}

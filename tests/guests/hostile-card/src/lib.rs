@@ -7,6 +7,7 @@ use exports::selfvend::card::codec::{
     CardAuthority, CardChannel, CardData, CardError, CodecInfo, CreditGrant, Guest, Identification,
     VerifyOutcome,
 };
+use selfvend::card::authority::AuthorityError;
 use selfvend::card::types::WriteAuth;
 
 wit_bindgen::generate!({ path: "../../../wit/card", world: "card-codec" });
@@ -62,12 +63,25 @@ impl Guest for HostileCard {
         Err(refusal())
     }
 
+    /// With the token `psc-twice`, asks for the card's PSC twice and reports both answers.
     fn write_credit(
         _card: &CardChannel,
-        _grant: CreditGrant,
-        _authority: &CardAuthority,
+        grant: CreditGrant,
+        authority: &CardAuthority,
     ) -> Result<(), CardError> {
-        Err(refusal())
+        if grant.token != b"psc-twice" {
+            return Err(refusal());
+        }
+        let describe = |r: Result<Vec<u8>, AuthorityError>| match r {
+            Ok(psc) => format!("got {} bytes", psc.len()),
+            Err(AuthorityError::NotAllowed(why)) => format!("not allowed: {why}"),
+            Err(e) => format!("{e:?}"),
+        };
+        let first = describe(authority.card_password());
+        let second = describe(authority.card_password());
+        Err(CardError::AuthorityFailed(format!(
+            "first: {first}; second: {second}"
+        )))
     }
 
     fn verify(_card: &CardChannel, _grant: CreditGrant) -> Result<VerifyOutcome, CardError> {
