@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use selfvend_host::card::{CardError, CreditGrant, VerifyOutcome};
+use selfvend_host::card::{
+    AuthRequest, AuthorityError, CardAuthority, CardError, CreditGrant, VerifyOutcome,
+};
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::plugin::{
     CacheStatus, CodecError, Plugin, PluginError, PluginLimits, PluginRuntime, SharedAuthority,
@@ -79,7 +81,7 @@ fn plain_still_works(rig: &Rig) {
         energy: Wh(8000),
         token: vec![],
     };
-    let authority: SharedAuthority = Arc::new(Mutex::new(NoAuthority));
+    let authority: SharedAuthority = Arc::new(Mutex::new(TestAuthority { psc: None }));
     session
         .write_credit(&shared, &grant, &authority)
         .expect("write");
@@ -90,20 +92,20 @@ fn plain_still_works(rig: &Rig) {
     assert_eq!(card.lock().unwrap().record, "CARD-1|4101|C-77|M-88|4");
 }
 
-struct NoAuthority;
-impl selfvend_host::card::CardAuthority for NoAuthority {
-    fn card_password(&mut self) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Err(selfvend_host::card::AuthorityError::NotAllowed(
-            "no PSC in this test".into(),
-        ))
+/// The utility's authority in these tests: a PSC when given one, never a MAC.
+struct TestAuthority {
+    psc: Option<Vec<u8>>,
+}
+
+impl CardAuthority for TestAuthority {
+    fn card_password(&mut self) -> Result<Vec<u8>, AuthorityError> {
+        self.psc
+            .clone()
+            .ok_or_else(|| AuthorityError::NotAllowed("no PSC in this test".into()))
     }
-    fn authenticate(
-        &mut self,
-        _: selfvend_host::card::AuthRequest,
-    ) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Err(selfvend_host::card::AuthorityError::NotAllowed(
-            "no MAC in this test".into(),
-        ))
+
+    fn authenticate(&mut self, _: AuthRequest) -> Result<Vec<u8>, AuthorityError> {
+        Err(AuthorityError::NotAllowed("no MAC in this test".into()))
     }
 }
 
@@ -361,21 +363,6 @@ fn a_major_version_the_host_does_not_speak_is_refused_with_what_it_speaks() {
     );
 }
 
-struct PscAuthority;
-impl selfvend_host::card::CardAuthority for PscAuthority {
-    fn card_password(&mut self) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Ok(vec![0xFF, 0xFF, 0xFF])
-    }
-    fn authenticate(
-        &mut self,
-        _: selfvend_host::card::AuthRequest,
-    ) -> Result<Vec<u8>, selfvend_host::card::AuthorityError> {
-        Err(selfvend_host::card::AuthorityError::NotAllowed(
-            "no MAC in this test".into(),
-        ))
-    }
-}
-
 #[test]
 fn the_psc_is_handed_out_once_per_session() {
     let rig = rig();
@@ -386,7 +373,9 @@ fn the_psc_is_handed_out_once_per_session() {
         energy: Wh(0),
         token: b"psc-twice".to_vec(),
     };
-    let authority: SharedAuthority = Arc::new(Mutex::new(PscAuthority));
+    let authority: SharedAuthority = Arc::new(Mutex::new(TestAuthority {
+        psc: Some(vec![0xFF; 3]),
+    }));
     let mut session = rig.hostile.card_session().unwrap();
     let err = session
         .write_credit(&card("ok"), &grant, &authority)
