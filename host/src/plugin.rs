@@ -277,6 +277,10 @@ fn engine(limits: &PluginLimits) -> wasmtime::Result<Engine> {
         pool.max_tables_per_component(8);
         pool.max_core_instances_per_component(32);
         pool.max_memory_size(limits.memory_bytes);
+        // Resetting the first 64 KiB with memset beats madvise + page faults for every session:
+        // `selfvend bench plugin` measured p50 18.6 us against 22-33 us without it.
+        pool.linear_memory_keep_resident(64 << 10);
+        pool.table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&config)
