@@ -157,6 +157,11 @@ pub struct CardRef {
     pub customer_number: String,
     pub meter_number: String,
     pub purchase_count: u32,
+    /// Credit on the card the meter has not taken yet.
+    pub pending: Fen,
+    pub pending_energy: Wh,
+    /// The meter's return data off the card, unchanged.
+    pub return_data: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -735,10 +735,12 @@ impl BackendSession {
     }
 
     /// Runs one dialect call and applies the unknown-outcome rule: once request bytes went
-    /// out, any failure to get a complete answer is an unknown outcome, whatever the plugin says.
+    /// out, any failure to get a complete answer is an unknown outcome, whatever the plugin says;
+    /// for a call that `changes_state`, so is an answer that does not parse.
     fn call<R>(
         &mut self,
         call: &'static str,
+        changes_state: bool,
         f: impl FnOnce(
             &backend_v1::BackendDialect,
             &mut Store<PluginState>,
@@ -761,6 +763,13 @@ impl BackendSession {
                     (net::BackendError::Unreachable(why), None) if sent => {
                         Err(net::BackendError::OutcomeUnknown(format!(
                             "{call}: request sent, then {why}"
+                        ))
+                        .into())
+                    }
+                    // A reply that does not parse says nothing of whether a change was made.
+                    (net::BackendError::MalformedReply(why), None) if sent && changes_state => {
+                        Err(net::BackendError::OutcomeUnknown(format!(
+                            "{call}: request sent, reply did not parse: {why}"
                         ))
                         .into())
                     }
@@ -794,12 +803,14 @@ impl BackendSession {
     }
 
     pub fn ping(&mut self) -> Result<(), DialectError> {
-        self.call("ping", |b, s| b.selfvend_backend_dialect().call_ping(s))
+        self.call("ping", false, |b, s| {
+            b.selfvend_backend_dialect().call_ping(s)
+        })
     }
 
     pub fn account_query(&mut self, card: &net::CardRef) -> Result<net::Account, DialectError> {
         let card = backend_v1::card_ref(card);
-        let r = self.call("account-query", |b, s| {
+        let r = self.call("account-query", false, |b, s| {
             b.selfvend_backend_dialect().call_account_query(s, &card)
         })?;
         self.convert("account-query", backend_v1::account(r), |a| a)
@@ -812,7 +823,7 @@ impl BackendSession {
     ) -> Result<net::BuyCheck, DialectError> {
         let card = backend_v1::card_ref(card);
         let purchase = backend_v1::purchase(purchase);
-        let r = self.call("can-buy", |b, s| {
+        let r = self.call("can-buy", false, |b, s| {
             b.selfvend_backend_dialect()
                 .call_can_buy(s, &card, purchase)
         })?;
@@ -821,10 +832,18 @@ impl BackendSession {
 
     pub fn sale(&mut self, request: &net::SaleRequest) -> Result<net::BackendGrant, DialectError> {
         let request = backend_v1::sale_request(request);
-        let r = self.call("sale", |b, s| {
+        let r = self.call("sale", true, |b, s| {
             b.selfvend_backend_dialect().call_sale(s, &request)
         })?;
+        // The backend answered, so a grant the host refuses to accept may still have been made.
         self.convert("sale", backend_v1::grant(r), |g| g)
+            .map_err(|e| match e {
+                DialectError::Plugin(p) => net::BackendError::OutcomeUnknown(format!(
+                    "sale: the backend answered but the dialect's grant is unusable: {p}"
+                ))
+                .into(),
+                e => e,
+            })
     }
 
     pub fn sale_status(
@@ -832,7 +851,7 @@ impl BackendSession {
         terminal_id: &str,
         kiosk_serial: u64,
     ) -> Result<net::SaleStatus, DialectError> {
-        let r = self.call("sale-status", |b, s| {
+        let r = self.call("sale-status", false, |b, s| {
             b.selfvend_backend_dialect()
                 .call_sale_status(s, terminal_id, kiosk_serial)
         })?;
@@ -844,7 +863,7 @@ impl BackendSession {
         confirmation: &net::WriteConfirmation,
     ) -> Result<(), DialectError> {
         let c = backend_v1::write_confirmation(confirmation);
-        self.call("confirm-write", |b, s| {
+        self.call("confirm-write", true, |b, s| {
             b.selfvend_backend_dialect().call_confirm_write(s, &c)
         })
     }
@@ -855,7 +874,7 @@ impl BackendSession {
         request: &card::AuthRequest,
     ) -> Result<Vec<u8>, DialectError> {
         let request = backend_v1::auth_request(card_serial, request);
-        let r = self.call("authenticate", |b, s| {
+        let r = self.call("authenticate", false, |b, s| {
             b.selfvend_backend_dialect().call_authenticate(s, &request)
         })?;
         self.convert("authenticate", backend_v1::bytes("authenticate", r), |b| b)
@@ -863,7 +882,7 @@ impl BackendSession {
 
     pub fn card_password(&mut self, card: &net::CardRef) -> Result<Vec<u8>, DialectError> {
         let card = backend_v1::card_ref(card);
-        let r = self.call("card-password", |b, s| {
+        let r = self.call("card-password", false, |b, s| {
             b.selfvend_backend_dialect().call_card_password(s, &card)
         })?;
         self.convert(
@@ -878,7 +897,7 @@ impl BackendSession {
         report: &net::PeriodReport,
     ) -> Result<net::Reconciliation, DialectError> {
         let report = backend_v1::period_report(report);
-        let r = self.call("reconcile", |b, s| {
+        let r = self.call("reconcile", true, |b, s| {
             b.selfvend_backend_dialect().call_reconcile(s, &report)
         })?;
         self.convert("reconcile", backend_v1::reconciliation(r), |r| r)

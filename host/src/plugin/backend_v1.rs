@@ -169,6 +169,9 @@ pub(super) fn card_ref(c: &host::CardRef) -> types::CardRef {
         customer_number: c.customer_number.clone(),
         meter_number: c.meter_number.clone(),
         purchase_count: c.purchase_count,
+        pending_fen: c.pending.0,
+        pending_wh: c.pending_energy.0,
+        return_data: c.return_data.clone(),
     }
 }
 
