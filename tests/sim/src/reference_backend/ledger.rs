@@ -1,0 +1,1050 @@
+//! The reference backend's books: customers, meters, cards, tariffs, sales and periods in its own
+//! SQLite file, and the utility's rules for selling. Both wire front-ends call into this.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::encryption_machine::EncryptionMachine;
+
+/// The card as the kiosk read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardInfo {
+    pub card_serial: String,
+    pub utility_code: String,
+    pub customer_number: String,
+    pub meter_number: String,
+    pub purchase_count: u32,
+    pub pending_fen: u64,
+    pub pending_wh: u64,
+    pub return_data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buy {
+    Money(u64),
+    Energy(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payment {
+    Cash,
+    BankCard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPurpose {
+    ExternalAuthenticate,
+    CommandMac,
+    VerifyCardMac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Business {
+    CashSale,
+    BankCardSale,
+    CashBillPayment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Total {
+    pub business: Business,
+    pub count: u32,
+    pub amount_fen: u64,
+}
+
+/// One request, whichever wire it came over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ping,
+    AccountQuery(CardInfo),
+    CanBuy(CardInfo, Buy),
+    Sale {
+        terminal_id: String,
+        kiosk_serial: u64,
+        card: CardInfo,
+        buy: Buy,
+        payment: Payment,
+        paid_fen: u64,
+    },
+    SaleStatus {
+        terminal_id: String,
+        kiosk_serial: u64,
+    },
+    ConfirmWrite {
+        terminal_id: String,
+        kiosk_serial: u64,
+        card_serial: String,
+        written: bool,
+        return_data: Option<Vec<u8>>,
+    },
+    Authenticate {
+        card_serial: String,
+        purpose: AuthPurpose,
+        challenge: Vec<u8>,
+        data: Vec<u8>,
+    },
+    CardPassword(CardInfo),
+    Reconcile {
+        terminal_id: String,
+        period_id: u64,
+        opened_at: String,
+        closed_at: String,
+        totals: Vec<Total>,
+    },
+}
+
+/// Request types, for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    Ping,
+    AccountQuery,
+    CanBuy,
+    Sale,
+    SaleStatus,
+    ConfirmWrite,
+    Authenticate,
+    CardPassword,
+    Reconcile,
+}
+
+impl Call {
+    pub const ALL: [Call; 9] = [
+        Call::Ping,
+        Call::AccountQuery,
+        Call::CanBuy,
+        Call::Sale,
+        Call::SaleStatus,
+        Call::ConfirmWrite,
+        Call::Authenticate,
+        Call::CardPassword,
+        Call::Reconcile,
+    ];
+
+    /// The name used on the command line and in the JSON paths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Ping => "ping",
+            Call::AccountQuery => "account-query",
+            Call::CanBuy => "can-buy",
+            Call::Sale => "sale",
+            Call::SaleStatus => "sale-status",
+            Call::ConfirmWrite => "confirm-write",
+            Call::Authenticate => "authenticate",
+            Call::CardPassword => "card-password",
+            Call::Reconcile => "reconcile",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Call> {
+        Call::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl Request {
+    pub fn call(&self) -> Call {
+        match self {
+            Request::Ping => Call::Ping,
+            Request::AccountQuery(_) => Call::AccountQuery,
+            Request::CanBuy(..) => Call::CanBuy,
+            Request::Sale { .. } => Call::Sale,
+            Request::SaleStatus { .. } => Call::SaleStatus,
+            Request::ConfirmWrite { .. } => Call::ConfirmWrite,
+            Request::Authenticate { .. } => Call::Authenticate,
+            Request::CardPassword(_) => Call::CardPassword,
+            Request::Reconcile { .. } => Call::Reconcile,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Closed,
+    Suspended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastPurchase {
+    pub amount_fen: u64,
+    pub energy_wh: u64,
+    pub at: String,
+    pub place: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub customer_number: String,
+    pub customer_name: String,
+    pub address: String,
+    pub meter_number: String,
+    pub card_serial: String,
+    pub status: Status,
+    pub purchase_count: u32,
+    pub price_fen_per_kwh: u32,
+    pub arrears_fen: u64,
+    pub last_purchase: Option<LastPurchase>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub sale_id: String,
+    pub purchase_count: u32,
+    pub amount_fen: u64,
+    pub energy_wh: u64,
+    pub token: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileAnswer {
+    pub matched: bool,
+    pub totals: Vec<Total>,
+    pub differences: Vec<String>,
+}
+
+/// Why the backend refuses, or could not act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    UnknownCard,
+    AccountClosed,
+    Arrears,
+    CreditNotTaken,
+    OverLimit,
+    CardMismatch,
+    Other,
+    /// Sale status only: no such sale.
+    SaleNotFound,
+    NotSupported,
+    /// Nothing was done (the request did not parse, or the books could not be written).
+    SystemError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Done,
+    Account(Box<AccountInfo>),
+    /// Always an answer, never a failure: `refusal` says whether the account may buy.
+    BuyCheck {
+        refusal: Option<Refusal>,
+        min_fen: u64,
+        max_fen: u64,
+    },
+    Grant(Grant),
+    Bytes(Vec<u8>),
+    Reconciled(ReconcileAnswer),
+}
+
+pub type Outcome = Result<Answer, Refusal>;
+
+/// The smallest and largest single purchase, in fen.
+pub const MIN_PURCHASE_FEN: u64 = 100;
+pub const MAX_PURCHASE_FEN: u64 = 500_000;
+
+/// The backend's books.
+pub struct Ledger {
+    db: Connection,
+    machine: EncryptionMachine,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tariffs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    price_fen_per_kwh INTEGER NOT NULL CHECK (price_fen_per_kwh > 0)
+);
+CREATE TABLE IF NOT EXISTS customers (
+    customer_number TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'closed', 'suspended')),
+    arrears_fen INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meters (
+    meter_number TEXT PRIMARY KEY,
+    customer_number TEXT NOT NULL REFERENCES customers,
+    tariff_id INTEGER NOT NULL REFERENCES tariffs,
+    -- The last purchase count the meter reported taking, from return data.
+    taken_count INTEGER
+);
+CREATE TABLE IF NOT EXISTS cards (
+    card_serial TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('memory', 'cpu')),
+    utility_code TEXT NOT NULL,
+    customer_number TEXT NOT NULL REFERENCES customers,
+    meter_number TEXT NOT NULL REFERENCES meters,
+    purchase_count INTEGER NOT NULL,
+    lost INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sales (
+    id INTEGER PRIMARY KEY,
+    terminal_id TEXT NOT NULL,
+    kiosk_serial INTEGER NOT NULL,
+    card_serial TEXT NOT NULL REFERENCES cards,
+    purchase_count INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    energy_wh INTEGER NOT NULL,
+    paid_fen INTEGER NOT NULL,
+    payment TEXT NOT NULL CHECK (payment IN ('cash', 'bank-card')),
+    token BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S', 'now', 'localtime')),
+    UNIQUE (terminal_id, kiosk_serial)
+);
+CREATE TABLE IF NOT EXISTS refused_sales (
+    terminal_id TEXT NOT NULL,
+    kiosk_serial INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, kiosk_serial)
+);
+CREATE TABLE IF NOT EXISTS write_confirmations (
+    id INTEGER PRIMARY KEY,
+    sale_id INTEGER NOT NULL REFERENCES sales,
+    written INTEGER NOT NULL,
+    return_data BLOB,
+    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S', 'now', 'localtime'))
+);
+CREATE TABLE IF NOT EXISTS periods (
+    terminal_id TEXT NOT NULL,
+    period_id INTEGER NOT NULL,
+    opened_at TEXT NOT NULL,
+    closed_at TEXT NOT NULL,
+    matched INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, period_id)
+);
+";
+
+/// Customers the reference backend starts with: two utilities, one per card kind, and an
+/// account for each refusal the backend makes by policy.
+const SEED: &str = "
+INSERT INTO tariffs VALUES (1, '居民生活用电', 56), (2, '一般工商业用电', 80);
+INSERT INTO customers VALUES
+    ('C370100001', '张三', '山东省济南市历下区泉城路1号3单元502室', 'active', 0),
+    ('C370100002', '李四', '山东省济南市市中区经七路88号', 'active', 1250),
+    ('C370100003', '王五', '山东省济南市槐荫区经十路16号', 'closed', 0),
+    ('C440100001', '陈小明', '广东省广州市天河区天河路385号1201房', 'active', 0),
+    ('C440100002', '黄丽', '广东省广州市越秀区北京路50号', 'active', 0),
+    ('C440100003', '周强', '广东省广州市海珠区江南大道中99号', 'suspended', 0);
+INSERT INTO meters VALUES
+    ('M3701000001', 'C370100001', 1, NULL),
+    ('M3701000002', 'C370100002', 1, NULL),
+    ('M3701000003', 'C370100003', 1, NULL),
+    ('M4401000001', 'C440100001', 1, NULL),
+    ('M4401000002', 'C440100002', 2, NULL),
+    ('M4401000003', 'C440100003', 1, NULL);
+INSERT INTO cards VALUES
+    ('3701000000000001', 'memory', '3701', 'C370100001', 'M3701000001', 0, 0),
+    ('3701000000000002', 'memory', '3701', 'C370100002', 'M3701000002', 0, 0),
+    ('3701000000000003', 'memory', '3701', 'C370100003', 'M3701000003', 0, 0),
+    ('3701000000000009', 'memory', '3701', 'C370100001', 'M3701000001', 0, 1),
+    ('4401000000000001', 'cpu', '4401', 'C440100001', 'M4401000001', 0, 0),
+    ('4401000000000002', 'cpu', '4401', 'C440100002', 'M4401000002', 0, 0),
+    ('4401000000000003', 'cpu', '4401', 'C440100003', 'M4401000003', 0, 0);
+";
+
+/// Return data as the simulated meters write it: tag `R`, the purchase count the meter has
+/// taken (u16), remaining energy in Wh (u32), total energy used in Wh (u32), status (u8).
+pub fn parse_return_data(raw: &[u8]) -> Option<u32> {
+    match raw {
+        [b'R', c0, c1, _rest @ ..] if raw.len() == 12 => {
+            Some(u32::from(u16::from_be_bytes([*c0, *c1])))
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reference backend database {path}: {source}")]
+pub struct LedgerError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+impl Ledger {
+    /// Opens (creating and seeding when new) the books at `path`.
+    pub fn open(path: &Path, machine: EncryptionMachine) -> Result<Ledger, LedgerError> {
+        let err = |source| LedgerError {
+            path: path.display().to_string(),
+            source,
+        };
+        let db = Connection::open(path).map_err(err)?;
+        // A simulator's books: WAL without a sync per commit keeps the benchmark about the kiosk.
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(err)?;
+        db.execute_batch(SCHEMA).map_err(err)?;
+        let empty: i64 = db
+            .query_row("SELECT count(*) FROM tariffs", [], |r| r.get(0))
+            .map_err(err)?;
+        if empty == 0 {
+            db.execute_batch(SEED).map_err(err)?;
+        }
+        Ok(Ledger { db, machine })
+    }
+
+    /// Answers one request. A database failure answers "system error, nothing done", because
+    /// every change is made in one transaction.
+    pub fn handle(&mut self, request: &Request) -> Outcome {
+        let result = match request {
+            Request::Ping => Ok(Ok(Answer::Done)),
+            Request::AccountQuery(card) => self.account_query(card),
+            Request::CanBuy(card, buy) => self.can_buy(card, *buy),
+            Request::Sale {
+                terminal_id,
+                kiosk_serial,
+                card,
+                buy,
+                payment,
+                paid_fen,
+            } => self.sale(terminal_id, *kiosk_serial, card, *buy, *payment, *paid_fen),
+            Request::SaleStatus {
+                terminal_id,
+                kiosk_serial,
+            } => self.sale_status(terminal_id, *kiosk_serial),
+            Request::ConfirmWrite {
+                terminal_id,
+                kiosk_serial,
+                card_serial,
+                written,
+                return_data,
+            } => self.confirm_write(
+                terminal_id,
+                *kiosk_serial,
+                card_serial,
+                *written,
+                return_data.as_deref(),
+            ),
+            Request::Authenticate {
+                card_serial,
+                purpose,
+                challenge,
+                data,
+            } => self.authenticate(card_serial, *purpose, challenge, data),
+            Request::CardPassword(card) => self.card_password(card),
+            Request::Reconcile {
+                terminal_id,
+                period_id,
+                opened_at,
+                closed_at,
+                totals,
+            } => self.reconcile(terminal_id, *period_id, opened_at, closed_at, totals),
+        };
+        result.unwrap_or_else(|e| {
+            Err(Refusal::new(
+                Reason::SystemError,
+                format!("后台数据库错误，交易未处理: {e}"),
+            ))
+        })
+    }
+
+    /// How many sales the books hold for this terminal (tests count duplicates with it).
+    pub fn sale_count(&self, terminal_id: &str) -> u64 {
+        self.db
+            .query_row(
+                "SELECT count(*) FROM sales WHERE terminal_id = ?1",
+                [terminal_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, |n| n as u64)
+    }
+
+    /// The backend's purchase count for a card.
+    pub fn card_purchase_count(&self, card_serial: &str) -> Option<u32> {
+        self.db
+            .query_row(
+                "SELECT purchase_count FROM cards WHERE card_serial = ?1",
+                [card_serial],
+                |r| r.get(0),
+            )
+            .ok()
+    }
+
+    /// The write confirmations recorded for a sale: (written, return data).
+    pub fn confirmations(
+        &self,
+        terminal_id: &str,
+        kiosk_serial: u64,
+    ) -> Vec<(bool, Option<Vec<u8>>)> {
+        let Ok(mut stmt) = self.db.prepare(
+            "SELECT c.written, c.return_data FROM write_confirmations c JOIN sales s
+             ON s.id = c.sale_id WHERE s.terminal_id = ?1 AND s.kiosk_serial = ?2 ORDER BY c.id",
+        ) else {
+            return Vec::new();
+        };
+        stmt.query_map(params![terminal_id, kiosk_serial as i64], |r| {
+            Ok((r.get::<_, bool>(0)?, r.get(1)?))
+        })
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+    }
+
+    /// The last purchase count a meter reported taking.
+    pub fn meter_taken_count(&self, meter_number: &str) -> Option<u32> {
+        self.db
+            .query_row(
+                "SELECT taken_count FROM meters WHERE meter_number = ?1",
+                [meter_number],
+                |r| r.get(0),
+            )
+            .ok()
+            .flatten()
+    }
+
+    fn card_row(&self, card_serial: &str) -> rusqlite::Result<Option<CardRow>> {
+        self.db
+            .query_row(
+                "SELECT c.kind, c.utility_code, c.customer_number, c.meter_number,
+                        c.purchase_count, c.lost, cu.name, cu.address, cu.status,
+                        cu.arrears_fen, t.price_fen_per_kwh
+                 FROM cards c JOIN customers cu USING (customer_number)
+                 JOIN meters m ON m.meter_number = c.meter_number
+                 JOIN tariffs t ON t.id = m.tariff_id
+                 WHERE c.card_serial = ?1",
+                [card_serial],
+                |r| {
+                    Ok(CardRow {
+                        kind: r.get(0)?,
+                        utility_code: r.get(1)?,
+                        customer_number: r.get(2)?,
+                        meter_number: r.get(3)?,
+                        purchase_count: r.get(4)?,
+                        lost: r.get(5)?,
+                        name: r.get(6)?,
+                        address: r.get(7)?,
+                        status: match r.get::<_, String>(8)?.as_str() {
+                            "active" => Status::Active,
+                            "closed" => Status::Closed,
+                            _ => Status::Suspended,
+                        },
+                        arrears_fen: r.get::<_, i64>(9)? as u64,
+                        price: r.get(10)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// The card as the backend knows it, or the refusal for a card it does not serve.
+    fn known_card(&self, card: &CardInfo) -> rusqlite::Result<Result<CardRow, Refusal>> {
+        let Some(row) = self.card_row(&card.card_serial)? else {
+            return Ok(Err(Refusal::new(
+                Reason::UnknownCard,
+                format!("卡号{}未登记", card.card_serial),
+            )));
+        };
+        if row.lost {
+            return Ok(Err(Refusal::new(
+                Reason::UnknownCard,
+                format!("卡号{}已挂失", card.card_serial),
+            )));
+        }
+        let mismatch = |what: &str| {
+            Ok(Err(Refusal::new(
+                Reason::CardMismatch,
+                format!("卡内{what}与档案不符"),
+            )))
+        };
+        if !card.utility_code.is_empty() && card.utility_code != row.utility_code {
+            return mismatch("单位代码");
+        }
+        if !card.customer_number.is_empty() && card.customer_number != row.customer_number {
+            return mismatch("用户编号");
+        }
+        if !card.meter_number.is_empty() && card.meter_number != row.meter_number {
+            return mismatch("表号");
+        }
+        Ok(Ok(row))
+    }
+
+    fn account_query(&mut self, card: &CardInfo) -> rusqlite::Result<Outcome> {
+        let row = match self.known_card(card)? {
+            Ok(row) => row,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if let Some(raw) = &card.return_data {
+            self.record_return_data(&row.meter_number, raw)?;
+        }
+        let last_purchase = self
+            .db
+            .query_row(
+                "SELECT amount_fen, energy_wh, created_at, terminal_id FROM sales
+                 WHERE card_serial = ?1 ORDER BY id DESC LIMIT 1",
+                [&card.card_serial],
+                |r| {
+                    Ok(LastPurchase {
+                        amount_fen: r.get::<_, i64>(0)? as u64,
+                        energy_wh: r.get::<_, i64>(1)? as u64,
+                        at: r.get(2)?,
+                        place: format!("自助终端{}", r.get::<_, String>(3)?),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(Ok(Answer::Account(Box::new(AccountInfo {
+            customer_number: row.customer_number,
+            customer_name: row.name,
+            address: row.address,
+            meter_number: row.meter_number,
+            card_serial: card.card_serial.clone(),
+            status: row.status,
+            purchase_count: row.purchase_count,
+            price_fen_per_kwh: row.price,
+            arrears_fen: row.arrears_fen,
+            last_purchase,
+        }))))
+    }
+
+    fn can_buy(&mut self, card: &CardInfo, buy: Buy) -> rusqlite::Result<Outcome> {
+        let refusal = match self.known_card(card)? {
+            Ok(row) => self.policy(&row, card, buy).err(),
+            Err(refusal) => Some(refusal),
+        };
+        Ok(Ok(Answer::BuyCheck {
+            refusal,
+            min_fen: MIN_PURCHASE_FEN,
+            max_fen: MAX_PURCHASE_FEN,
+        }))
+    }
+
+    /// The utility's rules for one purchase; on success, the amount and energy it grants.
+    fn policy(&self, row: &CardRow, card: &CardInfo, buy: Buy) -> Result<(u64, u64), Refusal> {
+        match row.status {
+            Status::Active => {}
+            Status::Closed => {
+                return Err(Refusal::new(Reason::AccountClosed, "该户已销户，不能购电"));
+            }
+            Status::Suspended => {
+                return Err(Refusal::new(
+                    Reason::AccountClosed,
+                    "该户已暂停供电，请到营业厅办理",
+                ));
+            }
+        }
+        if row.arrears_fen > 0 {
+            return Err(Refusal::new(
+                Reason::Arrears,
+                format!(
+                    "您有欠费{}.{:02}元，请先到营业厅缴清",
+                    row.arrears_fen / 100,
+                    row.arrears_fen % 100
+                ),
+            ));
+        }
+        if card.pending_fen > 0 || card.pending_wh > 0 {
+            return Err(Refusal::new(
+                Reason::CreditNotTaken,
+                "卡内尚有未输入电表的电量，请先插入电表",
+            ));
+        }
+        if card.purchase_count < row.purchase_count {
+            return Err(Refusal::new(
+                Reason::CardMismatch,
+                "上次购电尚未写入卡内，请先补写卡",
+            ));
+        }
+        if card.purchase_count > row.purchase_count {
+            return Err(Refusal::new(Reason::CardMismatch, "卡内购电次数与档案不符"));
+        }
+        let price = u64::from(row.price);
+        let (amount_fen, energy_wh) = match buy {
+            Buy::Money(fen) => (fen, fen.saturating_mul(1000) / price),
+            // Energy is charged rounded up to the next fen.
+            Buy::Energy(wh) => (wh.saturating_mul(price).div_ceil(1000), wh),
+        };
+        if !(MIN_PURCHASE_FEN..=MAX_PURCHASE_FEN).contains(&amount_fen) {
+            return Err(Refusal::new(
+                Reason::OverLimit,
+                format!(
+                    "单次购电金额须在{}元至{}元之间",
+                    MIN_PURCHASE_FEN / 100,
+                    MAX_PURCHASE_FEN / 100
+                ),
+            ));
+        }
+        Ok((amount_fen, energy_wh))
+    }
+
+    fn sale(
+        &mut self,
+        terminal_id: &str,
+        kiosk_serial: u64,
+        card: &CardInfo,
+        buy: Buy,
+        payment: Payment,
+        paid_fen: u64,
+    ) -> rusqlite::Result<Outcome> {
+        let tx = self.db.unchecked_transaction()?;
+        if let Some(previous) = previous_outcome(&tx, terminal_id, kiosk_serial)? {
+            return Ok(match previous {
+                Ok((grant, serial)) if serial == card.card_serial => Ok(Answer::Grant(grant)),
+                Ok(_) => Err(Refusal::new(
+                    Reason::Other,
+                    format!("终端流水号{kiosk_serial}已用于另一张卡"),
+                )),
+                Err(refusal) => Err(refusal),
+            });
+        }
+        let row = self.known_card(card)?;
+        let decided = row
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|row| self.policy(row, card, buy));
+        let decided = decided.and_then(|(amount, energy)| {
+            if paid_fen == amount {
+                Ok((amount, energy))
+            } else {
+                Err(Refusal::new(
+                    Reason::Other,
+                    format!("实收金额{paid_fen}分与购电金额{amount}分不符"),
+                ))
+            }
+        });
+        let tx_outcome = match decided {
+            Ok((amount_fen, energy_wh)) => {
+                let purchase_count = row.as_ref().map_or(0, |r| r.purchase_count) + 1;
+                let token = self.machine.credit_token(
+                    &card.card_serial,
+                    purchase_count,
+                    amount_fen,
+                    energy_wh,
+                );
+                tx.execute(
+                    "INSERT INTO sales (terminal_id, kiosk_serial, card_serial, purchase_count,
+                     amount_fen, energy_wh, paid_fen, payment, token)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        terminal_id,
+                        kiosk_serial as i64,
+                        card.card_serial,
+                        purchase_count,
+                        amount_fen as i64,
+                        energy_wh as i64,
+                        paid_fen as i64,
+                        match payment {
+                            Payment::Cash => "cash",
+                            Payment::BankCard => "bank-card",
+                        },
+                        token,
+                    ],
+                )?;
+                let id = tx.last_insert_rowid();
+                tx.execute(
+                    "UPDATE cards SET purchase_count = ?1 WHERE card_serial = ?2",
+                    params![purchase_count, card.card_serial],
+                )?;
+                Ok(Answer::Grant(Grant {
+                    sale_id: sale_id(id),
+                    purchase_count,
+                    amount_fen,
+                    energy_wh,
+                    token,
+                }))
+            }
+            Err(refusal) => {
+                tx.execute(
+                    "INSERT INTO refused_sales VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        terminal_id,
+                        kiosk_serial as i64,
+                        reason_name(refusal.reason),
+                        refusal.message
+                    ],
+                )?;
+                Err(refusal)
+            }
+        };
+        tx.commit()?;
+        Ok(tx_outcome)
+    }
+
+    fn sale_status(&mut self, terminal_id: &str, kiosk_serial: u64) -> rusqlite::Result<Outcome> {
+        Ok(
+            match previous_outcome(&self.db, terminal_id, kiosk_serial)? {
+                Some(Ok((grant, _))) => Ok(Answer::Grant(grant)),
+                Some(Err(refusal)) => Err(refusal),
+                None => Err(Refusal::new(
+                    Reason::SaleNotFound,
+                    format!("无此交易: 终端{terminal_id}流水号{kiosk_serial}"),
+                )),
+            },
+        )
+    }
+
+    fn confirm_write(
+        &mut self,
+        terminal_id: &str,
+        kiosk_serial: u64,
+        card_serial: &str,
+        written: bool,
+        return_data: Option<&[u8]>,
+    ) -> rusqlite::Result<Outcome> {
+        let sale: Option<(i64, String, String)> = self
+            .db
+            .query_row(
+                "SELECT s.id, s.card_serial, c.meter_number FROM sales s JOIN cards c
+                 USING (card_serial) WHERE s.terminal_id = ?1 AND s.kiosk_serial = ?2",
+                params![terminal_id, kiosk_serial as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, serial, meter)) = sale else {
+            return Ok(Err(Refusal::new(
+                Reason::Other,
+                format!("无此交易: 终端{terminal_id}流水号{kiosk_serial}"),
+            )));
+        };
+        if serial != card_serial {
+            return Ok(Err(Refusal::new(
+                Reason::CardMismatch,
+                format!("交易{kiosk_serial}不是卡号{card_serial}的交易"),
+            )));
+        }
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO write_confirmations (sale_id, written, return_data) VALUES (?1, ?2, ?3)",
+            params![id, written, return_data],
+        )?;
+        tx.commit()?;
+        if let Some(raw) = return_data {
+            self.record_return_data(&meter, raw)?;
+        }
+        Ok(Ok(Answer::Done))
+    }
+
+    fn record_return_data(&mut self, meter_number: &str, raw: &[u8]) -> rusqlite::Result<()> {
+        if let Some(taken) = parse_return_data(raw) {
+            self.db.execute(
+                "UPDATE meters SET taken_count = ?1 WHERE meter_number = ?2",
+                params![taken, meter_number],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn authenticate(
+        &mut self,
+        card_serial: &str,
+        purpose: AuthPurpose,
+        challenge: &[u8],
+        data: &[u8],
+    ) -> rusqlite::Result<Outcome> {
+        let Some(row) = self.card_row(card_serial)? else {
+            return Ok(Err(Refusal::new(
+                Reason::UnknownCard,
+                format!("卡号{card_serial}未登记"),
+            )));
+        };
+        if row.kind != "cpu" {
+            return Ok(Err(Refusal::new(
+                Reason::Other,
+                format!("卡号{card_serial}不是CPU卡"),
+            )));
+        }
+        let m = &self.machine;
+        let result = match purpose {
+            AuthPurpose::ExternalAuthenticate => m
+                .external_authenticate(card_serial, challenge)
+                .map(|c| c.to_vec()),
+            AuthPurpose::CommandMac => m
+                .command_mac(card_serial, challenge, data)
+                .map(|c| c.to_vec()),
+            AuthPurpose::VerifyCardMac => match m.verify_card_mac(card_serial, challenge, data) {
+                Ok(true) => Ok(Vec::new()),
+                Ok(false) => {
+                    return Ok(Err(Refusal::new(Reason::Other, "卡片MAC校验失败")));
+                }
+                Err(e) => Err(e),
+            },
+        };
+        Ok(result
+            .map(Answer::Bytes)
+            .map_err(|e| Refusal::new(Reason::Other, format!("加密机拒绝: {e}"))))
+    }
+
+    fn card_password(&mut self, card: &CardInfo) -> rusqlite::Result<Outcome> {
+        let row = match self.known_card(card)? {
+            Ok(row) => row,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if row.kind != "memory" {
+            return Ok(Err(Refusal::new(
+                Reason::Other,
+                format!("卡号{}是CPU卡，没有卡密码", card.card_serial),
+            )));
+        }
+        Ok(Ok(Answer::Bytes(
+            self.machine.memory_card_psc(&card.card_serial).to_vec(),
+        )))
+    }
+
+    fn reconcile(
+        &mut self,
+        terminal_id: &str,
+        period_id: u64,
+        opened_at: &str,
+        closed_at: &str,
+        kiosk_totals: &[Total],
+    ) -> rusqlite::Result<Outcome> {
+        let mut stmt = self.db.prepare(
+            "SELECT payment, count(*), coalesce(sum(amount_fen), 0) FROM sales
+             WHERE terminal_id = ?1 AND created_at >= ?2 AND created_at <= ?3
+             GROUP BY payment ORDER BY payment DESC",
+        )?;
+        let ours: Vec<Total> = stmt
+            .query_map(params![terminal_id, opened_at, closed_at], |r| {
+                Ok(Total {
+                    business: if r.get::<_, String>(0)? == "cash" {
+                        Business::CashSale
+                    } else {
+                        Business::BankCardSale
+                    },
+                    count: r.get(1)?,
+                    amount_fen: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        let mut differences = Vec::new();
+        for business in [
+            Business::CashSale,
+            Business::BankCardSale,
+            Business::CashBillPayment,
+        ] {
+            let pick = |totals: &[Total]| {
+                totals
+                    .iter()
+                    .filter(|t| t.business == business)
+                    .fold((0u64, 0u64), |(c, a), t| {
+                        (c + u64::from(t.count), a.saturating_add(t.amount_fen))
+                    })
+            };
+            let (kc, ka) = pick(kiosk_totals);
+            let (bc, ba) = pick(&ours);
+            if (kc, ka) != (bc, ba) {
+                differences.push(format!(
+                    "{}: 终端{kc}笔{ka}分，后台{bc}笔{ba}分",
+                    business_name(business)
+                ));
+            }
+        }
+        let matched = differences.is_empty();
+        self.db.execute(
+            "INSERT OR REPLACE INTO periods VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![terminal_id, period_id as i64, opened_at, closed_at, matched],
+        )?;
+        Ok(Ok(Answer::Reconciled(ReconcileAnswer {
+            matched,
+            totals: ours,
+            differences,
+        })))
+    }
+}
+
+struct CardRow {
+    kind: String,
+    utility_code: String,
+    customer_number: String,
+    meter_number: String,
+    purchase_count: u32,
+    lost: bool,
+    name: String,
+    address: String,
+    status: Status,
+    arrears_fen: u64,
+    price: u32,
+}
+
+/// What the books say of a sale already received: its grant (and card), or its refusal.
+fn previous_outcome(
+    db: &Connection,
+    terminal_id: &str,
+    kiosk_serial: u64,
+) -> rusqlite::Result<Option<Result<(Grant, String), Refusal>>> {
+    let grant = db
+        .query_row(
+            "SELECT id, purchase_count, amount_fen, energy_wh, token, card_serial FROM sales
+             WHERE terminal_id = ?1 AND kiosk_serial = ?2",
+            params![terminal_id, kiosk_serial as i64],
+            |r| {
+                Ok((
+                    Grant {
+                        sale_id: sale_id(r.get(0)?),
+                        purchase_count: r.get(1)?,
+                        amount_fen: r.get::<_, i64>(2)? as u64,
+                        energy_wh: r.get::<_, i64>(3)? as u64,
+                        token: r.get(4)?,
+                    },
+                    r.get(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    if let Some(found) = grant {
+        return Ok(Some(Ok(found)));
+    }
+    let refusal = db
+        .query_row(
+            "SELECT reason, message FROM refused_sales WHERE terminal_id = ?1 AND kiosk_serial = ?2",
+            params![terminal_id, kiosk_serial as i64],
+            |r| {
+                Ok(Refusal::new(
+                    reason_from_name(&r.get::<_, String>(0)?),
+                    r.get::<_, String>(1)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(refusal.map(Err))
+}
+
+fn sale_id(id: i64) -> String {
+    format!("S{id:011}")
+}
+
+const REASONS: [(Reason, &str); 7] = [
+    (Reason::UnknownCard, "unknown-card"),
+    (Reason::AccountClosed, "account-closed"),
+    (Reason::Arrears, "arrears"),
+    (Reason::CreditNotTaken, "credit-not-taken"),
+    (Reason::OverLimit, "over-limit"),
+    (Reason::CardMismatch, "card-mismatch"),
+    (Reason::Other, "other"),
+];
+
+fn reason_name(reason: Reason) -> &'static str {
+    REASONS
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map_or("other", |(_, n)| n)
+}
+
+fn reason_from_name(name: &str) -> Reason {
+    REASONS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map_or(Reason::Other, |(r, _)| *r)
+}
+
+fn business_name(b: Business) -> &'static str {
+    match b {
+        Business::CashSale => "现金售电",
+        Business::BankCardSale => "银行卡售电",
+        Business::CashBillPayment => "现金缴费",
+    }
+}
