@@ -1,5 +1,6 @@
 //! `selfvend`: the kiosk application and its operator and vendor command line.
 
+mod backend_cmd;
 mod bench;
 mod plugin_cmd;
 
@@ -32,6 +33,9 @@ enum Command {
     /// Sign, verify and inspect plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Check the configured utility backends.
+    #[command(subcommand)]
+    Backend(backend_cmd::BackendCommand),
     /// Measure the kiosk's performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
     };
