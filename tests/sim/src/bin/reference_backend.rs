@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -26,8 +27,22 @@ struct Args {
     faults: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("selfvend-reference-backend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<std::convert::Infallible> {
+    let faults = args
+        .faults
+        .iter()
+        .map(|spec| parse_fault(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -38,19 +53,7 @@ fn main() -> anyhow::Result<()> {
             json_http: args.json_http,
         },
     )?;
-    for spec in &args.faults {
-        let Some((call, fault)) = spec.split_once('=') else {
-            bail!("--fault {spec:?}: expected CALL=FAULT");
-        };
-        let Some(call) = Call::from_name(call) else {
-            bail!(
-                "--fault {spec:?}: no call named {call:?} (calls: {})",
-                Call::ALL.map(Call::name).join(", ")
-            );
-        };
-        let Some(fault) = Fault::parse(fault) else {
-            bail!("--fault {spec:?}: no fault named {fault:?}");
-        };
+    for (call, fault) in faults {
         backend.inject_always(call, fault);
     }
     println!("books: {}", args.db.display());
@@ -59,4 +62,23 @@ fn main() -> anyhow::Result<()> {
     loop {
         std::thread::park();
     }
+}
+
+fn parse_fault(spec: &str) -> anyhow::Result<(Call, Fault)> {
+    let Some((call, fault)) = spec.split_once('=') else {
+        bail!("--fault {spec:?}: expected CALL=FAULT");
+    };
+    let Some(call) = Call::from_name(call) else {
+        bail!(
+            "--fault {spec:?}: no call named {call:?} (calls: {})",
+            Call::ALL.map(Call::name).join(", ")
+        );
+    };
+    let Some(fault) = Fault::parse(fault) else {
+        bail!(
+            "--fault {spec:?}: no fault named {fault:?} \
+             (faults: drop-reply, reply-twice, garbage, truncate, flood, delay-MS)"
+        );
+    };
+    Ok((call, fault))
 }
