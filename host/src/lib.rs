@@ -1,8 +1,11 @@
 //! selfvend-host: the kiosk core as a library — plugin runtime, devices, journal, sale engine
 //! and config. It knows nothing of the UI; `ui/` drives it.
 
+pub mod authority;
 pub mod backend;
 pub mod card;
+pub mod card_reader;
+pub mod codecs;
 pub mod config;
 pub mod money;
 pub mod plugin;

@@ -128,3 +128,55 @@ pub fn selfvend_bin() -> PathBuf {
     }
     wasm_dir().join("../../release/selfvend")
 }
+
+/// A vpcd reader slot of the test rig's pcscd (`./dev test` starts it), held by one test at a
+/// time: a card inserted at `address` appears in reader `reader`.
+pub struct ReaderSlot {
+    pub address: std::net::SocketAddr,
+    pub reader: String,
+    index: usize,
+}
+
+static SLOTS: Mutex<Vec<bool>> = Mutex::new(Vec::new());
+static SLOT_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn rig_var(name: &str) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not set: the PC/SC rig is not running; run the tests with ./dev test, \
+                 which starts pcscd with vpcd readers"
+            )
+        })
+}
+
+impl ReaderSlot {
+    /// Takes a free slot, waiting for one if every slot is in use.
+    pub fn take() -> ReaderSlot {
+        let port = rig_var("SELFVEND_VPCD_PORT");
+        let mut busy = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // One vpcd reader with two slots.
+        busy.resize(2, false);
+        let index = loop {
+            if let Some(i) = busy.iter().position(|b| !b) {
+                break i;
+            }
+            busy = SLOT_FREED.wait(busy).unwrap_or_else(|p| p.into_inner());
+        };
+        busy[index] = true;
+        ReaderSlot {
+            address: ([127, 0, 0, 1], (port + index) as u16).into(),
+            reader: format!("selfvend vpcd 00 {index:02}"),
+            index,
+        }
+    }
+}
+
+impl Drop for ReaderSlot {
+    fn drop(&mut self) {
+        SLOTS.lock().unwrap_or_else(|p| p.into_inner())[self.index] = false;
+        SLOT_FREED.notify_one();
+    }
+}

@@ -1,5 +1,10 @@
 //! Simulators of what a kiosk talks to, each speaking the protocol the real thing speaks: the
-//! utility's reference backend and its encryption machine. Tests and the demo kiosk use them.
+//! utility's reference backend and its encryption machine, virtual meter cards that plug into
+//! the real pcscd through vpcd, and the meters those cards are carried to.
 
+pub mod cpu_card;
 pub mod encryption_machine;
+pub mod meter;
 pub mod reference_backend;
+pub mod sle4442;
+pub mod vpcd;
