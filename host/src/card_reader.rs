@@ -142,6 +142,7 @@ impl Readers {
                 source,
             })?;
         Ok(PcscCard {
+            ctx: self.ctx.clone(),
             kind: reader_kind(&atr),
             reader: reader.to_string(),
             atr,
@@ -247,6 +248,7 @@ pub fn reader_kind(atr: &[u8]) -> ReaderKind {
 
 /// The card connected in one reader; dropping it releases the card.
 pub struct PcscCard {
+    ctx: Context,
     card: Option<pcsc::Card>,
     reader: String,
     atr: Vec<u8>,
@@ -257,7 +259,26 @@ impl PcscCard {
     pub fn reader(&self) -> &str {
         &self.reader
     }
+
+    /// Whether the card has left the reader, giving pcscd a moment to notice.
+    fn card_left(&self) -> bool {
+        let Ok(name) = CString::new(self.reader.as_str()) else {
+            return true;
+        };
+        let mut states = [ReaderState::new(name, State::UNAWARE)];
+        for timeout in [Duration::ZERO, CARD_LEFT_GRACE] {
+            match self.ctx.get_status_change(Some(timeout), &mut states) {
+                Ok(()) if !states[0].event_state().contains(State::PRESENT) => return true,
+                Ok(()) | Err(pcsc::Error::Timeout) => states[0].sync_current_state(),
+                Err(_) => return true,
+            }
+        }
+        false
+    }
 }
+
+/// How long an empty answer waits for pcscd to report the card gone (it polls every ~0.4 s).
+const CARD_LEFT_GRACE: Duration = Duration::from_millis(1500);
 
 impl Drop for PcscCard {
     fn drop(&mut self) {
@@ -290,6 +311,12 @@ impl CardChannel for PcscCard {
         let card = self.card.as_ref().ok_or(ChannelError::CardRemoved)?;
         let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         match card.transmit(command, &mut buffer) {
+            // Some readers (vpcd among them) answer a card pulled mid-command with nothing at
+            // all; ask the reader whether the card is still there before blaming the card.
+            Ok(response) if response.len() < 2 && self.card_left() => {
+                self.card = None;
+                Err(ChannelError::CardRemoved)
+            }
             Ok(response) => Ok(response.to_vec()),
             Err(
                 pcsc::Error::RemovedCard
