@@ -1,20 +1,32 @@
 //! `selfvend bench …`: performance figures, printed one per line.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
+use selfvend_host::authority::BackendAuthority;
 use selfvend_host::backend::{
     CardRef, Endpoint, PaymentKind, Purchase, SaleRequest, WriteConfirmation,
 };
+use selfvend_host::card::{CardChannel, ChannelError, CreditGrant, ReaderKind, VerifyOutcome};
+use selfvend_host::card_reader::{PcscCard, Readers};
+use selfvend_host::codecs;
 use selfvend_host::config::{KioskConfig, PluginRole};
 use selfvend_host::money::Fen;
 use selfvend_host::plugin::inspect::PluginKind;
 use selfvend_host::plugin::trust::TrustStore;
 use selfvend_host::plugin::{Plugin, PluginLimits, PluginRuntime};
+use selfvend_host::plugin::{SharedAuthority, SharedCard};
+use selfvend_sim::cpu_card::CpuCard;
+use selfvend_sim::encryption_machine::EncryptionMachine;
+use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::{Listen, ReferenceBackend};
+use selfvend_sim::sle4442::{self, Sle4442};
+use selfvend_sim::vpcd::{Inserted, lock};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -35,6 +47,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         rounds: usize,
     },
+    /// Credit writes onto each vendor's virtual card through pcscd: APDUs per step against the
+    /// layout's minimum, and the time of a card session (identify, read, write, verify).
+    Card {
+        /// The vpcd slot the virtual cards are inserted into.
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: SocketAddr,
+        /// The reader pcscd shows for that slot.
+        #[arg(long, default_value = "Virtual PCD 00 00")]
+        reader: String,
+        /// Sales per card.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
@@ -51,6 +76,11 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
             bench_plugin(&plugin, &trust, rounds)?;
         }
         BenchCommand::Backend { rounds } => bench_backend(&KioskConfig::load(config)?, rounds)?,
+        BenchCommand::Card {
+            vpcd,
+            reader,
+            rounds,
+        } => bench_card(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -178,6 +208,184 @@ fn bench_backend(config: &KioskConfig, rounds: usize) -> anyhow::Result<()> {
         anyhow::bail!(
             "{} configures no backend dialect the reference backend speaks",
             config.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Counts the APDUs a codec sends through the real reader.
+struct Counting {
+    card: PcscCard,
+    apdus: usize,
+}
+
+impl CardChannel for Counting {
+    fn atr(&self) -> Vec<u8> {
+        self.card.atr()
+    }
+    fn reader_kind(&self) -> ReaderKind {
+        self.card.reader_kind()
+    }
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        self.apdus += 1;
+        self.card.transmit(command)
+    }
+}
+
+/// What the bench needs of each vendor's card: how to issue it, how its meter takes a credit,
+/// and the fewest APDUs its layout allows for a credit write.
+enum BenchCard {
+    Memory(Arc<Mutex<Sle4442>>),
+    Cpu(Arc<Mutex<CpuCard>>),
+}
+
+fn bench_card(
+    config: &KioskConfig,
+    vpcd: SocketAddr,
+    reader: &str,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let codecs = crate::card_cmd::card_codecs(config)?;
+    let books = tempfile::tempdir().context("making a scratch directory for the books")?;
+    let backend = ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default())?;
+    let runtime = crate::backend_cmd::runtime(config)?;
+    let readers = Readers::establish()?;
+    let machine = EncryptionMachine::default();
+    for (card, utility, minimum) in [
+        (
+            BenchCard::Memory(Arc::new(Mutex::new(sle4442::ht01::issue(
+                &machine,
+                "3701000000000001",
+                "3701",
+                "C370100001",
+                "M3701000001",
+            )))),
+            "3701",
+            "4: read the slots, present the PSC, write the slot body, write its CRC",
+        ),
+        (
+            BenchCard::Cpu(Arc::new(Mutex::new(CpuCard::issue(
+                &machine,
+                "4401000000000001",
+                "4401",
+                "C440100001",
+                "M4401000001",
+            )))),
+            "4401",
+            "6: select, read the wallet, get challenge, external authenticate, get challenge, \
+             update with MAC",
+        ),
+    ] {
+        let entry = config
+            .backend_for(utility)
+            .with_context(|| format!("no backend serves utility {utility}"))?;
+        let dialect = config
+            .plugins
+            .iter()
+            .find(|p| p.name == entry.dialect)
+            .with_context(|| format!("no [[plugin]] named `{}`", entry.dialect))?;
+        let dialect = runtime.load(&dialect.name, &dialect.file)?;
+        let name = dialect
+            .backend_session(endpoint(String::new()))?
+            .about()?
+            .name;
+        let address = match name.as_str() {
+            "fixed-text" => backend.fixed_text_address(),
+            "json-http" => backend.json_http_address(),
+            other => anyhow::bail!("the reference backend does not speak {other}"),
+        };
+        let inserted = match &card {
+            BenchCard::Memory(c) => Inserted::insert(c.clone(), vpcd),
+            BenchCard::Cpu(c) => Inserted::insert(c.clone(), vpcd),
+        }
+        .with_context(|| format!("inserting a virtual card at vpcd {vpcd}"))?;
+        if !readers.wait(reader, true, Some(Duration::from_secs(10)))? {
+            anyhow::bail!("reader `{reader}` did not see the card inserted at {vpcd}");
+        }
+        let mut meter = Meter::new(
+            if utility == "3701" {
+                "M3701000001"
+            } else {
+                "M4401000001"
+            },
+            machine.clone(),
+        );
+        let mut sessions = Vec::with_capacity(rounds);
+        let mut counts = (0, 0, 0, 0);
+        let mut codec_name = String::new();
+        for serial in 1..=rounds as u64 {
+            let counting = Arc::new(Mutex::new(Counting {
+                card: readers.connect(reader)?,
+                apdus: 0,
+            }));
+            let shared: SharedCard = counting.clone();
+            let apdus = || {
+                let mut c = counting.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut c.apdus)
+            };
+            let started = Instant::now();
+            let found = codecs::identify(&codecs, &shared)?;
+            codec_name = found.codec.name.clone();
+            let mut session = found.session;
+            let identify = apdus();
+            let data = session.read(&shared)?;
+            let read = apdus();
+            let card_ref = CardRef {
+                card_serial: data.card_serial.clone(),
+                utility_code: data.utility_code.clone(),
+                purchase_count: data.purchase_count,
+                ..CardRef::default()
+            };
+            let sale_started = Instant::now();
+            let granted = dialect
+                .backend_session(endpoint(address.to_string()))?
+                .sale(&SaleRequest {
+                    terminal_id: "BENCH-CARD".into(),
+                    kiosk_serial: serial + if utility == "3701" { 0 } else { 1 << 32 },
+                    card: card_ref.clone(),
+                    purchase: Purchase::Money(Fen(1000)),
+                    payment: PaymentKind::Cash,
+                    paid: Fen(1000),
+                })?;
+            let sale_time = sale_started.elapsed();
+            let grant = CreditGrant {
+                card_serial: data.card_serial.clone(),
+                purchase_count: granted.purchase_count,
+                amount: granted.amount,
+                energy: granted.energy,
+                token: granted.token,
+            };
+            let authority: SharedAuthority = Arc::new(Mutex::new(BackendAuthority::new(
+                dialect.backend_session(endpoint(address.to_string()))?,
+                card_ref,
+            )));
+            session.write_credit(&shared, &grant, &authority)?;
+            let write = apdus();
+            if session.verify(&shared, &grant)? != VerifyOutcome::Written {
+                anyhow::bail!("{codec_name}: the card does not carry the grant it was just given");
+            }
+            let verify = apdus();
+            sessions.push(started.elapsed() - sale_time);
+            counts = (identify, read, write, verify);
+            // The customer takes the card to the meter so the next sale can be written.
+            let taken = match &card {
+                BenchCard::Memory(c) => meter.insert_hengtai(&mut lock(c)),
+                BenchCard::Cpu(c) => meter.insert_lanling(&mut lock(c)),
+            };
+            if !matches!(taken, MeterInsert::Credited { .. }) {
+                anyhow::bail!("{codec_name}: the meter did not take the credit: {taken:?}");
+            }
+        }
+        drop(inserted);
+        readers.wait(reader, false, Some(Duration::from_secs(10)))?;
+        println!(
+            "{codec_name}: write-credit {} APDUs (layout minimum {minimum}); identify {}, read {}, verify {}",
+            counts.2, counts.0, counts.1, counts.3
+        );
+        println!(
+            "{codec_name}: card session (identify, read, write, verify) through pcscd p50: {:.1} ms, p99: {:.1} ms",
+            ms(percentile(&mut sessions, 50)),
+            ms(percentile(&mut sessions, 99))
         );
     }
     Ok(())

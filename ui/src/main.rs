@@ -2,6 +2,7 @@
 
 mod backend_cmd;
 mod bench;
+mod card_cmd;
 mod plugin_cmd;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Command {
     /// Sign, verify and inspect plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Watch the card readers and read meter cards.
+    #[command(subcommand)]
+    Card(card_cmd::CardCommand),
     /// Check the configured utility backends.
     #[command(subcommand)]
     Backend(backend_cmd::BackendCommand),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
+        Command::Card(cmd) => card_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
     };

@@ -152,8 +152,12 @@ fn exchange<C: VirtualCard>(card: &Shared<C>, stream: &mut TcpStream, faults: &M
 }
 
 fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    // vpcd sends the length and the payload in two writes: without an immediate ACK from us,
+    // Nagle on its side holds the payload back for our delayed ACK (40 ms per message).
+    let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).ok()?;
+    let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
     let mut payload = vec![0; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut payload).ok()?;
     Some(payload)
