@@ -22,11 +22,11 @@ pub enum ReaderError {
     NoReaders,
     #[error("no card in reader `{0}`")]
     NoCard(String),
-    #[error("reader `{reader}`: {operation}: {source}")]
+    #[error("reader `{reader}`: {operation}: {cause}")]
     Pcsc {
         reader: String,
         operation: &'static str,
-        source: pcsc::Error,
+        cause: pcsc::Error,
     },
 }
 
@@ -95,10 +95,10 @@ impl Readers {
     ) -> Result<bool, ReaderError> {
         let name = c_name(reader)?;
         let mut states = [ReaderState::new(name, State::UNAWARE)];
-        let fail = |operation, source| ReaderError::Pcsc {
+        let fail = |operation, cause| ReaderError::Pcsc {
             reader: reader.to_string(),
             operation,
-            source,
+            cause,
         };
         loop {
             match self.ctx.get_status_change(timeout, &mut states) {
@@ -127,19 +127,19 @@ impl Readers {
                 pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
                     ReaderError::NoCard(reader.to_string())
                 }
-                source => ReaderError::Pcsc {
+                cause => ReaderError::Pcsc {
                     reader: reader.to_string(),
                     operation: "connecting to the card",
-                    source,
+                    cause,
                 },
             })?;
         let atr = card
             .status2_owned()
             .map(|status| status.atr().to_vec())
-            .map_err(|source| ReaderError::Pcsc {
+            .map_err(|cause| ReaderError::Pcsc {
                 reader: reader.to_string(),
                 operation: "reading the ATR",
-                source,
+                cause,
             })?;
         Ok(PcscCard {
             ctx: self.ctx.clone(),

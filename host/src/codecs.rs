@@ -15,8 +15,8 @@ pub enum IdentifyError {
         second: String,
         atr: String,
     },
-    #[error("codec `{codec}` while identifying the card: {source}")]
-    Codec { codec: String, source: CodecError },
+    #[error("codec `{codec}` while identifying the card: {cause}")]
+    Codec { codec: String, cause: CodecError },
 }
 
 /// The codec that claimed the card, with the session it claimed it in.
@@ -36,9 +36,9 @@ pub fn identify<'a>(
     let atr = hex::encode_upper(card.lock().unwrap_or_else(|p| p.into_inner()).atr());
     let mut claimed: Option<Identified<'a>> = None;
     for codec in codecs {
-        let fail = |source: CodecError| IdentifyError::Codec {
+        let fail = |cause: CodecError| IdentifyError::Codec {
             codec: codec.name.clone(),
-            source,
+            cause,
         };
         let mut session = codec
             .card_session()

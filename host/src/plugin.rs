@@ -68,15 +68,15 @@ impl Default for PluginLimits {
 pub enum PluginError {
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: refused: {source}")]
+    #[error("{path}: refused: {cause}")]
     Refused {
         path: PathBuf,
-        source: inspect::InspectError,
+        cause: inspect::InspectError,
     },
     #[error("{path}: does not compile: {reason}")]
     Compile { path: PathBuf, reason: String },
@@ -192,14 +192,14 @@ impl PluginRuntime {
 
     /// Loads, verifies and pre-instantiates the plugin at `path`, named `name` in logs.
     pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| PluginError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let signer = self.trust.verify(path, &bytes)?;
-        let inspection = inspect::inspect(&bytes).map_err(|source| PluginError::Refused {
+        let inspection = inspect::inspect(&bytes).map_err(|cause| PluginError::Refused {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let started = Instant::now();

@@ -20,10 +20,10 @@ const TAG_LEN: usize = 32;
 
 /// Why the cache could not be opened or written.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin cache {path}: {source}")]
+#[error("plugin cache {path}: {cause}")]
 pub struct CacheError {
     path: PathBuf,
-    source: std::io::Error,
+    cause: std::io::Error,
 }
 
 /// What a lookup found.
@@ -55,9 +55,9 @@ impl std::fmt::Debug for CodeCache {
 impl CodeCache {
     /// Opens (creating if needed, mode 0700) the cache at `dir`, with its key at `dir.key`.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
-        let io = |source| CacheError {
+        let io = |cause| CacheError {
             path: dir.to_path_buf(),
-            source,
+            cause,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -65,9 +65,9 @@ impl CodeCache {
             .create(dir)
             .map_err(io)?;
         let key_path = dir.with_extension("key");
-        let key = read_or_create_key(&key_path).map_err(|source| CacheError {
+        let key = read_or_create_key(&key_path).map_err(|cause| CacheError {
             path: key_path,
-            source,
+            cause,
         })?;
         let mut hasher = Sha256Hasher::default();
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
@@ -118,9 +118,9 @@ impl CodeCache {
     /// Stores a freshly compiled component, replacing any refused entry atomically.
     pub fn store(&self, component_sha256: &str, component: &Component) -> Result<(), CacheError> {
         let path = self.entry_path(component_sha256);
-        let io = |source| CacheError {
+        let io = |cause| CacheError {
             path: path.clone(),
-            source,
+            cause,
         };
         let code = component
             .serialize()

@@ -19,10 +19,10 @@ const SIGNATURE_TAG: &str = "selfvend-ed25519-signature";
 /// Why a key, signature or trust store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
@@ -111,15 +111,15 @@ pub struct TrustStore {
 impl TrustStore {
     /// Loads every `*.pub` in `dir`. A malformed key file is an error, not skipped.
     pub fn load(dir: &Path) -> Result<Self, TrustError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| TrustError::Io {
+        let entries = std::fs::read_dir(dir).map_err(|cause| TrustError::Io {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut paths = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| TrustError::Io {
+            let entry = entry.map_err(|cause| TrustError::Io {
                 path: dir.to_path_buf(),
-                source,
+                cause,
             })?;
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "pub") {
@@ -155,10 +155,10 @@ impl TrustStore {
                     path: path.to_path_buf(),
                 });
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(TrustError::Io {
                     path: sig_path,
-                    source,
+                    cause,
                 });
             }
         };
@@ -234,9 +234,9 @@ impl SecretKey {
             hex::encode(self.key.verifying_key().as_bytes()),
             self.name
         );
-        std::fs::write(&pub_path, public).map_err(|source| TrustError::Io {
+        std::fs::write(&pub_path, public).map_err(|cause| TrustError::Io {
             path: pub_path.clone(),
-            source,
+            cause,
         })?;
         Ok(pub_path)
     }
@@ -266,9 +266,9 @@ impl SecretKey {
             self.name,
             hex::encode(Sha256::digest(bytes))
         );
-        std::fs::write(&sig_path, text).map_err(|source| TrustError::Io {
+        std::fs::write(&sig_path, text).map_err(|cause| TrustError::Io {
             path: sig_path.clone(),
-            source,
+            cause,
         })?;
         Ok(sig_path)
     }
@@ -314,9 +314,9 @@ fn append_extension(path: &Path, ext: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String, TrustError> {
-    std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+    std::fs::read_to_string(path).map_err(|cause| TrustError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -346,9 +346,9 @@ fn malformed(path: &Path, reason: String) -> TrustError {
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TrustError::Io {
+    let io = |cause| TrustError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
