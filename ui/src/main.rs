@@ -3,7 +3,9 @@
 mod backend_cmd;
 mod bench;
 mod card_cmd;
+mod cash_cmd;
 mod plugin_cmd;
+mod printer_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,12 @@ enum Command {
     /// Watch the card readers and read meter cards.
     #[command(subcommand)]
     Card(card_cmd::CardCommand),
+    /// Watch the cash acceptor.
+    #[command(subcommand)]
+    Cash(cash_cmd::CashCommand),
+    /// Check the receipt printer.
+    #[command(subcommand)]
+    Printer(printer_cmd::PrinterCommand),
     /// Check the configured utility backends.
     #[command(subcommand)]
     Backend(backend_cmd::BackendCommand),
@@ -60,6 +68,8 @@ fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
         Command::Card(cmd) => card_cmd::run(cmd, &cli.config),
+        Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
+        Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
     };
