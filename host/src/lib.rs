@@ -10,6 +10,7 @@ pub mod codecs;
 pub mod config;
 pub mod escpos;
 pub mod id003;
+pub mod journal;
 pub mod money;
 pub mod plugin;
 pub mod receipt_printer;

@@ -4,6 +4,7 @@ mod backend_cmd;
 mod bench;
 mod card_cmd;
 mod cash_cmd;
+mod journal_cmd;
 mod plugin_cmd;
 mod printer_cmd;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Watch the cash acceptor.
     #[command(subcommand)]
     Cash(cash_cmd::CashCommand),
+    /// Show, verify and export the journal.
+    #[command(subcommand)]
+    Journal(journal_cmd::JournalCommand),
     /// Check the receipt printer.
     #[command(subcommand)]
     Printer(printer_cmd::PrinterCommand),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Card(cmd) => card_cmd::run(cmd, &cli.config),
         Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
         Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),
+        Command::Journal(cmd) => journal_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
     };

@@ -1,0 +1,434 @@
+//! The journal: the kiosk's durable memory of money, in SQLite (WAL, `synchronous=FULL`, both
+//! read back at open). Every entry is an audit row in one hash chain: each row carries the hash
+//! of the row before it, so an edited, inserted or deleted row is found by [`Journal::verify`].
+//! Serials are allocated here, never from the clock. Lifetime counters never decrease.
+//!
+//! A commit that fails (an I/O error, a full disk) stops the journal: every later call is refused
+//! with the reason, so nothing carries on as if the commit had succeeded.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+
+/// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each migration takes the schema from its index to its index + 1.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+-- Kiosk serials for backend sales: allocated here, one row per serial, never reused.
+CREATE TABLE serials (
+    serial INTEGER PRIMARY KEY AUTOINCREMENT,
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL CHECK (value >= 0)
+);
+CREATE TRIGGER lifetime_counters_never_decrease
+BEFORE UPDATE OF value ON counters
+WHEN NEW.name LIKE 'lifetime.%' AND NEW.value < OLD.value
+BEGIN
+    SELECT RAISE(ABORT, 'a lifetime counter may not decrease');
+END;
+"#];
+
+/// The lifetime counter of audit rows written.
+const AUDIT_ROWS: &str = "lifetime.audit_rows";
+
+/// The hash before the first row.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error(
+        "journal {path}: not durable (journal_mode={journal_mode}, synchronous={synchronous}); \
+         the kiosk needs WAL with synchronous=FULL"
+    )]
+    NotDurable {
+        path: PathBuf,
+        journal_mode: String,
+        synchronous: i64,
+    },
+    #[error(
+        "journal {path}: schema version {found} is newer than this kiosk's ({SCHEMA_VERSION}); \
+         run the kiosk version that wrote it"
+    )]
+    SchemaTooNew { path: PathBuf, found: i64 },
+    /// The commit did not happen; the journal is stopped.
+    #[error("journal {path}: commit failed, the journal is stopped: {cause}")]
+    CommitFailed { path: PathBuf, cause: String },
+    /// A commit failed earlier; nothing more is written until the kiosk restarts.
+    #[error("journal {path} is stopped since a failed commit ({reason}); restart the kiosk")]
+    Stopped { path: PathBuf, reason: String },
+    #[error("journal {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error("journal {path}: entry body is not JSON: {cause}")]
+    Body {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Entry {
+    pub id: i64,
+    /// UTC, ISO 8601 to the millisecond.
+    pub at: String,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What is wrong with one row of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub row: i64,
+    pub what: String,
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub rows: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Writes one commit's worth of entries; see [`Journal::commit`].
+pub struct Batch<'j> {
+    tx: rusqlite::Transaction<'j>,
+    last_hash: String,
+}
+
+impl Batch<'_> {
+    /// Appends one audit row to the chain.
+    pub fn append(&mut self, kind: &str, body: &serde_json::Value) -> rusqlite::Result<i64> {
+        let id: i64 = self
+            .tx
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM audit", [], |r| {
+                r.get(0)
+            })?;
+        let at: String =
+            self.tx
+                .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+                    r.get(0)
+                })?;
+        let body = body.to_string();
+        let hash = row_hash(&self.last_hash, id, &at, kind, &body);
+        self.tx.execute(
+            "INSERT INTO audit (id, at, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, at, kind, body, self.last_hash, hash],
+        )?;
+        self.last_hash = hash;
+        self.count(AUDIT_ROWS, 1)?;
+        Ok(id)
+    }
+
+    /// Allocates the next kiosk serial, recorded by the audit row `audit_id`.
+    pub fn allocate_serial(&mut self, audit_id: i64) -> rusqlite::Result<u64> {
+        self.tx
+            .execute("INSERT INTO serials (audit_id) VALUES (?1)", [audit_id])?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    /// Adds `by` to a counter (names starting `lifetime.` can never go down).
+    pub fn count(&mut self, name: &str, by: i64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            params![name, by],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a counter outright (period counters are reset when a period closes).
+    pub fn set_counter(&mut self, name: &str, value: i64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// The statement-level access the engine's own tables will need.
+    pub fn sql(&self) -> &rusqlite::Transaction<'_> {
+        &self.tx
+    }
+}
+
+fn row_hash(prev: &str, id: i64, at: &str, kind: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &id.to_string(), at, kind, body] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// The kiosk's journal.
+pub struct Journal {
+    db: Connection,
+    path: PathBuf,
+    last_hash: String,
+    stopped: Option<String>,
+}
+
+impl Journal {
+    /// Opens (creating or migrating) the journal at `path` and checks it is durable.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let open = |cause| JournalError::Open {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let mut db = Connection::open(path).map_err(open)?;
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(open)?;
+        let journal_mode: String = db
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(open)?;
+        let synchronous: i64 = db
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(open)?;
+        // synchronous: 2 = FULL, 3 = EXTRA (also durable).
+        if !journal_mode.eq_ignore_ascii_case("wal") || synchronous < 2 {
+            return Err(JournalError::NotDurable {
+                path: path.to_path_buf(),
+                journal_mode,
+                synchronous,
+            });
+        }
+        let found: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open)?;
+        if found > SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        for (version, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = db.transaction().map_err(open)?;
+            tx.execute_batch(migration).map_err(open)?;
+            tx.pragma_update(None, "user_version", version as i64 + 1)
+                .map_err(open)?;
+            tx.commit().map_err(open)?;
+        }
+        let last_hash = db
+            .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(open)?
+            .unwrap_or_else(|| GENESIS.to_string());
+        Ok(Journal {
+            db,
+            path: path.to_path_buf(),
+            last_hash,
+            stopped: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one durable transaction. If the commit fails the journal stops: this call
+    /// and every later one return an error, and the caller must make no further effect.
+    pub fn commit<R>(
+        &mut self,
+        f: impl FnOnce(&mut Batch<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, JournalError> {
+        if let Some(reason) = &self.stopped {
+            return Err(JournalError::Stopped {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let result = (|| {
+            let tx = self
+                .db
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut batch = Batch {
+                tx,
+                last_hash: self.last_hash.clone(),
+            };
+            let r = f(&mut batch)?;
+            let Batch { tx, last_hash } = batch;
+            tx.commit()?;
+            Ok((r, last_hash))
+        })();
+        match result {
+            Ok((r, last_hash)) => {
+                self.last_hash = last_hash;
+                Ok(r)
+            }
+            Err(cause) => {
+                let cause: rusqlite::Error = cause;
+                self.stopped = Some(cause.to_string());
+                Err(JournalError::CommitFailed {
+                    path: self.path.clone(),
+                    cause: cause.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Appends one entry in its own commit.
+    pub fn append(&mut self, kind: &str, body: serde_json::Value) -> Result<i64, JournalError> {
+        self.commit(|b| b.append(kind, &body))
+    }
+
+    /// Entries from `from_id` on, at most `limit`.
+    pub fn entries(&self, from_id: i64, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT id, at, kind, body, prev_hash, hash FROM audit WHERE id >= ?1
+                 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|cause| self.read_error(cause))?;
+        let rows = stmt
+            .query_map(params![from_id, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, kind, body, prev_hash, hash) = row.map_err(|c| self.read_error(c))?;
+            out.push(Entry {
+                id,
+                at,
+                kind,
+                body: serde_json::from_str(&body).map_err(|cause| JournalError::Body {
+                    path: self.path.clone(),
+                    cause,
+                })?,
+                prev_hash,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A counter's value (0 when never counted).
+    pub fn counter(&self, name: &str) -> Result<i64, JournalError> {
+        self.db
+            .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Walks the whole chain and names every row that is not what was written.
+    pub fn verify(&self) -> Result<Verification, JournalError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT id, at, kind, body, prev_hash, hash FROM audit ORDER BY id")
+            .map_err(|cause| self.read_error(cause))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        let mut problems = Vec::new();
+        let mut expected_id = 1i64;
+        let mut expected_prev = GENESIS.to_string();
+        let mut count = 0u64;
+        for row in rows {
+            let (id, at, kind, body, prev, hash) = row.map_err(|c| self.read_error(c))?;
+            count += 1;
+            if id > expected_id {
+                problems.push(Problem {
+                    row: id,
+                    what: format!(
+                        "rows {expected_id} to {} before it are missing (deleted)",
+                        id - 1
+                    ),
+                });
+            } else if prev != expected_prev {
+                problems.push(Problem {
+                    row: id,
+                    what: "does not follow the row before it (a row before it was inserted or \
+                           rewritten)"
+                        .into(),
+                });
+            }
+            if row_hash(&prev, id, &at, &kind, &body) != hash {
+                problems.push(Problem {
+                    row: id,
+                    what: format!("was edited: its contents ({kind}) do not match its hash"),
+                });
+            }
+            expected_id = id + 1;
+            expected_prev = hash;
+        }
+        // The row count is also kept as a lifetime counter, which can never go down: deleting
+        // rows at the end of the chain shows as a shortfall.
+        let written = self.counter(AUDIT_ROWS)?;
+        if (count as i64) < written {
+            problems.push(Problem {
+                row: expected_id,
+                what: format!(
+                    "the journal wrote {written} rows but holds {count}: rows from {expected_id} \
+                     on are missing (deleted)"
+                ),
+            });
+        }
+        Ok(Verification {
+            rows: count,
+            problems,
+        })
+    }
+
+    fn read_error(&self, cause: rusqlite::Error) -> JournalError {
+        JournalError::Read {
+            path: self.path.clone(),
+            cause,
+        }
+    }
+
+    /// Limits the journal file to `pages` pages, as a full disk would (for tests of a failed
+    /// commit).
+    pub fn limit_pages(&self, pages: u64) -> Result<(), JournalError> {
+        self.db
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|cause| self.read_error(cause))
+    }
+}
