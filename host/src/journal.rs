@@ -175,6 +175,20 @@ impl Batch<'_> {
     }
 }
 
+/// An audit row as stored: id, at, kind, body, prev_hash, hash.
+type RawRow = (i64, String, String, String, String, String);
+
+fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
 fn row_hash(prev: &str, id: i64, at: &str, kind: &str, body: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &id.to_string(), at, kind, body] {
@@ -309,16 +323,7 @@ impl Journal {
             )
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
-            .query_map(params![from_id, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
+            .query_map(params![from_id, limit as i64], raw_row)
             .map_err(|cause| self.read_error(cause))?;
         let mut out = Vec::new();
         for row in rows {
@@ -356,16 +361,7 @@ impl Journal {
             .prepare("SELECT id, at, kind, body, prev_hash, hash FROM audit ORDER BY id")
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
+            .query_map([], raw_row)
             .map_err(|cause| self.read_error(cause))?;
         let mut problems = Vec::new();
         let mut expected_id = 1i64;

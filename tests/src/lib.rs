@@ -36,6 +36,16 @@ impl SignedPlugins {
         SignedPlugins { dir, key }
     }
 
+    /// A plugin runtime that trusts this rig's key, with default limits.
+    pub fn runtime(&self) -> selfvend_host::plugin::PluginRuntime {
+        selfvend_host::plugin::PluginRuntime::new(
+            self.trust(),
+            &self.cache_dir(),
+            selfvend_host::plugin::PluginLimits::default(),
+        )
+        .expect("plugin runtime")
+    }
+
     pub fn trust(&self) -> TrustStore {
         TrustStore::load(&self.dir.path().join("trust")).expect("load trust")
     }
@@ -119,6 +129,21 @@ impl CardChannel for RecordCard {
             _ => Ok(vec![0x6D, 0x00]),
         }
     }
+}
+
+/// Runs `selfvend --config CONFIG ARGS…` and returns what it printed.
+pub fn selfvend_with(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(selfvend_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run selfvend")
+}
+
+/// Bytes a program printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The `selfvend` binary (`./dev test` sets `SELFVEND_BIN`).

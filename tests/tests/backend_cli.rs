@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-use selfvend_tests::{SignedPlugins, selfvend_bin};
+use selfvend_tests::{SignedPlugins, selfvend_bin, selfvend_with, text};
 
 /// The reference backend as a child process; killed when dropped.
 struct BackendProcess {
@@ -97,26 +97,13 @@ address = "{}"
     path
 }
 
-fn selfvend(config: &Path, args: &[&str]) -> Output {
-    Command::new(selfvend_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run selfvend")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn an_operator_pings_both_backends_and_looks_up_accounts() {
     let rig = SignedPlugins::new();
     let backend = BackendProcess::start(&rig.dir.path().join("books.sqlite"));
     let config = kiosk_config(&rig, &backend);
 
-    let out = selfvend(&config, &["backend", "ping"]);
+    let out = selfvend_with(&config, &["backend", "ping"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -129,7 +116,7 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
         backend.json_http
     )));
 
-    let out = selfvend(
+    let out = selfvend_with(
         &config,
         &[
             "backend",
@@ -146,7 +133,7 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
     assert!(stdout.contains("address:         广东省广州市天河区天河路385号1201房\n"));
     assert!(stdout.contains("price:           56 fen/kWh\n"));
 
-    let out = selfvend(
+    let out = selfvend_with(
         &config,
         &[
             "backend",
@@ -160,7 +147,7 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
     assert!(text(&out.stdout).contains("customer name:   李四\n"));
     assert!(text(&out.stdout).contains("arrears:         1250 fen\n"));
 
-    let out = selfvend(
+    let out = selfvend_with(
         &config,
         &[
             "backend",
@@ -180,7 +167,7 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
         )
     );
 
-    let out = selfvend(&config, &["backend", "account", "--card-serial", "1"]);
+    let out = selfvend_with(&config, &["backend", "account", "--card-serial", "1"]);
     assert_eq!(
         text(&out.stderr),
         "selfvend: 2 backends are configured; name one with --backend or --utility\n"
@@ -195,7 +182,7 @@ fn a_backend_that_is_down_fails_the_ping_with_the_reason() {
     let fixed = backend.fixed_text.clone();
     drop(backend);
 
-    let out = selfvend(&config, &["backend", "ping", "--backend", "jinan-power"]);
+    let out = selfvend_with(&config, &["backend", "ping", "--backend", "jinan-power"]);
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
     assert!(

@@ -10,7 +10,7 @@ use selfvend_host::backend::{
 };
 use selfvend_host::card::{AuthPurpose, AuthRequest};
 use selfvend_host::money::{Fen, Wh};
-use selfvend_host::plugin::{BackendSession, DialectError, Plugin, PluginLimits, PluginRuntime};
+use selfvend_host::plugin::{BackendSession, DialectError, Plugin};
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::reference_backend::{Call, Fault, Listen, ReferenceBackend};
 use selfvend_tests::SignedPlugins;
@@ -42,12 +42,7 @@ impl Rig {
         let backend =
             ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default()).unwrap();
         let plugins = SignedPlugins::new();
-        let runtime = PluginRuntime::new(
-            plugins.trust(),
-            &plugins.cache_dir(),
-            PluginLimits::default(),
-        )
-        .unwrap();
+        let runtime = plugins.runtime();
         let fixed_text = runtime
             .load("fixed-text", &plugins.signed("fixed_text_dialect"))
             .unwrap();

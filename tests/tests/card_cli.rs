@@ -2,8 +2,8 @@
 //! pcscd, and `selfvend-virtual-card` as the README starts it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use selfvend_host::card_reader::Readers;
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::Inserted;
-use selfvend_tests::{ReaderSlot, SignedPlugins, selfvend_bin};
+use selfvend_tests::{ReaderSlot, SignedPlugins, selfvend_bin, selfvend_with, text};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -50,19 +50,6 @@ file = "{}"
     path
 }
 
-fn selfvend(config: &Path, args: &[&str]) -> Output {
-    Command::new(selfvend_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run selfvend")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn an_operator_watches_and_reads_meter_cards() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,13 +59,13 @@ fn an_operator_watches_and_reads_meter_cards() {
     let readers = Readers::establish().unwrap();
     assert!(readers.wait(&slot.reader, false, WAIT).unwrap());
 
-    let out = selfvend(&config, &["card", "read", "--reader", &slot.reader]);
+    let out = selfvend_with(&config, &["card", "read", "--reader", &slot.reader]);
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stderr),
         format!("selfvend: no card in reader `{}`\n", slot.reader)
     );
-    let out = selfvend(&config, &["card", "read", "--reader", "nope"]);
+    let out = selfvend_with(&config, &["card", "read", "--reader", "nope"]);
     assert!(text(&out.stderr).starts_with("selfvend: no reader named `nope`; readers: "));
 
     let mut watch = Command::new(selfvend_bin())
@@ -105,7 +92,7 @@ fn an_operator_watches_and_reads_meter_cards() {
     let inserted = Inserted::insert(card, slot.address).unwrap();
     assert!(readers.wait(&slot.reader, true, WAIT).unwrap());
 
-    let out = selfvend(&config, &["card", "read", "--reader", &slot.reader]);
+    let out = selfvend_with(&config, &["card", "read", "--reader", &slot.reader]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -123,7 +110,7 @@ fn an_operator_watches_and_reads_meter_cards() {
             slot.reader
         )
     );
-    let out = selfvend(
+    let out = selfvend_with(
         &config,
         &["card", "read", "--reader", &slot.reader, "--json"],
     );

@@ -4,18 +4,13 @@
 
 use selfvend_host::card::{CardError, CreditGrant, VerifyOutcome, WriteAuth};
 use selfvend_host::money::{Fen, Wh};
-use selfvend_host::plugin::{CodecError, PluginLimits, PluginRuntime, SharedCard};
+use selfvend_host::plugin::{CodecError, SharedCard};
 use selfvend_tests::{RecordCard, SignedPlugins};
 
 #[test]
 fn a_python_codec_loads_runs_and_finds_the_sandbox_empty() {
     let plugins = SignedPlugins::new();
-    let runtime = PluginRuntime::new(
-        plugins.trust(),
-        &plugins.cache_dir(),
-        PluginLimits::default(),
-    )
-    .unwrap();
+    let runtime = plugins.runtime();
     let plugin = runtime
         .load("plain-card-py", &plugins.signed("plain_card_py"))
         .unwrap();
@@ -86,12 +81,7 @@ fn a_python_codec_loads_runs_and_finds_the_sandbox_empty() {
 #[test]
 fn a_javascript_codec_loads_and_runs() {
     let plugins = SignedPlugins::new();
-    let runtime = PluginRuntime::new(
-        plugins.trust(),
-        &plugins.cache_dir(),
-        PluginLimits::default(),
-    )
-    .unwrap();
+    let runtime = plugins.runtime();
     let plugin = runtime
         .load("plain-card-js", &plugins.signed("plain_card_js"))
         .unwrap();

@@ -14,9 +14,7 @@ use selfvend_host::card::{
 use selfvend_host::card_reader::Readers;
 use selfvend_host::codecs::{self, IdentifyError};
 use selfvend_host::money::{Fen, Wh};
-use selfvend_host::plugin::{
-    CardCodecSession, CodecError, Plugin, PluginLimits, PluginRuntime, SharedAuthority, SharedCard,
-};
+use selfvend_host::plugin::{CardCodecSession, CodecError, Plugin, SharedAuthority, SharedCard};
 use selfvend_sim::cpu_card::CpuCard;
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::meter::{Meter, MeterInsert};
@@ -49,12 +47,7 @@ impl Rig {
         let backend =
             ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default()).unwrap();
         let plugins = SignedPlugins::new();
-        let runtime = PluginRuntime::new(
-            plugins.trust(),
-            &plugins.cache_dir(),
-            PluginLimits::default(),
-        )
-        .unwrap();
+        let runtime = plugins.runtime();
         let load = |name: &str, file: &str| runtime.load(name, &plugins.signed(file)).unwrap();
         Rig {
             slot,
@@ -159,6 +152,24 @@ impl Rig {
             energy: grant.energy,
             token: grant.token,
         }
+    }
+
+    /// Reads a fresh card of this kind and sells to it once; the card leaves the reader, and
+    /// the grant can be written to fresh copies of it.
+    fn first_sale<C: VirtualCard>(
+        &self,
+        template: &Arc<Mutex<C>>,
+        kiosk_serial: u64,
+        fen: u64,
+    ) -> (CardData, CreditGrant) {
+        let inserted = self.insert(template);
+        let card = self.connect();
+        let data = self.session(&card).1.read(&card).unwrap();
+        let grant = self.sell(&data, kiosk_serial, fen);
+        drop(card);
+        inserted.pull_out();
+        self.wait_gone();
+        (data, grant)
     }
 
     /// Identifies the card in the slot with every codec and returns the claiming session.
@@ -285,14 +296,7 @@ fn both_cards_are_read_written_and_taken_by_their_meters() {
 #[test]
 fn a_memory_card_write_torn_at_every_byte_ends_with_exactly_one_credit() {
     let rig = Rig::new();
-    let template = rig.memory_card();
-    let inserted = rig.insert(&template);
-    let card = rig.connect();
-    let data = rig.session(&card).1.read(&card).unwrap();
-    let grant = rig.sell(&data, 10, 2000);
-    drop(card);
-    inserted.pull_out();
-    rig.wait_gone();
+    let (data, grant) = rig.first_sale(&rig.memory_card(), 10, 2000);
 
     // The slot body is 30 bytes and its CRC 2: a tear after any of the first 31 bytes loses
     // the write; after the 32nd there is nothing left to tear.
@@ -357,14 +361,7 @@ fn a_memory_card_write_torn_at_every_byte_ends_with_exactly_one_credit() {
 #[test]
 fn a_cpu_card_write_torn_at_every_apdu_ends_with_exactly_one_credit() {
     let rig = Rig::new();
-    let template = rig.cpu_card();
-    let inserted = rig.insert(&template);
-    let card = rig.connect();
-    let data = rig.session(&card).1.read(&card).unwrap();
-    let grant = rig.sell(&data, 20, 3000);
-    drop(card);
-    inserted.pull_out();
-    rig.wait_gone();
+    let (data, grant) = rig.first_sale(&rig.cpu_card(), 20, 3000);
 
     let mut saw_written_without_answer = false;
     // SELECT, READ ×2, GET CHALLENGE, EXTERNAL AUTHENTICATE, GET CHALLENGE, UPDATE: seven.

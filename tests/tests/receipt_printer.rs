@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use selfvend_host::escpos::EscPosPrinter;
@@ -12,7 +12,7 @@ use selfvend_host::receipt_printer::{
     Line, Paper, PrintError, PrintStop, PrinterError, Progress, Receipt, ReceiptPrinter,
 };
 use selfvend_sim::escpos_printer::{Alignment, Answering, PrintedLine, Printout, SimulatedPrinter};
-use selfvend_tests::selfvend_bin;
+use selfvend_tests::{selfvend_bin, selfvend_with, text};
 
 fn sale_receipt() -> Receipt {
     let rule = "-".repeat(32);
@@ -274,26 +274,13 @@ fn kiosk_config(dir: &Path, printer: Option<&str>) -> PathBuf {
     path
 }
 
-fn selfvend(config: &Path, args: &[&str]) -> Output {
-    Command::new(selfvend_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run selfvend")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn printer_test_prints_a_chinese_and_english_page_and_reports_status() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimulatedPrinter::start().unwrap();
     sim.near_end();
     let config = kiosk_config(dir.path(), Some(sim.path()));
-    let out = selfvend(&config, &["printer", "test"]);
+    let out = selfvend_with(&config, &["printer", "test"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -330,7 +317,7 @@ fn printer_test_fails_clearly_when_the_receipt_is_not_finished() {
     let config = kiosk_config(dir.path(), None);
 
     sim.set_cover_open(true);
-    let out = selfvend(&config, &["printer", "test", "--port", sim.path()]);
+    let out = selfvend_with(&config, &["printer", "test", "--port", sim.path()]);
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stdout),
@@ -349,7 +336,7 @@ fn printer_test_fails_clearly_when_the_receipt_is_not_finished() {
 
     sim.set_cover_open(false);
     sim.paper_out_after(6);
-    let out = selfvend(&config, &["printer", "test", "--port", sim.path()]);
+    let out = selfvend_with(&config, &["printer", "test", "--port", sim.path()]);
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stderr),
@@ -361,7 +348,7 @@ fn printer_test_fails_clearly_when_the_receipt_is_not_finished() {
     );
     assert_eq!(sim.printed().len(), 6);
 
-    let out = selfvend(&config, &["printer", "test"]);
+    let out = selfvend_with(&config, &["printer", "test"]);
     assert!(!out.status.success());
     assert_eq!(
         text(&out.stderr),
@@ -393,7 +380,7 @@ fn the_printer_program_shows_what_it_prints_and_takes_commands() {
         .unwrap_or_else(|| panic!("expected `printer on /dev/pts/N; …`, got {first:?}"))
         .to_string();
 
-    let out = selfvend(&config, &["printer", "test", "--port", &port]);
+    let out = selfvend_with(&config, &["printer", "test", "--port", &port]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(next(), "[centred, bold, double] 自助售电终端 测试页");
     assert_eq!(next(), "[centred] Self-service kiosk test page");
@@ -406,7 +393,7 @@ fn the_printer_program_shows_what_it_prints_and_takes_commands() {
 
     writeln!(stdin, "cover-open").unwrap();
     assert_eq!(next(), "cover open");
-    let out = selfvend(&config, &["printer", "test", "--port", &port]);
+    let out = selfvend_with(&config, &["printer", "test", "--port", &port]);
     assert!(!out.status.success());
     writeln!(stdin, "quit").unwrap();
     assert!(child.wait().unwrap().success());

@@ -141,17 +141,11 @@ impl EncryptionMachine {
         challenge: &[u8],
         data: &[u8],
     ) -> Result<bool, MachineError> {
-        let iv = challenge_block(challenge)?;
         let Some(split) = data.len().checked_sub(4) else {
             return Err(MachineError::ShortData(data.len()));
         };
         let (message, mac) = data.split_at(split);
-        let expected = retail_mac(
-            &self.card_key(KeyUse::InternalAuth, card_serial),
-            iv,
-            message,
-        );
-        Ok(expected == mac)
+        Ok(self.card_mac(card_serial, challenge, message)? == mac)
     }
 
     /// The MAC a card makes over `message` for `verify_card_mac`.
