@@ -14,3 +14,4 @@ pub mod journal;
 pub mod money;
 pub mod plugin;
 pub mod receipt_printer;
+pub mod sale;

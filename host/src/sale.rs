@@ -1,0 +1,642 @@
+//! The cash sale, step by step, with a durable journal row of intent before every external
+//! effect: card read → account query → purchase choice (can-buy check, the backend's price) →
+//! banknotes (each journaled at escrow before it is stacked, credited before it is ACKed) →
+//! backend sale under a kiosk serial from the journal → card write → read-back verify → write
+//! confirmation → receipt.
+//!
+//! This is the happy path and the outcomes each step can end in, each journaled and each printed
+//! on the receipt. Finishing what a crash left unfinished (recovery, automatic re-sell, refunds,
+//! manual handling) builds on the rows written here.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::authority::BackendAuthority;
+use crate::backend::{
+    Account, BackendError, BackendGrant, CardRef, PaymentKind, Purchase, Refusal, SaleRequest,
+    SaleStatus, WriteConfirmation,
+};
+use crate::card::{CardData, CreditGrant, VerifyOutcome};
+use crate::cash_acceptor::{
+    CashAcceptor, CashError, CashEvent, CashHandler, Denomination, EscrowDecision, NotRecorded,
+};
+use crate::codecs::{self, IdentifyError};
+use crate::config::{BackendEntry, KioskConfig};
+use crate::journal::{Journal, JournalError};
+use crate::money::{Fen, Wh};
+use crate::plugin::{
+    BackendSession, CardCodecSession, CodecError, DialectError, Plugin, PluginError, SharedCard,
+};
+use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
+
+/// Why a step of the sale could not be taken. Every one leaves the journal consistent.
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("this card: {0}")]
+    Identify(Box<IdentifyError>),
+    #[error("reading the card with `{codec}`: {cause}")]
+    Card { codec: String, cause: CodecError },
+    /// The card belongs to a utility this kiosk does not serve.
+    #[error("this kiosk does not sell for utility {utility} (card {card_serial})")]
+    NotServed {
+        utility: String,
+        card_serial: String,
+    },
+    #[error("backend `{backend}`: {cause}")]
+    Backend {
+        backend: String,
+        cause: DialectError,
+    },
+    /// The backend answered and will not sell; its words are for the customer.
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+    #[error("the purchase of {0} is outside what this kiosk sells ({1} to {2})")]
+    OutOfLimits(Fen, Fen, Fen),
+    #[error("cash acceptor: {0}")]
+    Cash(#[from] CashError),
+    #[error("{0}")]
+    Plugin(#[from] PluginError),
+}
+
+/// What the customer is buying, priced by the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub purchase: Purchase,
+    pub amount: Fen,
+    pub energy: Wh,
+}
+
+/// How a completed session ended for the customer's money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sold and written onto the card.
+    Credited { serial: u64, grant: BackendGrant },
+    /// The backend sold, but the card does not carry it: re-written when the card returns.
+    GrantedNotWritten { serial: u64, grant: BackendGrant },
+    /// The backend refused the sale: the money is owed back.
+    Refused { serial: u64, refusal: Refusal },
+    /// The sale's outcome at the backend is not known yet: resolved by asking the backend.
+    Pending { serial: u64, why: String },
+}
+
+/// The sale's end, with the receipt the customer takes away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub outcome: Outcome,
+    pub receipt: Receipt,
+    /// Whether the receipt came out whole (if not, it is in the journal for a reprint).
+    pub printed: bool,
+}
+
+/// One customer at the kiosk, from the card going in to the card coming out.
+pub struct CashSession {
+    card: SharedCard,
+    codec: CardCodecSession,
+    codec_name: String,
+    data: CardData,
+    backend: BackendEntry,
+    dialect: usize,
+    pub account: Account,
+    quote: Option<Quote>,
+    paid: Fen,
+}
+
+impl CashSession {
+    pub fn card(&self) -> &CardData {
+        &self.data
+    }
+
+    pub fn paid(&self) -> Fen {
+        self.paid
+    }
+}
+
+/// The kiosk's sale engine: its journal and the plugins its config names.
+pub struct SaleEngine {
+    terminal_id: String,
+    journal: Journal,
+    codecs: Vec<Plugin>,
+    dialects: Vec<Plugin>,
+    backends: Vec<BackendEntry>,
+    min_purchase: Fen,
+    max_purchase: Fen,
+}
+
+impl SaleEngine {
+    /// An engine over `journal` with the config's backends; `codecs` and `dialects` are the
+    /// loaded plugins, named as in the config.
+    pub fn new(
+        config: &KioskConfig,
+        journal: Journal,
+        codecs: Vec<Plugin>,
+        dialects: Vec<Plugin>,
+    ) -> SaleEngine {
+        SaleEngine {
+            terminal_id: config.kiosk.terminal_id.as_str().to_string(),
+            journal,
+            codecs,
+            dialects,
+            backends: config.backends.clone(),
+            min_purchase: config.limits.min_purchase_fen,
+            max_purchase: config.limits.max_purchase_fen,
+        }
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// A card went in: identify it, read it, find its backend, look its account up.
+    pub fn start(&mut self, card: SharedCard) -> Result<CashSession, SaleError> {
+        let found =
+            codecs::identify(&self.codecs, &card).map_err(|e| SaleError::Identify(Box::new(e)))?;
+        let codec_name = found.codec.name.clone();
+        let mut codec = found.session;
+        let data = codec.read(&card).map_err(|cause| SaleError::Card {
+            codec: codec_name.clone(),
+            cause,
+        })?;
+        let Some(backend) = self
+            .backends
+            .iter()
+            .find(|b| b.utility_codes.contains(&data.utility_code))
+            .cloned()
+        else {
+            self.journal.append(
+                "card-not-served",
+                json!({"card": data.card_serial, "utility": data.utility_code, "codec": codec_name}),
+            )?;
+            return Err(SaleError::NotServed {
+                utility: data.utility_code.clone(),
+                card_serial: data.card_serial.clone(),
+            });
+        };
+        let dialect = self
+            .dialects
+            .iter()
+            .position(|d| d.name == backend.dialect)
+            .ok_or_else(|| SaleError::Backend {
+                backend: backend.name.clone(),
+                cause: DialectError::Backend(BackendError::Unreachable(format!(
+                    "dialect `{}` is not loaded",
+                    backend.dialect
+                ))),
+            })?;
+        self.journal.append(
+            "session-started",
+            json!({
+                "card": data.card_serial, "utility": data.utility_code, "codec": codec_name,
+                "backend": backend.name, "purchase_count": data.purchase_count,
+            }),
+        )?;
+        let mut session = self.backend_session(&backend, dialect)?;
+        let account = session
+            .account_query(&card_ref(&data))
+            .map_err(|cause| backend_error(&backend, cause))?;
+        self.journal.append(
+            "account-shown",
+            json!({"customer": account.customer_number, "arrears_fen": account.arrears.0}),
+        )?;
+        Ok(CashSession {
+            card,
+            codec,
+            codec_name,
+            data,
+            backend,
+            dialect,
+            account,
+            quote: None,
+            paid: Fen(0),
+        })
+    }
+
+    /// The customer chose what to buy: the backend says whether they may, and the price.
+    pub fn quote(&mut self, s: &mut CashSession, purchase: Purchase) -> Result<Quote, SaleError> {
+        let price = u64::from(s.account.price_fen_per_kwh.max(1));
+        let (amount, energy) = match purchase {
+            Purchase::Money(fen) => (fen, Wh(fen.0.saturating_mul(1000) / price)),
+            Purchase::Energy(wh) => (Fen(wh.0.saturating_mul(price).div_ceil(1000)), wh),
+        };
+        if amount < self.min_purchase || amount > self.max_purchase {
+            return Err(SaleError::OutOfLimits(
+                amount,
+                self.min_purchase,
+                self.max_purchase,
+            ));
+        }
+        let check = self
+            .backend_session(&s.backend, s.dialect)?
+            .can_buy(&card_ref(&s.data), purchase)
+            .map_err(|cause| backend_error(&s.backend, cause))?;
+        if let Some(refusal) = check.refusal {
+            self.journal
+                .append("purchase-refused", json!({"reason": refusal.message}))?;
+            return Err(SaleError::Refused(refusal));
+        }
+        let quote = Quote {
+            purchase,
+            amount,
+            energy,
+        };
+        self.journal.append(
+            "purchase-quoted",
+            json!({"amount_fen": amount.0, "energy_wh": energy.0}),
+        )?;
+        s.quote = Some(quote);
+        Ok(quote)
+    }
+
+    /// Takes banknotes until the quote is paid or `patience` passes without one; returns what
+    /// was paid. A note worth more than what is left is given back (the kiosk gives no change).
+    pub fn take_cash(
+        &mut self,
+        s: &mut CashSession,
+        acceptor: &mut dyn CashAcceptor,
+        patience: Duration,
+    ) -> Result<Fen, SaleError> {
+        let due = s.quote.map_or(Fen(0), |q| q.amount);
+        acceptor.enable(&Denomination::ALL)?;
+        let mut last_note = Instant::now();
+        while s.paid < due && last_note.elapsed() < patience {
+            let before = s.paid;
+            let mut handler = Cashier {
+                journal: &mut self.journal,
+                paid: &mut s.paid,
+                due,
+                failed: None,
+            };
+            let polled = acceptor.poll(&mut handler);
+            if let Some(e) = handler.failed.take() {
+                let _ = acceptor.enable(&[]);
+                return Err(e.into());
+            }
+            polled?;
+            if s.paid > before {
+                last_note = Instant::now();
+            }
+        }
+        acceptor.enable(&[])?;
+        Ok(s.paid)
+    }
+
+    /// Sells what was paid, writes it onto the card, confirms it and prints the receipt.
+    pub fn complete(
+        &mut self,
+        s: &mut CashSession,
+        printer: &mut dyn ReceiptPrinter,
+    ) -> Result<Completion, SaleError> {
+        let purchase = match s.quote {
+            Some(q) if q.amount == s.paid => q.purchase,
+            _ => Purchase::Money(s.paid),
+        };
+        let card = card_ref(&s.data);
+        let serial = self.journal.commit(|b| {
+            let id = b.append(
+                "sale-intent",
+                &json!({"card": card.card_serial, "paid_fen": s.paid.0, "purchase": purchase}),
+            )?;
+            let serial = b.allocate_serial(id)?;
+            b.append("serial-allocated", &json!({"serial": serial}))?;
+            Ok(serial)
+        })?;
+        let request = SaleRequest {
+            terminal_id: self.terminal_id.clone(),
+            kiosk_serial: serial,
+            card: card.clone(),
+            purchase,
+            payment: PaymentKind::Cash,
+            paid: s.paid,
+        };
+        let outcome = match self.sell(s, &request) {
+            Ok(grant) => self.write_card(s, serial, grant)?,
+            Err(SaleOutcome::Refused(refusal)) => Outcome::Refused { serial, refusal },
+            Err(SaleOutcome::Unknown(why)) => Outcome::Pending { serial, why },
+        };
+        let receipt = self.receipt(s, &outcome);
+        self.journal
+            .append("receipt-intent", json!({"serial": serial}))?;
+        let printed = match printer.print(&receipt) {
+            Ok(_) => {
+                self.journal
+                    .append("receipt-printed", json!({"serial": serial}))?;
+                true
+            }
+            Err(e) => {
+                self.journal.append(
+                    "receipt-unfinished",
+                    json!({"serial": serial, "why": e.to_string()}),
+                )?;
+                false
+            }
+        };
+        self.journal.append(
+            "session-ended",
+            json!({"serial": serial, "outcome": outcome_name(&outcome)}),
+        )?;
+        Ok(Completion {
+            outcome,
+            receipt,
+            printed,
+        })
+    }
+
+    /// The backend sale under `request.kiosk_serial`; an unknown outcome is asked about once.
+    fn sell(
+        &mut self,
+        s: &CashSession,
+        request: &SaleRequest,
+    ) -> Result<BackendGrant, SaleOutcome> {
+        let serial = request.kiosk_serial;
+        let answer = self
+            .backend_session(&s.backend, s.dialect)
+            .map_err(|e| SaleOutcome::Unknown(e.to_string()))
+            .and_then(|mut b| match b.sale(request) {
+                Ok(grant) => Ok(grant),
+                Err(DialectError::Backend(BackendError::Refused(r))) => {
+                    Err(SaleOutcome::Refused(r))
+                }
+                Err(DialectError::Backend(
+                    e @ (BackendError::Unreachable(_) | BackendError::NotSupported),
+                )) => Err(SaleOutcome::Refused(Refusal {
+                    code: crate::backend::RefusalCode::Other,
+                    message: format!("未能连接售电系统，交易未发生: {e}"),
+                })),
+                Err(e) => Err(SaleOutcome::Unknown(e.to_string())),
+            });
+        let answer = match answer {
+            Err(SaleOutcome::Unknown(why)) => {
+                let _ = self
+                    .journal
+                    .append("sale-unknown", json!({"serial": serial, "why": why}));
+                self.ask_status(s, serial)
+                    .unwrap_or(Err(SaleOutcome::Unknown(why)))
+            }
+            other => other,
+        };
+        let recorded = match &answer {
+            Ok(grant) => self.journal.append(
+                "sale-granted",
+                json!({"serial": serial, "sale_id": grant.backend_sale_id,
+                       "purchase_count": grant.purchase_count, "amount_fen": grant.amount.0,
+                       "energy_wh": grant.energy.0}),
+            ),
+            Err(SaleOutcome::Refused(r)) => self.journal.append(
+                "sale-refused",
+                json!({"serial": serial, "reason": r.message}),
+            ),
+            Err(SaleOutcome::Unknown(why)) => self
+                .journal
+                .append("sale-pending", json!({"serial": serial, "why": why})),
+        };
+        recorded.map_err(|e| SaleOutcome::Unknown(e.to_string()))?;
+        answer
+    }
+
+    /// Asks the backend what became of the sale under `serial`.
+    fn ask_status(
+        &mut self,
+        s: &CashSession,
+        serial: u64,
+    ) -> Option<Result<BackendGrant, SaleOutcome>> {
+        let mut b = self.backend_session(&s.backend, s.dialect).ok()?;
+        match b.sale_status(&self.terminal_id, serial).ok()? {
+            SaleStatus::Granted(g) => Some(Ok(g)),
+            SaleStatus::Refused(r) => Some(Err(SaleOutcome::Refused(r))),
+            // Never reached the backend: the same serial can be sold again, once.
+            SaleStatus::NotFound => None,
+        }
+    }
+
+    /// Writes the grant, reads it back and confirms it to the backend.
+    fn write_card(
+        &mut self,
+        s: &mut CashSession,
+        serial: u64,
+        grant: BackendGrant,
+    ) -> Result<Outcome, SaleError> {
+        let credit = CreditGrant {
+            card_serial: s.data.card_serial.clone(),
+            purchase_count: grant.purchase_count,
+            amount: grant.amount,
+            energy: grant.energy,
+            token: grant.token.clone(),
+        };
+        self.journal
+            .append("card-write-intent", json!({"serial": serial}))?;
+        let authority = Arc::new(Mutex::new(BackendAuthority::new(
+            self.backend_session(&s.backend, s.dialect)?,
+            card_ref(&s.data),
+        )));
+        let written = s
+            .codec
+            .write_credit(
+                &s.card,
+                &credit,
+                &(authority as crate::plugin::SharedAuthority),
+            )
+            .and_then(|()| s.codec.verify(&s.card, &credit));
+        let written = match written {
+            Ok(VerifyOutcome::Written) => true,
+            Ok(VerifyOutcome::NotWritten) => false,
+            Err(e) => {
+                self.journal.append(
+                    "card-write-failed",
+                    json!({"serial": serial, "codec": s.codec_name, "why": e.to_string()}),
+                )?;
+                false
+            }
+        };
+        if written {
+            self.journal.commit(|b| {
+                b.append("card-written", &json!({"serial": serial}))?;
+                b.count("lifetime.credited_fen", grant.amount.0 as i64)
+            })?;
+        }
+        let confirmation = WriteConfirmation {
+            terminal_id: self.terminal_id.clone(),
+            kiosk_serial: serial,
+            card_serial: s.data.card_serial.clone(),
+            written,
+            return_data: s.data.return_data.as_ref().map(|r| r.raw.clone()),
+        };
+        self.journal.append(
+            "write-confirm-intent",
+            json!({"serial": serial, "written": written}),
+        )?;
+        match self
+            .backend_session(&s.backend, s.dialect)
+            .map_err(|e| e.to_string())
+            .and_then(|mut b| b.confirm_write(&confirmation).map_err(|e| e.to_string()))
+        {
+            Ok(()) => self
+                .journal
+                .append("write-confirmed", json!({"serial": serial}))?,
+            // The confirmation is retried later; the customer's credit does not depend on it.
+            Err(why) => self.journal.append(
+                "write-confirm-failed",
+                json!({"serial": serial, "why": why}),
+            )?,
+        };
+        Ok(if written {
+            Outcome::Credited { serial, grant }
+        } else {
+            Outcome::GrantedNotWritten { serial, grant }
+        })
+    }
+
+    fn backend_session(
+        &self,
+        backend: &BackendEntry,
+        dialect: usize,
+    ) -> Result<BackendSession, SaleError> {
+        Ok(self.dialects[dialect].backend_session(backend.endpoint.clone())?)
+    }
+
+    /// The receipt: what was bought and exactly what happens to the customer's money.
+    fn receipt(&self, s: &CashSession, outcome: &Outcome) -> Receipt {
+        let serial = match outcome {
+            Outcome::Credited { serial, .. }
+            | Outcome::GrantedNotWritten { serial, .. }
+            | Outcome::Refused { serial, .. }
+            | Outcome::Pending { serial, .. } => *serial,
+        };
+        let mut r = Receipt::new()
+            .with(Line::new("自助售电凭证").bold().double().centred())
+            .with(Line::new(format!("终端号：{}", self.terminal_id)))
+            .with(Line::new(format!("流水号：{serial:08}")))
+            .with(Line::new(format!("户名：{}", s.account.customer_name)))
+            .with(Line::new(format!("户号：{}", s.account.customer_number)))
+            .with(Line::new(format!("表号：{}", s.data.meter_number)))
+            .with(Line::new(format!("卡号：{}", s.data.card_serial)))
+            .with(Line::new(format!("实收金额：{}元", yuan(s.paid))));
+        match outcome {
+            Outcome::Credited { grant, .. } => {
+                r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
+                r.push(Line::new(format!("购电次数：{}", grant.purchase_count)));
+                r.push(Line::new(format!("交易编号：{}", grant.backend_sale_id)));
+                r.push(Line::new("购电成功，请将电卡插入电表").bold());
+            }
+            Outcome::GrantedNotWritten { grant, .. } => {
+                r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
+                r.push(Line::new(format!("交易编号：{}", grant.backend_sale_id)));
+                r.push(Line::new("已购电但未写入电卡：请再次插卡补写").bold());
+                r.push(Line::new("请保留此凭条"));
+            }
+            Outcome::Refused { refusal, .. } => {
+                r.push(Line::new(format!("售电失败：{}", refusal.message)).bold());
+                r.push(Line::new("款项待退还，请保留此凭条联系营业厅"));
+            }
+            Outcome::Pending { .. } => {
+                r.push(Line::new("交易待处理：结果确认后自动补售电").bold());
+                r.push(Line::new("请保留此凭条"));
+            }
+        }
+        r
+    }
+}
+
+enum SaleOutcome {
+    Refused(Refusal),
+    Unknown(String),
+}
+
+/// The engine's side of the cash acceptor for one session: a banknote is journaled at escrow
+/// before it is stacked, and credited in the journal before the validator is acknowledged.
+struct Cashier<'a> {
+    journal: &'a mut Journal,
+    paid: &'a mut Fen,
+    due: Fen,
+    failed: Option<JournalError>,
+}
+
+impl CashHandler for Cashier<'_> {
+    fn event(&mut self, event: &CashEvent) -> Result<(), NotRecorded> {
+        let recorded = match event {
+            CashEvent::Credited(note) => {
+                let fen = note.value();
+                let r = self.journal.commit(|b| {
+                    b.append("banknote-credited", &json!({"fen": fen.0}))?;
+                    b.count("lifetime.cash_fen", fen.0 as i64)
+                });
+                if r.is_ok() {
+                    *self.paid = Fen(self.paid.0 + fen.0);
+                }
+                r.map(|_| ())
+            }
+            CashEvent::Returned(note) => self
+                .journal
+                .append("banknote-returned", json!({"fen": note.value().0}))
+                .map(|_| ()),
+            CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
+            other => self
+                .journal
+                .append("cash-acceptor", json!({"event": other.to_string()}))
+                .map(|_| ()),
+        };
+        recorded.map_err(|e| {
+            let why = e.to_string();
+            self.failed = Some(e);
+            NotRecorded(why)
+        })
+    }
+
+    fn decide(&mut self, note: Denomination) -> EscrowDecision {
+        if Fen(self.paid.0 + note.value().0) > self.due {
+            return EscrowDecision::Return;
+        }
+        match self
+            .journal
+            .append("banknote-escrowed", json!({"fen": note.value().0}))
+        {
+            Ok(_) => EscrowDecision::Stack,
+            Err(e) => {
+                self.failed = Some(e);
+                EscrowDecision::Return
+            }
+        }
+    }
+}
+
+fn card_ref(d: &CardData) -> CardRef {
+    CardRef {
+        card_serial: d.card_serial.clone(),
+        utility_code: d.utility_code.clone(),
+        customer_number: d.customer_number.clone(),
+        meter_number: d.meter_number.clone(),
+        purchase_count: d.purchase_count,
+        pending: d.pending.as_ref().map_or(Fen(0), |p| p.amount),
+        pending_energy: d.pending.as_ref().map_or(Wh(0), |p| p.energy),
+        return_data: d.return_data.as_ref().map(|r| r.raw.clone()),
+    }
+}
+
+fn backend_error(backend: &BackendEntry, cause: DialectError) -> SaleError {
+    match cause {
+        DialectError::Backend(BackendError::Refused(r)) => SaleError::Refused(r),
+        cause => SaleError::Backend {
+            backend: backend.name.clone(),
+            cause,
+        },
+    }
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Credited { .. } => "credited",
+        Outcome::GrantedNotWritten { .. } => "granted-not-written",
+        Outcome::Refused { .. } => "refused",
+        Outcome::Pending { .. } => "pending",
+    }
+}
+
+fn yuan(f: Fen) -> String {
+    format!("{}.{:02}", f.0 / 100, f.0 % 100)
+}
+
+fn kwh(w: Wh) -> String {
+    format!("{}.{:03}", w.0 / 1000, w.0 % 1000)
+}

@@ -1,0 +1,363 @@
+//! Complete cash sales through every real rig: a virtual card in the rig's pcscd, the
+//! reference backend over TCP, the ID-003 validator and the ESC/POS printer on ptys, and the
+//! journal on disk. One kiosk serves two utilities, one per dialect, each with its own card.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use selfvend_host::backend::{Purchase, RefusalCode};
+use selfvend_host::card_reader::Readers;
+use selfvend_host::config::KioskConfig;
+use selfvend_host::escpos::EscPosPrinter;
+use selfvend_host::id003::{Id003Acceptor, Id003Settings};
+use selfvend_host::journal::Journal;
+use selfvend_host::money::{Fen, Wh};
+use selfvend_host::plugin::{Plugin, SharedCard};
+use selfvend_host::sale::{Outcome, SaleEngine, SaleError};
+use selfvend_sim::cpu_card::CpuCard;
+use selfvend_sim::encryption_machine::EncryptionMachine;
+use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
+use selfvend_sim::id003_validator::{Action, SimulatedValidator};
+use selfvend_sim::meter::{Meter, MeterInsert};
+use selfvend_sim::reference_backend::{Call, Fault, Listen, ReferenceBackend};
+use selfvend_sim::sle4442;
+use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
+use selfvend_tests::{ReaderSlot, SignedPlugins};
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A kiosk on the rigs: its engine, and the devices' far ends.
+struct Kiosk {
+    engine: SaleEngine,
+    slot: ReaderSlot,
+    readers: Readers,
+    backend: ReferenceBackend,
+    validator: Arc<SimulatedValidator>,
+    acceptor: Id003Acceptor,
+    printer_sim: SimulatedPrinter,
+    printer: EscPosPrinter,
+    machine: EncryptionMachine,
+    _dir: tempfile::TempDir,
+    _plugins: SignedPlugins,
+}
+
+impl Kiosk {
+    fn new() -> Kiosk {
+        let slot = ReaderSlot::take();
+        let dir = tempfile::tempdir().unwrap();
+        let backend =
+            ReferenceBackend::start(&dir.path().join("books.sqlite"), Listen::default()).unwrap();
+        let plugins = SignedPlugins::new();
+        let files = [
+            ("hengtai-sle4442", "card-codec", "hengtai_sle4442_codec"),
+            ("lanling-cpu", "card-codec", "lanling_cpu_codec"),
+            ("fixed-text", "backend-dialect", "fixed_text_dialect"),
+            ("json-http", "backend-dialect", "json_http_dialect"),
+        ]
+        .map(|(name, role, file)| (name, role, plugins.signed(file)));
+        let mut toml = String::from(
+            "[kiosk]\nterminal_id = \"K-SALE-01\"\nregion = \"3701\"\ndata_dir = \"data\"\n\
+             [trust]\ndir = \"trust\"\n",
+        );
+        for (name, role, file) in &files {
+            toml += &format!(
+                "[[plugin]]\nname = \"{name}\"\nrole = \"{role}\"\nfile = \"{}\"\n",
+                file.display()
+            );
+        }
+        toml += &format!(
+            "[[backend]]\nname = \"jinan-power\"\ndialect = \"fixed-text\"\nutility_codes = [\"3701\"]\n\
+             address = \"{}\"\n[[backend]]\nname = \"guangzhou-power\"\ndialect = \"json-http\"\n\
+             utility_codes = [\"4401\"]\naddress = \"{}\"\n",
+            backend.fixed_text_address(),
+            backend.json_http_address()
+        );
+        let config = KioskConfig::parse(&plugins.dir.path().join("kiosk.toml"), &toml).unwrap();
+        let runtime = plugins.runtime();
+        let load = |names: &[&str]| -> Vec<Plugin> {
+            files
+                .iter()
+                .filter(|(n, ..)| names.contains(n))
+                .map(|(n, _, f)| runtime.load(n, f).unwrap())
+                .collect()
+        };
+        let journal = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
+        let engine = SaleEngine::new(
+            &config,
+            journal,
+            load(&["hengtai-sle4442", "lanling-cpu"]),
+            load(&["fixed-text", "json-http"]),
+        );
+        let validator = Arc::new(SimulatedValidator::start().unwrap());
+        let acceptor = Id003Acceptor::open(
+            Path::new(validator.path()),
+            9600,
+            Id003Settings {
+                reply_timeout: Duration::from_millis(500),
+                poll_interval: Duration::from_millis(1),
+            },
+        )
+        .unwrap();
+        let printer_sim = SimulatedPrinter::start().unwrap();
+        let printer = EscPosPrinter::open(Path::new(printer_sim.path()), 9600).unwrap();
+        Kiosk {
+            engine,
+            readers: Readers::establish().unwrap(),
+            slot,
+            backend,
+            validator,
+            acceptor,
+            printer_sim,
+            printer,
+            machine: EncryptionMachine::default(),
+            _dir: dir,
+            _plugins: plugins,
+        }
+    }
+
+    fn insert<C: VirtualCard>(&self, card: &Arc<Mutex<C>>) -> (Inserted, SharedCard) {
+        assert!(self.readers.wait(&self.slot.reader, false, WAIT).unwrap());
+        let inserted = Inserted::insert(card.clone(), self.slot.address).unwrap();
+        assert!(self.readers.wait(&self.slot.reader, true, WAIT).unwrap());
+        let channel: SharedCard =
+            Arc::new(Mutex::new(self.readers.connect(&self.slot.reader).unwrap()));
+        (inserted, channel)
+    }
+
+    fn printed_lines(&self) -> Vec<String> {
+        self.printer_sim
+            .take_printed()
+            .into_iter()
+            .map(|p| match p {
+                Printout::Line(l) => l.text,
+                Printout::Cut => "--- cut ---".into(),
+                Printout::Unknown(b) => format!("unknown {b:02X?}"),
+            })
+            .collect()
+    }
+
+    fn journal_kinds(&self) -> Vec<String> {
+        self.engine
+            .journal()
+            .entries(1, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+#[test]
+fn a_cash_sale_for_each_card_type_and_each_dialect() {
+    let mut k = Kiosk::new();
+    let memory = Arc::new(Mutex::new(sle4442::ht01::issue(
+        &k.machine,
+        "3701000000000001",
+        "3701",
+        "C370100001",
+        "M3701000001",
+    )));
+    let cpu = Arc::new(Mutex::new(CpuCard::issue(
+        &k.machine,
+        "4401000000000001",
+        "4401",
+        "C440100001",
+        "M4401000001",
+    )));
+
+    // 张三's memory card through the fixed-text dialect: 50 yuan as 20 + 20 + 10.
+    let (inserted, card) = k.insert(&memory);
+    let mut s = k.engine.start(card).unwrap();
+    assert_eq!(s.account.customer_name, "张三");
+    let quote = k.engine.quote(&mut s, Purchase::Money(Fen(5000))).unwrap();
+    assert_eq!((quote.amount, quote.energy), (Fen(5000), Wh(89_285)));
+    for yuan in [20, 20, 10] {
+        k.validator.act(Action::Insert(yuan));
+    }
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+        .unwrap();
+    assert_eq!(paid, Fen(5000));
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Credited { serial, grant } = &done.outcome else {
+        panic!("expected a credited sale, got {:?}", done.outcome);
+    };
+    assert_eq!((*serial, grant.purchase_count), (1, 1));
+    assert!(done.printed);
+    assert_eq!(
+        k.printed_lines(),
+        [
+            "自助售电凭证",
+            "终端号：K-SALE-01",
+            "流水号：00000001",
+            "户名：张三",
+            "户号：C370100001",
+            "表号：M3701000001",
+            "卡号：3701000000000001",
+            "实收金额：50.00元",
+            "购电电量：89.285kWh",
+            "购电次数：1",
+            &format!("交易编号：{}", grant.backend_sale_id),
+            "购电成功，请将电卡插入电表",
+            "--- cut ---",
+        ]
+    );
+    drop(s);
+    drop(inserted);
+    let mut meter = Meter::new("M3701000001", k.machine.clone());
+    assert_eq!(
+        meter.insert_hengtai(&mut lock(&memory)),
+        MeterInsert::Credited {
+            purchase_count: 1,
+            energy_wh: 89_285
+        }
+    );
+
+    // 陈小明's CPU card through the JSON dialect: 10 kWh at the backend's price.
+    let (_inserted, card) = k.insert(&cpu);
+    let mut s = k.engine.start(card).unwrap();
+    assert_eq!(s.account.customer_name, "陈小明");
+    let quote = k
+        .engine
+        .quote(&mut s, Purchase::Energy(Wh(10_000)))
+        .unwrap();
+    assert_eq!(quote.amount, Fen(560));
+    // A 10-yuan note is more than the 5.60 due and comes back; then 5 + 1 is too much too:
+    // the kiosk gives no change, so the customer is asked for exact notes.
+    for yuan in [10, 5] {
+        k.validator.act(Action::Insert(yuan));
+    }
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(paid, Fen(500));
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Credited { serial, grant } = &done.outcome else {
+        panic!("expected a credited sale, got {:?}", done.outcome);
+    };
+    // Short of the energy's price, the kiosk sells the money that was paid.
+    assert_eq!(
+        (*serial, grant.amount, grant.energy),
+        (2, Fen(500), Wh(8_928))
+    );
+    assert_eq!(k.validator.tally().credited, [20, 20, 10, 5]);
+    assert_eq!(k.validator.tally().returned, [10]);
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 2);
+    assert_eq!(
+        k.engine.journal().counter("lifetime.cash_fen").unwrap(),
+        5500
+    );
+    assert_eq!(
+        k.engine.journal().counter("lifetime.credited_fen").unwrap(),
+        5500
+    );
+    let kinds = k.journal_kinds();
+    let first_sale: Vec<&str> = kinds.iter().map(String::as_str).take(23).collect();
+    assert_eq!(
+        first_sale,
+        [
+            "session-started",
+            "account-shown",
+            "purchase-quoted",
+            // The validator was just switched on: its power-up is on the record too.
+            "cash-acceptor",
+            "banknote-escrowed",
+            "banknote-credited",
+            "banknote-escrowed",
+            "banknote-credited",
+            "banknote-escrowed",
+            "banknote-credited",
+            "sale-intent",
+            "serial-allocated",
+            "sale-granted",
+            "card-write-intent",
+            "card-written",
+            "write-confirm-intent",
+            "write-confirmed",
+            "receipt-intent",
+            "receipt-printed",
+            "session-ended",
+            "session-started",
+            "account-shown",
+            "purchase-quoted",
+        ]
+    );
+    assert!(k.engine.journal().verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_reply_lost_after_the_backend_sold_is_resolved_and_sold_once() {
+    let mut k = Kiosk::new();
+    let memory = Arc::new(Mutex::new(sle4442::ht01::issue(
+        &k.machine,
+        "3701000000000001",
+        "3701",
+        "C370100001",
+        "M3701000001",
+    )));
+    let (_inserted, card) = k.insert(&memory);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::Insert(10));
+    k.engine
+        .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+        .unwrap();
+    k.backend.inject(Call::Sale, Fault::DropReply);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(
+        matches!(done.outcome, Outcome::Credited { serial: 1, .. }),
+        "{:?}",
+        done.outcome
+    );
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    let kinds = k.journal_kinds();
+    assert!(kinds.contains(&"sale-unknown".to_string()), "{kinds:?}");
+}
+
+#[test]
+fn refusals_come_before_any_money_is_taken() {
+    let mut k = Kiosk::new();
+    // 李四 owes 12.50 yuan.
+    let arrears = Arc::new(Mutex::new(sle4442::ht01::issue(
+        &k.machine,
+        "3701000000000002",
+        "3701",
+        "C370100002",
+        "M3701000002",
+    )));
+    let (inserted, card) = k.insert(&arrears);
+    let mut s = k.engine.start(card).unwrap();
+    match k.engine.quote(&mut s, Purchase::Money(Fen(5000))) {
+        Err(SaleError::Refused(r)) => {
+            assert_eq!(r.code, RefusalCode::Arrears);
+            assert_eq!(r.message, "您有欠费12.50元，请先到营业厅缴清");
+        }
+        other => panic!("expected the arrears refusal, got {other:?}"),
+    }
+    drop(s);
+    drop(inserted);
+
+    // A card of a utility no backend here serves.
+    let stranger = Arc::new(Mutex::new(sle4442::ht01::issue(
+        &k.machine,
+        "9901000000000001",
+        "9901",
+        "C990100001",
+        "M9901000001",
+    )));
+    let (_inserted, card) = k.insert(&stranger);
+    match k.engine.start(card) {
+        Err(e @ SaleError::NotServed { .. }) => assert_eq!(
+            e.to_string(),
+            "this kiosk does not sell for utility 9901 (card 9901000000000001)"
+        ),
+        Err(e) => panic!("expected a card no backend serves, got {e}"),
+        Ok(_) => panic!("a card of utility 9901 was served"),
+    }
+    assert_eq!(k.validator.tally().credited, Vec::<u32>::new());
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 0);
+}
