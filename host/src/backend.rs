@@ -247,7 +247,7 @@ pub struct SaleRequest {
 }
 
 /// The credit the backend granted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackendGrant {
     pub backend_sale_id: String,
     pub purchase_count: u32,

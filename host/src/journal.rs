@@ -12,10 +12,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 /// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -39,7 +40,34 @@ WHEN NEW.name LIKE 'lifetime.%' AND NEW.value < OLD.value
 BEGIN
     SELECT RAISE(ABORT, 'a lifetime counter may not decrease');
 END;
-"#];
+"#,
+    r#"
+-- Each backend sale and where it stands; changed only with the audit row that says why.
+CREATE TABLE sales (
+    serial INTEGER PRIMARY KEY REFERENCES serials(serial),
+    card_serial TEXT NOT NULL,
+    utility TEXT NOT NULL,
+    paid_fen INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN
+        ('intent', 'pending', 'granted', 'written', 'refused', 'never-reached')),
+    grant_json TEXT,
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
+CREATE INDEX sales_by_state ON sales (state, card_serial);
+"#,
+];
+
+/// Where one backend sale stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleRow {
+    pub serial: u64,
+    pub card_serial: String,
+    pub utility: String,
+    pub paid_fen: u64,
+    /// `intent`, `pending`, `granted`, `written`, `refused` or `never-reached`.
+    pub state: String,
+    pub grant_json: Option<String>,
+}
 
 /// The lifetime counter of audit rows written.
 const AUDIT_ROWS: &str = "lifetime.audit_rows";
@@ -165,6 +193,45 @@ impl Batch<'_> {
             "INSERT INTO counters (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new backend sale under `serial`, in state `intent`.
+    pub fn record_sale(
+        &mut self,
+        serial: u64,
+        card_serial: &str,
+        utility: &str,
+        paid_fen: u64,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO sales (serial, card_serial, utility, paid_fen, state, audit_id)
+             VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
+            params![
+                serial as i64,
+                card_serial,
+                utility,
+                paid_fen as i64,
+                audit_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a sale to `state` (with its grant, once there is one), as audit row `audit_id` says.
+    pub fn sale_state(
+        &mut self,
+        serial: u64,
+        state: &str,
+        grant_json: Option<&str>,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE sales SET state = ?2, grant_json = coalesce(?3, grant_json), audit_id = ?4
+             WHERE serial = ?1",
+            params![serial as i64, state, grant_json, audit_id],
         )?;
         Ok(())
     }
@@ -352,6 +419,41 @@ impl Journal {
             .optional()
             .map(|v| v.unwrap_or(0))
             .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Sales in any of `states`, oldest first; `card_serial` narrows them to one card.
+    pub fn sales(
+        &self,
+        states: &[&str],
+        card_serial: Option<&str>,
+    ) -> Result<Vec<SaleRow>, JournalError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT serial, card_serial, utility, paid_fen, state, grant_json FROM sales
+                 WHERE (?1 IS NULL OR card_serial = ?1) ORDER BY serial",
+            )
+            .map_err(|cause| self.read_error(cause))?;
+        let rows = stmt
+            .query_map([card_serial], |r| {
+                Ok(SaleRow {
+                    serial: r.get::<_, i64>(0)? as u64,
+                    card_serial: r.get(1)?,
+                    utility: r.get(2)?,
+                    paid_fen: r.get::<_, i64>(3)? as u64,
+                    state: r.get(4)?,
+                    grant_json: r.get(5)?,
+                })
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row.map_err(|c| self.read_error(c))?;
+            if states.contains(&row.state.as_str()) {
+                out.push(row);
+            }
+        }
+        Ok(out)
     }
 
     /// Walks the whole chain and names every row that is not what was written.

@@ -4,9 +4,10 @@
 //! backend sale under a kiosk serial from the journal → card write → read-back verify → write
 //! confirmation → receipt.
 //!
-//! This is the happy path and the outcomes each step can end in, each journaled and each printed
-//! on the receipt. Finishing what a crash left unfinished (recovery, automatic re-sell, refunds,
-//! manual handling) builds on the rows written here.
+//! Each outcome is journaled and printed on the receipt. A sale granted but not written is
+//! written when its card comes back; a sale whose outcome is unknown is asked about by
+//! [`SaleEngine::recover`] at start. Automatic re-sell, refunds, manual handling and clearing
+//! build on the same rows.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +104,8 @@ pub struct CashSession {
     pub account: Account,
     quote: Option<Quote>,
     paid: Fen,
+    /// The serial of an earlier sale written onto this card as it came in.
+    pub rewritten: Option<u64>,
 }
 
 impl CashSession {
@@ -193,15 +196,8 @@ impl SaleEngine {
                 "backend": backend.name, "purchase_count": data.purchase_count,
             }),
         )?;
-        let mut session = self.backend_session(&backend, dialect)?;
-        let account = session
-            .account_query(&card_ref(&data))
-            .map_err(|cause| backend_error(&backend, cause))?;
-        self.journal.append(
-            "account-shown",
-            json!({"customer": account.customer_number, "arrears_fen": account.arrears.0}),
-        )?;
-        Ok(CashSession {
+        let account = self.account(&backend, dialect, &data)?;
+        let mut s = CashSession {
             card,
             codec,
             codec_name,
@@ -211,7 +207,28 @@ impl SaleEngine {
             account,
             quote: None,
             paid: Fen(0),
-        })
+            rewritten: None,
+        };
+        s.rewritten = self.rewrite_outstanding(&mut s)?;
+        if s.rewritten.is_some() {
+            s.account = self.account(&s.backend, s.dialect, &s.data)?;
+        }
+        self.journal.append(
+            "account-shown",
+            json!({"customer": s.account.customer_number, "arrears_fen": s.account.arrears.0}),
+        )?;
+        Ok(s)
+    }
+
+    fn account(
+        &self,
+        backend: &BackendEntry,
+        dialect: usize,
+        data: &CardData,
+    ) -> Result<Account, SaleError> {
+        self.backend_session(backend, dialect)?
+            .account_query(&card_ref(data))
+            .map_err(|cause| backend_error(backend, cause))
     }
 
     /// The customer chose what to buy: the backend says whether they may, and the price.
@@ -300,7 +317,8 @@ impl SaleEngine {
                 &json!({"card": card.card_serial, "paid_fen": s.paid.0, "purchase": purchase}),
             )?;
             let serial = b.allocate_serial(id)?;
-            b.append("serial-allocated", &json!({"serial": serial}))?;
+            let id = b.append("serial-allocated", &json!({"serial": serial}))?;
+            b.record_sale(serial, &card.card_serial, &card.utility_code, s.paid.0, id)?;
             Ok(serial)
         })?;
         let request = SaleRequest {
@@ -312,8 +330,22 @@ impl SaleEngine {
             paid: s.paid,
         };
         let outcome = match self.sell(s, &request) {
-            Ok(grant) => self.write_card(s, serial, grant)?,
+            Ok(grant) => {
+                let written = self.write_card(s, serial, &grant)?;
+                if written {
+                    Outcome::Credited { serial, grant }
+                } else {
+                    Outcome::GrantedNotWritten { serial, grant }
+                }
+            }
             Err(SaleOutcome::Refused(refusal)) => Outcome::Refused { serial, refusal },
+            Err(SaleOutcome::NeverReached(why)) => Outcome::Refused {
+                serial,
+                refusal: Refusal {
+                    code: crate::backend::RefusalCode::Other,
+                    message: format!("未能连接售电系统，交易未发生 ({why})"),
+                },
+            },
             Err(SaleOutcome::Unknown(why)) => Outcome::Pending { serial, why },
         };
         let receipt = self.receipt(s, &outcome);
@@ -361,10 +393,7 @@ impl SaleEngine {
                 }
                 Err(DialectError::Backend(
                     e @ (BackendError::Unreachable(_) | BackendError::NotSupported),
-                )) => Err(SaleOutcome::Refused(Refusal {
-                    code: crate::backend::RefusalCode::Other,
-                    message: format!("未能连接售电系统，交易未发生: {e}"),
-                })),
+                )) => Err(SaleOutcome::NeverReached(e.to_string())),
                 Err(e) => Err(SaleOutcome::Unknown(e.to_string())),
             });
         let answer = match answer {
@@ -377,23 +406,117 @@ impl SaleEngine {
             }
             other => other,
         };
-        let recorded = match &answer {
-            Ok(grant) => self.journal.append(
-                "sale-granted",
-                json!({"serial": serial, "sale_id": grant.backend_sale_id,
-                       "purchase_count": grant.purchase_count, "amount_fen": grant.amount.0,
-                       "energy_wh": grant.energy.0}),
-            ),
-            Err(SaleOutcome::Refused(r)) => self.journal.append(
-                "sale-refused",
-                json!({"serial": serial, "reason": r.message}),
-            ),
-            Err(SaleOutcome::Unknown(why)) => self
-                .journal
-                .append("sale-pending", json!({"serial": serial, "why": why})),
-        };
-        recorded.map_err(|e| SaleOutcome::Unknown(e.to_string()))?;
+        self.record_answer(serial, &answer)
+            .map_err(|e| SaleOutcome::Unknown(e.to_string()))?;
         answer
+    }
+
+    /// Journals what the backend said of sale `serial`, and moves the sale to match.
+    fn record_answer(
+        &mut self,
+        serial: u64,
+        answer: &Result<BackendGrant, SaleOutcome>,
+    ) -> Result<(), JournalError> {
+        self.journal.commit(|b| {
+            match answer {
+                Ok(grant) => {
+                    let id = b.append(
+                        "sale-granted",
+                        &json!({"serial": serial, "sale_id": grant.backend_sale_id,
+                                "purchase_count": grant.purchase_count,
+                                "amount_fen": grant.amount.0, "energy_wh": grant.energy.0}),
+                    )?;
+                    let grant = serde_json::to_string(grant).unwrap_or_default();
+                    b.sale_state(serial, "granted", Some(&grant), id)?;
+                }
+                Err(SaleOutcome::Refused(r)) => {
+                    let id = b.append(
+                        "sale-refused",
+                        &json!({"serial": serial, "reason": r.message}),
+                    )?;
+                    b.sale_state(serial, "refused", None, id)?;
+                }
+                Err(SaleOutcome::NeverReached(why)) => {
+                    let id =
+                        b.append("sale-never-reached", &json!({"serial": serial, "why": why}))?;
+                    b.sale_state(serial, "never-reached", None, id)?;
+                }
+                Err(SaleOutcome::Unknown(why)) => {
+                    let id = b.append("sale-pending", &json!({"serial": serial, "why": why}))?;
+                    b.sale_state(serial, "pending", None, id)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Finishes what the journal shows unfinished: a sale whose outcome at the backend is not
+    /// known is asked about. Run at start, before the first customer.
+    pub fn recover(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
+        let mut resolved = Vec::new();
+        for sale in self.journal.sales(&["intent", "pending"], None)? {
+            let Some(backend) = self
+                .backends
+                .iter()
+                .find(|b| b.utility_codes.contains(&sale.utility))
+                .cloned()
+            else {
+                continue;
+            };
+            let Some(dialect) = self.dialects.iter().position(|d| d.name == backend.dialect) else {
+                continue;
+            };
+            let status = self
+                .backend_session(&backend, dialect)?
+                .sale_status(&self.terminal_id, sale.serial);
+            let answer = match status {
+                Ok(SaleStatus::Granted(g)) => Ok(g),
+                Ok(SaleStatus::Refused(r)) => Err(SaleOutcome::Refused(r)),
+                // The backend has never seen this serial, and the kiosk will not send it again.
+                Ok(SaleStatus::NotFound) => Err(SaleOutcome::NeverReached(
+                    "the backend has no sale under this serial".into(),
+                )),
+                // Still unknown: asked again at the next start.
+                Err(_) => continue,
+            };
+            self.record_answer(sale.serial, &answer)?;
+            let state = match answer {
+                Ok(_) => "granted",
+                Err(SaleOutcome::Refused(_)) => "refused",
+                Err(_) => "never-reached",
+            };
+            resolved.push((sale.serial, state.to_string()));
+        }
+        Ok(resolved)
+    }
+
+    /// Writes a grant sold earlier but never written onto this card, before anything else.
+    fn rewrite_outstanding(&mut self, s: &mut CashSession) -> Result<Option<u64>, SaleError> {
+        let outstanding = self
+            .journal
+            .sales(&["granted"], Some(&s.data.card_serial))?;
+        let Some(sale) = outstanding.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(grant) = sale
+            .grant_json
+            .as_deref()
+            .and_then(|g| serde_json::from_str::<BackendGrant>(g).ok())
+        else {
+            return Ok(None);
+        };
+        self.journal.append(
+            "rewrite-started",
+            json!({"serial": sale.serial, "card": s.data.card_serial}),
+        )?;
+        if self.write_card(s, sale.serial, &grant)? {
+            s.data = s.codec.read(&s.card).map_err(|cause| SaleError::Card {
+                codec: s.codec_name.clone(),
+                cause,
+            })?;
+            return Ok(Some(sale.serial));
+        }
+        Ok(None)
     }
 
     /// Asks the backend what became of the sale under `serial`.
@@ -416,8 +539,8 @@ impl SaleEngine {
         &mut self,
         s: &mut CashSession,
         serial: u64,
-        grant: BackendGrant,
-    ) -> Result<Outcome, SaleError> {
+        grant: &BackendGrant,
+    ) -> Result<bool, SaleError> {
         let credit = CreditGrant {
             card_serial: s.data.card_serial.clone(),
             purchase_count: grant.purchase_count,
@@ -452,7 +575,8 @@ impl SaleEngine {
         };
         if written {
             self.journal.commit(|b| {
-                b.append("card-written", &json!({"serial": serial}))?;
+                let id = b.append("card-written", &json!({"serial": serial}))?;
+                b.sale_state(serial, "written", None, id)?;
                 b.count("lifetime.credited_fen", grant.amount.0 as i64)
             })?;
         }
@@ -481,11 +605,7 @@ impl SaleEngine {
                 json!({"serial": serial, "why": why}),
             )?,
         };
-        Ok(if written {
-            Outcome::Credited { serial, grant }
-        } else {
-            Outcome::GrantedNotWritten { serial, grant }
-        })
+        Ok(written)
     }
 
     fn backend_session(
@@ -541,6 +661,8 @@ impl SaleEngine {
 
 enum SaleOutcome {
     Refused(Refusal),
+    /// Nothing reached the backend: it cannot have sold.
+    NeverReached(String),
     Unknown(String),
 }
 

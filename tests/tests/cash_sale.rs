@@ -2,7 +2,7 @@
 //! reference backend over TCP, the ID-003 validator and the ESC/POS printer on ptys, and the
 //! journal on disk. One kiosk serves two utilities, one per dialect, each with its own card.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::plugin::{Plugin, SharedCard};
-use selfvend_host::sale::{Outcome, SaleEngine, SaleError};
+use selfvend_host::sale::{CashSession, Outcome, SaleEngine, SaleError};
 use selfvend_sim::cpu_card::CpuCard;
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
@@ -31,6 +31,9 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// A kiosk on the rigs: its engine, and the devices' far ends.
 struct Kiosk {
     engine: SaleEngine,
+    config: KioskConfig,
+    files: Vec<(&'static str, PathBuf)>,
+    journal: PathBuf,
     slot: ReaderSlot,
     readers: Readers,
     backend: ReferenceBackend,
@@ -75,21 +78,10 @@ impl Kiosk {
             backend.json_http_address()
         );
         let config = KioskConfig::parse(&plugins.dir.path().join("kiosk.toml"), &toml).unwrap();
-        let runtime = plugins.runtime();
-        let load = |names: &[&str]| -> Vec<Plugin> {
-            files
-                .iter()
-                .filter(|(n, ..)| names.contains(n))
-                .map(|(n, _, f)| runtime.load(n, f).unwrap())
-                .collect()
-        };
-        let journal = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
-        let engine = SaleEngine::new(
-            &config,
-            journal,
-            load(&["hengtai-sle4442", "lanling-cpu"]),
-            load(&["fixed-text", "json-http"]),
-        );
+        let files: Vec<(&'static str, PathBuf)> =
+            files.into_iter().map(|(n, _, f)| (n, f)).collect();
+        let journal = dir.path().join("journal.sqlite");
+        let engine = engine(&plugins, &config, &files, &journal);
         let validator = Arc::new(SimulatedValidator::start().unwrap());
         let acceptor = Id003Acceptor::open(
             Path::new(validator.path()),
@@ -104,6 +96,9 @@ impl Kiosk {
         let printer = EscPosPrinter::open(Path::new(printer_sim.path()), 9600).unwrap();
         Kiosk {
             engine,
+            config,
+            files,
+            journal,
             readers: Readers::establish().unwrap(),
             slot,
             backend,
@@ -117,6 +112,11 @@ impl Kiosk {
         }
     }
 
+    /// The kiosk restarts: a new engine over the same journal and plugins.
+    fn restart(&mut self) {
+        self.engine = engine(&self._plugins, &self.config, &self.files, &self.journal);
+    }
+
     fn insert<C: VirtualCard>(&self, card: &Arc<Mutex<C>>) -> (Inserted, SharedCard) {
         assert!(self.readers.wait(&self.slot.reader, false, WAIT).unwrap());
         let inserted = Inserted::insert(card.clone(), self.slot.address).unwrap();
@@ -124,6 +124,26 @@ impl Kiosk {
         let channel: SharedCard =
             Arc::new(Mutex::new(self.readers.connect(&self.slot.reader).unwrap()));
         (inserted, channel)
+    }
+
+    /// Inserts `card`, starts a session, chooses `fen` and pays it in one note of that value.
+    fn paid_session<C: VirtualCard>(
+        &mut self,
+        card: &Arc<Mutex<C>>,
+        fen: u64,
+    ) -> (Inserted, CashSession) {
+        let (inserted, channel) = self.insert(card);
+        let mut s = self.engine.start(channel).unwrap();
+        self.engine
+            .quote(&mut s, Purchase::Money(Fen(fen)))
+            .unwrap();
+        self.validator.act(Action::Insert((fen / 100) as u32));
+        let paid = self
+            .engine
+            .take_cash(&mut s, &mut self.acceptor, PATIENCE)
+            .unwrap();
+        assert_eq!(paid, Fen(fen));
+        (inserted, s)
     }
 
     fn printed_lines(&self) -> Vec<String> {
@@ -149,16 +169,44 @@ impl Kiosk {
     }
 }
 
-#[test]
-fn a_cash_sale_for_each_card_type_and_each_dialect() {
-    let mut k = Kiosk::new();
-    let memory = Arc::new(Mutex::new(sle4442::ht01::issue(
+/// An engine over the journal at `journal`, with freshly loaded plugins.
+fn engine(
+    plugins: &SignedPlugins,
+    config: &KioskConfig,
+    files: &[(&'static str, PathBuf)],
+    journal: &Path,
+) -> SaleEngine {
+    let runtime = plugins.runtime();
+    let load = |names: &[&str]| -> Vec<Plugin> {
+        files
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .map(|(n, f)| runtime.load(n, f).unwrap())
+            .collect()
+    };
+    SaleEngine::new(
+        config,
+        Journal::open(journal).unwrap(),
+        load(&["hengtai-sle4442", "lanling-cpu"]),
+        load(&["fixed-text", "json-http"]),
+    )
+}
+
+/// 张三's memory card, as issued.
+fn zhang_san(k: &Kiosk) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
+    Arc::new(Mutex::new(sle4442::ht01::issue(
         &k.machine,
         "3701000000000001",
         "3701",
         "C370100001",
         "M3701000001",
-    )));
+    )))
+}
+
+#[test]
+fn a_cash_sale_for_each_card_type_and_each_dialect() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
     let cpu = Arc::new(Mutex::new(CpuCard::issue(
         &k.machine,
         "4401000000000001",
@@ -292,20 +340,8 @@ fn a_cash_sale_for_each_card_type_and_each_dialect() {
 #[test]
 fn a_reply_lost_after_the_backend_sold_is_resolved_and_sold_once() {
     let mut k = Kiosk::new();
-    let memory = Arc::new(Mutex::new(sle4442::ht01::issue(
-        &k.machine,
-        "3701000000000001",
-        "3701",
-        "C370100001",
-        "M3701000001",
-    )));
-    let (_inserted, card) = k.insert(&memory);
-    let mut s = k.engine.start(card).unwrap();
-    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
-    k.validator.act(Action::Insert(10));
-    k.engine
-        .take_cash(&mut s, &mut k.acceptor, PATIENCE)
-        .unwrap();
+    let memory = zhang_san(&k);
+    let (_inserted, mut s) = k.paid_session(&memory, 1000);
     k.backend.inject(Call::Sale, Fault::DropReply);
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(
@@ -360,4 +396,94 @@ fn refusals_come_before_any_money_is_taken() {
     }
     assert_eq!(k.validator.tally().credited, Vec::<u32>::new());
     assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 0);
+}
+
+#[test]
+fn a_card_pulled_during_the_write_is_credited_when_it_comes_back() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (_inserted, mut s) = k.paid_session(&memory, 2000);
+    // The card leaves the reader ten bytes into the credit slot.
+    lock(&memory).tear_after_bytes = Some(10);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(
+        matches!(done.outcome, Outcome::GrantedNotWritten { serial: 1, .. }),
+        "{:?}",
+        done.outcome
+    );
+    let lines = k.printed_lines();
+    assert!(
+        lines.contains(&"已购电但未写入电卡：请再次插卡补写".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"请保留此凭条".to_string()));
+    drop(s);
+
+    // The customer comes back with the card: it is written before anything else.
+    let (_inserted, card) = k.insert(&memory);
+    let s = k.engine.start(card).unwrap();
+    assert_eq!(s.rewritten, Some(1));
+    assert_eq!(s.card().purchase_count, 1);
+    assert_eq!(s.account.purchase_count, 1);
+    let states: Vec<String> = k
+        .engine
+        .journal()
+        .sales(
+            &[
+                "intent",
+                "pending",
+                "granted",
+                "written",
+                "refused",
+                "never-reached",
+            ],
+            None,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, ["written"]);
+    drop(s);
+    let mut meter = Meter::new("M3701000001", k.machine.clone());
+    assert!(matches!(
+        meter.insert_hengtai(&mut lock(&memory)),
+        MeterInsert::Credited {
+            purchase_count: 1,
+            ..
+        }
+    ));
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+}
+
+#[test]
+fn an_unknown_outcome_is_resolved_at_the_next_start_and_written_when_the_card_returns() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    // The backend sells, then its answers (and its answer to the status query) are garbage.
+    k.backend.inject(Call::Sale, Fault::Garbage);
+    k.backend.inject(Call::SaleStatus, Fault::Garbage);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(
+        matches!(done.outcome, Outcome::Pending { serial: 1, .. }),
+        "{:?}",
+        done.outcome
+    );
+    let lines = k.printed_lines();
+    assert!(
+        lines.contains(&"交易待处理：结果确认后自动补售电".to_string()),
+        "{lines:?}"
+    );
+    drop(s);
+    drop(inserted);
+
+    k.restart();
+    assert_eq!(k.engine.recover().unwrap(), [(1, "granted".to_string())]);
+    let (_inserted, card) = k.insert(&memory);
+    let s = k.engine.start(card).unwrap();
+    assert_eq!(s.rewritten, Some(1));
+    assert_eq!(s.card().purchase_count, 1);
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    assert!(k.engine.journal().verify().unwrap().problems.is_empty());
 }
