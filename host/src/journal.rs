@@ -271,6 +271,16 @@ pub struct Journal {
     path: PathBuf,
     last_hash: String,
     stopped: Option<String>,
+    stats: JournalStats,
+    /// Entries that need not be durable on their own, written with the next commit.
+    pending_notes: Vec<(String, serde_json::Value)>,
+}
+
+/// What the journal has cost this process: commits (each one fsync of the WAL) and their time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub commits: u64,
+    pub commit_time: std::time::Duration,
 }
 
 impl Journal {
@@ -327,11 +337,17 @@ impl Journal {
             path: path.to_path_buf(),
             last_hash,
             stopped: None,
+            stats: JournalStats::default(),
+            pending_notes: Vec::new(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        self.stats
     }
 
     /// Runs `f` in one durable transaction. If the commit fails the journal stops: this call
@@ -346,6 +362,7 @@ impl Journal {
                 reason: reason.clone(),
             });
         }
+        let started = std::time::Instant::now();
         let result = (|| {
             let tx = self
                 .db
@@ -354,14 +371,20 @@ impl Journal {
                 tx,
                 last_hash: self.last_hash.clone(),
             };
+            for (kind, body) in &self.pending_notes {
+                batch.append(kind, body)?;
+            }
             let r = f(&mut batch)?;
             let Batch { tx, last_hash } = batch;
             tx.commit()?;
             Ok((r, last_hash))
         })();
+        self.stats.commits += 1;
+        self.stats.commit_time += started.elapsed();
         match result {
             Ok((r, last_hash)) => {
                 self.last_hash = last_hash;
+                self.pending_notes.clear();
                 Ok(r)
             }
             Err(cause) => {
@@ -373,6 +396,20 @@ impl Journal {
                 })
             }
         }
+    }
+
+    /// Notes an entry that records no intent (nothing outside the kiosk depends on it): it is
+    /// written, in order, with the next commit. Saves an fsync per step that needs none.
+    pub fn note(&mut self, kind: &str, body: serde_json::Value) {
+        self.pending_notes.push((kind.to_string(), body));
+    }
+
+    /// Writes the notes waiting for a commit.
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.pending_notes.is_empty() {
+            return Ok(());
+        }
+        self.commit(|_| Ok(()))
     }
 
     /// Appends one entry in its own commit.

@@ -9,6 +9,7 @@
 //! [`SaleEngine::recover`] at start. Automatic re-sell, refunds, manual handling and clearing
 //! build on the same rows.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,8 @@ impl CashSession {
 
 /// The kiosk's sale engine: its journal and the plugins its config names.
 pub struct SaleEngine {
+    /// Time spent waiting on the card, the backend, the acceptor and the printer.
+    waited: Cell<Duration>,
     terminal_id: String,
     journal: Journal,
     codecs: Vec<Plugin>,
@@ -139,6 +142,7 @@ impl SaleEngine {
         dialects: Vec<Plugin>,
     ) -> SaleEngine {
         SaleEngine {
+            waited: Cell::new(Duration::ZERO),
             terminal_id: config.kiosk.terminal_id.as_str().to_string(),
             journal,
             codecs,
@@ -153,16 +157,32 @@ impl SaleEngine {
         &self.journal
     }
 
+    /// Time this engine has spent waiting on devices and backends (for `selfvend bench sale`).
+    pub fn waited(&self) -> Duration {
+        self.waited.get()
+    }
+
+    /// Runs `f`, an exchange with a device or a backend, counting its time as waiting.
+    fn wait<R>(&self, f: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let r = f();
+        self.waited.set(self.waited.get() + started.elapsed());
+        r
+    }
+
     /// A card went in: identify it, read it, find its backend, look its account up.
     pub fn start(&mut self, card: SharedCard) -> Result<CashSession, SaleError> {
-        let found =
-            codecs::identify(&self.codecs, &card).map_err(|e| SaleError::Identify(Box::new(e)))?;
+        let found = self
+            .wait(|| codecs::identify(&self.codecs, &card))
+            .map_err(|e| SaleError::Identify(Box::new(e)))?;
         let codec_name = found.codec.name.clone();
         let mut codec = found.session;
-        let data = codec.read(&card).map_err(|cause| SaleError::Card {
-            codec: codec_name.clone(),
-            cause,
-        })?;
+        let data = self
+            .wait(|| codec.read(&card))
+            .map_err(|cause| SaleError::Card {
+                codec: codec_name.clone(),
+                cause,
+            })?;
         let Some(backend) = self
             .backends
             .iter()
@@ -189,13 +209,13 @@ impl SaleEngine {
                     backend.dialect
                 ))),
             })?;
-        self.journal.append(
+        self.journal.note(
             "session-started",
             json!({
                 "card": data.card_serial, "utility": data.utility_code, "codec": codec_name,
                 "backend": backend.name, "purchase_count": data.purchase_count,
             }),
-        )?;
+        );
         let account = self.account(&backend, dialect, &data)?;
         let mut s = CashSession {
             card,
@@ -213,10 +233,10 @@ impl SaleEngine {
         if s.rewritten.is_some() {
             s.account = self.account(&s.backend, s.dialect, &s.data)?;
         }
-        self.journal.append(
+        self.journal.note(
             "account-shown",
             json!({"customer": s.account.customer_number, "arrears_fen": s.account.arrears.0}),
-        )?;
+        );
         Ok(s)
     }
 
@@ -226,8 +246,8 @@ impl SaleEngine {
         dialect: usize,
         data: &CardData,
     ) -> Result<Account, SaleError> {
-        self.backend_session(backend, dialect)?
-            .account_query(&card_ref(data))
+        let mut session = self.backend_session(backend, dialect)?;
+        self.wait(|| session.account_query(&card_ref(data)))
             .map_err(|cause| backend_error(backend, cause))
     }
 
@@ -245,9 +265,9 @@ impl SaleEngine {
                 self.max_purchase,
             ));
         }
+        let mut session = self.backend_session(&s.backend, s.dialect)?;
         let check = self
-            .backend_session(&s.backend, s.dialect)?
-            .can_buy(&card_ref(&s.data), purchase)
+            .wait(|| session.can_buy(&card_ref(&s.data), purchase))
             .map_err(|cause| backend_error(&s.backend, cause))?;
         if let Some(refusal) = check.refusal {
             self.journal
@@ -259,10 +279,10 @@ impl SaleEngine {
             amount,
             energy,
         };
-        self.journal.append(
+        self.journal.note(
             "purchase-quoted",
             json!({"amount_fen": amount.0, "energy_wh": energy.0}),
-        )?;
+        );
         s.quote = Some(quote);
         Ok(quote)
     }
@@ -286,7 +306,13 @@ impl SaleEngine {
                 due,
                 failed: None,
             };
+            // The poll's time, less the journal's inside it, is waiting on the acceptor.
+            let started = Instant::now();
+            let journal_before = handler.journal.stats().commit_time;
             let polled = acceptor.poll(&mut handler);
+            let journal_time = handler.journal.stats().commit_time - journal_before;
+            self.waited
+                .set(self.waited.get() + started.elapsed().saturating_sub(journal_time));
             if let Some(e) = handler.failed.take() {
                 let _ = acceptor.enable(&[]);
                 return Err(e.into());
@@ -351,10 +377,10 @@ impl SaleEngine {
         let receipt = self.receipt(s, &outcome);
         self.journal
             .append("receipt-intent", json!({"serial": serial}))?;
-        let printed = match printer.print(&receipt) {
+        let printed = match self.wait(|| printer.print(&receipt)) {
             Ok(_) => {
                 self.journal
-                    .append("receipt-printed", json!({"serial": serial}))?;
+                    .note("receipt-printed", json!({"serial": serial}));
                 true
             }
             Err(e) => {
@@ -365,10 +391,11 @@ impl SaleEngine {
                 false
             }
         };
-        self.journal.append(
+        self.journal.note(
             "session-ended",
             json!({"serial": serial, "outcome": outcome_name(&outcome)}),
-        )?;
+        );
+        self.journal.flush()?;
         Ok(Completion {
             outcome,
             receipt,
@@ -386,7 +413,7 @@ impl SaleEngine {
         let answer = self
             .backend_session(&s.backend, s.dialect)
             .map_err(|e| SaleOutcome::Unknown(e.to_string()))
-            .and_then(|mut b| match b.sale(request) {
+            .and_then(|mut b| match self.wait(|| b.sale(request)) {
                 Ok(grant) => Ok(grant),
                 Err(DialectError::Backend(BackendError::Refused(r))) => {
                     Err(SaleOutcome::Refused(r))
@@ -510,10 +537,12 @@ impl SaleEngine {
             json!({"serial": sale.serial, "card": s.data.card_serial}),
         )?;
         if self.write_card(s, sale.serial, &grant)? {
-            s.data = s.codec.read(&s.card).map_err(|cause| SaleError::Card {
-                codec: s.codec_name.clone(),
-                cause,
-            })?;
+            s.data = self
+                .wait(|| s.codec.read(&s.card))
+                .map_err(|cause| SaleError::Card {
+                    codec: s.codec_name.clone(),
+                    cause,
+                })?;
             return Ok(Some(sale.serial));
         }
         Ok(None)
@@ -526,7 +555,10 @@ impl SaleEngine {
         serial: u64,
     ) -> Option<Result<BackendGrant, SaleOutcome>> {
         let mut b = self.backend_session(&s.backend, s.dialect).ok()?;
-        match b.sale_status(&self.terminal_id, serial).ok()? {
+        match self
+            .wait(|| b.sale_status(&self.terminal_id, serial))
+            .ok()?
+        {
             SaleStatus::Granted(g) => Some(Ok(g)),
             SaleStatus::Refused(r) => Some(Err(SaleOutcome::Refused(r))),
             // Never reached the backend: the same serial can be sold again, once.
@@ -554,14 +586,12 @@ impl SaleEngine {
             self.backend_session(&s.backend, s.dialect)?,
             card_ref(&s.data),
         )));
-        let written = s
-            .codec
-            .write_credit(
-                &s.card,
-                &credit,
-                &(authority as crate::plugin::SharedAuthority),
-            )
-            .and_then(|()| s.codec.verify(&s.card, &credit));
+        let authority: crate::plugin::SharedAuthority = authority;
+        let written = self.wait(|| {
+            s.codec
+                .write_credit(&s.card, &credit, &authority)
+                .and_then(|()| s.codec.verify(&s.card, &credit))
+        });
         let written = match written {
             Ok(VerifyOutcome::Written) => true,
             Ok(VerifyOutcome::NotWritten) => false,
@@ -594,16 +624,18 @@ impl SaleEngine {
         match self
             .backend_session(&s.backend, s.dialect)
             .map_err(|e| e.to_string())
-            .and_then(|mut b| b.confirm_write(&confirmation).map_err(|e| e.to_string()))
-        {
+            .and_then(|mut b| {
+                self.wait(|| b.confirm_write(&confirmation))
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(()) => self
                 .journal
-                .append("write-confirmed", json!({"serial": serial}))?,
+                .note("write-confirmed", json!({"serial": serial})),
             // The confirmation is retried later; the customer's credit does not depend on it.
-            Err(why) => self.journal.append(
+            Err(why) => self.journal.note(
                 "write-confirm-failed",
                 json!({"serial": serial, "why": why}),
-            )?,
+            ),
         };
         Ok(written)
     }

@@ -1,5 +1,7 @@
 //! `selfvend bench …`: performance figures, printed one per line.
 
+mod sale;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +69,18 @@ pub enum BenchCommand {
     },
     /// Banknotes through the simulated ID-003 validator over a pty: the driver's own time per
     /// banknote, beyond the protocol's waits.
+    /// Complete cash sales through every rig: host overhead per sale and fsyncs per sale.
+    Sale {
+        /// The vpcd slot the virtual cards are inserted into.
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: SocketAddr,
+        /// The reader pcscd shows for that slot.
+        #[arg(long, default_value = "Virtual PCD 00 00")]
+        reader: String,
+        /// Sales per card type.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
     Cash {
         /// Banknotes to feed.
         #[arg(long, default_value_t = 1000)]
@@ -88,6 +102,11 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
             bench_plugin(&plugin, &trust, rounds)?;
         }
         BenchCommand::Backend { rounds } => bench_backend(&KioskConfig::load(config)?, rounds)?,
+        BenchCommand::Sale {
+            vpcd,
+            reader,
+            rounds,
+        } => sale::run(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
         BenchCommand::Card {
             vpcd,
             reader,
