@@ -42,20 +42,117 @@ BEGIN
 END;
 "#,
     r#"
+-- Clearing periods (清机): exactly one is open or clearing at a time.
+CREATE TABLE periods (
+    id INTEGER PRIMARY KEY,
+    opened_at TEXT NOT NULL,
+    closed_at TEXT,
+    state TEXT NOT NULL CHECK (state IN ('open', 'clearing', 'closed')),
+    -- What the operator counted in the cash box, when they entered it.
+    counted_fen INTEGER,
+    report TEXT
+);
+INSERT INTO periods (id, opened_at, state)
+    VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'open');
 -- Each backend sale and where it stands; changed only with the audit row that says why.
 CREATE TABLE sales (
     serial INTEGER PRIMARY KEY REFERENCES serials(serial),
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    payment TEXT NOT NULL CHECK (payment IN ('cash', 'bank-card')),
     card_serial TEXT NOT NULL,
     utility TEXT NOT NULL,
     paid_fen INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN
-        ('intent', 'pending', 'granted', 'written', 'refused', 'never-reached')),
+        ('intent', 'pending', 'granted', 'written', 'refused', 'never-reached', 'refunded',
+         'manual')),
     grant_json TEXT,
     audit_id INTEGER NOT NULL REFERENCES audit(id)
 );
 CREATE INDEX sales_by_state ON sales (state, card_serial);
+CREATE INDEX sales_by_period ON sales (period_id, payment, state);
+-- Banknotes the acceptor took, in the period they were taken.
+CREATE TABLE banknotes (
+    id INTEGER PRIMARY KEY,
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    fen INTEGER NOT NULL CHECK (fen > 0),
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
+CREATE INDEX banknotes_by_period ON banknotes (period_id);
+-- What the kiosk could not finish on its own, for an operator.
+CREATE TABLE manual_items (
+    id INTEGER PRIMARY KEY,
+    serial INTEGER REFERENCES sales(serial),
+    card_serial TEXT,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+    resolution TEXT,
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
 "#,
 ];
+
+/// A new backend sale, as [`Batch::record_sale`] records it.
+pub struct NewSale<'a> {
+    pub serial: u64,
+    /// `cash` or `bank-card`.
+    pub payment: &'a str,
+    pub card_serial: &'a str,
+    pub utility: &'a str,
+    pub paid_fen: u64,
+}
+
+/// A clearing period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub id: i64,
+    pub opened_at: String,
+    pub closed_at: Option<String>,
+    /// `open`, `clearing` or `closed`.
+    pub state: String,
+    pub counted_fen: Option<u64>,
+    /// The closing report, as JSON.
+    pub report: Option<String>,
+}
+
+fn period_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Period> {
+    Ok(Period {
+        id: r.get(0)?,
+        opened_at: r.get(1)?,
+        closed_at: r.get(2)?,
+        state: r.get(3)?,
+        counted_fen: r.get::<_, Option<i64>>(4)?.map(|c| c as u64),
+        report: r.get(5)?,
+    })
+}
+
+/// Sales of one payment kind in one state, counted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SalesByState {
+    pub payment: String,
+    pub state: String,
+    pub count: u64,
+    pub paid_fen: u64,
+}
+
+/// What one period took and sold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeriodTotals {
+    pub period_id: i64,
+    pub banknotes: u64,
+    pub cash_in_fen: u64,
+    pub sales: Vec<SalesByState>,
+}
+
+/// Something the kiosk could not finish on its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ManualItem {
+    pub id: i64,
+    pub serial: Option<u64>,
+    pub card_serial: Option<String>,
+    pub reason: String,
+    pub state: String,
+    pub resolution: Option<String>,
+}
 
 /// Where one backend sale stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +161,8 @@ pub struct SaleRow {
     pub card_serial: String,
     pub utility: String,
     pub paid_fen: u64,
-    /// `intent`, `pending`, `granted`, `written`, `refused` or `never-reached`.
+    /// `intent`, `pending`, `granted`, `written`, `refused`, `never-reached`, `refunded` or
+    /// `manual`.
     pub state: String,
     pub grant_json: Option<String>,
 }
@@ -197,27 +295,94 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Records a new backend sale under `serial`, in state `intent`.
-    pub fn record_sale(
-        &mut self,
-        serial: u64,
-        card_serial: &str,
-        utility: &str,
-        paid_fen: u64,
-        audit_id: i64,
-    ) -> rusqlite::Result<()> {
+    /// Records a new backend sale under `serial`, in state `intent`, in the current period.
+    pub fn record_sale(&mut self, sale: &NewSale<'_>, audit_id: i64) -> rusqlite::Result<()> {
         self.tx.execute(
-            "INSERT INTO sales (serial, card_serial, utility, paid_fen, state, audit_id)
-             VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
+            "INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
+                                audit_id)
+             VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6)",
             params![
-                serial as i64,
-                card_serial,
-                utility,
-                paid_fen as i64,
+                sale.serial as i64,
+                sale.payment,
+                sale.card_serial,
+                sale.utility,
+                sale.paid_fen as i64,
                 audit_id
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a banknote the acceptor took, in the current period.
+    pub fn record_banknote(&mut self, fen: u64, audit_id: i64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO banknotes (period_id, fen, audit_id)
+             VALUES ((SELECT max(id) FROM periods), ?1, ?2)",
+            params![fen as i64, audit_id],
+        )?;
+        Ok(())
+    }
+
+    /// Opens an item for an operator; returns its id.
+    pub fn open_manual_item(
+        &mut self,
+        serial: Option<u64>,
+        card_serial: Option<&str>,
+        reason: &str,
+        audit_id: i64,
+    ) -> rusqlite::Result<i64> {
+        self.tx.execute(
+            "INSERT INTO manual_items (serial, card_serial, reason, state, audit_id)
+             VALUES (?1, ?2, ?3, 'open', ?4)",
+            params![serial.map(|s| s as i64), card_serial, reason, audit_id],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Closes an open operator item with what was done; returns how many rows changed (0 when
+    /// there is no such open item).
+    pub fn resolve_manual_item(
+        &mut self,
+        id: i64,
+        resolution: &str,
+        audit_id: i64,
+    ) -> rusqlite::Result<usize> {
+        self.tx.execute(
+            "UPDATE manual_items SET state = 'resolved', resolution = ?2, audit_id = ?3
+             WHERE id = ?1 AND state = 'open'",
+            params![id, resolution, audit_id],
+        )
+    }
+
+    /// Sets period `id`'s state (`open` → `clearing`).
+    pub fn set_period_state(&mut self, id: i64, state: &str) -> rusqlite::Result<usize> {
+        self.tx.execute(
+            "UPDATE periods SET state = ?2 WHERE id = ?1",
+            params![id, state],
+        )
+    }
+
+    /// Closes period `id` with its report (and the operator's count, if entered) and opens the
+    /// next; returns the new period's id.
+    pub fn close_period(
+        &mut self,
+        id: i64,
+        counted_fen: Option<u64>,
+        report: &str,
+    ) -> rusqlite::Result<i64> {
+        self.tx.execute(
+            "UPDATE periods SET state = 'closed',
+                    closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                    counted_fen = ?2, report = ?3
+             WHERE id = ?1",
+            params![id, counted_fen.map(|c| c as i64), report],
+        )?;
+        self.tx.execute(
+            "INSERT INTO periods (opened_at, state)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'open')",
+            [],
+        )?;
+        Ok(self.tx.last_insert_rowid())
     }
 
     /// Moves a sale to `state` (with its grant, once there is one), as audit row `audit_id` says.
@@ -491,6 +656,94 @@ impl Journal {
             }
         }
         Ok(out)
+    }
+
+    /// The period money is counted in now (open, or being cleared).
+    pub fn current_period(&self) -> Result<Period, JournalError> {
+        self.db
+            .query_row(
+                "SELECT id, opened_at, closed_at, state, counted_fen, report FROM periods
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                period_row,
+            )
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// A period by id.
+    pub fn period(&self, id: i64) -> Result<Option<Period>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT id, opened_at, closed_at, state, counted_fen, report FROM periods
+                 WHERE id = ?1",
+                [id],
+                period_row,
+            )
+            .optional()
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// What period `id` took and sold, from the journal's own rows.
+    pub fn period_totals(&self, id: i64) -> Result<PeriodTotals, JournalError> {
+        let read = |cause| self.read_error(cause);
+        let (notes, cash_in): (i64, i64) = self
+            .db
+            .query_row(
+                "SELECT count(*), coalesce(sum(fen), 0) FROM banknotes WHERE period_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(read)?;
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT payment, state, count(*), coalesce(sum(paid_fen), 0) FROM sales
+                 WHERE period_id = ?1 GROUP BY payment, state ORDER BY payment, state",
+            )
+            .map_err(read)?;
+        let sales = stmt
+            .query_map([id], |r| {
+                Ok(SalesByState {
+                    payment: r.get(0)?,
+                    state: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                    paid_fen: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(read)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(read)?;
+        Ok(PeriodTotals {
+            period_id: id,
+            banknotes: notes as u64,
+            cash_in_fen: cash_in as u64,
+            sales,
+        })
+    }
+
+    /// Operator items: the open ones, or all of them.
+    pub fn manual_items(&self, all: bool) -> Result<Vec<ManualItem>, JournalError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT id, serial, card_serial, reason, state, resolution FROM manual_items
+                 WHERE ?1 OR state = 'open' ORDER BY id",
+            )
+            .map_err(|cause| self.read_error(cause))?;
+        let rows = stmt
+            .query_map([all], |r| {
+                Ok(ManualItem {
+                    id: r.get(0)?,
+                    serial: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                    card_serial: r.get(2)?,
+                    reason: r.get(3)?,
+                    state: r.get(4)?,
+                    resolution: r.get(5)?,
+                })
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|cause| self.read_error(cause))
     }
 
     /// Walks the whole chain and names every row that is not what was written.

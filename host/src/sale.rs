@@ -26,7 +26,7 @@ use crate::cash_acceptor::{
 };
 use crate::codecs::{self, IdentifyError};
 use crate::config::{BackendEntry, KioskConfig};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, NewSale};
 use crate::money::{Fen, Wh};
 use crate::plugin::{
     BackendSession, CardCodecSession, CodecError, DialectError, Plugin, PluginError, SharedCard,
@@ -344,7 +344,16 @@ impl SaleEngine {
             )?;
             let serial = b.allocate_serial(id)?;
             let id = b.append("serial-allocated", &json!({"serial": serial}))?;
-            b.record_sale(serial, &card.card_serial, &card.utility_code, s.paid.0, id)?;
+            b.record_sale(
+                &NewSale {
+                    serial,
+                    payment: "cash",
+                    card_serial: &card.card_serial,
+                    utility: &card.utility_code,
+                    paid_fen: s.paid.0,
+                },
+                id,
+            )?;
             Ok(serial)
         })?;
         let request = SaleRequest {
@@ -713,7 +722,8 @@ impl CashHandler for Cashier<'_> {
             CashEvent::Credited(note) => {
                 let fen = note.value();
                 let r = self.journal.commit(|b| {
-                    b.append("banknote-credited", &json!({"fen": fen.0}))?;
+                    let id = b.append("banknote-credited", &json!({"fen": fen.0}))?;
+                    b.record_banknote(fen.0, id)?;
                     b.count("lifetime.cash_fen", fen.0 as i64)
                 });
                 if r.is_ok() {
