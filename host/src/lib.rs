@@ -6,6 +6,7 @@ pub mod backend;
 pub mod card;
 pub mod card_reader;
 pub mod cash_acceptor;
+pub mod clearing;
 pub mod codecs;
 pub mod config;
 pub mod escpos;

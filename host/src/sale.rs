@@ -62,6 +62,9 @@ pub enum SaleError {
     Cash(#[from] CashError),
     #[error("{0}")]
     Plugin(#[from] PluginError),
+    /// An operator is clearing the kiosk (period `0`): no sales until it ends.
+    #[error("the kiosk is being cleared (period {0}); sales resume when clearing ends")]
+    Clearing(i64),
 }
 
 /// What the customer is buying, priced by the backend.
@@ -172,6 +175,10 @@ impl SaleEngine {
 
     /// A card went in: identify it, read it, find its backend, look its account up.
     pub fn start(&mut self, card: SharedCard) -> Result<CashSession, SaleError> {
+        let period = self.journal.current_period()?;
+        if period.state != "open" {
+            return Err(SaleError::Clearing(period.id));
+        }
         let found = self
             .wait(|| codecs::identify(&self.codecs, &card))
             .map_err(|e| SaleError::Identify(Box::new(e)))?;

@@ -1,5 +1,6 @@
 //! `selfvend bench …`: performance figures, printed one per line.
 
+mod clearing;
 mod sale;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@ mod backend_cmd;
 mod bench;
 mod card_cmd;
 mod cash_cmd;
+mod clearing_cmd;
 mod journal_cmd;
 mod plugin_cmd;
 mod printer_cmd;
@@ -43,6 +44,9 @@ enum Command {
     /// Watch the cash acceptor.
     #[command(subcommand)]
     Cash(cash_cmd::CashCommand),
+    /// Clear the kiosk (清机): close the period, count the cash box, reconcile.
+    #[command(subcommand)]
+    Clearing(clearing_cmd::ClearingCommand),
     /// Show, verify and export the journal.
     #[command(subcommand)]
     Journal(journal_cmd::JournalCommand),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
         Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),
         Command::Journal(cmd) => journal_cmd::run(cmd, &cli.config),
+        Command::Clearing(cmd) => clearing_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
     };
