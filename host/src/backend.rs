@@ -150,7 +150,7 @@ fn io_error(e: std::io::Error) -> NetError {
 }
 
 /// The card a backend request is about.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct CardRef {
     pub card_serial: String,
     pub utility_code: String,
@@ -196,14 +196,14 @@ pub struct Account {
 }
 
 /// What the customer buys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Purchase {
     Money(Fen),
     Energy(Wh),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PaymentKind {
     Cash,
@@ -236,7 +236,7 @@ pub struct BuyCheck {
     pub max: Fen,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SaleRequest {
     pub terminal_id: String,
     pub kiosk_serial: u64,

@@ -66,6 +66,11 @@ CREATE TABLE sales (
         ('intent', 'pending', 'granted', 'written', 'refused', 'never-reached', 'refunded',
          'manual')),
     grant_json TEXT,
+    -- The backend request exactly as first sent, so a re-sell (补售电) repeats it unchanged.
+    request_json TEXT NOT NULL,
+    -- Automatic re-sell of a sale that never reached the backend: tries so far, next try.
+    resell_attempts INTEGER NOT NULL DEFAULT 0,
+    next_resell_at TEXT,
     audit_id INTEGER NOT NULL REFERENCES audit(id)
 );
 CREATE INDEX sales_by_state ON sales (state, card_serial);
@@ -99,6 +104,8 @@ pub struct NewSale<'a> {
     pub card_serial: &'a str,
     pub utility: &'a str,
     pub paid_fen: u64,
+    /// The backend request as sent, JSON.
+    pub request_json: &'a str,
 }
 
 /// A clearing period.
@@ -165,6 +172,10 @@ pub struct SaleRow {
     /// `manual`.
     pub state: String,
     pub grant_json: Option<String>,
+    pub request_json: String,
+    pub resell_attempts: u32,
+    /// Whether an automatic re-sell may be tried now (its backoff has passed).
+    pub resell_due: bool,
 }
 
 /// The lifetime counter of audit rows written.
@@ -299,18 +310,31 @@ impl Batch<'_> {
     pub fn record_sale(&mut self, sale: &NewSale<'_>, audit_id: i64) -> rusqlite::Result<()> {
         self.tx.execute(
             "INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
-                                audit_id)
-             VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6)",
+                                request_json, audit_id)
+             VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
             params![
                 sale.serial as i64,
                 sale.payment,
                 sale.card_serial,
                 sale.utility,
                 sale.paid_fen as i64,
+                sale.request_json,
                 audit_id
             ],
         )?;
         Ok(())
+    }
+
+    /// Counts one more automatic re-sell attempt of sale `serial` and sets when the next may
+    /// be made, `delay_secs` from now; returns the attempts so far.
+    pub fn count_resell_attempt(&mut self, serial: u64, delay_secs: u64) -> rusqlite::Result<u32> {
+        self.tx.query_row(
+            "UPDATE sales SET resell_attempts = resell_attempts + 1,
+                    next_resell_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
+             WHERE serial = ?1 RETURNING resell_attempts",
+            params![serial as i64, format!("+{delay_secs} seconds")],
+            |r| r.get(0),
+        )
     }
 
     /// Records a banknote the acceptor took, in the current period.
@@ -632,8 +656,10 @@ impl Journal {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT serial, card_serial, utility, paid_fen, state, grant_json FROM sales
-                 WHERE (?1 IS NULL OR card_serial = ?1) ORDER BY serial",
+                "SELECT serial, card_serial, utility, paid_fen, state, grant_json, request_json,
+                        resell_attempts,
+                        coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1)
+                 FROM sales WHERE (?1 IS NULL OR card_serial = ?1) ORDER BY serial",
             )
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
@@ -645,6 +671,9 @@ impl Journal {
                     paid_fen: r.get::<_, i64>(3)? as u64,
                     state: r.get(4)?,
                     grant_json: r.get(5)?,
+                    request_json: r.get(6)?,
+                    resell_attempts: r.get(7)?,
+                    resell_due: r.get(8)?,
                 })
             })
             .map_err(|cause| self.read_error(cause))?;
@@ -817,6 +846,60 @@ impl Journal {
     pub fn limit_pages(&self, pages: u64) -> Result<(), JournalError> {
         self.db
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|cause| self.read_error(cause))
+    }
+}
+
+// Reads for clearing (清机), kept together: `clearing` totals a period per business type and
+// per utility (each backend is told only of its own utilities' sales).
+
+/// Sales of one payment kind, utility and state in one period, counted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SalesByUtility {
+    /// `cash` or `bank-card`.
+    pub payment: String,
+    pub utility: String,
+    pub state: String,
+    pub count: u64,
+    pub paid_fen: u64,
+}
+
+impl Journal {
+    /// Period `id`'s sales grouped by payment, utility and state.
+    pub fn sales_by_utility(&self, id: i64) -> Result<Vec<SalesByUtility>, JournalError> {
+        let read = |cause| self.read_error(cause);
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT payment, utility, state, count(*), coalesce(sum(paid_fen), 0) FROM sales
+                 WHERE period_id = ?1 GROUP BY payment, utility, state
+                 ORDER BY payment, utility, state",
+            )
+            .map_err(read)?;
+        stmt.query_map([id], |r| {
+            Ok(SalesByUtility {
+                payment: r.get(0)?,
+                utility: r.get(1)?,
+                state: r.get(2)?,
+                count: r.get::<_, i64>(3)? as u64,
+                paid_fen: r.get::<_, i64>(4)? as u64,
+            })
+        })
+        .map_err(read)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(read)
+    }
+
+    /// One of the journal's UTC times (`2026-11-24T01:30:00.123Z`) as the kiosk's local
+    /// wall-clock time to the second (`2026-11-24T09:30:00`), as backends and receipts show it;
+    /// `None` when `utc` is not a time.
+    pub fn local_time(&self, utc: &str) -> Result<Option<String>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT strftime('%Y-%m-%dT%H:%M:%S', ?1, 'localtime')",
+                [utc],
+                |r| r.get(0),
+            )
             .map_err(|cause| self.read_error(cause))
     }
 }

@@ -62,6 +62,18 @@ pub enum SaleError {
     Cash(#[from] CashError),
     #[error("{0}")]
     Plugin(#[from] PluginError),
+    #[error("no open operator item {0}")]
+    NoSuchItem(i64),
+    /// A refund needs proof the sale never took place at the backend.
+    #[error(
+        "sale {serial} is {state}: the backend sold it, or may have; no refund (re-write the card, \
+         or wait for the outcome)"
+    )]
+    RefundRefused { serial: u64, state: String },
+    #[error("sale {serial} is {state}: only a sale handed to an operator is re-sold by hand")]
+    ResellRefused { serial: u64, state: String },
+    #[error("the journal holds a sale it cannot read back: {0}")]
+    Corrupt(String),
     /// An operator is clearing the kiosk (period `0`): no sales until it ends.
     #[error("the kiosk is being cleared (period {0}); sales resume when clearing ends")]
     Clearing(i64),
@@ -87,6 +99,42 @@ pub enum Outcome {
     /// The sale's outcome at the backend is not known yet: resolved by asking the backend.
     Pending { serial: u64, why: String },
 }
+
+/// What an operator does with an item the kiosk could not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Refund,
+    Resell,
+}
+
+/// How often a sale that never reached its backend is sent again before an operator is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResellPolicy {
+    pub max_attempts: u32,
+    /// The wait before the second try; each later wait doubles.
+    pub first_delay: Duration,
+}
+
+impl Default for ResellPolicy {
+    fn default() -> Self {
+        ResellPolicy {
+            max_attempts: 3,
+            first_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Every state a sale can be in.
+const SALE_STATES: &[&str] = &[
+    "intent",
+    "pending",
+    "granted",
+    "written",
+    "refused",
+    "never-reached",
+    "refunded",
+    "manual",
+];
 
 /// The sale's end, with the receipt the customer takes away.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +181,7 @@ pub struct SaleEngine {
     backends: Vec<BackendEntry>,
     min_purchase: Fen,
     max_purchase: Fen,
+    resell: ResellPolicy,
 }
 
 impl SaleEngine {
@@ -153,7 +202,14 @@ impl SaleEngine {
             backends: config.backends.clone(),
             min_purchase: config.limits.min_purchase_fen,
             max_purchase: config.limits.max_purchase_fen,
+            resell: ResellPolicy::default(),
         }
+    }
+
+    /// Sets how automatic re-sell retries.
+    pub fn with_resell_policy(mut self, policy: ResellPolicy) -> Self {
+        self.resell = policy;
+        self
     }
 
     pub fn journal(&self) -> &Journal {
@@ -344,12 +400,22 @@ impl SaleEngine {
             _ => Purchase::Money(s.paid),
         };
         let card = card_ref(&s.data);
-        let serial = self.journal.commit(|b| {
+        let terminal_id = self.terminal_id.clone();
+        let paid = s.paid;
+        let (serial, request) = self.journal.commit(|b| {
             let id = b.append(
                 "sale-intent",
-                &json!({"card": card.card_serial, "paid_fen": s.paid.0, "purchase": purchase}),
+                &json!({"card": card.card_serial, "paid_fen": paid.0, "purchase": purchase}),
             )?;
             let serial = b.allocate_serial(id)?;
+            let request = SaleRequest {
+                terminal_id,
+                kiosk_serial: serial,
+                card: card.clone(),
+                purchase,
+                payment: PaymentKind::Cash,
+                paid,
+            };
             let id = b.append("serial-allocated", &json!({"serial": serial}))?;
             b.record_sale(
                 &NewSale {
@@ -357,20 +423,13 @@ impl SaleEngine {
                     payment: "cash",
                     card_serial: &card.card_serial,
                     utility: &card.utility_code,
-                    paid_fen: s.paid.0,
+                    paid_fen: paid.0,
+                    request_json: &serde_json::to_string(&request).unwrap_or_default(),
                 },
                 id,
             )?;
-            Ok(serial)
+            Ok((serial, request))
         })?;
-        let request = SaleRequest {
-            terminal_id: self.terminal_id.clone(),
-            kiosk_serial: serial,
-            card: card.clone(),
-            purchase,
-            payment: PaymentKind::Cash,
-            paid: s.paid,
-        };
         let outcome = match self.sell(s, &request) {
             Ok(grant) => {
                 let written = self.write_card(s, serial, &grant)?;
@@ -380,15 +439,26 @@ impl SaleEngine {
                     Outcome::GrantedNotWritten { serial, grant }
                 }
             }
-            Err(SaleOutcome::Refused(refusal)) => Outcome::Refused { serial, refusal },
-            Err(SaleOutcome::NeverReached(why)) => Outcome::Refused {
-                serial,
-                refusal: Refusal {
-                    code: crate::backend::RefusalCode::Other,
-                    message: format!("未能连接售电系统，交易未发生 ({why})"),
-                },
-            },
-            Err(SaleOutcome::Unknown(why)) => Outcome::Pending { serial, why },
+            Err(SaleOutcome::Refused(refusal)) => {
+                // The backend's refusal is the proof a refund needs: an operator pays it out.
+                self.journal.commit(|b| {
+                    let id = b.append(
+                        "refund-owed",
+                        &json!({"serial": serial, "fen": s.paid.0, "reason": refusal.message}),
+                    )?;
+                    b.open_manual_item(
+                        Some(serial),
+                        Some(&s.data.card_serial),
+                        &format!("退款 {} 元：售电被拒（{}）", yuan(s.paid), refusal.message),
+                        id,
+                    )
+                })?;
+                Outcome::Refused { serial, refusal }
+            }
+            // Never reached the backend: sold again automatically (补售电) under the same serial.
+            Err(SaleOutcome::NeverReached(why)) | Err(SaleOutcome::Unknown(why)) => {
+                Outcome::Pending { serial, why }
+            }
         };
         let receipt = self.receipt(s, &outcome);
         self.journal
@@ -426,19 +496,7 @@ impl SaleEngine {
         request: &SaleRequest,
     ) -> Result<BackendGrant, SaleOutcome> {
         let serial = request.kiosk_serial;
-        let answer = self
-            .backend_session(&s.backend, s.dialect)
-            .map_err(|e| SaleOutcome::Unknown(e.to_string()))
-            .and_then(|mut b| match self.wait(|| b.sale(request)) {
-                Ok(grant) => Ok(grant),
-                Err(DialectError::Backend(BackendError::Refused(r))) => {
-                    Err(SaleOutcome::Refused(r))
-                }
-                Err(DialectError::Backend(
-                    e @ (BackendError::Unreachable(_) | BackendError::NotSupported),
-                )) => Err(SaleOutcome::NeverReached(e.to_string())),
-                Err(e) => Err(SaleOutcome::Unknown(e.to_string())),
-            });
+        let answer = self.send(&s.backend, s.dialect, request);
         let answer = match answer {
             Err(SaleOutcome::Unknown(why)) => {
                 let _ = self
@@ -531,6 +589,221 @@ impl SaleEngine {
             resolved.push((sale.serial, state.to_string()));
         }
         Ok(resolved)
+    }
+
+    /// Automatic re-sell (补售电): each sale that never reached its backend is sent again,
+    /// unchanged and under its own serial, once its backoff has passed; after the policy's
+    /// tries it goes to an operator. Returns each sale tried and where it stands now.
+    pub fn resell(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
+        let mut tried = Vec::new();
+        for sale in self.journal.sales(&["never-reached"], None)? {
+            if !sale.resell_due {
+                continue;
+            }
+            let Ok(request) = serde_json::from_str::<SaleRequest>(&sale.request_json) else {
+                continue;
+            };
+            let Some((backend, dialect)) = self.route(&sale.utility) else {
+                continue;
+            };
+            let attempt = sale.resell_attempts + 1;
+            let delay = self.resell.first_delay.as_secs() << sale.resell_attempts.min(16);
+            self.journal.commit(|b| {
+                b.append(
+                    "resell-attempt",
+                    &json!({"serial": sale.serial, "attempt": attempt}),
+                )?;
+                b.count_resell_attempt(sale.serial, delay)
+            })?;
+            let answer = self.send(&backend, dialect, &request);
+            self.record_answer(sale.serial, &answer)?;
+            let state = match answer {
+                Ok(_) => "granted",
+                Err(SaleOutcome::Refused(refusal)) => {
+                    self.journal.commit(|b| {
+                        let id = b.append(
+                            "refund-owed",
+                            &json!({"serial": sale.serial, "fen": sale.paid_fen,
+                                    "reason": refusal.message}),
+                        )?;
+                        b.open_manual_item(
+                            Some(sale.serial),
+                            Some(&sale.card_serial),
+                            &format!(
+                                "退款 {} 元：补售电被拒（{}）",
+                                yuan(Fen(sale.paid_fen)),
+                                refusal.message
+                            ),
+                            id,
+                        )
+                    })?;
+                    "refused"
+                }
+                Err(SaleOutcome::NeverReached(_)) if attempt >= self.resell.max_attempts => {
+                    self.journal.commit(|b| {
+                        let id = b.append(
+                            "resell-exhausted",
+                            &json!({"serial": sale.serial, "attempts": attempt}),
+                        )?;
+                        b.sale_state(sale.serial, "manual", None, id)?;
+                        b.open_manual_item(
+                            Some(sale.serial),
+                            Some(&sale.card_serial),
+                            &format!(
+                                "补售电 {attempt} 次未成功：请人工补售电或退款 {} 元",
+                                yuan(Fen(sale.paid_fen))
+                            ),
+                            id,
+                        )
+                    })?;
+                    "manual"
+                }
+                Err(SaleOutcome::NeverReached(_)) => "never-reached",
+                Err(SaleOutcome::Unknown(_)) => "pending",
+            };
+            tried.push((sale.serial, state.to_string()));
+        }
+        Ok(tried)
+    }
+
+    /// An operator settles item `id`. A refund is paid only with proof the sale never took
+    /// place at the backend (it refused, or it was never reached); a re-sell sends the sale
+    /// once more under its own serial.
+    pub fn resolve_manual(
+        &mut self,
+        id: i64,
+        resolution: Resolution,
+        operator_note: &str,
+    ) -> Result<String, SaleError> {
+        let item = self
+            .journal
+            .manual_items(false)?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or(SaleError::NoSuchItem(id))?;
+        let sale = match item.serial {
+            Some(serial) => self
+                .journal
+                .sales(SALE_STATES, None)?
+                .into_iter()
+                .find(|s| s.serial == serial),
+            None => None,
+        };
+        match (resolution, sale) {
+            (Resolution::Refund, Some(sale))
+                if matches!(sale.state.as_str(), "refused" | "never-reached" | "manual") =>
+            {
+                self.journal.commit(|b| {
+                    let audit = b.append(
+                        "refund-paid",
+                        &json!({"serial": sale.serial, "fen": sale.paid_fen,
+                                "item": id, "note": operator_note}),
+                    )?;
+                    b.sale_state(sale.serial, "refunded", None, audit)?;
+                    b.count("lifetime.refunded_fen", sale.paid_fen as i64)?;
+                    b.resolve_manual_item(id, &format!("refunded: {operator_note}"), audit)
+                })?;
+                Ok(format!(
+                    "item {id}: {} yuan refunded for sale {}",
+                    yuan(Fen(sale.paid_fen)),
+                    sale.serial
+                ))
+            }
+            (Resolution::Refund, Some(sale)) => Err(SaleError::RefundRefused {
+                serial: sale.serial,
+                state: sale.state,
+            }),
+            (Resolution::Resell, Some(sale)) if sale.state == "manual" => {
+                let request = serde_json::from_str::<SaleRequest>(&sale.request_json)
+                    .map_err(|e| SaleError::Corrupt(e.to_string()))?;
+                let (backend, dialect) =
+                    self.route(&sale.utility)
+                        .ok_or_else(|| SaleError::NotServed {
+                            utility: sale.utility.clone(),
+                            card_serial: sale.card_serial.clone(),
+                        })?;
+                let answer = self.send(&backend, dialect, &request);
+                self.record_answer(sale.serial, &answer)?;
+                match answer {
+                    Ok(grant) => {
+                        self.journal.commit(|b| {
+                            let audit = b.append(
+                                "manual-resell",
+                                &json!({"serial": sale.serial, "item": id, "note": operator_note}),
+                            )?;
+                            b.resolve_manual_item(id, &format!("re-sold: {operator_note}"), audit)
+                        })?;
+                        Ok(format!(
+                            "item {id}: sale {} re-sold ({}); it is written when card {} is next inserted",
+                            sale.serial, grant.backend_sale_id, sale.card_serial
+                        ))
+                    }
+                    Err(SaleOutcome::Refused(r)) => Err(SaleError::Refused(r)),
+                    Err(SaleOutcome::NeverReached(why) | SaleOutcome::Unknown(why)) => {
+                        Err(SaleError::Backend {
+                            backend: backend.name.clone(),
+                            cause: DialectError::Backend(BackendError::Unreachable(why)),
+                        })
+                    }
+                }
+            }
+            (Resolution::Resell, Some(sale)) => Err(SaleError::ResellRefused {
+                serial: sale.serial,
+                state: sale.state,
+            }),
+            (_, None) => Err(SaleError::NoSuchItem(id)),
+        }
+    }
+
+    /// An operator raises an item about sale `serial` (a customer's complaint, say).
+    pub fn raise_manual(&mut self, serial: u64, reason: &str) -> Result<i64, SaleError> {
+        let card = self
+            .journal
+            .sales(SALE_STATES, None)?
+            .into_iter()
+            .find(|s| s.serial == serial)
+            .map(|s| s.card_serial);
+        Ok(self.journal.commit(|b| {
+            let id = b.append(
+                "manual-raised",
+                &json!({"serial": serial, "reason": reason}),
+            )?;
+            b.open_manual_item(Some(serial), card.as_deref(), reason, id)
+        })?)
+    }
+
+    /// The backend and dialect that serve `utility`.
+    fn route(&self, utility: &str) -> Option<(BackendEntry, usize)> {
+        let backend = self
+            .backends
+            .iter()
+            .find(|b| b.utility_codes.iter().any(|u| u == utility))?
+            .clone();
+        let dialect = self
+            .dialects
+            .iter()
+            .position(|d| d.name == backend.dialect)?;
+        Some((backend, dialect))
+    }
+
+    /// Sends one sale request and sorts the answer.
+    fn send(
+        &self,
+        backend: &BackendEntry,
+        dialect: usize,
+        request: &SaleRequest,
+    ) -> Result<BackendGrant, SaleOutcome> {
+        let mut session = self
+            .backend_session(backend, dialect)
+            .map_err(|e| SaleOutcome::NeverReached(e.to_string()))?;
+        match self.wait(|| session.sale(request)) {
+            Ok(grant) => Ok(grant),
+            Err(DialectError::Backend(BackendError::Refused(r))) => Err(SaleOutcome::Refused(r)),
+            Err(DialectError::Backend(
+                e @ (BackendError::Unreachable(_) | BackendError::NotSupported),
+            )) => Err(SaleOutcome::NeverReached(e.to_string())),
+            Err(e) => Err(SaleOutcome::Unknown(e.to_string())),
+        }
     }
 
     /// Writes a grant sold earlier but never written onto this card, before anything else.

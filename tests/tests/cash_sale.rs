@@ -14,7 +14,7 @@ use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::plugin::{Plugin, SharedCard};
-use selfvend_host::sale::{CashSession, Outcome, SaleEngine, SaleError};
+use selfvend_host::sale::{CashSession, Outcome, ResellPolicy, Resolution, SaleEngine, SaleError};
 use selfvend_sim::cpu_card::CpuCard;
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
@@ -190,6 +190,11 @@ fn engine(
         load(&["hengtai-sle4442", "lanling-cpu"]),
         load(&["fixed-text", "json-http"]),
     )
+    // Tests re-sell without waiting.
+    .with_resell_policy(ResellPolicy {
+        max_attempts: 3,
+        first_delay: Duration::ZERO,
+    })
 }
 
 /// 张三's memory card, as issued.
@@ -486,4 +491,161 @@ fn an_unknown_outcome_is_resolved_at_the_next_start_and_written_when_the_card_re
     assert_eq!(s.card().purchase_count, 1);
     assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
     assert!(k.engine.journal().verify().unwrap().problems.is_empty());
+}
+
+/// Every sale's serial and state, in serial order.
+fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
+    let all = [
+        "intent",
+        "pending",
+        "granted",
+        "written",
+        "refused",
+        "never-reached",
+        "refunded",
+        "manual",
+    ];
+    k.engine
+        .journal()
+        .sales(&all, None)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.serial, r.state))
+        .collect()
+}
+
+#[test]
+fn a_sale_that_never_reached_the_backend_is_re_sold_and_written_later() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    k.backend.refuse_connections(true);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(
+        matches!(done.outcome, Outcome::Pending { serial: 1, .. }),
+        "{:?}",
+        done.outcome
+    );
+    assert!(
+        k.printed_lines()
+            .contains(&"交易待处理：结果确认后自动补售电".to_string())
+    );
+    assert_eq!(sale_states(&k), [(1, "never-reached".to_string())]);
+    drop(s);
+    drop(inserted);
+
+    k.backend.refuse_connections(false);
+    assert_eq!(k.engine.resell().unwrap(), [(1, "granted".to_string())]);
+    let (_inserted, card) = k.insert(&memory);
+    let s = k.engine.start(card).unwrap();
+    assert_eq!(s.rewritten, Some(1));
+    assert_eq!(sale_states(&k), [(1, "written".to_string())]);
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+}
+
+#[test]
+fn re_sell_gives_up_after_its_tries_and_an_operator_refunds_with_proof() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (_inserted, mut s) = k.paid_session(&memory, 1000);
+    k.backend.refuse_connections(true);
+    k.engine.complete(&mut s, &mut k.printer).unwrap();
+    for expected in ["never-reached", "never-reached", "manual"] {
+        assert_eq!(k.engine.resell().unwrap(), [(1, expected.to_string())]);
+    }
+    // Handed to an operator, it is not tried again.
+    assert_eq!(k.engine.resell().unwrap(), []);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].reason,
+        "补售电 3 次未成功：请人工补售电或退款 10.00 元"
+    );
+    assert_eq!(
+        k.engine
+            .resolve_manual(items[0].id, Resolution::Refund, "paid at the counter")
+            .unwrap(),
+        "item 1: 10.00 yuan refunded for sale 1"
+    );
+    assert_eq!(sale_states(&k), [(1, "refunded".to_string())]);
+    assert_eq!(
+        k.engine.journal().counter("lifetime.refunded_fen").unwrap(),
+        1000
+    );
+    assert_eq!(k.engine.journal().manual_items(false).unwrap(), []);
+    k.backend.refuse_connections(false);
+    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 0);
+}
+
+#[test]
+fn a_refused_sale_owes_a_refund_and_a_sold_one_never_gets_one() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    // Between the quote and the sale, another terminal sells to the same card.
+    k.backend
+        .ledger()
+        .handle(&selfvend_sim::reference_backend::Request::Sale {
+            terminal_id: "COUNTER-1".into(),
+            kiosk_serial: 1,
+            card: selfvend_sim::reference_backend::ledger::CardInfo {
+                card_serial: "3701000000000001".into(),
+                ..Default::default()
+            },
+            buy: selfvend_sim::reference_backend::ledger::Buy::Money(1000),
+            payment: selfvend_sim::reference_backend::ledger::Payment::Cash,
+            paid_fen: 1000,
+        })
+        .unwrap();
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Refused { refusal, .. } = &done.outcome else {
+        panic!("expected a refusal, got {:?}", done.outcome);
+    };
+    assert_eq!(refusal.message, "上次购电尚未写入卡内，请先补写卡");
+    let lines = k.printed_lines();
+    assert!(
+        lines.contains(&"款项待退还，请保留此凭条联系营业厅".to_string()),
+        "{lines:?}"
+    );
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(
+        items[0].reason,
+        "退款 10.00 元：售电被拒（上次购电尚未写入卡内，请先补写卡）"
+    );
+    k.engine
+        .resolve_manual(items[0].id, Resolution::Refund, "refunded")
+        .unwrap();
+    drop(s);
+    drop(inserted);
+
+    // A customer complains about a sale the backend did make: no refund, whatever is claimed.
+    let cpu = Arc::new(Mutex::new(CpuCard::issue(
+        &k.machine,
+        "4401000000000001",
+        "4401",
+        "C440100001",
+        "M4401000001",
+    )));
+    let (_inserted, mut s) = k.paid_session(&cpu, 1000);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Credited { serial: 2, .. }));
+    let item = k
+        .engine
+        .raise_manual(2, "customer says the meter shows nothing")
+        .unwrap();
+    match k
+        .engine
+        .resolve_manual(item, Resolution::Refund, "customer insists")
+    {
+        Err(e @ SaleError::RefundRefused { .. }) => assert_eq!(
+            e.to_string(),
+            "sale 2 is written: the backend sold it, or may have; no refund (re-write the card, \
+             or wait for the outcome)"
+        ),
+        other => panic!("a refund was allowed for a sale the backend made: {other:?}"),
+    }
+    assert_eq!(
+        k.engine.journal().counter("lifetime.refunded_fen").unwrap(),
+        1000
+    );
 }
