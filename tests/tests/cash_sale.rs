@@ -23,7 +23,7 @@ use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::{Call, Fault, Listen, ReferenceBackend};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
-use selfvend_tests::{ReaderSlot, SignedPlugins};
+use selfvend_tests::{ReaderSlot, SignedPlugins, selfvend_with, text};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -77,10 +77,14 @@ impl Kiosk {
             backend.fixed_text_address(),
             backend.json_http_address()
         );
-        let config = KioskConfig::parse(&plugins.dir.path().join("kiosk.toml"), &toml).unwrap();
+        // Written out too, so the operator CLI can be run against this kiosk.
+        let config_path = plugins.dir.path().join("kiosk.toml");
+        std::fs::write(&config_path, &toml).unwrap();
+        let config = KioskConfig::load(&config_path).unwrap();
         let files: Vec<(&'static str, PathBuf)> =
             files.into_iter().map(|(n, _, f)| (n, f)).collect();
-        let journal = dir.path().join("journal.sqlite");
+        std::fs::create_dir_all(&config.kiosk.data_dir).unwrap();
+        let journal = config.kiosk.data_dir.join("journal.sqlite");
         let engine = engine(&plugins, &config, &files, &journal);
         let validator = Arc::new(SimulatedValidator::start().unwrap());
         let acceptor = Id003Acceptor::open(
@@ -561,11 +565,28 @@ fn re_sell_gives_up_after_its_tries_and_an_operator_refunds_with_proof() {
         items[0].reason,
         "补售电 3 次未成功：请人工补售电或退款 10.00 元"
     );
+    // The operator settles it with the CLI.
+    let config = k._plugins.dir.path().join("kiosk.toml");
+    let out = selfvend_with(&config, &["manual", "list"]);
     assert_eq!(
-        k.engine
-            .resolve_manual(items[0].id, Resolution::Refund, "paid at the counter")
-            .unwrap(),
-        "item 1: 10.00 yuan refunded for sale 1"
+        text(&out.stdout),
+        "#1    open     sale 1        card 3701000000000001   补售电 3 次未成功：请人工补售电或退款 10.00 元\n"
+    );
+    let out = selfvend_with(
+        &config,
+        &[
+            "manual",
+            "resolve",
+            "1",
+            "--refund",
+            "--note",
+            "paid at the counter",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "item 1: 10.00 yuan refunded for sale 1\n"
     );
     assert_eq!(sale_states(&k), [(1, "refunded".to_string())]);
     assert_eq!(

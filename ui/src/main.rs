@@ -6,6 +6,8 @@ mod card_cmd;
 mod cash_cmd;
 mod clearing_cmd;
 mod journal_cmd;
+mod kiosk;
+mod manual_cmd;
 mod plugin_cmd;
 mod printer_cmd;
 
@@ -47,6 +49,9 @@ enum Command {
     /// Clear the kiosk (清机): close the period, count the cash box, reconcile.
     #[command(subcommand)]
     Clearing(clearing_cmd::ClearingCommand),
+    /// List and settle what the kiosk could not finish on its own.
+    #[command(subcommand)]
+    Manual(manual_cmd::ManualCommand),
     /// Show, verify and export the journal.
     #[command(subcommand)]
     Journal(journal_cmd::JournalCommand),
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
         Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),
         Command::Journal(cmd) => journal_cmd::run(cmd, &cli.config),
+        Command::Manual(cmd) => manual_cmd::run(cmd, &cli.config),
         Command::Clearing(cmd) => clearing_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),

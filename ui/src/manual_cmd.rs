@@ -1,0 +1,77 @@
+//! `selfvend manual …`: what the kiosk could not finish on its own, for an operator.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use selfvend_host::config::KioskConfig;
+use selfvend_host::sale::Resolution;
+
+#[derive(Subcommand)]
+pub enum ManualCommand {
+    /// Lists the open items (all of them with `--all`).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Settles an item: a refund (only for a sale the backend never made) or a re-sell.
+    Resolve {
+        id: i64,
+        #[arg(long, conflicts_with = "resell", required_unless_present = "resell")]
+        refund: bool,
+        #[arg(long)]
+        resell: bool,
+        /// What the operator did, for the journal.
+        #[arg(long)]
+        note: String,
+    },
+    /// Raises an item about a sale (a customer's complaint).
+    Raise {
+        #[arg(long)]
+        sale: u64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub fn run(cmd: ManualCommand, config: &Path) -> anyhow::Result<ExitCode> {
+    let config = KioskConfig::load(config)?;
+    match cmd {
+        ManualCommand::List { all } => {
+            let items = crate::kiosk::journal(&config)?.manual_items(all)?;
+            if items.is_empty() {
+                println!("no {}items", if all { "" } else { "open " });
+            }
+            for i in items {
+                println!(
+                    "#{:<4} {:<8} sale {:<8} card {:<18} {}{}",
+                    i.id,
+                    i.state,
+                    i.serial.map_or("-".into(), |s| s.to_string()),
+                    i.card_serial.as_deref().unwrap_or("-"),
+                    i.reason,
+                    i.resolution.map_or(String::new(), |r| format!(" → {r}"))
+                );
+            }
+        }
+        ManualCommand::Resolve {
+            id,
+            refund,
+            resell: _,
+            note,
+        } => {
+            let resolution = if refund {
+                Resolution::Refund
+            } else {
+                Resolution::Resell
+            };
+            let mut engine = crate::kiosk::sale_engine(&config)?;
+            println!("{}", engine.resolve_manual(id, resolution, &note)?);
+        }
+        ManualCommand::Raise { sale, reason } => {
+            let id = crate::kiosk::sale_engine(&config)?.raise_manual(sale, &reason)?;
+            println!("item {id} raised for sale {sale}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
