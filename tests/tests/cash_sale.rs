@@ -2,215 +2,20 @@
 //! reference backend over TCP, the ID-003 validator and the ESC/POS printer on ptys, and the
 //! journal on disk. One kiosk serves two utilities, one per dialect, each with its own card.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use selfvend_host::backend::{Purchase, RefusalCode};
-use selfvend_host::card_reader::Readers;
-use selfvend_host::config::KioskConfig;
-use selfvend_host::escpos::EscPosPrinter;
-use selfvend_host::id003::{Id003Acceptor, Id003Settings};
-use selfvend_host::journal::Journal;
 use selfvend_host::money::{Fen, Wh};
-use selfvend_host::plugin::{Plugin, SharedCard};
-use selfvend_host::sale::{CashSession, Outcome, ResellPolicy, Resolution, SaleEngine, SaleError};
+use selfvend_host::sale::{Outcome, Resolution, SaleError};
 use selfvend_sim::cpu_card::CpuCard;
-use selfvend_sim::encryption_machine::EncryptionMachine;
-use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
-use selfvend_sim::id003_validator::{Action, SimulatedValidator};
+use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
-use selfvend_sim::reference_backend::{Call, Fault, Listen, ReferenceBackend};
+use selfvend_sim::reference_backend::{Call, Fault};
 use selfvend_sim::sle4442;
-use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
-use selfvend_tests::{ReaderSlot, SignedPlugins, selfvend_with, text};
-
-const WAIT: Option<Duration> = Some(Duration::from_secs(10));
-const PATIENCE: Duration = Duration::from_secs(5);
-
-/// A kiosk on the rigs: its engine, and the devices' far ends.
-struct Kiosk {
-    engine: SaleEngine,
-    config: KioskConfig,
-    files: Vec<(&'static str, PathBuf)>,
-    journal: PathBuf,
-    slot: ReaderSlot,
-    readers: Readers,
-    backend: ReferenceBackend,
-    validator: Arc<SimulatedValidator>,
-    acceptor: Id003Acceptor,
-    printer_sim: SimulatedPrinter,
-    printer: EscPosPrinter,
-    machine: EncryptionMachine,
-    _dir: tempfile::TempDir,
-    _plugins: SignedPlugins,
-}
-
-impl Kiosk {
-    fn new() -> Kiosk {
-        let slot = ReaderSlot::take();
-        let dir = tempfile::tempdir().unwrap();
-        let backend =
-            ReferenceBackend::start(&dir.path().join("books.sqlite"), Listen::default()).unwrap();
-        let plugins = SignedPlugins::new();
-        let files = [
-            ("hengtai-sle4442", "card-codec", "hengtai_sle4442_codec"),
-            ("lanling-cpu", "card-codec", "lanling_cpu_codec"),
-            ("fixed-text", "backend-dialect", "fixed_text_dialect"),
-            ("json-http", "backend-dialect", "json_http_dialect"),
-        ]
-        .map(|(name, role, file)| (name, role, plugins.signed(file)));
-        let mut toml = String::from(
-            "[kiosk]\nterminal_id = \"K-SALE-01\"\nregion = \"3701\"\ndata_dir = \"data\"\n\
-             [trust]\ndir = \"trust\"\n",
-        );
-        for (name, role, file) in &files {
-            toml += &format!(
-                "[[plugin]]\nname = \"{name}\"\nrole = \"{role}\"\nfile = \"{}\"\n",
-                file.display()
-            );
-        }
-        toml += &format!(
-            "[[backend]]\nname = \"jinan-power\"\ndialect = \"fixed-text\"\nutility_codes = [\"3701\"]\n\
-             address = \"{}\"\n[[backend]]\nname = \"guangzhou-power\"\ndialect = \"json-http\"\n\
-             utility_codes = [\"4401\"]\naddress = \"{}\"\n",
-            backend.fixed_text_address(),
-            backend.json_http_address()
-        );
-        // Written out too, so the operator CLI can be run against this kiosk.
-        let config_path = plugins.dir.path().join("kiosk.toml");
-        std::fs::write(&config_path, &toml).unwrap();
-        let config = KioskConfig::load(&config_path).unwrap();
-        let files: Vec<(&'static str, PathBuf)> =
-            files.into_iter().map(|(n, _, f)| (n, f)).collect();
-        std::fs::create_dir_all(&config.kiosk.data_dir).unwrap();
-        let journal = config.kiosk.data_dir.join("journal.sqlite");
-        let engine = engine(&plugins, &config, &files, &journal);
-        let validator = Arc::new(SimulatedValidator::start().unwrap());
-        let acceptor = Id003Acceptor::open(
-            Path::new(validator.path()),
-            9600,
-            Id003Settings {
-                reply_timeout: Duration::from_millis(500),
-                poll_interval: Duration::from_millis(1),
-            },
-        )
-        .unwrap();
-        let printer_sim = SimulatedPrinter::start().unwrap();
-        let printer = EscPosPrinter::open(Path::new(printer_sim.path()), 9600).unwrap();
-        Kiosk {
-            engine,
-            config,
-            files,
-            journal,
-            readers: Readers::establish().unwrap(),
-            slot,
-            backend,
-            validator,
-            acceptor,
-            printer_sim,
-            printer,
-            machine: EncryptionMachine::default(),
-            _dir: dir,
-            _plugins: plugins,
-        }
-    }
-
-    /// The kiosk restarts: a new engine over the same journal and plugins.
-    fn restart(&mut self) {
-        self.engine = engine(&self._plugins, &self.config, &self.files, &self.journal);
-    }
-
-    fn insert<C: VirtualCard>(&self, card: &Arc<Mutex<C>>) -> (Inserted, SharedCard) {
-        assert!(self.readers.wait(&self.slot.reader, false, WAIT).unwrap());
-        let inserted = Inserted::insert(card.clone(), self.slot.address).unwrap();
-        assert!(self.readers.wait(&self.slot.reader, true, WAIT).unwrap());
-        let channel: SharedCard =
-            Arc::new(Mutex::new(self.readers.connect(&self.slot.reader).unwrap()));
-        (inserted, channel)
-    }
-
-    /// Inserts `card`, starts a session, chooses `fen` and pays it in one note of that value.
-    fn paid_session<C: VirtualCard>(
-        &mut self,
-        card: &Arc<Mutex<C>>,
-        fen: u64,
-    ) -> (Inserted, CashSession) {
-        let (inserted, channel) = self.insert(card);
-        let mut s = self.engine.start(channel).unwrap();
-        self.engine
-            .quote(&mut s, Purchase::Money(Fen(fen)))
-            .unwrap();
-        self.validator.act(Action::Insert((fen / 100) as u32));
-        let paid = self
-            .engine
-            .take_cash(&mut s, &mut self.acceptor, PATIENCE)
-            .unwrap();
-        assert_eq!(paid, Fen(fen));
-        (inserted, s)
-    }
-
-    fn printed_lines(&self) -> Vec<String> {
-        self.printer_sim
-            .take_printed()
-            .into_iter()
-            .map(|p| match p {
-                Printout::Line(l) => l.text,
-                Printout::Cut => "--- cut ---".into(),
-                Printout::Unknown(b) => format!("unknown {b:02X?}"),
-            })
-            .collect()
-    }
-
-    fn journal_kinds(&self) -> Vec<String> {
-        self.engine
-            .journal()
-            .entries(1, 1000)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect()
-    }
-}
-
-/// An engine over the journal at `journal`, with freshly loaded plugins.
-fn engine(
-    plugins: &SignedPlugins,
-    config: &KioskConfig,
-    files: &[(&'static str, PathBuf)],
-    journal: &Path,
-) -> SaleEngine {
-    let runtime = plugins.runtime();
-    let load = |names: &[&str]| -> Vec<Plugin> {
-        files
-            .iter()
-            .filter(|(n, _)| names.contains(n))
-            .map(|(n, f)| runtime.load(n, f).unwrap())
-            .collect()
-    };
-    SaleEngine::new(
-        config,
-        Journal::open(journal).unwrap(),
-        load(&["hengtai-sle4442", "lanling-cpu"]),
-        load(&["fixed-text", "json-http"]),
-    )
-    // Tests re-sell without waiting.
-    .with_resell_policy(ResellPolicy {
-        max_attempts: 3,
-        first_delay: Duration::ZERO,
-    })
-}
-
-/// 张三's memory card, as issued.
-fn zhang_san(k: &Kiosk) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
-    Arc::new(Mutex::new(sle4442::ht01::issue(
-        &k.machine,
-        "3701000000000001",
-        "3701",
-        "C370100001",
-        "M3701000001",
-    )))
-}
+use selfvend_sim::vpcd::lock;
+use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, sale_states, zhang_san};
+use selfvend_tests::{selfvend_with, text};
 
 #[test]
 fn a_cash_sale_for_each_card_type_and_each_dialect() {
@@ -497,27 +302,6 @@ fn an_unknown_outcome_is_resolved_at_the_next_start_and_written_when_the_card_re
     assert!(k.engine.journal().verify().unwrap().problems.is_empty());
 }
 
-/// Every sale's serial and state, in serial order.
-fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
-    let all = [
-        "intent",
-        "pending",
-        "granted",
-        "written",
-        "refused",
-        "never-reached",
-        "refunded",
-        "manual",
-    ];
-    k.engine
-        .journal()
-        .sales(&all, None)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.serial, r.state))
-        .collect()
-}
-
 #[test]
 fn a_sale_that_never_reached_the_backend_is_re_sold_and_written_later() {
     let mut k = Kiosk::new();
@@ -566,7 +350,7 @@ fn re_sell_gives_up_after_its_tries_and_an_operator_refunds_with_proof() {
         "补售电 3 次未成功：请人工补售电或退款 10.00 元"
     );
     // The operator settles it with the CLI.
-    let config = k._plugins.dir.path().join("kiosk.toml");
+    let config = k.plugins.dir.path().join("kiosk.toml");
     let out = selfvend_with(&config, &["manual", "list"]);
     assert_eq!(
         text(&out.stdout),
