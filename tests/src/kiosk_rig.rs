@@ -231,3 +231,9 @@ pub fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
         .map(|r| (r.serial, r.state))
         .collect()
 }
+
+impl Default for Kiosk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
