@@ -37,6 +37,8 @@ pub struct KioskConfig {
     pub backends: Vec<BackendEntry>,
     pub devices: Devices,
     pub limits: SaleLimits,
+    /// The operator who clears the kiosk; without it clearing is refused.
+    pub operator: Option<Operator>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +124,91 @@ impl Default for SaleLimits {
     }
 }
 
+/// The kiosk's operator: how their PIN is checked (it is never stored in the clear).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    pub pin_hash: PinHash,
+}
+
+/// An operator PIN hashed with PBKDF2-HMAC-SHA256, written
+/// `pbkdf2-sha256:<iterations>:<salt hex>:<hash hex>` (`selfvend clearing hash-pin` makes one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PinHash {
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    /// The 32-byte derived key.
+    pub hash: [u8; 32],
+}
+
+impl PinHash {
+    /// Fewer rounds than this make a PIN too cheap to guess from a copied config.
+    pub const MIN_ITERATIONS: u32 = 10_000;
+    pub const MAX_ITERATIONS: u32 = 10_000_000;
+}
+
+impl TryFrom<String> for PinHash {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let form = "a PIN hash is `pbkdf2-sha256:<iterations>:<salt hex>:<hash hex>`";
+        let mut parts = s.split(':');
+        let (Some(scheme), Some(iterations), Some(salt), Some(hash), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(format!("{form}; this has not four `:`-separated parts"));
+        };
+        if scheme != "pbkdf2-sha256" {
+            return Err(format!("{form}; scheme `{scheme}` is not pbkdf2-sha256"));
+        }
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| format!("{form}; iterations `{iterations}` is not a number"))?;
+        if !(Self::MIN_ITERATIONS..=Self::MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!(
+                "PIN hash iterations {iterations} is outside {}..={}",
+                Self::MIN_ITERATIONS,
+                Self::MAX_ITERATIONS
+            ));
+        }
+        let salt = hex::decode(salt).map_err(|e| format!("{form}; the salt is not hex: {e}"))?;
+        if !(8..=64).contains(&salt.len()) {
+            return Err(format!(
+                "the PIN hash's salt is {} bytes; it must be 8 to 64",
+                salt.len()
+            ));
+        }
+        let hash = hex::decode(hash)
+            .map_err(|e| format!("{form}; the hash is not hex: {e}"))?
+            .try_into()
+            .map_err(|h: Vec<u8>| {
+                format!("the PIN hash is {} bytes; PBKDF2-SHA256 gives 32", h.len())
+            })?;
+        Ok(PinHash {
+            iterations,
+            salt,
+            hash,
+        })
+    }
+}
+
+impl std::fmt::Display for PinHash {
+    /// The form the config holds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pbkdf2-sha256:{}:{}:{}",
+            self.iterations,
+            hex::encode(&self.salt),
+            hex::encode(self.hash)
+        )
+    }
+}
+
 /// A terminal id: 1 to 16 ASCII letters, digits or dashes, as backends field it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -194,6 +281,8 @@ struct File {
     devices: Devices,
     #[serde(default)]
     limits: Option<Spanned<SaleLimits>>,
+    #[serde(default)]
+    operator: Option<Operator>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +460,7 @@ impl KioskConfig {
             backends,
             devices: file.devices,
             limits,
+            operator: file.operator,
         })
     }
 
@@ -469,6 +559,34 @@ address = "127.0.0.1:9101"
             err.message.contains("must be 1 to 16 ASCII letters"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_operator_pin_hash_is_checked_at_load() {
+        let salt = "00112233445566778899aabbccddeeff";
+        let hash = "ab".repeat(32);
+        let good =
+            format!("{GOOD}\n[operator]\npin_hash = \"pbkdf2-sha256:100000:{salt}:{hash}\"\n");
+        let operator = parse(&good).unwrap().operator.unwrap();
+        assert_eq!(operator.pin_hash.iterations, 100_000);
+        assert_eq!(
+            operator.pin_hash.to_string(),
+            format!("pbkdf2-sha256:100000:{salt}:{hash}")
+        );
+        assert!(parse(GOOD).unwrap().operator.is_none());
+
+        let err = parse(&good.replace(":100000:", ":99:")).unwrap_err();
+        assert_eq!(err.line, Some(27));
+        assert!(err.message.contains("iterations 99 is outside"), "{err}");
+        let err = parse(&good.replace(&hash, "abcd")).unwrap_err();
+        assert!(
+            err.message.contains("is 2 bytes; PBKDF2-SHA256 gives 32"),
+            "{err}"
+        );
+        let err = parse(&good.replace("pbkdf2-sha256", "md5")).unwrap_err();
+        assert!(err.message.contains("scheme `md5`"), "{err}");
+        let err = parse(&good.replace("pin_hash", "pin")).unwrap_err();
+        assert!(err.message.contains("unknown field `pin`"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A whole kiosk on the rigs for end-to-end sale tests: the sale engine over a journal on
-//! disk, a virtual card slot in the rig's pcscd, the reference backend on loopback (one utility
-//! per dialect), the ID-003 validator and the ESC/POS printer on ptys.
+//! disk, a virtual card slot in the rig's pcscd, two utilities' reference backends on loopback
+//! (Jinan speaking fixed-text, Guangzhou JSON over HTTP), the ID-003 validator and the ESC/POS
+//! printer on ptys, and an operator whose PIN is [`OPERATOR_PIN`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,13 +9,14 @@ use std::time::Duration;
 
 use selfvend_host::backend::Purchase;
 use selfvend_host::card_reader::Readers;
-use selfvend_host::config::KioskConfig;
+use selfvend_host::clearing;
+use selfvend_host::config::{KioskConfig, PinHash};
 use selfvend_host::escpos::EscPosPrinter;
 use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_host::plugin::{Plugin, SharedCard};
-use selfvend_host::sale::{CashSession, ResellPolicy, SaleEngine};
+use selfvend_host::sale::{CashSession, Outcome, ResellPolicy, SaleEngine};
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
 use selfvend_sim::id003_validator::{Action, SimulatedValidator};
@@ -25,6 +27,9 @@ use selfvend_sim::vpcd::{Inserted, VirtualCard};
 use crate::{ReaderSlot, SignedPlugins};
 
 pub const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+/// The demo operator's PIN in this rig's config.
+pub const OPERATOR_PIN: &str = "246810";
+
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
 /// A kiosk on the rigs: its engine, and the devices' far ends.
@@ -35,7 +40,10 @@ pub struct Kiosk {
     pub journal: PathBuf,
     pub slot: ReaderSlot,
     pub readers: Readers,
-    pub backend: ReferenceBackend,
+    /// Utility 3701's backend (memory cards, fixed-text dialect).
+    pub jinan: ReferenceBackend,
+    /// Utility 4401's backend (CPU cards, JSON dialect).
+    pub guangzhou: ReferenceBackend,
     pub validator: Arc<SimulatedValidator>,
     pub acceptor: Id003Acceptor,
     pub printer_sim: SimulatedPrinter,
@@ -49,8 +57,11 @@ impl Kiosk {
     pub fn new() -> Kiosk {
         let slot = ReaderSlot::take();
         let dir = tempfile::tempdir().unwrap();
-        let backend =
-            ReferenceBackend::start(&dir.path().join("books.sqlite"), Listen::default()).unwrap();
+        let jinan =
+            ReferenceBackend::start(&dir.path().join("jinan.sqlite"), Listen::default()).unwrap();
+        let guangzhou =
+            ReferenceBackend::start(&dir.path().join("guangzhou.sqlite"), Listen::default())
+                .unwrap();
         let plugins = SignedPlugins::new();
         let files = [
             ("hengtai-sle4442", "card-codec", "hengtai_sle4442_codec"),
@@ -63,6 +74,10 @@ impl Kiosk {
             "[kiosk]\nterminal_id = \"K-SALE-01\"\nregion = \"3701\"\ndata_dir = \"data\"\n\
              [trust]\ndir = \"trust\"\n",
         );
+        toml += &format!(
+            "[operator]\npin_hash = \"{}\"\n",
+            clearing::hash_pin(OPERATOR_PIN, PinHash::MIN_ITERATIONS).unwrap()
+        );
         for (name, role, file) in &files {
             toml += &format!(
                 "[[plugin]]\nname = \"{name}\"\nrole = \"{role}\"\nfile = \"{}\"\n",
@@ -73,8 +88,8 @@ impl Kiosk {
             "[[backend]]\nname = \"jinan-power\"\ndialect = \"fixed-text\"\nutility_codes = [\"3701\"]\n\
              address = \"{}\"\n[[backend]]\nname = \"guangzhou-power\"\ndialect = \"json-http\"\n\
              utility_codes = [\"4401\"]\naddress = \"{}\"\n",
-            backend.fixed_text_address(),
-            backend.json_http_address()
+            jinan.fixed_text_address(),
+            guangzhou.json_http_address()
         );
         // Written out too, so the operator CLI can be run against this kiosk.
         let config_path = plugins.dir.path().join("kiosk.toml");
@@ -104,7 +119,8 @@ impl Kiosk {
             journal,
             readers: Readers::establish().unwrap(),
             slot,
-            backend,
+            jinan,
+            guangzhou,
             validator,
             acceptor,
             printer_sim,
@@ -118,6 +134,29 @@ impl Kiosk {
     /// The kiosk restarts: a new engine over the same journal and plugins.
     pub fn restart(&mut self) {
         self.engine = engine(&self.plugins, &self.config, &self.files, &self.journal);
+    }
+
+    /// The dialect plugins, loaded afresh (clearing reconciles through them).
+    pub fn dialects(&self) -> Vec<Plugin> {
+        let runtime = self.plugins.runtime();
+        self.files
+            .iter()
+            .filter(|(n, _)| ["fixed-text", "json-http"].contains(n))
+            .map(|(n, f)| runtime.load(n, f).unwrap())
+            .collect()
+    }
+
+    /// A complete cash sale of `fen`, paid in one banknote of that value; the receipt is
+    /// taken off the printer.
+    pub fn sell<C: VirtualCard>(&mut self, card: &Arc<Mutex<C>>, fen: u64) {
+        let (_inserted, mut s) = self.paid_session(card, fen);
+        let done = self.engine.complete(&mut s, &mut self.printer).unwrap();
+        assert!(
+            matches!(done.outcome, Outcome::Credited { .. }),
+            "{:?}",
+            done.outcome
+        );
+        self.printer_sim.take_printed();
     }
 
     pub fn insert<C: VirtualCard>(&self, card: &Arc<Mutex<C>>) -> (Inserted, SharedCard) {

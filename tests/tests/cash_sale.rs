@@ -108,7 +108,8 @@ fn a_cash_sale_for_each_card_type_and_each_dialect() {
     );
     assert_eq!(k.validator.tally().credited, [20, 20, 10, 5]);
     assert_eq!(k.validator.tally().returned, [10]);
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 2);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(k.guangzhou.ledger().sale_count("K-SALE-01"), 1);
     assert_eq!(
         k.engine.journal().counter("lifetime.cash_fen").unwrap(),
         5500
@@ -156,14 +157,14 @@ fn a_reply_lost_after_the_backend_sold_is_resolved_and_sold_once() {
     let mut k = Kiosk::new();
     let memory = zhang_san(&k);
     let (_inserted, mut s) = k.paid_session(&memory, 1000);
-    k.backend.inject(Call::Sale, Fault::DropReply);
+    k.jinan.inject(Call::Sale, Fault::DropReply);
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(
         matches!(done.outcome, Outcome::Credited { serial: 1, .. }),
         "{:?}",
         done.outcome
     );
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
     let kinds = k.journal_kinds();
     assert!(kinds.contains(&"sale-unknown".to_string()), "{kinds:?}");
 }
@@ -209,7 +210,7 @@ fn refusals_come_before_any_money_is_taken() {
         Ok(_) => panic!("a card of utility 9901 was served"),
     }
     assert_eq!(k.validator.tally().credited, Vec::<u32>::new());
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 0);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 0);
 }
 
 #[test]
@@ -267,7 +268,7 @@ fn a_card_pulled_during_the_write_is_credited_when_it_comes_back() {
             ..
         }
     ));
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
 }
 
 #[test]
@@ -276,8 +277,8 @@ fn an_unknown_outcome_is_resolved_at_the_next_start_and_written_when_the_card_re
     let memory = zhang_san(&k);
     let (inserted, mut s) = k.paid_session(&memory, 1000);
     // The backend sells, then its answers (and its answer to the status query) are garbage.
-    k.backend.inject(Call::Sale, Fault::Garbage);
-    k.backend.inject(Call::SaleStatus, Fault::Garbage);
+    k.jinan.inject(Call::Sale, Fault::Garbage);
+    k.jinan.inject(Call::SaleStatus, Fault::Garbage);
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(
         matches!(done.outcome, Outcome::Pending { serial: 1, .. }),
@@ -298,7 +299,7 @@ fn an_unknown_outcome_is_resolved_at_the_next_start_and_written_when_the_card_re
     let s = k.engine.start(card).unwrap();
     assert_eq!(s.rewritten, Some(1));
     assert_eq!(s.card().purchase_count, 1);
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
     assert!(k.engine.journal().verify().unwrap().problems.is_empty());
 }
 
@@ -307,7 +308,7 @@ fn a_sale_that_never_reached_the_backend_is_re_sold_and_written_later() {
     let mut k = Kiosk::new();
     let memory = zhang_san(&k);
     let (inserted, mut s) = k.paid_session(&memory, 1000);
-    k.backend.refuse_connections(true);
+    k.jinan.refuse_connections(true);
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(
         matches!(done.outcome, Outcome::Pending { serial: 1, .. }),
@@ -322,13 +323,13 @@ fn a_sale_that_never_reached_the_backend_is_re_sold_and_written_later() {
     drop(s);
     drop(inserted);
 
-    k.backend.refuse_connections(false);
+    k.jinan.refuse_connections(false);
     assert_eq!(k.engine.resell().unwrap(), [(1, "granted".to_string())]);
     let (_inserted, card) = k.insert(&memory);
     let s = k.engine.start(card).unwrap();
     assert_eq!(s.rewritten, Some(1));
     assert_eq!(sale_states(&k), [(1, "written".to_string())]);
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
 }
 
 #[test]
@@ -336,7 +337,7 @@ fn re_sell_gives_up_after_its_tries_and_an_operator_refunds_with_proof() {
     let mut k = Kiosk::new();
     let memory = zhang_san(&k);
     let (_inserted, mut s) = k.paid_session(&memory, 1000);
-    k.backend.refuse_connections(true);
+    k.jinan.refuse_connections(true);
     k.engine.complete(&mut s, &mut k.printer).unwrap();
     for expected in ["never-reached", "never-reached", "manual"] {
         assert_eq!(k.engine.resell().unwrap(), [(1, expected.to_string())]);
@@ -378,8 +379,8 @@ fn re_sell_gives_up_after_its_tries_and_an_operator_refunds_with_proof() {
         1000
     );
     assert_eq!(k.engine.journal().manual_items(false).unwrap(), []);
-    k.backend.refuse_connections(false);
-    assert_eq!(k.backend.ledger().sale_count("K-SALE-01"), 0);
+    k.jinan.refuse_connections(false);
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 0);
 }
 
 #[test]
@@ -388,7 +389,7 @@ fn a_refused_sale_owes_a_refund_and_a_sold_one_never_gets_one() {
     let memory = zhang_san(&k);
     let (inserted, mut s) = k.paid_session(&memory, 1000);
     // Between the quote and the sale, another terminal sells to the same card.
-    k.backend
+    k.jinan
         .ledger()
         .handle(&selfvend_sim::reference_backend::Request::Sale {
             terminal_id: "COUNTER-1".into(),

@@ -284,3 +284,18 @@ fn a_journal_that_cannot_be_durable_or_is_too_new_is_refused() {
         Ok(_) => panic!("a journal from the future was opened"),
     }
 }
+
+#[test]
+fn two_writers_on_one_journal_keep_one_chain() {
+    let (_dir, path) = scratch();
+    // The running kiosk and an operator's CLI, each with the journal open.
+    let mut kiosk = five_entries(&path);
+    let mut operator = Journal::open(&path).unwrap();
+    operator
+        .append("manual-raised", json!({"serial": 1}))
+        .unwrap();
+    kiosk.append("session-started", json!({})).unwrap();
+    operator.append("clearing-started", json!({})).unwrap();
+    let report = kiosk.verify().unwrap();
+    assert_eq!((report.rows, report.problems), (8, vec![]));
+}

@@ -87,6 +87,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         notes: usize,
     },
+    /// The clearing report of a period of many sales, on a scratch journal.
+    Clearing {
+        /// Sales in the period.
+        #[arg(long, default_value_t = 1_000_000)]
+        sales: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
@@ -114,6 +120,7 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
             rounds,
         } => bench_card(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
         BenchCommand::Cash { notes } => bench_cash(notes)?,
+        BenchCommand::Clearing { sales } => clearing::run(sales)?,
     }
     Ok(ExitCode::SUCCESS)
 }
