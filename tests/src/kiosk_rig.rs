@@ -250,6 +250,17 @@ pub fn zhang_san(k: &Kiosk) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
     )))
 }
 
+/// 陈小明's CPU card, as issued.
+pub fn chen_xiaoming(k: &Kiosk) -> Arc<Mutex<selfvend_sim::cpu_card::CpuCard>> {
+    Arc::new(Mutex::new(selfvend_sim::cpu_card::CpuCard::issue(
+        &k.machine,
+        "4401000000000001",
+        "4401",
+        "C440100001",
+        "M4401000001",
+    )))
+}
+
 /// Every sale's serial and state, in serial order.
 pub fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
     let all = [

@@ -8,26 +8,19 @@ use std::time::Duration;
 use selfvend_host::backend::{Purchase, RefusalCode};
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::sale::{Outcome, Resolution, SaleError};
-use selfvend_sim::cpu_card::CpuCard;
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::{Call, Fault};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
-use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, sale_states, zhang_san};
+use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, chen_xiaoming, sale_states, zhang_san};
 use selfvend_tests::{selfvend_with, text};
 
 #[test]
 fn a_cash_sale_for_each_card_type_and_each_dialect() {
     let mut k = Kiosk::new();
     let memory = zhang_san(&k);
-    let cpu = Arc::new(Mutex::new(CpuCard::issue(
-        &k.machine,
-        "4401000000000001",
-        "4401",
-        "C440100001",
-        "M4401000001",
-    )));
+    let cpu = chen_xiaoming(&k);
 
     // 张三's memory card through the fixed-text dialect: 50 yuan as 20 + 20 + 10.
     let (inserted, card) = k.insert(&memory);
@@ -425,13 +418,7 @@ fn a_refused_sale_owes_a_refund_and_a_sold_one_never_gets_one() {
     drop(inserted);
 
     // A customer complains about a sale the backend did make: no refund, whatever is claimed.
-    let cpu = Arc::new(Mutex::new(CpuCard::issue(
-        &k.machine,
-        "4401000000000001",
-        "4401",
-        "C440100001",
-        "M4401000001",
-    )));
+    let cpu = chen_xiaoming(&k);
     let (_inserted, mut s) = k.paid_session(&cpu, 1000);
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(matches!(done.outcome, Outcome::Credited { serial: 2, .. }));

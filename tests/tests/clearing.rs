@@ -3,19 +3,15 @@
 //! backends (each with its own books) over TCP; then the operator clears the kiosk and the
 //! report, the journal, the counters, the backends' reconciliation and the CLI are checked.
 
-use std::sync::{Arc, Mutex};
-
 use selfvend_host::clearing::{self, ClearingError, Difference, Tally};
 use selfvend_host::config::KioskConfig;
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_host::receipt_printer::ReceiptPrinter;
 use selfvend_host::sale::SaleError;
-use selfvend_sim::cpu_card::CpuCard;
 use selfvend_sim::meter::{Meter, MeterInsert};
-use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
-use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN as PIN};
+use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN as PIN, chen_xiaoming, zhang_san};
 use selfvend_tests::{selfvend_with, text};
 
 fn kinds(journal: &Journal) -> Vec<String> {
@@ -30,20 +26,8 @@ fn kinds(journal: &Journal) -> Vec<String> {
 #[test]
 fn clearing_closes_the_period_with_exact_totals_a_recorded_mismatch_and_matched_backends() {
     let mut k = Kiosk::new();
-    let memory = Arc::new(Mutex::new(sle4442::ht01::issue(
-        &k.machine,
-        "3701000000000001",
-        "3701",
-        "C370100001",
-        "M3701000001",
-    )));
-    let cpu = Arc::new(Mutex::new(CpuCard::issue(
-        &k.machine,
-        "4401000000000001",
-        "4401",
-        "C440100001",
-        "M4401000001",
-    )));
+    let memory = zhang_san(&k);
+    let cpu = chen_xiaoming(&k);
 
     // Period 1: 50 yuan for 张三 (utility 3701), 10 yuan for 陈小明 (utility 4401).
     k.sell(&memory, 5000);
