@@ -85,10 +85,22 @@ CREATE TABLE banknotes (
 -- a report over a million sales reads no table rows).
 CREATE INDEX sales_by_period_utility ON sales (period_id, payment, utility, state, paid_fen);
 CREATE INDEX banknotes_fen_by_period ON banknotes (period_id, fen);
+-- A customer's payment for one session: opened before the acceptor is enabled, closed when
+-- its sale is allocated a serial. One left open after a stop is money taken with no sale.
+CREATE TABLE payments (
+    id INTEGER PRIMARY KEY,
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    card_serial TEXT NOT NULL,
+    paid_fen INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL CHECK (state IN ('open', 'sold', 'abandoned', 'refunded')),
+    serial INTEGER REFERENCES sales(serial),
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
 -- What the kiosk could not finish on its own, for an operator.
 CREATE TABLE manual_items (
     id INTEGER PRIMARY KEY,
     serial INTEGER REFERENCES sales(serial),
+    payment_id INTEGER REFERENCES payments(id),
     card_serial TEXT,
     reason TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
@@ -108,6 +120,14 @@ pub struct NewSale<'a> {
     pub paid_fen: u64,
     /// The backend request as sent, JSON.
     pub request_json: &'a str,
+}
+
+/// An operator item, as [`Batch::open_manual_item`] records it.
+pub struct NewItem<'a> {
+    pub serial: Option<u64>,
+    pub payment: Option<i64>,
+    pub card_serial: Option<&'a str>,
+    pub reason: &'a str,
 }
 
 /// A clearing period.
@@ -348,18 +368,54 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Opens an item for an operator; returns its id.
-    pub fn open_manual_item(
-        &mut self,
-        serial: Option<u64>,
-        card_serial: Option<&str>,
-        reason: &str,
-        audit_id: i64,
-    ) -> rusqlite::Result<i64> {
+    /// Opens the payment of a session for `card_serial`; returns its id.
+    pub fn open_payment(&mut self, card_serial: &str, audit_id: i64) -> rusqlite::Result<i64> {
         self.tx.execute(
-            "INSERT INTO manual_items (serial, card_serial, reason, state, audit_id)
-             VALUES (?1, ?2, ?3, 'open', ?4)",
-            params![serial.map(|s| s as i64), card_serial, reason, audit_id],
+            "INSERT INTO payments (period_id, card_serial, state, audit_id)
+             VALUES ((SELECT max(id) FROM periods), ?1, 'open', ?2)",
+            params![card_serial, audit_id],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Adds a credited banknote to payment `id`.
+    pub fn add_to_payment(&mut self, id: i64, fen: u64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE payments SET paid_fen = paid_fen + ?2 WHERE id = ?1",
+            params![id, fen as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Moves payment `id` to `state` (`sold` with the sale's serial, `abandoned`, `refunded`).
+    pub fn close_payment(
+        &mut self,
+        id: i64,
+        state: &str,
+        serial: Option<u64>,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE payments SET state = ?2, serial = coalesce(?3, serial), audit_id = ?4
+             WHERE id = ?1",
+            params![id, state, serial.map(|s| s as i64), audit_id],
+        )?;
+        Ok(())
+    }
+
+    /// Opens an item for an operator about a sale or, when no sale was allocated, a payment;
+    /// returns its id.
+    pub fn open_manual_item(&mut self, item: &NewItem<'_>, audit_id: i64) -> rusqlite::Result<i64> {
+        self.tx.execute(
+            "INSERT INTO manual_items (serial, payment_id, card_serial, reason, state, audit_id)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5)",
+            params![
+                item.serial.map(|s| s as i64),
+                item.payment,
+                item.card_serial,
+                item.reason,
+                audit_id
+            ],
         )?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -743,6 +799,36 @@ impl Journal {
             cash_in_fen: cash_in as u64,
             sales,
         })
+    }
+
+    /// Payments left open (money possibly taken, no sale allocated): (id, card, paid fen).
+    pub fn open_payments(&self) -> Result<Vec<(i64, String, u64)>, JournalError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT id, card_serial, paid_fen FROM payments WHERE state = 'open' ORDER BY id",
+            )
+            .map_err(|cause| self.read_error(cause))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// The payment an operator item is about, when it is about one: (id, paid fen, state).
+    pub fn item_payment(&self, item: i64) -> Result<Option<(i64, u64, String)>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT p.id, p.paid_fen, p.state FROM manual_items m
+                 JOIN payments p ON p.id = m.payment_id WHERE m.id = ?1",
+                [item],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|cause| self.read_error(cause))
     }
 
     /// Operator items: the open ones, or all of them.

@@ -26,7 +26,7 @@ use crate::cash_acceptor::{
 };
 use crate::codecs::{self, IdentifyError};
 use crate::config::{BackendEntry, KioskConfig};
-use crate::journal::{Journal, JournalError, NewSale};
+use crate::journal::{Journal, JournalError, NewItem, NewSale};
 use crate::money::{Fen, Wh};
 use crate::plugin::{
     BackendSession, CardCodecSession, CodecError, DialectError, Plugin, PluginError, SharedCard,
@@ -158,6 +158,8 @@ pub struct CashSession {
     paid: Fen,
     /// The serial of an earlier sale written onto this card as it came in.
     pub rewritten: Option<u64>,
+    /// This session's payment in the journal, once the acceptor was enabled.
+    payment: Option<i64>,
 }
 
 impl CashSession {
@@ -291,6 +293,7 @@ impl SaleEngine {
             quote: None,
             paid: Fen(0),
             rewritten: None,
+            payment: None,
         };
         s.rewritten = self.rewrite_outstanding(&mut s)?;
         if s.rewritten.is_some() {
@@ -359,12 +362,20 @@ impl SaleEngine {
         patience: Duration,
     ) -> Result<Fen, SaleError> {
         let due = s.quote.map_or(Fen(0), |q| q.amount);
+        if s.payment.is_none() {
+            let card = s.data.card_serial.clone();
+            s.payment = Some(self.journal.commit(|b| {
+                let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
+                b.open_payment(&card, id)
+            })?);
+        }
         acceptor.enable(&Denomination::ALL)?;
         let mut last_note = Instant::now();
         while s.paid < due && last_note.elapsed() < patience {
             let before = s.paid;
             let mut handler = Cashier {
                 journal: &mut self.journal,
+                payment: s.payment,
                 paid: &mut s.paid,
                 due,
                 failed: None,
@@ -402,6 +413,7 @@ impl SaleEngine {
         let card = card_ref(&s.data);
         let terminal_id = self.terminal_id.clone();
         let paid = s.paid;
+        let payment = s.payment;
         let (serial, request) = self.journal.commit(|b| {
             let id = b.append(
                 "sale-intent",
@@ -428,6 +440,9 @@ impl SaleEngine {
                 },
                 id,
             )?;
+            if let Some(payment) = payment {
+                b.close_payment(payment, "sold", Some(serial), id)?;
+            }
             Ok((serial, request))
         })?;
         let outcome = match self.sell(s, &request) {
@@ -447,9 +462,16 @@ impl SaleEngine {
                         &json!({"serial": serial, "fen": s.paid.0, "reason": refusal.message}),
                     )?;
                     b.open_manual_item(
-                        Some(serial),
-                        Some(&s.data.card_serial),
-                        &format!("退款 {} 元：售电被拒（{}）", yuan(s.paid), refusal.message),
+                        &NewItem {
+                            serial: Some(serial),
+                            payment: None,
+                            card_serial: Some(&s.data.card_serial),
+                            reason: &format!(
+                                "退款 {} 元：售电被拒（{}）",
+                                yuan(s.paid),
+                                refusal.message
+                            ),
+                        },
                         id,
                     )
                 })?;
@@ -554,6 +576,7 @@ impl SaleEngine {
     /// Finishes what the journal shows unfinished: a sale whose outcome at the backend is not
     /// known is asked about. Run at start, before the first customer.
     pub fn recover(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
+        self.recover_payments()?;
         let mut resolved = Vec::new();
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some(backend) = self
@@ -589,6 +612,41 @@ impl SaleEngine {
             resolved.push((sale.serial, state.to_string()));
         }
         Ok(resolved)
+    }
+
+    /// A payment still open at start belongs to a session that stopped before its sale had a
+    /// serial: nothing was sent to a backend, so the money goes to an operator, who may refund
+    /// it. Returns the payments handed over: (payment id, fen).
+    pub fn recover_payments(&mut self) -> Result<Vec<(i64, Fen)>, SaleError> {
+        let mut handed = Vec::new();
+        for (id, card, paid) in self.journal.open_payments()? {
+            self.journal.commit(|b| {
+                let audit = b.append(
+                    "payment-abandoned",
+                    &json!({"payment": id, "card": card, "paid_fen": paid}),
+                )?;
+                b.close_payment(id, "abandoned", None, audit)?;
+                if paid > 0 {
+                    b.open_manual_item(
+                        &NewItem {
+                            serial: None,
+                            payment: Some(id),
+                            card_serial: Some(&card),
+                            reason: &format!(
+                                "顾客已投币 {} 元，未售电（卡号 {card}）：请退款或到营业厅购电",
+                                yuan(Fen(paid))
+                            ),
+                        },
+                        audit,
+                    )?;
+                }
+                Ok(())
+            })?;
+            if paid > 0 {
+                handed.push((id, Fen(paid)));
+            }
+        }
+        Ok(handed)
     }
 
     /// Automatic re-sell (补售电): each sale that never reached its backend is sent again,
@@ -627,13 +685,16 @@ impl SaleEngine {
                                     "reason": refusal.message}),
                         )?;
                         b.open_manual_item(
-                            Some(sale.serial),
-                            Some(&sale.card_serial),
-                            &format!(
-                                "退款 {} 元：补售电被拒（{}）",
-                                yuan(Fen(sale.paid_fen)),
-                                refusal.message
-                            ),
+                            &NewItem {
+                                serial: Some(sale.serial),
+                                payment: None,
+                                card_serial: Some(&sale.card_serial),
+                                reason: &format!(
+                                    "退款 {} 元：补售电被拒（{}）",
+                                    yuan(Fen(sale.paid_fen)),
+                                    refusal.message
+                                ),
+                            },
                             id,
                         )
                     })?;
@@ -647,12 +708,15 @@ impl SaleEngine {
                         )?;
                         b.sale_state(sale.serial, "manual", None, id)?;
                         b.open_manual_item(
-                            Some(sale.serial),
-                            Some(&sale.card_serial),
-                            &format!(
-                                "补售电 {attempt} 次未成功：请人工补售电或退款 {} 元",
-                                yuan(Fen(sale.paid_fen))
-                            ),
+                            &NewItem {
+                                serial: Some(sale.serial),
+                                payment: None,
+                                card_serial: Some(&sale.card_serial),
+                                reason: &format!(
+                                    "补售电 {attempt} 次未成功：请人工补售电或退款 {} 元",
+                                    yuan(Fen(sale.paid_fen))
+                                ),
+                            },
                             id,
                         )
                     })?;
@@ -681,6 +745,28 @@ impl SaleEngine {
             .into_iter()
             .find(|i| i.id == id)
             .ok_or(SaleError::NoSuchItem(id))?;
+        if let Some((payment, paid, state)) = self.journal.item_payment(id)? {
+            // Money taken with no sale ever sent: a refund is all there is to do.
+            if resolution != Resolution::Refund || state != "abandoned" {
+                return Err(SaleError::ResellRefused {
+                    serial: 0,
+                    state: format!("a payment with no sale ({state})"),
+                });
+            }
+            self.journal.commit(|b| {
+                let audit = b.append(
+                    "refund-paid",
+                    &json!({"payment": payment, "fen": paid, "item": id, "note": operator_note}),
+                )?;
+                b.close_payment(payment, "refunded", None, audit)?;
+                b.count("lifetime.refunded_fen", paid as i64)?;
+                b.resolve_manual_item(id, &format!("refunded: {operator_note}"), audit)
+            })?;
+            return Ok(format!(
+                "item {id}: {} yuan refunded for payment {payment}",
+                yuan(Fen(paid))
+            ));
+        }
         let sale = match item.serial {
             Some(serial) => self
                 .journal
@@ -768,7 +854,15 @@ impl SaleEngine {
                 "manual-raised",
                 &json!({"serial": serial, "reason": reason}),
             )?;
-            b.open_manual_item(Some(serial), card.as_deref(), reason, id)
+            b.open_manual_item(
+                &NewItem {
+                    serial: Some(serial),
+                    payment: None,
+                    card_serial: card.as_deref(),
+                    reason,
+                },
+                id,
+            )
         })?)
     }
 
@@ -991,6 +1085,7 @@ enum SaleOutcome {
 /// before it is stacked, and credited in the journal before the validator is acknowledged.
 struct Cashier<'a> {
     journal: &'a mut Journal,
+    payment: Option<i64>,
     paid: &'a mut Fen,
     due: Fen,
     failed: Option<JournalError>,
@@ -1001,9 +1096,13 @@ impl CashHandler for Cashier<'_> {
         let recorded = match event {
             CashEvent::Credited(note) => {
                 let fen = note.value();
+                let payment = self.payment;
                 let r = self.journal.commit(|b| {
                     let id = b.append("banknote-credited", &json!({"fen": fen.0}))?;
                     b.record_banknote(fen.0, id)?;
+                    if let Some(payment) = payment {
+                        b.add_to_payment(payment, fen.0)?;
+                    }
                     b.count("lifetime.cash_fen", fen.0 as i64)
                 });
                 if r.is_ok() {

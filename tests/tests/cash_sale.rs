@@ -112,13 +112,15 @@ fn a_cash_sale_for_each_card_type_and_each_dialect() {
         5500
     );
     let kinds = k.journal_kinds();
-    let first_sale: Vec<&str> = kinds.iter().map(String::as_str).take(23).collect();
+    let first_sale: Vec<&str> = kinds.iter().map(String::as_str).take(24).collect();
     assert_eq!(
         first_sale,
         [
             "session-started",
             "account-shown",
             "purchase-quoted",
+            // The payment is on the record before the acceptor takes a note.
+            "payment-opened",
             // The validator was just switched on: its power-up is on the record too.
             "cash-acceptor",
             "banknote-escrowed",

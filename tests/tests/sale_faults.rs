@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use selfvend_host::backend::Purchase;
 use selfvend_host::money::Fen;
-use selfvend_host::sale::Outcome;
+use selfvend_host::sale::{Outcome, Resolution};
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::sle4442;
@@ -148,4 +148,41 @@ fn a_re_write_waits_for_its_own_card_and_no_other() {
             ..
         }
     ));
+}
+
+#[test]
+fn money_taken_before_a_sale_was_allocated_goes_to_an_operator_after_a_stop() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, s) = k.paid_session(&memory, 1000);
+    // The kiosk stops here: the banknote is in the cash box, no sale has a serial yet.
+    drop(s);
+    drop(inserted);
+    k.restart();
+    assert_eq!(k.engine.recover().unwrap(), []);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].reason,
+        "顾客已投币 10.00 元，未售电（卡号 3701000000000001）：请退款或到营业厅购电"
+    );
+    assert_eq!(
+        k.engine
+            .resolve_manual(items[0].id, Resolution::Refund, "paid back")
+            .unwrap(),
+        "item 1: 10.00 yuan refunded for payment 1"
+    );
+    // The cash taken is all accounted for: refunded.
+    let journal = k.engine.journal();
+    assert_eq!(
+        journal.counter("lifetime.cash_fen").unwrap(),
+        journal.counter("lifetime.refunded_fen").unwrap()
+    );
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 0);
+    // A second start finds nothing more to hand over, and the next customer is served.
+    assert_eq!(k.engine.recover().unwrap(), []);
+    let (_inserted, mut s) = k.paid_session(&memory, 1000);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Credited { serial: 1, .. }));
+    assert!(k.engine.journal().verify().unwrap().problems.is_empty());
 }
