@@ -687,6 +687,20 @@ impl Journal {
         Ok(out)
     }
 
+    /// The newest entry of `kind`.
+    pub fn last_entry(&self, kind: &str) -> Result<Option<Entry>, JournalError> {
+        let id: Option<i64> = self
+            .db
+            .query_row("SELECT max(id) FROM audit WHERE kind = ?1", [kind], |r| {
+                r.get(0)
+            })
+            .map_err(|cause| self.read_error(cause))?;
+        match id {
+            Some(id) => Ok(self.entries(id, 1)?.into_iter().next()),
+            None => Ok(None),
+        }
+    }
+
     /// A counter's value (0 when never counted).
     pub fn counter(&self, name: &str) -> Result<i64, JournalError> {
         self.db

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A receipt: lines printed top to bottom, then the paper is cut.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Receipt {
     lines: Vec<Line>,
 }
@@ -36,7 +36,7 @@ impl Receipt {
 }
 
 /// One printed line and its style. Normal, left-aligned text unless styled otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Line {
     pub text: String,
     pub bold: bool,
@@ -77,7 +77,7 @@ impl Line {
 }
 
 /// Character size of a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Size {
     Normal,
     /// Twice as wide and twice as tall.
@@ -85,7 +85,7 @@ pub enum Size {
 }
 
 /// Where a line sits across the paper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Align {
     Left,
     Centre,

@@ -483,22 +483,12 @@ impl SaleEngine {
             }
         };
         let receipt = self.receipt(s, &outcome);
-        self.journal
-            .append("receipt-intent", json!({"serial": serial}))?;
-        let printed = match self.wait(|| printer.print(&receipt)) {
-            Ok(_) => {
-                self.journal
-                    .note("receipt-printed", json!({"serial": serial}));
-                true
-            }
-            Err(e) => {
-                self.journal.append(
-                    "receipt-unfinished",
-                    json!({"serial": serial, "why": e.to_string()}),
-                )?;
-                false
-            }
-        };
+        // The receipt itself is kept with its intent, so it can be printed again.
+        self.journal.append(
+            "receipt-intent",
+            json!({"serial": serial, "receipt": receipt}),
+        )?;
+        let printed = self.print(printer, serial, &receipt)?;
         self.journal.note(
             "session-ended",
             json!({"serial": serial, "outcome": outcome_name(&outcome)}),
@@ -509,6 +499,52 @@ impl SaleEngine {
             receipt,
             printed,
         })
+    }
+
+    /// Prints `receipt`; a receipt cut short is journaled for a reprint, not lost.
+    fn print(
+        &mut self,
+        printer: &mut dyn ReceiptPrinter,
+        serial: u64,
+        receipt: &Receipt,
+    ) -> Result<bool, SaleError> {
+        match self.wait(|| printer.print(receipt)) {
+            Ok(_) => {
+                self.journal
+                    .note("receipt-printed", json!({"serial": serial}));
+                Ok(true)
+            }
+            Err(e) => {
+                self.journal.append(
+                    "receipt-unfinished",
+                    json!({"serial": serial, "why": e.to_string()}),
+                )?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Prints the last sale's receipt again, marked as a copy; `None` when there was none.
+    /// Returns the sale's serial and whether the copy came out whole.
+    pub fn reprint_last(
+        &mut self,
+        printer: &mut dyn ReceiptPrinter,
+    ) -> Result<Option<(u64, bool)>, SaleError> {
+        let Some(entry) = self.journal.last_entry("receipt-intent")? else {
+            return Ok(None);
+        };
+        let serial = entry.body["serial"].as_u64().unwrap_or_default();
+        let original: Receipt = serde_json::from_value(entry.body["receipt"].clone())
+            .map_err(|e| SaleError::Corrupt(format!("receipt of sale {serial}: {e}")))?;
+        let mut copy = Receipt::new().with(Line::new("（重印 / COPY）").centred());
+        for line in original.lines() {
+            copy.push(line.clone());
+        }
+        self.journal
+            .append("receipt-reprint-intent", json!({"serial": serial}))?;
+        let printed = self.print(printer, serial, &copy)?;
+        self.journal.flush()?;
+        Ok(Some((serial, printed)))
     }
 
     /// The backend sale under `request.kiosk_serial`; an unknown outcome is asked about once.

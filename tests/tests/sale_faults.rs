@@ -106,6 +106,22 @@ fn a_receipt_cut_short_by_paper_out_is_recorded_for_a_reprint_and_the_sale_stand
         unfinished[0].body
     );
     assert_eq!(sale_states(&k), [(1, "written".to_string())]);
+
+    // Paper in: the operator reprints the receipt, whole and marked as a copy.
+    k.printed_lines();
+    k.printer_sim.paper_in();
+    assert_eq!(
+        k.engine.reprint_last(&mut k.printer).unwrap(),
+        Some((1, true))
+    );
+    let copy = k.printed_lines();
+    assert_eq!(copy.first().map(String::as_str), Some("（重印 / COPY）"));
+    assert_eq!(copy[1], "自助售电凭证");
+    assert_eq!(copy.last().map(String::as_str), Some("--- cut ---"));
+    assert!(
+        copy.contains(&"购电成功，请将电卡插入电表".to_string()),
+        "{copy:?}"
+    );
 }
 
 #[test]
