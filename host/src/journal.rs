@@ -71,6 +71,8 @@ CREATE TABLE sales (
     -- Automatic re-sell of a sale that never reached the backend: tries so far, next try.
     resell_attempts INTEGER NOT NULL DEFAULT 0,
     next_resell_at TEXT,
+    -- Whether the backend has acknowledged the write confirmation of this sale.
+    confirmed INTEGER NOT NULL DEFAULT 0,
     audit_id INTEGER NOT NULL REFERENCES audit(id)
 );
 CREATE INDEX sales_by_state ON sales (state, card_serial);
@@ -198,6 +200,8 @@ pub struct SaleRow {
     pub resell_attempts: u32,
     /// Whether an automatic re-sell may be tried now (its backoff has passed).
     pub resell_due: bool,
+    /// Whether the backend acknowledged the write confirmation.
+    pub confirmed: bool,
 }
 
 /// The lifetime counter of audit rows written.
@@ -356,6 +360,15 @@ impl Batch<'_> {
             params![serial as i64, format!("+{delay_secs} seconds")],
             |r| r.get(0),
         )
+    }
+
+    /// Marks sale `serial`'s write confirmation as acknowledged by the backend.
+    pub fn sale_confirmed(&mut self, serial: u64) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE sales SET confirmed = 1 WHERE serial = ?1",
+            [serial as i64],
+        )?;
+        Ok(())
     }
 
     /// Records a banknote the acceptor took, in the current period.
@@ -723,7 +736,8 @@ impl Journal {
             .prepare(
                 "SELECT serial, card_serial, utility, paid_fen, state, grant_json, request_json,
                         resell_attempts,
-                        coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1)
+                        coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1),
+                        confirmed
                  FROM sales WHERE (?1 IS NULL OR card_serial = ?1) ORDER BY serial",
             )
             .map_err(|cause| self.read_error(cause))?;
@@ -739,6 +753,7 @@ impl Journal {
                     request_json: r.get(6)?,
                     resell_attempts: r.get(7)?,
                     resell_due: r.get(8)?,
+                    confirmed: r.get(9)?,
                 })
             })
             .map_err(|cause| self.read_error(cause))?;

@@ -613,6 +613,7 @@ impl SaleEngine {
     /// known is asked about. Run at start, before the first customer.
     pub fn recover(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
         self.recover_payments()?;
+        self.retry_confirmations()?;
         let mut resolved = Vec::new();
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some(backend) = self
@@ -1036,27 +1037,74 @@ impl SaleEngine {
             written,
             return_data: s.data.return_data.as_ref().map(|r| r.raw.clone()),
         };
+        let (backend, dialect) = (s.backend.clone(), s.dialect);
+        self.confirm(&backend, dialect, &confirmation)?;
+        Ok(written)
+    }
+
+    /// Sends a write confirmation; one the backend did not acknowledge is sent again by
+    /// [`SaleEngine::recover`]. The customer's credit does not depend on it.
+    fn confirm(
+        &mut self,
+        backend: &BackendEntry,
+        dialect: usize,
+        confirmation: &WriteConfirmation,
+    ) -> Result<(), SaleError> {
+        let serial = confirmation.kiosk_serial;
         self.journal.append(
             "write-confirm-intent",
-            json!({"serial": serial, "written": written}),
+            json!({"serial": serial, "written": confirmation.written}),
         )?;
-        match self
-            .backend_session(&s.backend, s.dialect)
+        let sent = self
+            .backend_session(backend, dialect)
             .map_err(|e| e.to_string())
             .and_then(|mut b| {
-                self.wait(|| b.confirm_write(&confirmation))
+                self.wait(|| b.confirm_write(confirmation))
                     .map_err(|e| e.to_string())
-            }) {
-            Ok(()) => self
-                .journal
-                .note("write-confirmed", json!({"serial": serial})),
-            // The confirmation is retried later; the customer's credit does not depend on it.
+            });
+        match sent {
+            Ok(()) => self.journal.commit(|b| {
+                b.append("write-confirmed", &json!({"serial": serial}))?;
+                b.sale_confirmed(serial)
+            })?,
             Err(why) => self.journal.note(
                 "write-confirm-failed",
                 json!({"serial": serial, "why": why}),
             ),
-        };
-        Ok(written)
+        }
+        Ok(())
+    }
+
+    /// Sends again every write confirmation the backend has not acknowledged; returns the
+    /// serials now confirmed.
+    pub fn retry_confirmations(&mut self) -> Result<Vec<u64>, SaleError> {
+        let mut confirmed = Vec::new();
+        for sale in self.journal.sales(&["granted", "written"], None)? {
+            if sale.confirmed {
+                continue;
+            }
+            let Some((backend, dialect)) = self.route(&sale.utility) else {
+                continue;
+            };
+            let confirmation = WriteConfirmation {
+                terminal_id: self.terminal_id.clone(),
+                kiosk_serial: sale.serial,
+                card_serial: sale.card_serial.clone(),
+                written: sale.state == "written",
+                return_data: None,
+            };
+            self.confirm(&backend, dialect, &confirmation)?;
+            if self
+                .journal
+                .sales(&[sale.state.as_str()], Some(&sale.card_serial))?
+                .iter()
+                .any(|s| s.serial == sale.serial && s.confirmed)
+            {
+                confirmed.push(sale.serial);
+            }
+        }
+        self.journal.flush()?;
+        Ok(confirmed)
     }
 
     fn backend_session(

@@ -9,6 +9,7 @@ use selfvend_host::money::Fen;
 use selfvend_host::sale::{Outcome, Resolution};
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
+use selfvend_sim::reference_backend::{Call, Fault};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
 use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, sale_states, zhang_san};
@@ -201,4 +202,32 @@ fn money_taken_before_a_sale_was_allocated_goes_to_an_operator_after_a_stop() {
     let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
     assert!(matches!(done.outcome, Outcome::Credited { serial: 1, .. }));
     assert!(k.engine.journal().verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_write_confirmation_the_backend_did_not_acknowledge_is_sent_again() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (_inserted, mut s) = k.paid_session(&memory, 1000);
+    k.jinan.inject(Call::ConfirmWrite, Fault::DropReply);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Credited { serial: 1, .. }));
+    let unconfirmed = |k: &Kiosk| {
+        k.engine
+            .journal()
+            .sales(&["written"], None)
+            .unwrap()
+            .iter()
+            .filter(|s| !s.confirmed)
+            .count()
+    };
+    assert_eq!(unconfirmed(&k), 1);
+    assert_eq!(k.engine.retry_confirmations().unwrap(), [1]);
+    assert_eq!(unconfirmed(&k), 0);
+    // The backend saw both: the one whose answer was lost, and the one it acknowledged.
+    assert_eq!(
+        k.jinan.ledger().confirmations("K-SALE-01", 1),
+        [(true, None), (true, None)]
+    );
+    assert_eq!(k.engine.retry_confirmations().unwrap(), Vec::<u64>::new());
 }
