@@ -4,6 +4,9 @@
 //! backend sale under a kiosk serial from the journal → card write → read-back verify → write
 //! confirmation → receipt.
 //!
+//! The `fail_point!`s name the places the crash tests kill the kiosk; they compile to nothing
+//! unless the tests crate turns on `fail/failpoints`.
+//!
 //! Each outcome is journaled and printed on the receipt. A sale granted but not written is
 //! written when its card comes back; a sale whose outcome is unknown is asked about by
 //! [`SaleEngine::recover`] at start. Automatic re-sell, refunds, manual handling and clearing
@@ -368,6 +371,7 @@ impl SaleEngine {
                 let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
                 b.open_payment(&card, id)
             })?);
+            fail::fail_point!("sale.after-payment-opened");
         }
         acceptor.enable(&Denomination::ALL)?;
         let mut last_note = Instant::now();
@@ -445,8 +449,10 @@ impl SaleEngine {
             }
             Ok((serial, request))
         })?;
+        fail::fail_point!("sale.after-sale-intent");
         let outcome = match self.sell(s, &request) {
             Ok(grant) => {
+                fail::fail_point!("sale.after-grant-recorded");
                 let written = self.write_card(s, serial, &grant)?;
                 if written {
                     Outcome::Credited { serial, grant }
@@ -488,6 +494,7 @@ impl SaleEngine {
             "receipt-intent",
             json!({"serial": serial, "receipt": receipt}),
         )?;
+        fail::fail_point!("sale.after-receipt-intent");
         let printed = self.print(printer, serial, &receipt)?;
         self.journal.note(
             "session-ended",
@@ -555,6 +562,7 @@ impl SaleEngine {
     ) -> Result<BackendGrant, SaleOutcome> {
         let serial = request.kiosk_serial;
         let answer = self.send(&s.backend, s.dialect, request);
+        fail::fail_point!("sale.after-sale-sent");
         let answer = match answer {
             Err(SaleOutcome::Unknown(why)) => {
                 let _ = self
@@ -1002,6 +1010,7 @@ impl SaleEngine {
         };
         self.journal
             .append("card-write-intent", json!({"serial": serial}))?;
+        fail::fail_point!("sale.after-card-write-intent");
         let authority = Arc::new(Mutex::new(BackendAuthority::new(
             self.backend_session(&s.backend, s.dialect)?,
             card_ref(&s.data),
@@ -1012,6 +1021,7 @@ impl SaleEngine {
                 .write_credit(&s.card, &credit, &authority)
                 .and_then(|()| s.codec.verify(&s.card, &credit))
         });
+        fail::fail_point!("sale.after-card-written");
         let written = match written {
             Ok(VerifyOutcome::Written) => true,
             Ok(VerifyOutcome::NotWritten) => false,
@@ -1055,6 +1065,7 @@ impl SaleEngine {
             "write-confirm-intent",
             json!({"serial": serial, "written": confirmation.written}),
         )?;
+        fail::fail_point!("sale.after-confirm-intent");
         let sent = self
             .backend_session(backend, dialect)
             .map_err(|e| e.to_string())
@@ -1191,6 +1202,7 @@ impl CashHandler for Cashier<'_> {
                 });
                 if r.is_ok() {
                     *self.paid = Fen(self.paid.0 + fen.0);
+                    fail::fail_point!("sale.after-banknote-credited");
                 }
                 r.map(|_| ())
             }

@@ -32,9 +32,9 @@ pub const OPERATOR_PIN: &str = "246810";
 
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
-/// A kiosk on the rigs: its engine, and the devices' far ends.
-pub struct Kiosk {
-    pub engine: SaleEngine,
+/// The world around a kiosk: its config and signed plugins, a reader slot, both utilities'
+/// backends, the validator and the printer (their far ends), and where the journal lives.
+pub struct World {
     pub config: KioskConfig,
     pub files: Vec<(&'static str, PathBuf)>,
     pub journal: PathBuf,
@@ -45,16 +45,35 @@ pub struct Kiosk {
     /// Utility 4401's backend (CPU cards, JSON dialect).
     pub guangzhou: ReferenceBackend,
     pub validator: Arc<SimulatedValidator>,
-    pub acceptor: Id003Acceptor,
     pub printer_sim: SimulatedPrinter,
-    pub printer: EscPosPrinter,
     pub machine: EncryptionMachine,
     _dir: tempfile::TempDir,
     pub plugins: SignedPlugins,
 }
 
-impl Kiosk {
-    pub fn new() -> Kiosk {
+/// A kiosk on the rigs: the world, and the engine with the devices open in this process.
+pub struct Kiosk {
+    pub world: World,
+    pub engine: SaleEngine,
+    pub acceptor: Id003Acceptor,
+    pub printer: EscPosPrinter,
+}
+
+impl std::ops::Deref for Kiosk {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Kiosk {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+}
+
+impl World {
+    pub fn new() -> World {
         let slot = ReaderSlot::take();
         let dir = tempfile::tempdir().unwrap();
         let jinan =
@@ -99,21 +118,9 @@ impl Kiosk {
             files.into_iter().map(|(n, _, f)| (n, f)).collect();
         std::fs::create_dir_all(&config.kiosk.data_dir).unwrap();
         let journal = config.kiosk.data_dir.join("journal.sqlite");
-        let engine = engine(&plugins, &config, &files, &journal);
         let validator = Arc::new(SimulatedValidator::start().unwrap());
-        let acceptor = Id003Acceptor::open(
-            Path::new(validator.path()),
-            9600,
-            Id003Settings {
-                reply_timeout: Duration::from_millis(500),
-                poll_interval: Duration::from_millis(1),
-            },
-        )
-        .unwrap();
         let printer_sim = SimulatedPrinter::start().unwrap();
-        let printer = EscPosPrinter::open(Path::new(printer_sim.path()), 9600).unwrap();
-        Kiosk {
-            engine,
+        World {
             config,
             files,
             journal,
@@ -122,18 +129,51 @@ impl Kiosk {
             jinan,
             guangzhou,
             validator,
-            acceptor,
             printer_sim,
-            printer,
             machine: EncryptionMachine::default(),
             _dir: dir,
             plugins,
         }
     }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Kiosk {
+    /// A world, and a kiosk in this process with its engine and devices open.
+    pub fn new() -> Kiosk {
+        let world = World::new();
+        let engine = engine(&world.plugins, &world.config, &world.files, &world.journal);
+        let acceptor = Id003Acceptor::open(
+            Path::new(world.validator.path()),
+            9600,
+            Id003Settings {
+                reply_timeout: Duration::from_millis(500),
+                poll_interval: Duration::from_millis(1),
+            },
+        )
+        .unwrap();
+        let printer = EscPosPrinter::open(Path::new(world.printer_sim.path()), 9600).unwrap();
+        Kiosk {
+            world,
+            engine,
+            acceptor,
+            printer,
+        }
+    }
 
     /// The kiosk restarts: a new engine over the same journal and plugins.
     pub fn restart(&mut self) {
-        self.engine = engine(&self.plugins, &self.config, &self.files, &self.journal);
+        self.engine = engine(
+            &self.world.plugins,
+            &self.world.config,
+            &self.world.files,
+            &self.world.journal,
+        );
     }
 
     /// The dialect plugins, loaded afresh (clearing reconciles through them).
@@ -240,7 +280,7 @@ pub fn engine(
 }
 
 /// 张三's memory card, as issued.
-pub fn zhang_san(k: &Kiosk) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
+pub fn zhang_san(k: &World) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
     Arc::new(Mutex::new(sle4442::ht01::issue(
         &k.machine,
         "3701000000000001",
@@ -251,7 +291,7 @@ pub fn zhang_san(k: &Kiosk) -> Arc<Mutex<selfvend_sim::sle4442::Sle4442>> {
 }
 
 /// 陈小明's CPU card, as issued.
-pub fn chen_xiaoming(k: &Kiosk) -> Arc<Mutex<selfvend_sim::cpu_card::CpuCard>> {
+pub fn chen_xiaoming(k: &World) -> Arc<Mutex<selfvend_sim::cpu_card::CpuCard>> {
     Arc::new(Mutex::new(selfvend_sim::cpu_card::CpuCard::issue(
         &k.machine,
         "4401000000000001",

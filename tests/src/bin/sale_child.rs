@@ -1,0 +1,132 @@
+//! `selfvend-sale-child`: the kiosk as a process of its own for the crash tests. It recovers
+//! what its journal shows unfinished, then (unless `--recover-only`) sells `--fen` to the card
+//! in `--reader`. With `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use selfvend_host::backend::Purchase;
+use selfvend_host::card_reader::Readers;
+use selfvend_host::config::{KioskConfig, PluginRole};
+use selfvend_host::escpos::EscPosPrinter;
+use selfvend_host::id003::{Id003Acceptor, Id003Settings};
+use selfvend_host::journal::Journal;
+use selfvend_host::money::Fen;
+use selfvend_host::plugin::trust::TrustStore;
+use selfvend_host::plugin::{Plugin, PluginRuntime, SharedCard};
+use selfvend_host::sale::{ResellPolicy, SaleEngine};
+
+struct Args {
+    config: PathBuf,
+    reader: String,
+    validator: PathBuf,
+    printer: PathBuf,
+    fen: u64,
+    recover_only: bool,
+}
+
+fn args() -> Option<Args> {
+    let mut a = std::env::args().skip(1);
+    let mut out = Args {
+        config: PathBuf::new(),
+        reader: String::new(),
+        validator: PathBuf::new(),
+        printer: PathBuf::new(),
+        fen: 0,
+        recover_only: false,
+    };
+    while let Some(flag) = a.next() {
+        match flag.as_str() {
+            "--config" => out.config = a.next()?.into(),
+            "--reader" => out.reader = a.next()?,
+            "--validator" => out.validator = a.next()?.into(),
+            "--printer" => out.printer = a.next()?.into(),
+            "--fen" => out.fen = a.next()?.parse().ok()?,
+            "--recover-only" => out.recover_only = true,
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn main() -> ExitCode {
+    let Some(args) = args() else {
+        eprintln!(
+            "usage: selfvend-sale-child --config F --reader R --validator P --printer P --fen N [--recover-only]"
+        );
+        return ExitCode::FAILURE;
+    };
+    let scenario = fail::FailScenario::setup();
+    if let Ok(point) = std::env::var("SELFVEND_KILL_AT") {
+        // SIGKILL, as a power cut would: no destructor runs, nothing is flushed.
+        fail::cfg_callback(point, || {
+            let _ = Command::new("kill")
+                .args(["-9", &std::process::id().to_string()])
+                .status();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .expect("a failpoint callback");
+    }
+    let result = run(&args);
+    scenario.teardown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("selfvend-sale-child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = KioskConfig::load(&args.config)?;
+    let runtime = PluginRuntime::new(
+        TrustStore::load(&config.trust_dir)?,
+        &config.plugin_cache_dir(),
+        config.plugin_limits.clone(),
+    )?;
+    let load = |role: PluginRole| -> Result<Vec<Plugin>, Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        for p in config.plugins.iter().filter(|p| p.role == role) {
+            out.push(runtime.load(&p.name, &p.file)?);
+        }
+        Ok(out)
+    };
+    let journal = Journal::open(&config.kiosk.data_dir.join("journal.sqlite"))?;
+    let mut engine = SaleEngine::new(
+        &config,
+        journal,
+        load(PluginRole::CardCodec)?,
+        load(PluginRole::BackendDialect)?,
+    )
+    .with_resell_policy(ResellPolicy {
+        max_attempts: 3,
+        first_delay: Duration::ZERO,
+    });
+    engine.recover()?;
+    engine.resell()?;
+    let readers = Readers::establish()?;
+    let card: SharedCard = Arc::new(Mutex::new(readers.connect(&args.reader)?));
+    // Starting a session writes any grant still owed to this card.
+    let mut session = engine.start(card)?;
+    if args.recover_only {
+        return Ok(());
+    }
+    let mut acceptor = Id003Acceptor::open(
+        Path::new(&args.validator),
+        9600,
+        Id003Settings {
+            reply_timeout: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(1),
+        },
+    )?;
+    let mut printer = EscPosPrinter::open(&args.printer, 9600)?;
+    engine.quote(&mut session, Purchase::Money(Fen(args.fen)))?;
+    engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))?;
+    engine.complete(&mut session, &mut printer)?;
+    Ok(())
+}

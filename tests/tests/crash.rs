@@ -1,0 +1,158 @@
+//! The kiosk killed with SIGKILL at every failpoint of a cash sale, then restarted: after its
+//! recovery, the money rules hold against the outside world's own records — the backend's
+//! books, the card, the validator — and the journal.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use selfvend_host::journal::Journal;
+use selfvend_sim::id003_validator::Action;
+use selfvend_sim::meter::{Meter, MeterInsert};
+use selfvend_sim::sle4442::Sle4442;
+use selfvend_sim::sle4442::ht01;
+use selfvend_sim::vpcd::{Inserted, lock};
+use selfvend_tests::kiosk_rig::{World, zhang_san};
+use selfvend_tests::selfvend_bin;
+
+const FAILPOINTS: [&str; 9] = [
+    "sale.after-payment-opened",
+    "sale.after-banknote-credited",
+    "sale.after-sale-intent",
+    "sale.after-sale-sent",
+    "sale.after-grant-recorded",
+    "sale.after-card-write-intent",
+    "sale.after-card-written",
+    "sale.after-confirm-intent",
+    "sale.after-receipt-intent",
+];
+
+/// Runs the kiosk process once; `kill_at` names the failpoint it dies at.
+fn kiosk(w: &World, kill_at: Option<&str>, recover_only: bool) -> std::process::ExitStatus {
+    let mut cmd = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"));
+    cmd.arg("--config")
+        .arg(&w.config.path)
+        .args(["--reader", &w.slot.reader])
+        .args(["--validator", w.validator.path()])
+        .args(["--printer", w.printer_sim.path()])
+        .args(["--fen", "1000"]);
+    if recover_only {
+        cmd.arg("--recover-only");
+    }
+    if let Some(point) = kill_at {
+        cmd.env("SELFVEND_KILL_AT", point);
+    }
+    cmd.status().expect("run selfvend-sale-child")
+}
+
+fn sql(journal: &std::path::Path, query: &str) -> u64 {
+    let out = Command::new("sqlite3")
+        .arg(journal)
+        .arg(query)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn insert(w: &World, card: &Arc<Mutex<Sle4442>>) -> Inserted {
+    let wait = Some(Duration::from_secs(10));
+    assert!(w.readers.wait(&w.slot.reader, false, wait).unwrap());
+    let inserted = Inserted::insert(card.clone(), w.slot.address).unwrap();
+    assert!(w.readers.wait(&w.slot.reader, true, wait).unwrap());
+    inserted
+}
+
+#[test]
+fn killed_at_every_failpoint_of_a_cash_sale_the_money_rules_hold_after_recovery() {
+    for point in FAILPOINTS {
+        let w = World::new();
+        let card = zhang_san(&w);
+        let _inserted = insert(&w, &card);
+        w.validator.act(Action::Insert(10));
+
+        let status = kiosk(&w, Some(point), false);
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{point}: the kiosk was not killed there"
+        );
+        // Restarted, the kiosk finishes what its journal shows unfinished.
+        let status = kiosk(&w, None, true);
+        assert!(status.success(), "{point}: recovery failed");
+
+        let journal = Journal::open(&w.journal).unwrap();
+        let report = journal.verify().unwrap();
+        assert!(report.problems.is_empty(), "{point}: {:?}", report.problems);
+        let count = |state: &str| {
+            sql(
+                &w.journal,
+                &format!("SELECT count(*) FROM sales WHERE state = '{state}'"),
+            )
+        };
+        // Every pending item has ended: no sale is left between states.
+        for state in ["intent", "pending", "granted", "never-reached"] {
+            assert_eq!(count(state), 0, "{point}: a sale is still {state}");
+        }
+        // Killed before its sale had a serial, nothing was sold; killed after, the sale is
+        // finished by recovery: sold once, written once.
+        let before_the_sale =
+            point == "sale.after-payment-opened" || point == "sale.after-banknote-credited";
+        let written = count("written");
+        assert_eq!(written, u64::from(!before_the_sale), "{point}");
+        // One backend sale per serial, and only for sales the journal knows were made.
+        assert_eq!(
+            w.jinan.ledger().sale_count("K-SALE-01"),
+            written,
+            "{point}: the backend's books and the journal disagree"
+        );
+        // One card credit per sale: the card's purchase count is the witness.
+        let on_card = ht01::current(&lock(&card)).map_or(0, |(_, s)| u64::from(s.purchase_count));
+        assert_eq!(
+            on_card, written,
+            "{point}: the card carries {on_card} credits"
+        );
+        assert_eq!(
+            w.jinan.ledger().card_purchase_count("3701000000000001"),
+            Some(on_card as u32),
+            "{point}"
+        );
+        // Conservation: every fen taken is in a sale or handed to an operator with its payment.
+        let taken = journal.counter("lifetime.cash_fen").unwrap() as u64;
+        let in_sales = sql(&w.journal, "SELECT coalesce(sum(paid_fen), 0) FROM sales");
+        let handed = sql(
+            &w.journal,
+            "SELECT coalesce(sum(paid_fen), 0) FROM payments WHERE state = 'abandoned'",
+        );
+        assert_eq!(taken, in_sales + handed, "{point}: money unaccounted for");
+        let expected_taken = if point == "sale.after-payment-opened" {
+            0
+        } else {
+            1000
+        };
+        assert_eq!(taken, expected_taken, "{point}");
+        if handed > 0 {
+            assert_eq!(journal.manual_items(false).unwrap().len(), 1, "{point}");
+        }
+        // The meter takes the credit once, if there is one.
+        let mut meter = Meter::new("M3701000001", w.machine.clone());
+        let taken_by_meter = meter.insert_hengtai(&mut lock(&card));
+        if written == 1 {
+            assert!(
+                matches!(
+                    taken_by_meter,
+                    MeterInsert::Credited {
+                        purchase_count: 1,
+                        ..
+                    }
+                ),
+                "{point}: {taken_by_meter:?}"
+            );
+        } else {
+            assert_eq!(taken_by_meter, MeterInsert::NothingNew, "{point}");
+        }
+    }
+}
