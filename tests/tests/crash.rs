@@ -10,10 +10,10 @@ use std::time::Duration;
 use selfvend_host::journal::Journal;
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
-use selfvend_sim::sle4442::Sle4442;
+use selfvend_sim::reference_backend::ReferenceBackend;
 use selfvend_sim::sle4442::ht01;
-use selfvend_sim::vpcd::{Inserted, lock};
-use selfvend_tests::kiosk_rig::{World, zhang_san};
+use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
+use selfvend_tests::kiosk_rig::{World, chen_xiaoming, zhang_san};
 use selfvend_tests::selfvend_bin;
 
 const FAILPOINTS: [&str; 9] = [
@@ -58,7 +58,7 @@ fn sql(journal: &std::path::Path, query: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn insert(w: &World, card: &Arc<Mutex<Sle4442>>) -> Inserted {
+fn insert<C: VirtualCard>(w: &World, card: &Arc<Mutex<C>>) -> Inserted {
     let wait = Some(Duration::from_secs(10));
     assert!(w.readers.wait(&w.slot.reader, false, wait).unwrap());
     let inserted = Inserted::insert(card.clone(), w.slot.address).unwrap();
@@ -66,12 +66,74 @@ fn insert(w: &World, card: &Arc<Mutex<Sle4442>>) -> Inserted {
     inserted
 }
 
+/// The card a crash test sells to, as the outside world sees it.
+trait TestCard {
+    fn insert(&self, w: &World) -> Inserted;
+    /// The purchase count the card carries.
+    fn purchase_count(&self) -> u64;
+    fn serial(&self) -> &'static str;
+    /// Its utility's backend.
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend;
+    fn into_meter(&self, w: &World) -> MeterInsert;
+}
+
+struct MemoryCard(Arc<Mutex<selfvend_sim::sle4442::Sle4442>>);
+struct CpuCard(Arc<Mutex<selfvend_sim::cpu_card::CpuCard>>);
+
+impl TestCard for MemoryCard {
+    fn insert(&self, w: &World) -> Inserted {
+        insert(w, &self.0)
+    }
+    fn purchase_count(&self) -> u64 {
+        ht01::current(&lock(&self.0)).map_or(0, |(_, s)| u64::from(s.purchase_count))
+    }
+    fn serial(&self) -> &'static str {
+        "3701000000000001"
+    }
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
+        &w.jinan
+    }
+    fn into_meter(&self, w: &World) -> MeterInsert {
+        Meter::new("M3701000001", w.machine.clone()).insert_hengtai(&mut lock(&self.0))
+    }
+}
+
+impl TestCard for CpuCard {
+    fn insert(&self, w: &World) -> Inserted {
+        insert(w, &self.0)
+    }
+    fn purchase_count(&self) -> u64 {
+        let wallet = lock(&self.0).wallet;
+        u64::from(u32::from_be_bytes([
+            wallet[0], wallet[1], wallet[2], wallet[3],
+        ]))
+    }
+    fn serial(&self) -> &'static str {
+        "4401000000000001"
+    }
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
+        &w.guangzhou
+    }
+    fn into_meter(&self, w: &World) -> MeterInsert {
+        Meter::new("M4401000001", w.machine.clone()).insert_lanling(&mut lock(&self.0))
+    }
+}
+
 #[test]
-fn killed_at_every_failpoint_of_a_cash_sale_the_money_rules_hold_after_recovery() {
+fn killed_at_every_failpoint_of_a_memory_card_sale_the_money_rules_hold() {
+    every_failpoint(|w| Box::new(MemoryCard(zhang_san(w))));
+}
+
+#[test]
+fn killed_at_every_failpoint_of_a_cpu_card_sale_the_money_rules_hold() {
+    every_failpoint(|w| Box::new(CpuCard(chen_xiaoming(w))));
+}
+
+fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
     for point in FAILPOINTS {
         let w = World::new();
-        let card = zhang_san(&w);
-        let _inserted = insert(&w, &card);
+        let card = issue(&w);
+        let _inserted = card.insert(&w);
         w.validator.act(Action::Insert(10));
 
         let status = kiosk(&w, Some(point), false);
@@ -105,18 +167,18 @@ fn killed_at_every_failpoint_of_a_cash_sale_the_money_rules_hold_after_recovery(
         assert_eq!(written, u64::from(!before_the_sale), "{point}");
         // One backend sale per serial, and only for sales the journal knows were made.
         assert_eq!(
-            w.jinan.ledger().sale_count("K-SALE-01"),
+            card.backend(&w).ledger().sale_count("K-SALE-01"),
             written,
             "{point}: the backend's books and the journal disagree"
         );
         // One card credit per sale: the card's purchase count is the witness.
-        let on_card = ht01::current(&lock(&card)).map_or(0, |(_, s)| u64::from(s.purchase_count));
+        let on_card = card.purchase_count();
         assert_eq!(
             on_card, written,
             "{point}: the card carries {on_card} credits"
         );
         assert_eq!(
-            w.jinan.ledger().card_purchase_count("3701000000000001"),
+            card.backend(&w).ledger().card_purchase_count(card.serial()),
             Some(on_card as u32),
             "{point}"
         );
@@ -138,8 +200,7 @@ fn killed_at_every_failpoint_of_a_cash_sale_the_money_rules_hold_after_recovery(
             assert_eq!(journal.manual_items(false).unwrap().len(), 1, "{point}");
         }
         // The meter takes the credit once, if there is one.
-        let mut meter = Meter::new("M3701000001", w.machine.clone());
-        let taken_by_meter = meter.insert_hengtai(&mut lock(&card));
+        let taken_by_meter = card.into_meter(&w);
         if written == 1 {
             assert!(
                 matches!(
