@@ -74,7 +74,7 @@ trait TestCard {
     fn serial(&self) -> &'static str;
     /// Its utility's backend.
     fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend;
-    fn into_meter(&self, w: &World) -> MeterInsert;
+    fn carry_to_meter(&self, w: &World) -> MeterInsert;
 }
 
 struct MemoryCard(Arc<Mutex<selfvend_sim::sle4442::Sle4442>>);
@@ -93,7 +93,7 @@ impl TestCard for MemoryCard {
     fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
         &w.jinan
     }
-    fn into_meter(&self, w: &World) -> MeterInsert {
+    fn carry_to_meter(&self, w: &World) -> MeterInsert {
         Meter::new("M3701000001", w.machine.clone()).insert_hengtai(&mut lock(&self.0))
     }
 }
@@ -114,7 +114,7 @@ impl TestCard for CpuCard {
     fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
         &w.guangzhou
     }
-    fn into_meter(&self, w: &World) -> MeterInsert {
+    fn carry_to_meter(&self, w: &World) -> MeterInsert {
         Meter::new("M4401000001", w.machine.clone()).insert_lanling(&mut lock(&self.0))
     }
 }
@@ -200,7 +200,7 @@ fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
             assert_eq!(journal.manual_items(false).unwrap().len(), 1, "{point}");
         }
         // The meter takes the credit once, if there is one.
-        let taken_by_meter = card.into_meter(&w);
+        let taken_by_meter = card.carry_to_meter(&w);
         if written == 1 {
             assert!(
                 matches!(
