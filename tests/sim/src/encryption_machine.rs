@@ -97,24 +97,18 @@ impl EncryptionMachine {
         card_serial: &str,
         challenge: &[u8],
     ) -> Result<[u8; 8], MachineError> {
-        let block = challenge_block(challenge)?;
-        Ok(tdes_encrypt(
-            &self.card_key(KeyUse::ExternalAuth, card_serial),
-            block,
-        ))
+        self.cryptogram(KeyUse::ExternalAuth, card_serial, challenge)
     }
 
-    /// What the card answers to INTERNAL AUTHENTICATE with `challenge`.
-    pub fn internal_authenticate(
+    /// The challenge encrypted under the card's key for `use_`.
+    fn cryptogram(
         &self,
+        use_: KeyUse,
         card_serial: &str,
         challenge: &[u8],
     ) -> Result<[u8; 8], MachineError> {
         let block = challenge_block(challenge)?;
-        Ok(tdes_encrypt(
-            &self.card_key(KeyUse::InternalAuth, card_serial),
-            block,
-        ))
+        Ok(tdes_encrypt(&self.card_key(use_, card_serial), block))
     }
 
     /// The secure-messaging MAC of a command: `data` under the card's command-MAC key, chained
