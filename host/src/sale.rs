@@ -127,8 +127,8 @@ impl Default for ResellPolicy {
     }
 }
 
-/// Every state a sale can be in.
-const SALE_STATES: &[&str] = &[
+/// Every state a sale can be in (the journal's `sales.state`).
+pub const SALE_STATES: &[&str] = &[
     "intent",
     "pending",
     "granted",

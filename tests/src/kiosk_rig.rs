@@ -303,19 +303,9 @@ pub fn chen_xiaoming(k: &World) -> Arc<Mutex<selfvend_sim::cpu_card::CpuCard>> {
 
 /// Every sale's serial and state, in serial order.
 pub fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
-    let all = [
-        "intent",
-        "pending",
-        "granted",
-        "written",
-        "refused",
-        "never-reached",
-        "refunded",
-        "manual",
-    ];
     k.engine
         .journal()
-        .sales(&all, None)
+        .sales(selfvend_host::sale::SALE_STATES, None)
         .unwrap()
         .into_iter()
         .map(|r| (r.serial, r.state))
