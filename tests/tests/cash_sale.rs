@@ -235,25 +235,7 @@ fn a_card_pulled_during_the_write_is_credited_when_it_comes_back() {
     assert_eq!(s.rewritten, Some(1));
     assert_eq!(s.card().purchase_count, 1);
     assert_eq!(s.account.purchase_count, 1);
-    let states: Vec<String> = k
-        .engine
-        .journal()
-        .sales(
-            &[
-                "intent",
-                "pending",
-                "granted",
-                "written",
-                "refused",
-                "never-reached",
-            ],
-            None,
-        )
-        .unwrap()
-        .into_iter()
-        .map(|r| r.state)
-        .collect();
-    assert_eq!(states, ["written"]);
+    assert_eq!(sale_states(&k), [(1, "written".to_string())]);
     drop(s);
     let mut meter = Meter::new("M3701000001", k.machine.clone());
     assert!(matches!(
