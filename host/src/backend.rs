@@ -273,7 +273,7 @@ pub struct WriteConfirmation {
     pub return_data: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BusinessType {
     CashSale,
@@ -281,14 +281,14 @@ pub enum BusinessType {
     CashBillPayment,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BusinessTotal {
     pub business: BusinessType,
     pub count: u32,
     pub amount: Fen,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeriodReport {
     pub terminal_id: String,
     pub period_id: u64,

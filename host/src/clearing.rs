@@ -13,10 +13,17 @@ use sha2::Sha256;
 
 use crate::backend::{BusinessTotal, BusinessType, PeriodReport, Reconciliation};
 use crate::config::{BackendEntry, KioskConfig, PinHash};
-use crate::journal::{Journal, JournalError, Period};
+use crate::journal::{
+    Batch, Journal, JournalError, Period, Reconciliation as JournalReconciliation,
+};
 use crate::money::Fen;
 use crate::plugin::Plugin;
 use crate::receipt_printer::{Line, Receipt};
+
+/// Wrong operator PINs in a row that lock PIN entry, and for how long (as a bank's PIN pad).
+const PIN_TRIES: i64 = 5;
+const LOCKOUT_SECS: i64 = 15 * 60;
+const PINS_REFUSED_IN_A_ROW: &str = "operator.pins_refused_in_a_row";
 
 /// Rounds `selfvend clearing hash-pin` uses: a fraction of a second per PIN check on a kiosk.
 pub const DEFAULT_PIN_ITERATIONS: u32 = 200_000;
@@ -31,6 +38,16 @@ pub enum ClearingError {
     /// The attempt is in the journal as `clearing-pin-refused`.
     #[error("wrong operator PIN (the attempt is recorded in the journal)")]
     WrongPin,
+    /// Too many wrong PINs in a row: no PIN is checked until the lockout ends.
+    #[error(
+        "{refused} wrong operator PINs in a row: PIN entry is locked for {minutes} more minutes"
+    )]
+    PinLocked { refused: i64, minutes: i64 },
+    #[error(
+        "payment {0} is open (a customer is paying, or the kiosk stopped mid-payment and has \
+         not restarted since): clearing starts when it is closed"
+    )]
+    PaymentOpen(i64),
     #[error("an operator PIN is 4 to 12 digits")]
     BadPin,
     #[error("period {0} is already being cleared; count the cash box and end clearing")]
@@ -180,6 +197,7 @@ pub struct ClearingReport {
 /// What a backend said to its period report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendReconciliation {
+    pub period: i64,
     pub backend: String,
     /// The backend's answer, or why there is none (the period stays closed either way).
     pub result: Result<Reconciliation, String>,
@@ -205,6 +223,10 @@ pub fn start(
     if period.state != "open" {
         return Err(ClearingError::AlreadyClearing(period.id));
     }
+    // The acceptor is enabled only while a payment is open; none may be when sales stop.
+    if let Some((payment, _, _)) = journal.open_payments()?.first() {
+        return Err(ClearingError::PaymentOpen(*payment));
+    }
     let mut report = tally(journal, config, &period)?;
     report.state = "clearing".into();
     journal.commit(|b| {
@@ -215,6 +237,7 @@ pub fn start(
         b.set_period_state(period.id, "clearing")?;
         Ok(())
     })?;
+    fail::fail_point!("clearing.after-started");
     Ok(report)
 }
 
@@ -233,6 +256,7 @@ pub fn count(journal: &mut Journal, counted: Fen) -> Result<CashBox, ClearingErr
         )?;
         Ok(())
     })?;
+    fail::fail_point!("clearing.after-counted");
     let (banknotes, taken) = journal.banknotes_taken(period.id)?;
     let expected = Fen(taken);
     Ok(CashBox {
@@ -245,12 +269,16 @@ pub fn count(journal: &mut Journal, counted: Fen) -> Result<CashBox, ClearingErr
 
 /// Records that the operator took the cash box out.
 pub fn box_removed(journal: &mut Journal) -> Result<(), ClearingError> {
-    box_event(journal, "cash-box-removed", "period.cash_box_removals")
+    box_event(journal, "cash-box-removed", "period.cash_box_removals")?;
+    fail::fail_point!("clearing.after-box-removed");
+    Ok(())
 }
 
 /// Records that the operator put the (emptied) cash box back.
 pub fn box_replaced(journal: &mut Journal) -> Result<(), ClearingError> {
-    box_event(journal, "cash-box-replaced", "period.cash_box_replacements")
+    box_event(journal, "cash-box-replaced", "period.cash_box_replacements")?;
+    fail::fail_point!("clearing.after-box-replaced");
+    Ok(())
 }
 
 fn box_event(journal: &mut Journal, kind: &str, counter: &str) -> Result<(), ClearingError> {
@@ -285,6 +313,7 @@ pub fn end(
     let mut report = tally(journal, config, &period)?;
     report.state = "closed".into();
     let stored = serde_json::to_string(&report).expect("a report is plain data");
+    let mut requests = requests(config, &report)?;
     let next_period = journal.commit(|b| {
         if let Difference::Over(_) | Difference::Short(_) = report.cash.difference {
             b.append(
@@ -308,16 +337,23 @@ pub fn end(
             b.set_counter(&name, 0)?;
         }
         b.append("period-opened", &json!({"period": next}))?;
+        // The reports go out after this commit; queued in it, a stop before they are answered
+        // leaves them to be sent at the next start.
+        let closed_at: String = b.sql().query_row(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%S', closed_at, 'localtime') FROM periods
+             WHERE id = ?1",
+            [period.id],
+            |r| r.get(0),
+        )?;
+        for (_, request) in &mut requests {
+            request.closed_at = closed_at.clone();
+        }
+        report.closed_at = Some(closed_at);
+        queue(b, period.id, &requests)?;
         Ok(next)
     })?;
-    let closed = journal
-        .period(period.id)?
-        .ok_or(ClearingError::NoSuchPeriod(period.id))?;
-    report.closed_at = closed
-        .closed_at
-        .map(|at| local_time(journal, period.id, &at))
-        .transpose()?;
-    let reconciliations = reconcile(journal, config, dialects, &report)?;
+    fail::fail_point!("clearing.after-closed");
+    let reconciliations = send_queued(journal, &config.backends, dialects)?;
     Ok(Ended {
         report,
         next_period,
@@ -325,78 +361,138 @@ pub fn end(
     })
 }
 
-/// Sends each configured backend the closed period's sales of its own utilities, journaling
-/// the intent first and each answer after (`reconciled`, or `reconcile-failed` with the
-/// backend's differences or why it could not answer). Also for retrying a failed one.
+/// Queues the closed period's report again for each backend that has not answered it with
+/// matching totals, and sends every queued report (for `selfvend clearing reconcile`).
 pub fn reconcile(
     journal: &mut Journal,
     config: &KioskConfig,
     dialects: &[Plugin],
     report: &ClearingReport,
 ) -> Result<Vec<BackendReconciliation>, ClearingError> {
-    let Some(closed_at) = &report.closed_at else {
+    if report.closed_at.is_none() {
         return Err(ClearingError::NotClearing(report.period_id));
-    };
-    let requests: Vec<(&BackendEntry, PeriodReport)> = config
+    }
+    let requests = requests(config, report)?;
+    journal.commit(|b| queue(b, report.period_id, &requests))?;
+    Ok(send_queued(journal, &config.backends, dialects)?)
+}
+
+/// What each configured backend is told of the period: its own utilities' sales.
+fn requests(
+    config: &KioskConfig,
+    report: &ClearingReport,
+) -> Result<Vec<(String, PeriodReport)>, ClearingError> {
+    config
         .backends
         .iter()
         .map(|backend| {
-            let totals = backend_totals(report, backend)?;
             Ok((
-                backend,
+                backend.name.clone(),
                 PeriodReport {
                     terminal_id: report.terminal_id.clone(),
                     period_id: report.period_id as u64,
                     opened_at: report.opened_at.clone(),
-                    closed_at: closed_at.clone(),
-                    totals,
+                    closed_at: report.closed_at.clone().unwrap_or_default(),
+                    totals: backend_totals(report, backend)?,
                 },
             ))
         })
-        .collect::<Result<_, ClearingError>>()?;
-    journal.commit(|b| {
-        for (backend, request) in &requests {
-            b.append(
-                "reconcile-intent",
-                &json!({"backend": backend.name, "report": request}),
-            )?;
-        }
-        Ok(())
-    })?;
-    let mut answers = Vec::new();
+        .collect()
+}
+
+/// Queues each backend's report of `period`, unless that backend already answered it with
+/// matching totals; each is journaled `reconcile-intent`.
+fn queue(
+    b: &mut Batch<'_>,
+    period: i64,
+    requests: &[(String, PeriodReport)],
+) -> rusqlite::Result<()> {
     for (backend, request) in requests {
-        let result = match dialects.iter().find(|d| d.name == backend.dialect) {
-            None => Err(format!(
-                "its dialect plugin `{}` is not loaded",
-                backend.dialect
-            )),
-            Some(plugin) => plugin
-                .backend_session(backend.endpoint.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|mut s| s.reconcile(&request).map_err(|e| e.to_string())),
-        };
-        let (period, name) = (report.period_id, &backend.name);
-        let (kind, body) = match &result {
-            Ok(r) if r.matched => (
-                "reconciled",
-                json!({"period": period, "backend": name, "answer": r}),
-            ),
-            Ok(r) => (
-                "reconcile-failed",
-                json!({"period": period, "backend": name, "answer": r}),
-            ),
-            Err(why) => (
-                "reconcile-failed",
-                json!({"period": period, "backend": name, "why": why}),
-            ),
-        };
-        journal.append(kind, body)?;
+        let matched: bool = b.sql().query_row(
+            "SELECT count(*) FROM reconciliations
+             WHERE period_id = ?1 AND backend = ?2 AND state = 'matched'",
+            rusqlite::params![period, backend],
+            |r| r.get(0),
+        )?;
+        if matched {
+            continue;
+        }
+        let audit = b.append(
+            "reconcile-intent",
+            &json!({"backend": backend, "report": request}),
+        )?;
+        let request = serde_json::to_string(request).expect("a period report is plain data");
+        b.queue_reconciliation(period, backend, &request, audit)?;
+    }
+    Ok(())
+}
+
+/// Sends every queued period report to its backend and journals each answer: `reconciled`, or
+/// `reconcile-failed` with the backend's differences (answered: not sent again) or why it could
+/// not answer (still queued: sent again at the next start or retry). Run at start, too.
+pub fn send_queued(
+    journal: &mut Journal,
+    backends: &[BackendEntry],
+    dialects: &[Plugin],
+) -> Result<Vec<BackendReconciliation>, JournalError> {
+    let mut answers = Vec::new();
+    for queued in journal.reconciliations(true)? {
+        let (period, name) = (queued.period, queued.backend.clone());
+        let result = send(&queued, backends, dialects);
+        match &result {
+            Ok(r) => {
+                let answer = serde_json::to_string(r).expect("an answer is plain data");
+                let (kind, state) = if r.matched {
+                    ("reconciled", "matched")
+                } else {
+                    ("reconcile-failed", "differs")
+                };
+                journal.commit(|b| {
+                    let audit = b.append(
+                        kind,
+                        &json!({"period": period, "backend": name, "answer": r}),
+                    )?;
+                    b.reconciliation_answered(period, &name, state, &answer, audit)
+                })?;
+            }
+            Err(why) => {
+                journal.append(
+                    "reconcile-failed",
+                    json!({"period": period, "backend": name, "why": why}),
+                )?;
+            }
+        }
+        fail::fail_point!("clearing.after-reconcile-answer");
         answers.push(BackendReconciliation {
-            backend: backend.name.clone(),
+            period,
+            backend: name,
             result,
         });
     }
     Ok(answers)
+}
+
+/// Sends one queued report; the error says why there is no answer.
+fn send(
+    queued: &JournalReconciliation,
+    backends: &[BackendEntry],
+    dialects: &[Plugin],
+) -> Result<Reconciliation, String> {
+    let request: PeriodReport = serde_json::from_str(&queued.request_json)
+        .map_err(|e| format!("the queued report cannot be read: {e}"))?;
+    let backend = backends
+        .iter()
+        .find(|b| b.name == queued.backend)
+        .ok_or_else(|| format!("backend `{}` is no longer configured", queued.backend))?;
+    let plugin = dialects
+        .iter()
+        .find(|d| d.name == backend.dialect)
+        .ok_or_else(|| format!("its dialect plugin `{}` is not loaded", backend.dialect))?;
+    plugin
+        .backend_session(backend.endpoint.clone())
+        .map_err(|e| e.to_string())?
+        .reconcile(&request)
+        .map_err(|e| e.to_string())
 }
 
 /// Period `id`'s report (the current period's when `None`): the stored one once it is closed,
@@ -555,7 +651,25 @@ fn authenticate(
     let Some(operator) = &config.operator else {
         return Err(ClearingError::NoOperatorPin(config.path.clone()));
     };
+    let refused = journal.counter(PINS_REFUSED_IN_A_ROW)?;
+    if refused >= PIN_TRIES {
+        let since = match journal.last_entry("clearing-pin-refused")? {
+            Some(last) => journal.seconds_since(&last.at)?,
+            None => None,
+        };
+        // An unreadable time keeps the lock: it is never lifted by a guess.
+        let left = LOCKOUT_SECS - since.unwrap_or(0);
+        if left > 0 {
+            return Err(ClearingError::PinLocked {
+                refused,
+                minutes: (left + 59) / 60,
+            });
+        }
+    }
     if pin_matches(&operator.pin_hash, pin) {
+        if refused > 0 {
+            journal.commit(|b| b.set_counter(PINS_REFUSED_IN_A_ROW, 0))?;
+        }
         return Ok(());
     }
     journal.commit(|b| {
@@ -564,7 +678,8 @@ fn authenticate(
             &json!({"action": action, "period": period}),
         )?;
         b.count("lifetime.operator_pins_refused", 1)?;
-        b.count("period.operator_pins_refused", 1)
+        b.count("period.operator_pins_refused", 1)?;
+        b.count(PINS_REFUSED_IN_A_ROW, 1)
     })?;
     Err(ClearingError::WrongPin)
 }

@@ -12,10 +12,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 /// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -110,6 +110,20 @@ CREATE TABLE manual_items (
     audit_id INTEGER NOT NULL REFERENCES audit(id)
 );
 "#,
+    r#"
+-- Each backend's reconciliation of a closed period: queued when the period closes, sent until
+-- the backend answers (whether its totals match or differ).
+CREATE TABLE reconciliations (
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    backend TEXT NOT NULL,
+    -- The period report as sent, JSON.
+    request_json TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'matched', 'differs')),
+    answer_json TEXT,
+    audit_id INTEGER NOT NULL REFERENCES audit(id),
+    PRIMARY KEY (period_id, backend)
+);
+"#,
 ];
 
 /// A new backend sale, as [`Batch::record_sale`] records it.
@@ -143,6 +157,19 @@ pub struct Period {
     pub counted_fen: Option<u64>,
     /// The closing report, as JSON.
     pub report: Option<String>,
+}
+
+/// A closed period's report to one backend, as [`Journal::reconciliations`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub period: i64,
+    pub backend: String,
+    /// The period report sent, JSON.
+    pub request_json: String,
+    /// `queued`, `matched` or `differs`.
+    pub state: String,
+    /// The backend's answer, JSON, once it gave one.
+    pub answer_json: Option<String>,
 }
 
 fn period_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Period> {
@@ -323,21 +350,20 @@ impl Batch<'_> {
 
     /// Sets a counter outright (period counters are reset when a period closes).
     pub fn set_counter(&mut self, name: &str, value: i64) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            params![name, value],
-        )?;
+            )?
+            .execute(params![name, value])?;
         Ok(())
     }
 
     /// Records a new backend sale under `serial`, in state `intent`, in the current period.
     pub fn record_sale(&mut self, sale: &NewSale<'_>, audit_id: i64) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
+        self.tx.prepare_cached("INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
                                 request_json, audit_id)
-             VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
-            params![
+             VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6, ?7)")?.execute(params![
                 sale.serial as i64,
                 sale.payment,
                 sale.card_serial,
@@ -345,8 +371,7 @@ impl Batch<'_> {
                 sale.paid_fen as i64,
                 sale.request_json,
                 audit_id
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -364,39 +389,39 @@ impl Batch<'_> {
 
     /// Marks sale `serial`'s write confirmation as acknowledged by the backend.
     pub fn sale_confirmed(&mut self, serial: u64) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "UPDATE sales SET confirmed = 1 WHERE serial = ?1",
-            [serial as i64],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE sales SET confirmed = 1 WHERE serial = ?1")?
+            .execute([serial as i64])?;
         Ok(())
     }
 
     /// Records a banknote the acceptor took, in the current period.
     pub fn record_banknote(&mut self, fen: u64, audit_id: i64) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "INSERT INTO banknotes (period_id, fen, audit_id)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO banknotes (period_id, fen, audit_id)
              VALUES ((SELECT max(id) FROM periods), ?1, ?2)",
-            params![fen as i64, audit_id],
-        )?;
+            )?
+            .execute(params![fen as i64, audit_id])?;
         Ok(())
     }
 
     /// Opens the payment of a session for `card_serial`; returns its id.
     pub fn open_payment(&mut self, card_serial: &str, audit_id: i64) -> rusqlite::Result<i64> {
-        self.tx.execute(
-            "INSERT INTO payments (period_id, card_serial, state, audit_id)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO payments (period_id, card_serial, state, audit_id)
              VALUES ((SELECT max(id) FROM periods), ?1, 'open', ?2)",
-            params![card_serial, audit_id],
-        )?;
+            )?
+            .execute(params![card_serial, audit_id])?;
         Ok(self.tx.last_insert_rowid())
     }
 
     /// Adds a credited banknote to payment `id`.
     pub fn add_to_payment(&mut self, id: i64, fen: u64) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "UPDATE payments SET paid_fen = paid_fen + ?2 WHERE id = ?1",
-            params![id, fen as i64],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE payments SET paid_fen = paid_fen + ?2 WHERE id = ?1")?
+            .execute(params![id, fen as i64])?;
         Ok(())
     }
 
@@ -408,28 +433,26 @@ impl Batch<'_> {
         serial: Option<u64>,
         audit_id: i64,
     ) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "UPDATE payments SET state = ?2, serial = coalesce(?3, serial), audit_id = ?4
+        self.tx
+            .prepare_cached(
+                "UPDATE payments SET state = ?2, serial = coalesce(?3, serial), audit_id = ?4
              WHERE id = ?1",
-            params![id, state, serial.map(|s| s as i64), audit_id],
-        )?;
+            )?
+            .execute(params![id, state, serial.map(|s| s as i64), audit_id])?;
         Ok(())
     }
 
     /// Opens an item for an operator about a sale or, when no sale was allocated, a payment;
     /// returns its id.
     pub fn open_manual_item(&mut self, item: &NewItem<'_>, audit_id: i64) -> rusqlite::Result<i64> {
-        self.tx.execute(
-            "INSERT INTO manual_items (serial, payment_id, card_serial, reason, state, audit_id)
-             VALUES (?1, ?2, ?3, ?4, 'open', ?5)",
-            params![
+        self.tx.prepare_cached("INSERT INTO manual_items (serial, payment_id, card_serial, reason, state, audit_id)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5)")?.execute(params![
                 item.serial.map(|s| s as i64),
                 item.payment,
                 item.card_serial,
                 item.reason,
                 audit_id
-            ],
-        )?;
+            ])?;
         Ok(self.tx.last_insert_rowid())
     }
 
@@ -441,19 +464,19 @@ impl Batch<'_> {
         resolution: &str,
         audit_id: i64,
     ) -> rusqlite::Result<usize> {
-        self.tx.execute(
-            "UPDATE manual_items SET state = 'resolved', resolution = ?2, audit_id = ?3
+        self.tx
+            .prepare_cached(
+                "UPDATE manual_items SET state = 'resolved', resolution = ?2, audit_id = ?3
              WHERE id = ?1 AND state = 'open'",
-            params![id, resolution, audit_id],
-        )
+            )?
+            .execute(params![id, resolution, audit_id])
     }
 
     /// Sets period `id`'s state (`open` → `clearing`).
     pub fn set_period_state(&mut self, id: i64, state: &str) -> rusqlite::Result<usize> {
-        self.tx.execute(
-            "UPDATE periods SET state = ?2 WHERE id = ?1",
-            params![id, state],
-        )
+        self.tx
+            .prepare_cached("UPDATE periods SET state = ?2 WHERE id = ?1")?
+            .execute(params![id, state])
     }
 
     /// Closes period `id` with its report (and the operator's count, if entered) and opens the
@@ -464,19 +487,59 @@ impl Batch<'_> {
         counted_fen: Option<u64>,
         report: &str,
     ) -> rusqlite::Result<i64> {
-        self.tx.execute(
-            "UPDATE periods SET state = 'closed',
+        self.tx
+            .prepare_cached(
+                "UPDATE periods SET state = 'closed',
                     closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
                     counted_fen = ?2, report = ?3
              WHERE id = ?1",
-            params![id, counted_fen.map(|c| c as i64), report],
-        )?;
-        self.tx.execute(
-            "INSERT INTO periods (opened_at, state)
+            )?
+            .execute(params![id, counted_fen.map(|c| c as i64), report])?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO periods (opened_at, state)
              VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'open')",
-            [],
-        )?;
+            )?
+            .execute([])?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Queues period `period`'s report to `backend` for sending (again, if it was sent before).
+    pub fn queue_reconciliation(
+        &mut self,
+        period: i64,
+        backend: &str,
+        request_json: &str,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO reconciliations (period_id, backend, request_json, state, audit_id)
+                 VALUES (?1, ?2, ?3, 'queued', ?4)
+                 ON CONFLICT (period_id, backend) DO UPDATE SET
+                    request_json = excluded.request_json, state = 'queued', answer_json = NULL,
+                    audit_id = excluded.audit_id",
+            )?
+            .execute(params![period, backend, request_json, audit_id])?;
+        Ok(())
+    }
+
+    /// Records `backend`'s answer to period `period`'s report: `matched` or `differs`.
+    pub fn reconciliation_answered(
+        &mut self,
+        period: i64,
+        backend: &str,
+        state: &str,
+        answer_json: &str,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE reconciliations SET state = ?3, answer_json = ?4, audit_id = ?5
+                 WHERE period_id = ?1 AND backend = ?2",
+            )?
+            .execute(params![period, backend, state, answer_json, audit_id])?;
+        Ok(())
     }
 
     /// Moves a sale to `state` (with its grant, once there is one), as audit row `audit_id` says.
@@ -487,11 +550,12 @@ impl Batch<'_> {
         grant_json: Option<&str>,
         audit_id: i64,
     ) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "UPDATE sales SET state = ?2, grant_json = coalesce(?3, grant_json), audit_id = ?4
+        self.tx
+            .prepare_cached(
+                "UPDATE sales SET state = ?2, grant_json = coalesce(?3, grant_json), audit_id = ?4
              WHERE serial = ?1",
-            params![serial as i64, state, grant_json, audit_id],
-        )?;
+            )?
+            .execute(params![serial as i64, state, grant_json, audit_id])?;
         Ok(())
     }
 
@@ -723,6 +787,30 @@ impl Journal {
             .optional()
             .map(|v| v.unwrap_or(0))
             .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Reconciliations of closed periods, oldest first: all of them, or only those still
+    /// `queued` (not yet answered by their backend).
+    pub fn reconciliations(&self, queued_only: bool) -> Result<Vec<Reconciliation>, JournalError> {
+        let read = |cause| self.read_error(cause);
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT period_id, backend, request_json, state, answer_json FROM reconciliations
+                 WHERE state = 'queued' OR NOT ?1 ORDER BY period_id, rowid",
+            )
+            .map_err(read)?;
+        stmt.query_map([queued_only], |r| {
+            Ok(Reconciliation {
+                period: r.get(0)?,
+                backend: r.get(1)?,
+                request_json: r.get(2)?,
+                state: r.get(3)?,
+                answer_json: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(read)
     }
 
     /// Sales in any of `states`, oldest first; `card_serial` narrows them to one card.
@@ -1014,6 +1102,17 @@ impl Journal {
     /// One of the journal's UTC times (`2026-11-24T01:30:00.123Z`) as the kiosk's local
     /// wall-clock time to the second (`2026-11-24T09:30:00`), as backends and receipts show it;
     /// `None` when `utc` is not a time.
+    /// Whole seconds from `utc` (a time the journal wrote) to now, by the journal's clock.
+    pub fn seconds_since(&self, utc: &str) -> Result<Option<i64>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT CAST(strftime('%s', 'now') AS INTEGER) - CAST(strftime('%s', ?1) AS INTEGER)",
+                [utc],
+                |r| r.get(0),
+            )
+            .map_err(|cause| self.read_error(cause))
+    }
+
     pub fn local_time(&self, utc: &str) -> Result<Option<String>, JournalError> {
         self.db
             .query_row(

@@ -27,6 +27,7 @@ use crate::card::{CardData, CreditGrant, VerifyOutcome};
 use crate::cash_acceptor::{
     CashAcceptor, CashError, CashEvent, CashHandler, Denomination, EscrowDecision, NotRecorded,
 };
+use crate::clearing;
 use crate::codecs::{self, IdentifyError};
 use crate::config::{BackendEntry, KioskConfig};
 use crate::journal::{Journal, JournalError, NewItem, NewSale};
@@ -365,6 +366,11 @@ impl SaleEngine {
         patience: Duration,
     ) -> Result<Fen, SaleError> {
         let due = s.quote.map_or(Fen(0), |q| q.amount);
+        // Clearing may have started since the card was read: the acceptor stays inhibited.
+        let period = self.journal.current_period()?;
+        if period.state != "open" && s.payment.is_none() {
+            return Err(SaleError::Clearing(period.id));
+        }
         if s.payment.is_none() {
             let card = s.data.card_serial.clone();
             s.payment = Some(self.journal.commit(|b| {
@@ -617,11 +623,14 @@ impl SaleEngine {
         })
     }
 
-    /// Finishes what the journal shows unfinished: a sale whose outcome at the backend is not
-    /// known is asked about. Run at start, before the first customer.
+    /// Finishes what the journal shows unfinished: open payments go to an operator, write
+    /// confirmations and closed periods' reports are sent again, and a sale whose outcome at
+    /// the backend is not known is asked about. Run at start, before the first customer.
     pub fn recover(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
         self.recover_payments()?;
         self.retry_confirmations()?;
+        // Each answer, or why there is none, is in the journal; an unanswered one stays queued.
+        clearing::send_queued(&mut self.journal, &self.backends, &self.dialects)?;
         let mut resolved = Vec::new();
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some(backend) = self

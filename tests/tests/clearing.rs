@@ -3,16 +3,22 @@
 //! backends (each with its own books) over TCP; then the operator clears the kiosk and the
 //! report, the journal, the counters, the backends' reconciliation and the CLI are checked.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use selfvend_host::backend::Purchase;
 use selfvend_host::clearing::{self, ClearingError, Difference, Tally};
 use selfvend_host::config::KioskConfig;
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_host::receipt_printer::ReceiptPrinter;
 use selfvend_host::sale::SaleError;
+use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::vpcd::lock;
-use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN as PIN, chen_xiaoming, zhang_san};
-use selfvend_tests::{selfvend_with, text};
+use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN as PIN, PATIENCE, chen_xiaoming, zhang_san};
+use selfvend_tests::{selfvend_bin, selfvend_with, text};
 
 fn kinds(journal: &Journal) -> Vec<String> {
     journal
@@ -244,4 +250,87 @@ fn clearing_is_refused_without_a_configured_operator_pin() {
         clearing::count(&mut journal, Fen(100)),
         Err(ClearingError::NotClearing(1))
     ));
+}
+
+#[test]
+fn clearing_waits_for_a_paying_customer_and_then_no_banknote_goes_in() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+
+    // A customer has paid and the sale is not made yet: clearing waits for it.
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    let mut journal = Journal::open(&k.journal).unwrap();
+    let err = clearing::start(&mut journal, &k.config, PIN).unwrap_err();
+    assert!(matches!(err, ClearingError::PaymentOpen(_)), "{err}");
+    assert!(err.to_string().contains("a customer is paying"), "{err}");
+    assert_eq!(journal.current_period().unwrap().state, "open");
+    k.engine.complete(&mut s, &mut k.printer).unwrap();
+    drop((s, inserted));
+    Meter::new("M3701000001", k.machine.clone()).insert_hengtai(&mut lock(&memory));
+
+    // A card read just before clearing starts: its payment is refused, the acceptor stays
+    // inhibited and the banknote the customer offers is not taken.
+    let (_inserted, channel) = k.insert(&memory);
+    let mut s = k.engine.start(channel).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    clearing::start(&mut journal, &k.config, PIN).unwrap();
+    k.validator.act(Action::Insert(10));
+    match k.engine.take_cash(&mut s, &mut k.acceptor, PATIENCE) {
+        Err(SaleError::Clearing(1)) => {}
+        other => panic!("expected the clearing refusal, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(k.validator.inhibited());
+    assert_eq!(k.validator.tally().cash_box, [10]);
+    assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 1000);
+    let report = clearing::report(&journal, &k.config, None).unwrap();
+    assert_eq!(report.cash.expected, Fen(1000));
+}
+
+#[test]
+fn five_wrong_operator_pins_lock_pin_entry() {
+    let k = Kiosk::new();
+    let mut journal = Journal::open(&k.journal).unwrap();
+    // A right PIN after wrong ones clears the run of refusals.
+    for _ in 0..4 {
+        assert!(matches!(
+            clearing::start(&mut journal, &k.config, "000000"),
+            Err(ClearingError::WrongPin)
+        ));
+    }
+    clearing::start(&mut journal, &k.config, PIN).unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            clearing::end(&mut journal, &k.config, "000000", None, &[]),
+            Err(ClearingError::WrongPin)
+        ));
+    }
+    // Locked: even the right PIN is not checked, and nothing more is recorded.
+    let err = clearing::end(&mut journal, &k.config, PIN, None, &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "5 wrong operator PINs in a row: PIN entry is locked for 15 more minutes"
+    );
+    assert_eq!(
+        journal.counter("lifetime.operator_pins_refused").unwrap(),
+        9
+    );
+    assert_eq!(journal.current_period().unwrap().state, "clearing");
+    let mut child = Command::new(selfvend_bin())
+        .arg("--config")
+        .arg(&k.config.path)
+        .args(["clearing", "end", "--pin-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PIN}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("PIN entry is locked for 15 more minutes"),
+        "{}",
+        text(&out.stderr)
+    );
 }

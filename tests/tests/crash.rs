@@ -1,19 +1,22 @@
-//! The kiosk killed with SIGKILL at every failpoint of a cash sale, then restarted: after its
-//! recovery, the money rules hold against the outside world's own records — the backend's
-//! books, the card, the validator — and the journal.
+//! The kiosk killed with SIGKILL at every failpoint of a cash sale and of clearing, then
+//! restarted: after its recovery, the money rules hold against the outside world's own records
+//! — the backend's books, the card, the validator — and the journal.
 
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use selfvend_host::clearing::{self, Business, Difference, Tally};
 use selfvend_host::journal::Journal;
+use selfvend_host::money::Fen;
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::ReferenceBackend;
 use selfvend_sim::sle4442::ht01;
 use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
-use selfvend_tests::kiosk_rig::{World, chen_xiaoming, zhang_san};
+use selfvend_tests::kiosk_rig::{OPERATOR_PIN, World, chen_xiaoming, zhang_san};
 use selfvend_tests::selfvend_bin;
 
 const FAILPOINTS: [&str; 9] = [
@@ -26,6 +29,15 @@ const FAILPOINTS: [&str; 9] = [
     "sale.after-card-written",
     "sale.after-confirm-intent",
     "sale.after-receipt-intent",
+];
+
+const CLEARING_FAILPOINTS: [&str; 6] = [
+    "clearing.after-started",
+    "clearing.after-box-removed",
+    "clearing.after-counted",
+    "clearing.after-box-replaced",
+    "clearing.after-closed",
+    "clearing.after-reconcile-answer",
 ];
 
 /// Runs the kiosk process once; `kill_at` names the failpoint it dies at.
@@ -44,6 +56,26 @@ fn kiosk(w: &World, kill_at: Option<&str>, recover_only: bool) -> std::process::
         cmd.env("SELFVEND_KILL_AT", point);
     }
     cmd.status().expect("run selfvend-sale-child")
+}
+
+/// Runs the kiosk process once as an operator clearing period 1 and counting 10 yuan.
+fn clear(w: &World, kill_at: Option<&str>) -> std::process::ExitStatus {
+    let mut cmd = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"));
+    cmd.arg("--config")
+        .arg(&w.config.path)
+        .args(["--reader", &w.slot.reader])
+        .args(["--validator", w.validator.path()])
+        .args(["--printer", w.printer_sim.path()])
+        .args(["--fen", "1000", "--clear-period", "1"])
+        .stdin(Stdio::piped());
+    if let Some(point) = kill_at {
+        cmd.env("SELFVEND_KILL_AT", point);
+    }
+    let mut child = cmd.spawn().expect("run selfvend-sale-child");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{OPERATOR_PIN}").unwrap();
+    drop(stdin);
+    child.wait().unwrap()
 }
 
 fn sql(journal: &std::path::Path, query: &str) -> u64 {
@@ -215,5 +247,84 @@ fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
         } else {
             assert_eq!(taken_by_meter, MeterInsert::NothingNew, "{point}");
         }
+    }
+}
+
+#[test]
+fn killed_at_every_failpoint_of_clearing_the_period_closes_once_and_is_reconciled() {
+    for point in CLEARING_FAILPOINTS {
+        let w = World::new();
+        let card = MemoryCard(zhang_san(&w));
+        let _inserted = card.insert(&w);
+        w.validator.act(Action::Insert(10));
+        assert!(kiosk(&w, None, false).success(), "{point}: the sale failed");
+
+        let status = clear(&w, Some(point));
+        assert_eq!(status.signal(), Some(9), "{point}: not killed there");
+        // Restarted, the kiosk sends what was queued; the operator carries on clearing.
+        assert!(
+            clear(&w, None).success(),
+            "{point}: clearing did not finish"
+        );
+
+        let mut journal = Journal::open(&w.journal).unwrap();
+        assert!(journal.verify().unwrap().problems.is_empty(), "{point}");
+        assert_eq!(
+            sql(
+                &w.journal,
+                "SELECT count(*) FROM audit WHERE kind = 'clearing-ended'"
+            ),
+            1,
+            "{point}: the period was closed more than once"
+        );
+        let report = clearing::report(&journal, &w.config, Some(1)).unwrap();
+        assert_eq!(report.state, "closed", "{point}");
+        let cash = &report.businesses[0];
+        assert_eq!(cash.business, Business::CashSale);
+        assert_eq!(
+            cash.sold,
+            Tally {
+                count: 1,
+                fen: Fen(1000)
+            },
+            "{point}"
+        );
+        assert_eq!(report.cash.expected, Fen(1000), "{point}");
+        assert_eq!(report.cash.difference, Difference::Matched, "{point}");
+        assert_eq!(journal.current_period().unwrap().id, 2, "{point}");
+        // Both backends were told, once each answered, and agree.
+        let states: Vec<(String, String)> = journal
+            .reconciliations(false)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.backend, r.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("jinan-power".to_string(), "matched".to_string()),
+                ("guangzhou-power".to_string(), "matched".to_string())
+            ],
+            "{point}"
+        );
+        for backend in [&w.jinan, &w.guangzhou] {
+            assert_eq!(
+                backend.ledger().period_matched("K-SALE-01", 1),
+                Some(true),
+                "{point}"
+            );
+        }
+        // Lifetime counters carry on; the next customer is served in the new period.
+        assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 1000);
+        assert!(matches!(
+            card.carry_to_meter(&w),
+            MeterInsert::Credited { .. }
+        ));
+        w.validator.act(Action::Insert(10));
+        assert!(kiosk(&w, None, false).success(), "{point}: no sale after");
+        journal = Journal::open(&w.journal).unwrap();
+        assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 2000);
+        let now = clearing::report(&journal, &w.config, None).unwrap();
+        assert_eq!(now.businesses[0].sold.count, 1, "{point}");
     }
 }

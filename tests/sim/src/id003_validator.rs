@@ -549,6 +549,11 @@ impl SimulatedValidator {
         lock(&self.validator).tally.clone()
     }
 
+    /// Whether the host has inhibited the validator (C3): it takes no banknote in.
+    pub fn inhibited(&self) -> bool {
+        lock(&self.validator).inhibited
+    }
+
     /// Whether every scripted banknote has been dealt with and the validator is idle.
     pub fn is_idle(&self) -> bool {
         let v = lock(&self.validator);

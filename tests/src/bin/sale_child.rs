@@ -1,6 +1,8 @@
 //! `selfvend-sale-child`: the kiosk as a process of its own for the crash tests. It recovers
 //! what its journal shows unfinished, then (unless `--recover-only`) sells `--fen` to the card
-//! in `--reader`. With `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there.
+//! in `--reader`; or, with `--clear-period N`, clears the kiosk until period N is closed (the
+//! operator PIN on stdin), counting `--fen` in the cash box. With
+//! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use selfvend_host::backend::Purchase;
 use selfvend_host::card_reader::Readers;
+use selfvend_host::clearing;
 use selfvend_host::config::{KioskConfig, PluginRole};
 use selfvend_host::escpos::EscPosPrinter;
 use selfvend_host::id003::{Id003Acceptor, Id003Settings};
@@ -25,6 +28,7 @@ struct Args {
     printer: PathBuf,
     fen: u64,
     recover_only: bool,
+    clear_period: Option<i64>,
 }
 
 fn args() -> Option<Args> {
@@ -36,6 +40,7 @@ fn args() -> Option<Args> {
         printer: PathBuf::new(),
         fen: 0,
         recover_only: false,
+        clear_period: None,
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
@@ -45,6 +50,7 @@ fn args() -> Option<Args> {
             "--printer" => out.printer = a.next()?.into(),
             "--fen" => out.fen = a.next()?.parse().ok()?,
             "--recover-only" => out.recover_only = true,
+            "--clear-period" => out.clear_period = Some(a.next()?.parse().ok()?),
             _ => return None,
         }
     }
@@ -54,7 +60,8 @@ fn args() -> Option<Args> {
 fn main() -> ExitCode {
     let Some(args) = args() else {
         eprintln!(
-            "usage: selfvend-sale-child --config F --reader R --validator P --printer P --fen N [--recover-only]"
+            "usage: selfvend-sale-child --config F --reader R --validator P --printer P --fen N \
+             [--recover-only | --clear-period N]"
         );
         return ExitCode::FAILURE;
     };
@@ -109,6 +116,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     engine.recover()?;
     engine.resell()?;
+    if let Some(period) = args.clear_period {
+        drop(engine);
+        return clear(
+            &config,
+            load(PluginRole::BackendDialect)?,
+            period,
+            Fen(args.fen),
+        );
+    }
     let readers = Readers::establish()?;
     let card: SharedCard = Arc::new(Mutex::new(readers.connect(&args.reader)?));
     // Starting a session writes any grant still owed to this card.
@@ -128,5 +144,30 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     engine.quote(&mut session, Purchase::Money(Fen(args.fen)))?;
     engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))?;
     engine.complete(&mut session, &mut printer)?;
+    Ok(())
+}
+
+/// Clears the kiosk as an operator would, carrying on from wherever an earlier run stopped,
+/// until `period` is closed.
+fn clear(
+    config: &KioskConfig,
+    dialects: Vec<Plugin>,
+    period: i64,
+    counted: Fen,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut pin = String::new();
+    std::io::stdin().read_line(&mut pin)?;
+    let pin = pin.trim_end();
+    let mut journal = Journal::open(&config.kiosk.data_dir.join("journal.sqlite"))?;
+    if journal.period(period)?.is_some_and(|p| p.state == "closed") {
+        return Ok(());
+    }
+    if journal.current_period()?.state == "open" {
+        clearing::start(&mut journal, config, pin)?;
+    }
+    clearing::box_removed(&mut journal)?;
+    clearing::count(&mut journal, counted)?;
+    clearing::box_replaced(&mut journal)?;
+    clearing::end(&mut journal, config, pin, None, &dialects)?;
     Ok(())
 }

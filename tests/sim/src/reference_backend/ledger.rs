@@ -464,6 +464,18 @@ impl Ledger {
             .map_or(0, |n| n as u64)
     }
 
+    /// Whether terminal `terminal_id`'s period `period_id` was reconciled and matched; `None`
+    /// when it was never reported.
+    pub fn period_matched(&self, terminal_id: &str, period_id: u64) -> Option<bool> {
+        self.db
+            .query_row(
+                "SELECT matched FROM periods WHERE terminal_id = ?1 AND period_id = ?2",
+                params![terminal_id, period_id as i64],
+                |r| r.get(0),
+            )
+            .ok()
+    }
+
     /// The backend's purchase count for a card.
     pub fn card_purchase_count(&self, card_serial: &str) -> Option<u32> {
         self.db
