@@ -123,6 +123,9 @@ CREATE TABLE reconciliations (
     audit_id INTEGER NOT NULL REFERENCES audit(id),
     PRIMARY KEY (period_id, backend)
 );
+-- A banknote the acceptor may hold without having credited it (caught in a jam, or stacked by
+-- a reset after a power cut): its value, for an operator to check against the cash box.
+ALTER TABLE manual_items ADD COLUMN caught_fen INTEGER;
 "#,
 ];
 
@@ -142,6 +145,8 @@ pub struct NewSale<'a> {
 pub struct NewItem<'a> {
     pub serial: Option<u64>,
     pub payment: Option<i64>,
+    /// A banknote the acceptor did not credit, which may be in the kiosk.
+    pub caught_fen: Option<u64>,
     pub card_serial: Option<&'a str>,
     pub reason: &'a str,
 }
@@ -210,6 +215,8 @@ pub struct ManualItem {
     pub reason: String,
     pub state: String,
     pub resolution: Option<String>,
+    /// A banknote the acceptor did not credit, which may be in the kiosk.
+    pub caught_fen: Option<u64>,
 }
 
 /// Where one backend sale stands.
@@ -445,13 +452,19 @@ impl Batch<'_> {
     /// Opens an item for an operator about a sale or, when no sale was allocated, a payment;
     /// returns its id.
     pub fn open_manual_item(&mut self, item: &NewItem<'_>, audit_id: i64) -> rusqlite::Result<i64> {
-        self.tx.prepare_cached("INSERT INTO manual_items (serial, payment_id, card_serial, reason, state, audit_id)
-             VALUES (?1, ?2, ?3, ?4, 'open', ?5)")?.execute(params![
+        self.tx
+            .prepare_cached(
+                "INSERT INTO manual_items
+                    (serial, payment_id, card_serial, reason, state, audit_id, caught_fen)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6)",
+            )?
+            .execute(params![
                 item.serial.map(|s| s as i64),
                 item.payment,
                 item.card_serial,
                 item.reason,
-                audit_id
+                audit_id,
+                item.caught_fen.map(|f| f as i64)
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -953,7 +966,8 @@ impl Journal {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT id, serial, card_serial, reason, state, resolution FROM manual_items
+                "SELECT id, serial, card_serial, reason, state, resolution, caught_fen
+                 FROM manual_items
                  WHERE ?1 OR state = 'open' ORDER BY id",
             )
             .map_err(|cause| self.read_error(cause))?;
@@ -966,6 +980,7 @@ impl Journal {
                     reason: r.get(3)?,
                     state: r.get(4)?,
                     resolution: r.get(5)?,
+                    caught_fen: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
                 })
             })
             .map_err(|cause| self.read_error(cause))?;

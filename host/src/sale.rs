@@ -76,9 +76,18 @@ pub enum SaleError {
     RefundRefused { serial: u64, state: String },
     #[error("sale {serial} is {state}: only a sale handed to an operator is re-sold by hand")]
     ResellRefused { serial: u64, state: String },
+    #[error("nothing has been paid in this session: there is nothing to sell")]
+    NothingPaid,
+    #[error("item {item} is about {what}, not a sale: it is refunded, never re-sold")]
+    NotASale { item: i64, what: String },
     #[error("the journal holds a sale it cannot read back: {0}")]
     Corrupt(String),
     /// An operator is clearing the kiosk (period `0`): no sales until it ends.
+    #[error(
+        "item {0} is about money the customer paid: settle it by refund or re-sell, not by \
+         dismissing it"
+    )]
+    DismissRefused(i64),
     #[error("the kiosk is being cleared (period {0}); sales resume when clearing ends")]
     Clearing(i64),
 }
@@ -109,6 +118,8 @@ pub enum Outcome {
 pub enum Resolution {
     Refund,
     Resell,
+    /// Nothing is owed (a caught banknote the operator did not find): the item is closed.
+    Dismiss,
 }
 
 /// How often a sale that never reached its backend is sent again before an operator is asked.
@@ -164,6 +175,9 @@ pub struct CashSession {
     pub rewritten: Option<u64>,
     /// This session's payment in the journal, once the acceptor was enabled.
     payment: Option<i64>,
+    /// Banknotes the acceptor did not credit that may be in the kiosk: each operator item and
+    /// the note's value.
+    pub caught: Vec<(i64, Fen)>,
 }
 
 impl CashSession {
@@ -297,6 +311,7 @@ impl SaleEngine {
             quote: None,
             paid: Fen(0),
             rewritten: None,
+            caught: Vec::new(),
             payment: None,
         };
         s.rewritten = self.rewrite_outstanding(&mut s)?;
@@ -386,6 +401,8 @@ impl SaleEngine {
             let mut handler = Cashier {
                 journal: &mut self.journal,
                 payment: s.payment,
+                card: &s.data.card_serial,
+                caught: &mut s.caught,
                 paid: &mut s.paid,
                 due,
                 failed: None,
@@ -416,6 +433,9 @@ impl SaleEngine {
         s: &mut CashSession,
         printer: &mut dyn ReceiptPrinter,
     ) -> Result<Completion, SaleError> {
+        if s.paid == Fen(0) {
+            return Err(SaleError::NothingPaid);
+        }
         let purchase = match s.quote {
             Some(q) if q.amount == s.paid => q.purchase,
             _ => Purchase::Money(s.paid),
@@ -477,6 +497,7 @@ impl SaleEngine {
                         &NewItem {
                             serial: Some(serial),
                             payment: None,
+                            caught_fen: None,
                             card_serial: Some(&s.data.card_serial),
                             reason: &format!(
                                 "退款 {} 元：售电被拒（{}）",
@@ -685,6 +706,7 @@ impl SaleEngine {
                         &NewItem {
                             serial: None,
                             payment: Some(id),
+                            caught_fen: None,
                             card_serial: Some(&card),
                             reason: &format!(
                                 "顾客已投币 {} 元，未售电（卡号 {card}）：请退款或到营业厅购电",
@@ -742,6 +764,7 @@ impl SaleEngine {
                             &NewItem {
                                 serial: Some(sale.serial),
                                 payment: None,
+                                caught_fen: None,
                                 card_serial: Some(&sale.card_serial),
                                 reason: &format!(
                                     "退款 {} 元：补售电被拒（{}）",
@@ -765,6 +788,7 @@ impl SaleEngine {
                             &NewItem {
                                 serial: Some(sale.serial),
                                 payment: None,
+                                caught_fen: None,
                                 card_serial: Some(&sale.card_serial),
                                 reason: &format!(
                                     "补售电 {attempt} 次未成功：请人工补售电或退款 {} 元",
@@ -799,12 +823,15 @@ impl SaleEngine {
             .into_iter()
             .find(|i| i.id == id)
             .ok_or(SaleError::NoSuchItem(id))?;
+        if let Some(caught) = item.caught_fen {
+            return self.resolve_caught(id, caught, resolution, operator_note);
+        }
         if let Some((payment, paid, state)) = self.journal.item_payment(id)? {
             // Money taken with no sale ever sent: a refund is all there is to do.
             if resolution != Resolution::Refund || state != "abandoned" {
-                return Err(SaleError::ResellRefused {
-                    serial: 0,
-                    state: format!("a payment with no sale ({state})"),
+                return Err(SaleError::NotASale {
+                    item: id,
+                    what: format!("a payment with no sale ({state})"),
                 });
             }
             self.journal.commit(|b| {
@@ -891,8 +918,47 @@ impl SaleEngine {
                 serial: sale.serial,
                 state: sale.state,
             }),
+            (Resolution::Dismiss, Some(_)) => Err(SaleError::DismissRefused(id)),
             (_, None) => Err(SaleError::NoSuchItem(id)),
         }
+    }
+
+    /// Settles a banknote the acceptor did not credit: paid back (the operator found it in
+    /// the kiosk) or dismissed (it was not there); it was never sold, so never re-sold.
+    fn resolve_caught(
+        &mut self,
+        id: i64,
+        fen: u64,
+        resolution: Resolution,
+        operator_note: &str,
+    ) -> Result<String, SaleError> {
+        let (kind, done) = match resolution {
+            Resolution::Refund => ("refund-paid", "refunded"),
+            Resolution::Dismiss => ("manual-dismissed", "dismissed"),
+            Resolution::Resell => {
+                return Err(SaleError::NotASale {
+                    item: id,
+                    what: "a banknote the acceptor did not credit".into(),
+                });
+            }
+        };
+        self.journal.commit(|b| {
+            let audit = b.append(
+                kind,
+                &json!({"item": id, "caught_fen": fen, "note": operator_note}),
+            )?;
+            if resolution == Resolution::Refund {
+                b.count("lifetime.caught_refunded_fen", fen as i64)?;
+            }
+            b.resolve_manual_item(id, &format!("{done}: {operator_note}"), audit)
+        })?;
+        Ok(match resolution {
+            Resolution::Refund => format!(
+                "item {id}: {} yuan refunded for a banknote the acceptor did not credit",
+                yuan(Fen(fen))
+            ),
+            _ => format!("item {id}: closed, nothing paid back"),
+        })
     }
 
     /// An operator raises an item about sale `serial` (a customer's complaint, say).
@@ -912,6 +978,7 @@ impl SaleEngine {
                 &NewItem {
                     serial: Some(serial),
                     payment: None,
+                    caught_fen: None,
                     card_serial: card.as_deref(),
                     reason,
                 },
@@ -1174,6 +1241,12 @@ impl SaleEngine {
                 r.push(Line::new("请保留此凭条"));
             }
         }
+        for (item, fen) in &s.caught {
+            r.push(Line::new(format!("{}元纸币卡在机内未入账", yuan(*fen))).bold());
+            r.push(Line::new(format!(
+                "已登记待核实退还（工单{item}），请保留此凭条"
+            )));
+        }
         r
     }
 }
@@ -1190,6 +1263,8 @@ enum SaleOutcome {
 struct Cashier<'a> {
     journal: &'a mut Journal,
     payment: Option<i64>,
+    card: &'a str,
+    caught: &'a mut Vec<(i64, Fen)>,
     paid: &'a mut Fen,
     due: Fen,
     failed: Option<JournalError>,
@@ -1219,6 +1294,36 @@ impl CashHandler for Cashier<'_> {
                 .journal
                 .append("banknote-returned", json!({"fen": note.value().0}))
                 .map(|_| ()),
+            // The customer's banknote may be in the kiosk without having been credited: an
+            // operator checks the box and pays it back (the receipt says so).
+            CashEvent::Fault {
+                note: Some(note), ..
+            }
+            | CashEvent::PowerUpWithBillInStacker { note: Some(note) } => {
+                let fen = note.value();
+                let (payment, card) = (self.payment, self.card);
+                let reason = format!(
+                    "纸币器故障，{} 元纸币可能在机内且未入账（卡号 {card}）：请开箱核实后退还",
+                    yuan(fen)
+                );
+                let r = self.journal.commit(|b| {
+                    let audit = b.append(
+                        "banknote-caught",
+                        &json!({"fen": fen.0, "payment": payment, "event": event.to_string()}),
+                    )?;
+                    b.open_manual_item(
+                        &NewItem {
+                            serial: None,
+                            payment,
+                            caught_fen: Some(fen.0),
+                            card_serial: Some(card),
+                            reason: &reason,
+                        },
+                        audit,
+                    )
+                });
+                r.map(|item| self.caught.push((item, fen)))
+            }
             CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
             other => self
                 .journal

@@ -20,9 +20,10 @@ use selfvend_host::sale::{CashSession, Outcome, ResellPolicy, SaleEngine};
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
 use selfvend_sim::id003_validator::{Action, SimulatedValidator};
+use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::{Listen, ReferenceBackend};
 use selfvend_sim::sle4442;
-use selfvend_sim::vpcd::{Inserted, VirtualCard};
+use selfvend_sim::vpcd::{Inserted, SlotFaults, VirtualCard, lock};
 
 use crate::{ReaderSlot, SignedPlugins};
 
@@ -137,6 +138,13 @@ impl World {
     }
 }
 
+impl World {
+    /// The host's connection to the card in the slot.
+    pub fn connect(&self) -> SharedCard {
+        Arc::new(Mutex::new(self.readers.connect(&self.slot.reader).unwrap()))
+    }
+}
+
 impl Default for World {
     fn default() -> Self {
         Self::new()
@@ -200,12 +208,8 @@ impl Kiosk {
     }
 
     pub fn insert<C: VirtualCard>(&self, card: &Arc<Mutex<C>>) -> (Inserted, SharedCard) {
-        assert!(self.readers.wait(&self.slot.reader, false, WAIT).unwrap());
-        let inserted = Inserted::insert(card.clone(), self.slot.address).unwrap();
-        assert!(self.readers.wait(&self.slot.reader, true, WAIT).unwrap());
-        let channel: SharedCard =
-            Arc::new(Mutex::new(self.readers.connect(&self.slot.reader).unwrap()));
-        (inserted, channel)
+        let inserted = insert_into(self, card);
+        (inserted, self.connect())
     }
 
     /// Inserts `card`, starts a session, chooses `fen` and pays it in one note of that value.
@@ -214,7 +218,13 @@ impl Kiosk {
         card: &Arc<Mutex<C>>,
         fen: u64,
     ) -> (Inserted, CashSession) {
-        let (inserted, channel) = self.insert(card);
+        let inserted = insert_into(self, card);
+        (inserted, self.pay(fen))
+    }
+
+    /// With a card in the slot: starts a session, chooses `fen` and pays it in one note.
+    pub fn pay(&mut self, fen: u64) -> CashSession {
+        let channel = self.connect();
         let mut s = self.engine.start(channel).unwrap();
         self.engine
             .quote(&mut s, Purchase::Money(Fen(fen)))
@@ -225,7 +235,7 @@ impl Kiosk {
             .take_cash(&mut s, &mut self.acceptor, PATIENCE)
             .unwrap();
         assert_eq!(paid, Fen(fen));
-        (inserted, s)
+        s
     }
 
     pub fn printed_lines(&self) -> Vec<String> {
@@ -299,6 +309,78 @@ pub fn chen_xiaoming(k: &World) -> Arc<Mutex<selfvend_sim::cpu_card::CpuCard>> {
         "C440100001",
         "M4401000001",
     )))
+}
+
+fn insert_into<C: VirtualCard>(w: &World, card: &Arc<Mutex<C>>) -> Inserted {
+    assert!(w.readers.wait(&w.slot.reader, false, WAIT).unwrap());
+    let inserted = Inserted::insert(card.clone(), w.slot.address).unwrap();
+    assert!(w.readers.wait(&w.slot.reader, true, WAIT).unwrap());
+    inserted
+}
+
+/// A card a test sells to, as the outside world sees it: either vendor's, with its utility.
+pub trait TestCard {
+    fn insert(&self, w: &World) -> Inserted;
+    /// The purchase count the card carries.
+    fn purchase_count(&self) -> u64;
+    fn serial(&self) -> &'static str;
+    /// Its utility's backend.
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend;
+    fn carry_to_meter(&self, w: &World) -> MeterInsert;
+    /// The card leaves the reader (`inserted`) at point `at` of what the host does next: a
+    /// memory card after writing `at` bytes, a CPU card after answering `at` APDUs.
+    fn tear(&self, inserted: &Inserted, at: u32);
+}
+
+pub struct MemoryCard(pub Arc<Mutex<selfvend_sim::sle4442::Sle4442>>);
+pub struct CpuCard(pub Arc<Mutex<selfvend_sim::cpu_card::CpuCard>>);
+
+impl TestCard for MemoryCard {
+    fn insert(&self, w: &World) -> Inserted {
+        insert_into(w, &self.0)
+    }
+    fn purchase_count(&self) -> u64 {
+        sle4442::ht01::current(&lock(&self.0)).map_or(0, |(_, s)| u64::from(s.purchase_count))
+    }
+    fn serial(&self) -> &'static str {
+        "3701000000000001"
+    }
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
+        &w.jinan
+    }
+    fn carry_to_meter(&self, w: &World) -> MeterInsert {
+        Meter::new("M3701000001", w.machine.clone()).insert_hengtai(&mut lock(&self.0))
+    }
+    fn tear(&self, _: &Inserted, at: u32) {
+        lock(&self.0).tear_after_bytes = Some(at);
+    }
+}
+
+impl TestCard for CpuCard {
+    fn insert(&self, w: &World) -> Inserted {
+        insert_into(w, &self.0)
+    }
+    fn purchase_count(&self) -> u64 {
+        let wallet = lock(&self.0).wallet;
+        u64::from(u32::from_be_bytes([
+            wallet[0], wallet[1], wallet[2], wallet[3],
+        ]))
+    }
+    fn serial(&self) -> &'static str {
+        "4401000000000001"
+    }
+    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
+        &w.guangzhou
+    }
+    fn carry_to_meter(&self, w: &World) -> MeterInsert {
+        Meter::new("M4401000001", w.machine.clone()).insert_lanling(&mut lock(&self.0))
+    }
+    fn tear(&self, inserted: &Inserted, at: u32) {
+        inserted.arm(SlotFaults {
+            pull_after: Some(at),
+            ..SlotFaults::default()
+        });
+    }
 }
 
 /// Every sale's serial and state, in serial order.

@@ -5,18 +5,15 @@
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use selfvend_host::clearing::{self, Business, Difference, Tally};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_sim::id003_validator::Action;
-use selfvend_sim::meter::{Meter, MeterInsert};
-use selfvend_sim::reference_backend::ReferenceBackend;
-use selfvend_sim::sle4442::ht01;
-use selfvend_sim::vpcd::{Inserted, VirtualCard, lock};
-use selfvend_tests::kiosk_rig::{OPERATOR_PIN, World, chen_xiaoming, zhang_san};
+use selfvend_sim::meter::MeterInsert;
+use selfvend_tests::kiosk_rig::{
+    CpuCard, MemoryCard, OPERATOR_PIN, TestCard, World, chen_xiaoming, zhang_san,
+};
 use selfvend_tests::selfvend_bin;
 
 const FAILPOINTS: [&str; 9] = [
@@ -88,67 +85,6 @@ fn sql(journal: &std::path::Path, query: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or(0)
-}
-
-fn insert<C: VirtualCard>(w: &World, card: &Arc<Mutex<C>>) -> Inserted {
-    let wait = Some(Duration::from_secs(10));
-    assert!(w.readers.wait(&w.slot.reader, false, wait).unwrap());
-    let inserted = Inserted::insert(card.clone(), w.slot.address).unwrap();
-    assert!(w.readers.wait(&w.slot.reader, true, wait).unwrap());
-    inserted
-}
-
-/// The card a crash test sells to, as the outside world sees it.
-trait TestCard {
-    fn insert(&self, w: &World) -> Inserted;
-    /// The purchase count the card carries.
-    fn purchase_count(&self) -> u64;
-    fn serial(&self) -> &'static str;
-    /// Its utility's backend.
-    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend;
-    fn carry_to_meter(&self, w: &World) -> MeterInsert;
-}
-
-struct MemoryCard(Arc<Mutex<selfvend_sim::sle4442::Sle4442>>);
-struct CpuCard(Arc<Mutex<selfvend_sim::cpu_card::CpuCard>>);
-
-impl TestCard for MemoryCard {
-    fn insert(&self, w: &World) -> Inserted {
-        insert(w, &self.0)
-    }
-    fn purchase_count(&self) -> u64 {
-        ht01::current(&lock(&self.0)).map_or(0, |(_, s)| u64::from(s.purchase_count))
-    }
-    fn serial(&self) -> &'static str {
-        "3701000000000001"
-    }
-    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
-        &w.jinan
-    }
-    fn carry_to_meter(&self, w: &World) -> MeterInsert {
-        Meter::new("M3701000001", w.machine.clone()).insert_hengtai(&mut lock(&self.0))
-    }
-}
-
-impl TestCard for CpuCard {
-    fn insert(&self, w: &World) -> Inserted {
-        insert(w, &self.0)
-    }
-    fn purchase_count(&self) -> u64 {
-        let wallet = lock(&self.0).wallet;
-        u64::from(u32::from_be_bytes([
-            wallet[0], wallet[1], wallet[2], wallet[3],
-        ]))
-    }
-    fn serial(&self) -> &'static str {
-        "4401000000000001"
-    }
-    fn backend<'w>(&self, w: &'w World) -> &'w ReferenceBackend {
-        &w.guangzhou
-    }
-    fn carry_to_meter(&self, w: &World) -> MeterInsert {
-        Meter::new("M4401000001", w.machine.clone()).insert_lanling(&mut lock(&self.0))
-    }
 }
 
 #[test]

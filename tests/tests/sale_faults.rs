@@ -1,8 +1,10 @@
 //! The cash sale when the devices misbehave mid-sale: a lost validator ACK, a banknote in the
-//! path at power-up, a printer out of paper mid-receipt, and the wrong card offered for a
-//! re-write. Money and journal stay consistent in each.
+//! path at power-up, a printer out of paper mid-receipt, the wrong card offered for a re-write,
+//! every way a backend's reply goes wrong through both dialects, and a card torn at every byte
+//! or APDU of its write. Money and journal stay consistent in each.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use selfvend_host::backend::Purchase;
 use selfvend_host::money::Fen;
@@ -12,7 +14,9 @@ use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::reference_backend::{Call, Fault};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
-use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, sale_states, zhang_san};
+use selfvend_tests::kiosk_rig::{
+    CpuCard, Kiosk, MemoryCard, PATIENCE, TestCard, World, chen_xiaoming, sale_states, zhang_san,
+};
 
 #[test]
 fn a_lost_acknowledgement_pays_for_one_banknote_not_two() {
@@ -230,4 +234,200 @@ fn a_write_confirmation_the_backend_did_not_acknowledge_is_sent_again() {
         [(true, None), (true, None)]
     );
     assert_eq!(k.engine.retry_confirmations().unwrap(), Vec::<u64>::new());
+}
+
+type Issue = fn(&World) -> Box<dyn TestCard>;
+
+fn memory_card(w: &World) -> Box<dyn TestCard> {
+    Box::new(MemoryCard(zhang_san(w)))
+}
+
+fn cpu_card(w: &World) -> Box<dyn TestCard> {
+    Box::new(CpuCard(chen_xiaoming(w)))
+}
+
+/// After a sale: it stands as written, sold once at its backend, carried once by the card and
+/// taken once by the meter; the journal's chain is whole.
+fn sold_once(k: &Kiosk, card: &dyn TestCard, what: &str) {
+    assert_eq!(sale_states(k), [(1, "written".to_string())], "{what}");
+    assert_eq!(
+        card.backend(k).ledger().sale_count("K-SALE-01"),
+        1,
+        "{what}"
+    );
+    assert_eq!(card.purchase_count(), 1, "{what}");
+    assert!(
+        k.engine.journal().verify().unwrap().problems.is_empty(),
+        "{what}"
+    );
+    let at_meter = card.carry_to_meter(k);
+    assert!(
+        matches!(
+            at_meter,
+            MeterInsert::Credited {
+                purchase_count: 1,
+                ..
+            }
+        ),
+        "{what}: {at_meter:?}"
+    );
+}
+
+/// A paid sale whose backend reply goes wrong after the backend sold: however the reply goes
+/// wrong, the customer is sold exactly once, now or when the card comes back.
+#[test]
+fn every_way_a_sale_reply_goes_wrong_still_sells_once_through_both_dialects() {
+    let faults = [
+        // Beyond the kiosk's 5 s reply timeout.
+        Fault::Delay(Duration::from_millis(5500)),
+        Fault::DropReply,
+        Fault::ReplyTwice,
+        Fault::Garbage,
+        Fault::Truncate,
+        Fault::Flood,
+    ];
+    for issue in [memory_card as Issue, cpu_card] {
+        for fault in faults {
+            let mut k = Kiosk::new();
+            let card = issue(&k);
+            let inserted = card.insert(&k);
+            let mut s = k.pay(1000);
+            card.backend(&k).inject(Call::Sale, fault);
+            let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+            let what = format!("{} / {fault:?}: {:?}", card.serial(), done.outcome);
+            drop((s, inserted));
+            match done.outcome {
+                Outcome::Credited { serial: 1, .. } => {}
+                Outcome::Pending { serial: 1, .. } => {
+                    let lines = k.printed_lines();
+                    assert!(lines.contains(&"请保留此凭条".to_string()), "{what}");
+                    k.restart();
+                    k.engine.recover().unwrap();
+                    let _inserted = card.insert(&k);
+                    let s = k.engine.start(k.connect()).unwrap();
+                    assert_eq!(s.rewritten, Some(1), "{what}");
+                }
+                _ => panic!("{what}"),
+            }
+            sold_once(&k, &*card, &what);
+        }
+    }
+}
+
+/// The card leaves the reader at point `at` of the sale's write and verification; the sale
+/// stands, and the card carries exactly one credit once the customer brings it back.
+fn torn_at(issue: Issue, at: u32) {
+    let mut k = Kiosk::new();
+    let card = issue(&k);
+    let inserted = card.insert(&k);
+    let mut s = k.pay(2000);
+    card.tear(&inserted, at);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let what = format!("{} torn at {at}: {:?}", card.serial(), done.outcome);
+    drop((s, inserted));
+    match done.outcome {
+        Outcome::Credited { serial: 1, .. } => {}
+        Outcome::GrantedNotWritten { serial: 1, .. } => {
+            let lines = k.printed_lines();
+            assert!(
+                lines.contains(&"已购电但未写入电卡：请再次插卡补写".to_string()),
+                "{what}: {lines:?}"
+            );
+            let _inserted = card.insert(&k);
+            let s = k.engine.start(k.connect()).unwrap();
+            assert_eq!(s.card().purchase_count, 1, "{what}");
+        }
+        _ => panic!("{what}"),
+    }
+    sold_once(&k, &*card, &what);
+}
+
+#[test]
+fn a_memory_card_torn_at_every_byte_of_a_sale_carries_exactly_one_credit() {
+    // The credit slot, its CRC, and past the last byte written.
+    for at in 0..=34 {
+        torn_at(memory_card, at);
+    }
+}
+
+#[test]
+fn a_cpu_card_pulled_at_every_apdu_of_a_sale_carries_exactly_one_credit() {
+    // The write's seven APDUs, the verification's, and past them.
+    for at in 1..=12 {
+        torn_at(cpu_card, at);
+    }
+}
+
+#[test]
+fn a_banknote_jammed_on_its_way_to_the_box_goes_to_an_operator_and_onto_the_receipt() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (_inserted, card) = k.insert(&memory);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(3000))).unwrap();
+    k.validator.act(Action::Insert(10));
+    k.validator.act(Action::JamInStacker(20));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(2))
+        .unwrap();
+    // The 20 yuan note never reached VEND VALID: not credited, but maybe in the kiosk.
+    assert_eq!(paid, Fen(1000));
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].caught_fen, Some(2000));
+    assert_eq!(
+        items[0].reason,
+        "纸币器故障，20.00 元纸币可能在机内且未入账（卡号 3701000000000001）：请开箱核实后退还"
+    );
+    assert_eq!(s.caught, [(items[0].id, Fen(2000))]);
+
+    // The customer is sold what was credited and told about the caught note.
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Credited { .. }));
+    let lines = k.printed_lines();
+    for line in [
+        "实收金额：10.00元",
+        "20.00元纸币卡在机内未入账",
+        &format!("已登记待核实退还（工单{}），请保留此凭条", items[0].id),
+    ] {
+        assert!(lines.iter().any(|l| l == line), "{line} in {lines:?}");
+    }
+    assert_eq!(
+        k.engine.journal().counter("lifetime.cash_fen").unwrap(),
+        1000
+    );
+
+    // An operator finds the note and pays it back; it is never re-sold.
+    let err = k
+        .engine
+        .resolve_manual(items[0].id, Resolution::Resell, "")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "item {} is about a banknote the acceptor did not credit, not a sale: it is \
+             refunded, never re-sold",
+            items[0].id
+        )
+    );
+    let said = k
+        .engine
+        .resolve_manual(items[0].id, Resolution::Refund, "found in the stacker")
+        .unwrap();
+    assert_eq!(
+        said,
+        format!(
+            "item {}: 20.00 yuan refunded for a banknote the acceptor did not credit",
+            items[0].id
+        )
+    );
+    let journal = k.engine.journal();
+    assert_eq!(
+        journal.counter("lifetime.caught_refunded_fen").unwrap(),
+        2000
+    );
+    assert_eq!(journal.counter("lifetime.refunded_fen").unwrap(), 0);
+    assert!(journal.manual_items(false).unwrap().is_empty());
+    assert!(journal.verify().unwrap().problems.is_empty());
 }

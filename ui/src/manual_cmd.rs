@@ -14,13 +14,18 @@ pub enum ManualCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Settles an item: a refund (only for a sale the backend never made) or a re-sell.
+    /// Settles an item: a refund (only for a sale the backend never made), a re-sell, or a
+    /// dismissal (a caught banknote that was not found).
+    #[command(group = clap::ArgGroup::new("resolution").required(true))]
     Resolve {
         id: i64,
-        #[arg(long, conflicts_with = "resell", required_unless_present = "resell")]
+        #[arg(long, group = "resolution")]
         refund: bool,
-        #[arg(long)]
+        #[arg(long, group = "resolution")]
         resell: bool,
+        /// Close an item about a caught banknote that was not found in the kiosk.
+        #[arg(long, group = "resolution")]
+        dismiss: bool,
         /// What the operator did, for the journal.
         #[arg(long)]
         note: String,
@@ -57,13 +62,16 @@ pub fn run(cmd: ManualCommand, config: &Path) -> anyhow::Result<ExitCode> {
         ManualCommand::Resolve {
             id,
             refund,
-            resell: _,
+            resell,
+            dismiss: _,
             note,
         } => {
             let resolution = if refund {
                 Resolution::Refund
-            } else {
+            } else if resell {
                 Resolution::Resell
+            } else {
+                Resolution::Dismiss
             };
             let mut engine = crate::kiosk::sale_engine(&config)?;
             println!("{}", engine.resolve_manual(id, resolution, &note)?);
