@@ -68,8 +68,6 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         rounds: usize,
     },
-    /// Banknotes through the simulated ID-003 validator over a pty: the driver's own time per
-    /// banknote, beyond the protocol's waits.
     /// Complete cash sales through every rig: host overhead per sale and fsyncs per sale.
     Sale {
         /// The vpcd slot the virtual cards are inserted into.
@@ -82,6 +80,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
+    /// Banknotes through the simulated ID-003 validator over a pty: the driver's own time per
+    /// banknote, beyond the protocol's waits.
     Cash {
         /// Banknotes to feed.
         #[arg(long, default_value_t = 1000)]
