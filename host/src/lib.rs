@@ -3,6 +3,7 @@
 
 pub mod authority;
 pub mod backend;
+pub mod bank_card;
 pub mod card;
 pub mod card_reader;
 pub mod cash_acceptor;

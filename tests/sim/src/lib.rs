@@ -10,4 +10,5 @@ pub mod id003_validator;
 pub mod meter;
 pub mod reference_backend;
 pub mod sle4442;
+pub mod unionpay_card;
 pub mod vpcd;
