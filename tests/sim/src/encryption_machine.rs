@@ -230,9 +230,15 @@ fn tdes_encrypt(key: &[u8; 16], block: [u8; 8]) -> [u8; 8] {
     block.into()
 }
 
-/// ISO 9797-1 MAC algorithm 3 with padding method 2: single-DES CBC under the left key half,
-/// the last block finished with 3DES; the first 4 bytes are the MAC.
+/// ISO 9797-1 MAC algorithm 3 with padding method 2, the first 4 bytes (as the cards use it).
 pub fn retail_mac(key: &[u8; 16], iv: [u8; 8], data: &[u8]) -> [u8; 4] {
+    let mac = retail_mac_full(key, iv, data);
+    [mac[0], mac[1], mac[2], mac[3]]
+}
+
+/// ISO 9797-1 MAC algorithm 3 with padding method 2: single-DES CBC under the left key half,
+/// the last block finished with 3DES; all 8 bytes.
+pub fn retail_mac_full(key: &[u8; 16], iv: [u8; 8], data: &[u8]) -> [u8; 8] {
     let left: [u8; 8] = key[..8].try_into().expect("16-byte key");
     let right: [u8; 8] = key[8..].try_into().expect("16-byte key");
     let k1 = Des::new(&left.into());
@@ -254,8 +260,7 @@ pub fn retail_mac(key: &[u8; 16], iv: [u8; 8], data: &[u8]) -> [u8; 4] {
     let mut b = chain.into();
     k2.decrypt_block(&mut b);
     k1.encrypt_block(&mut b);
-    let out: [u8; 8] = b.into();
-    [out[0], out[1], out[2], out[3]]
+    b.into()
 }
 
 #[cfg(test)]

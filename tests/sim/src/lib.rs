@@ -8,6 +8,7 @@ pub mod encryption_machine;
 pub mod escpos_printer;
 pub mod id003_validator;
 pub mod meter;
+pub mod pin_pad;
 pub mod reference_backend;
 pub mod sle4442;
 pub mod unionpay_card;
