@@ -39,6 +39,18 @@ pub struct KioskConfig {
     pub limits: SaleLimits,
     /// The operator who clears the kiosk; without it clearing is refused.
     pub operator: Option<Operator>,
+    /// The bank-card acquirer; without it the kiosk takes cash only.
+    pub acquirer: Option<AcquirerEntry>,
+}
+
+/// The bank-card acquirer: which dialect speaks to it, where it is, and who the kiosk is to it.
+#[derive(Debug, Clone)]
+pub struct AcquirerEntry {
+    pub name: String,
+    /// The acquirer-dialect plugin that speaks to it.
+    pub dialect: String,
+    pub endpoint: Endpoint,
+    pub terminal: crate::payment::Terminal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +70,7 @@ pub struct Kiosk {
 pub enum PluginRole {
     CardCodec,
     BackendDialect,
+    AcquirerDialect,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +296,23 @@ struct File {
     limits: Option<Spanned<SaleLimits>>,
     #[serde(default)]
     operator: Option<Operator>,
+    #[serde(default)]
+    acquirer: Option<Spanned<AcquirerFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquirerFile {
+    name: String,
+    dialect: Spanned<String>,
+    address: String,
+    /// The terminal id (8 characters) and merchant id (15) the acquirer issued.
+    terminal_id: Spanned<String>,
+    merchant_id: Spanned<String>,
+    #[serde(default = "default_connect_ms")]
+    connect_timeout_ms: Bounded<1, 60_000>,
+    #[serde(default = "default_io_ms")]
+    io_timeout_ms: Bounded<1, 120_000>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +460,56 @@ impl KioskConfig {
             });
         }
 
+        let acquirer = match file.acquirer {
+            None => None,
+            Some(entry) => {
+                let a = entry.into_inner();
+                let dialect = a.dialect.get_ref();
+                match plugins.iter().find(|p| &p.name == dialect) {
+                    Some(p) if p.role == PluginRole::AcquirerDialect => {}
+                    Some(_) => {
+                        return Err(at(
+                            Some(a.dialect.span()),
+                            format!("plugin `{dialect}` is not an acquirer-dialect"),
+                        ));
+                    }
+                    None => {
+                        return Err(at(
+                            Some(a.dialect.span()),
+                            format!("no [[plugin]] is named `{dialect}`"),
+                        ));
+                    }
+                }
+                for (field, value, len) in [
+                    ("terminal_id", &a.terminal_id, 8),
+                    ("merchant_id", &a.merchant_id, 15),
+                ] {
+                    let v = value.get_ref();
+                    if v.is_empty() || v.len() > len || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(at(
+                            Some(value.span()),
+                            format!("{field} is 1 to {len} printable ASCII characters"),
+                        ));
+                    }
+                }
+                Some(AcquirerEntry {
+                    name: a.name,
+                    dialect: a.dialect.into_inner(),
+                    endpoint: Endpoint {
+                        address: a.address,
+                        connect_timeout: Duration::from_millis(a.connect_timeout_ms.0),
+                        io_timeout: Duration::from_millis(a.io_timeout_ms.0),
+                        max_request_bytes: 4096,
+                        max_reply_bytes: 4096,
+                    },
+                    terminal: crate::payment::Terminal {
+                        terminal_id: a.terminal_id.into_inner(),
+                        merchant_id: a.merchant_id.into_inner(),
+                    },
+                })
+            }
+        };
+
         let limits = match file.limits {
             Some(l) if l.get_ref().min_purchase_fen > l.get_ref().max_purchase_fen => {
                 return Err(at(
@@ -461,6 +541,7 @@ impl KioskConfig {
             devices: file.devices,
             limits,
             operator: file.operator,
+            acquirer,
         })
     }
 

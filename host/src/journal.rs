@@ -126,6 +126,27 @@ CREATE TABLE reconciliations (
 -- A banknote the acceptor may hold without having credited it (caught in a jam, or stacked by
 -- a reset after a power cut): its value, for an operator to check against the cash box.
 ALTER TABLE manual_items ADD COLUMN caught_fen INTEGER;
+-- Bank-card debits: each journaled before its purchase message goes to the acquirer. One the
+-- acquirer approved is recorded in the same commit as its sale's intent; one whose answer is
+-- not known is reversed, and the reversal is sent until the acquirer acknowledges it.
+CREATE TABLE debits (
+    id INTEGER PRIMARY KEY,
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    batch INTEGER NOT NULL,
+    stan INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    pan_masked TEXT NOT NULL,
+    -- The card as a reversal must repeat it; wiped once the debit can no longer be reversed.
+    card_json TEXT,
+    state TEXT NOT NULL CHECK (state IN
+        ('intent', 'approved', 'declined', 'failed', 'reversing', 'reversed')),
+    serial INTEGER REFERENCES sales(serial),
+    rrn TEXT,
+    reversal_attempts INTEGER NOT NULL DEFAULT 0,
+    audit_id INTEGER NOT NULL REFERENCES audit(id),
+    UNIQUE (batch, stan)
+);
+CREATE INDEX debits_by_state ON debits (state);
 "#,
 ];
 
@@ -139,6 +160,31 @@ pub struct NewSale<'a> {
     pub paid_fen: u64,
     /// The backend request as sent, JSON.
     pub request_json: &'a str,
+}
+
+/// A bank-card debit, as [`Batch::record_debit`] records it.
+pub struct NewDebit<'a> {
+    pub batch: u32,
+    pub stan: u32,
+    pub amount_fen: u64,
+    pub pan_masked: &'a str,
+    /// The card a reversal repeats, JSON.
+    pub card_json: &'a str,
+}
+
+/// A bank-card debit and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitRow {
+    pub id: i64,
+    pub batch: u32,
+    pub stan: u32,
+    pub amount_fen: u64,
+    pub pan_masked: String,
+    pub card_json: Option<String>,
+    /// `intent`, `approved`, `declined`, `failed`, `reversing` or `reversed`.
+    pub state: String,
+    pub serial: Option<u64>,
+    pub reversal_attempts: u32,
 }
 
 /// An operator item, as [`Batch::open_manual_item`] records it.
@@ -555,6 +601,57 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Records a bank-card debit about to be sent, in state `intent`, in the current period;
+    /// returns its id.
+    pub fn record_debit(&mut self, d: &NewDebit<'_>, audit_id: i64) -> rusqlite::Result<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO debits (period_id, batch, stan, amount_fen, pan_masked, card_json,
+                                     state, audit_id)
+                 VALUES ((SELECT max(id) FROM periods), ?1, ?2, ?3, ?4, ?5, 'intent', ?6)",
+            )?
+            .execute(params![
+                d.batch,
+                d.stan,
+                d.amount_fen as i64,
+                d.pan_masked,
+                d.card_json,
+                audit_id
+            ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Moves debit `id` to `state`, with its sale and approval once there are; a debit that
+    /// can no longer be reversed (`declined`, `failed`, `reversed`, or sold) forgets the card.
+    pub fn debit_state(
+        &mut self,
+        id: i64,
+        state: &str,
+        serial: Option<u64>,
+        rrn: Option<&str>,
+        audit_id: i64,
+    ) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE debits SET state = ?2, serial = coalesce(?3, serial),
+                        rrn = coalesce(?4, rrn), audit_id = ?5,
+                        card_json = CASE WHEN ?2 IN ('intent', 'reversing') THEN card_json END
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, state, serial.map(|s| s as i64), rrn, audit_id])?;
+        Ok(())
+    }
+
+    /// Counts one more try at reversing debit `id`.
+    pub fn count_reversal_attempt(&mut self, id: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE debits SET reversal_attempts = reversal_attempts + 1 WHERE id = ?1",
+            )?
+            .execute([id])?;
+        Ok(())
+    }
+
     /// Moves a sale to `state` (with its grant, once there is one), as audit row `audit_id` says.
     pub fn sale_state(
         &mut self,
@@ -800,6 +897,36 @@ impl Journal {
             .optional()
             .map(|v| v.unwrap_or(0))
             .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Bank-card debits in any of `states`, oldest first.
+    pub fn debits(&self, states: &[&str]) -> Result<Vec<DebitRow>, JournalError> {
+        let read = |cause| self.read_error(cause);
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT id, batch, stan, amount_fen, pan_masked, card_json, state, serial,
+                        reversal_attempts
+                 FROM debits WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            )
+            .map_err(read)?;
+        let states = serde_json::to_string(states).expect("a list of names is JSON");
+        let rows = stmt
+            .query_map([states], |r| {
+                Ok(DebitRow {
+                    id: r.get(0)?,
+                    batch: r.get(1)?,
+                    stan: r.get(2)?,
+                    amount_fen: r.get::<_, i64>(3)? as u64,
+                    pan_masked: r.get(4)?,
+                    card_json: r.get(5)?,
+                    state: r.get(6)?,
+                    serial: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
+                    reversal_attempts: r.get(8)?,
+                })
+            })
+            .map_err(read)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(read)
     }
 
     /// Reconciliations of closed periods, oldest first: all of them, or only those still

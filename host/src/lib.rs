@@ -14,6 +14,7 @@ pub mod escpos;
 pub mod id003;
 pub mod journal;
 pub mod money;
+pub mod payment;
 pub mod pin_pad;
 pub mod plugin;
 pub mod receipt_printer;

@@ -11,8 +11,12 @@ pub mod inspect;
 pub mod log;
 pub mod trust;
 
+mod acquirer;
 mod backend_v1;
 mod card_v1;
+mod payment_v1;
+
+pub use acquirer::{AcquirerCallError, AcquirerSession};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -136,6 +140,7 @@ pub struct PluginRuntime {
     engine: Engine,
     card_linker: Linker<PluginState>,
     backend_linker: Linker<PluginState>,
+    acquirer_linker: Linker<PluginState>,
     trust: TrustStore,
     cache: CodeCache,
     limits: PluginLimits,
@@ -172,10 +177,15 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut backend_linker).map_err(link_err)?;
         backend_v1::BackendDialect::add_to_linker::<_, HasSelf<_>>(&mut backend_linker, |s| s)
             .map_err(link_err)?;
+        let mut acquirer_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut acquirer_linker).map_err(link_err)?;
+        payment_v1::AcquirerDialect::add_to_linker::<_, HasSelf<_>>(&mut acquirer_linker, |s| s)
+            .map_err(link_err)?;
         Ok(PluginRuntime {
             engine,
             card_linker,
             backend_linker,
+            acquirer_linker,
             trust,
             cache,
             limits,
@@ -232,6 +242,14 @@ impl PluginRuntime {
             PluginKind::BackendDialect => Pre::Backend(
                 backend_v1::BackendDialectPre::new(
                     self.backend_linker
+                        .instantiate_pre(&component)
+                        .map_err(link)?,
+                )
+                .map_err(link)?,
+            ),
+            PluginKind::AcquirerDialect => Pre::Acquirer(
+                payment_v1::AcquirerDialectPre::new(
+                    self.acquirer_linker
                         .instantiate_pre(&component)
                         .map_err(link)?,
                 )
@@ -313,6 +331,7 @@ pub enum CacheStatus {
 enum Pre {
     Card(card_v1::CardCodecPre<PluginState>),
     Backend(backend_v1::BackendDialectPre<PluginState>),
+    Acquirer(payment_v1::AcquirerDialectPre<PluginState>),
 }
 
 /// A verified, compiled and linked plugin, ready to instantiate.
@@ -350,7 +369,7 @@ impl Plugin {
         let Pre::Card(pre) = &self.pre else {
             return Err(self.wrong_kind(PluginKind::CardCodec));
         };
-        let mut sandbox = self.sandbox(None);
+        let mut sandbox = self.sandbox(None, None);
         let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
         Ok(CardCodecSession { sandbox, bindings })
     }
@@ -360,9 +379,24 @@ impl Plugin {
         let Pre::Backend(pre) = &self.pre else {
             return Err(self.wrong_kind(PluginKind::BackendDialect));
         };
-        let mut sandbox = self.sandbox(Some(endpoint));
+        let mut sandbox = self.sandbox(Some(endpoint), None);
         let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
         Ok(BackendSession { sandbox, bindings })
+    }
+
+    /// A fresh acquirer-dialect instance for one exchange with the acquirer at `endpoint`;
+    /// `security` (the PIN pad) MACs its messages.
+    pub fn acquirer_session(
+        &self,
+        endpoint: Endpoint,
+        security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
+    ) -> Result<AcquirerSession, PluginError> {
+        let Pre::Acquirer(pre) = &self.pre else {
+            return Err(self.wrong_kind(PluginKind::AcquirerDialect));
+        };
+        let mut sandbox = self.sandbox(Some(endpoint), security);
+        let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
+        Ok(AcquirerSession::new(sandbox, bindings))
     }
 
     fn wrong_kind(&self, expected: PluginKind) -> PluginError {
@@ -373,7 +407,11 @@ impl Plugin {
         }
     }
 
-    fn sandbox(&self, endpoint: Option<Endpoint>) -> Sandbox {
+    fn sandbox(
+        &self,
+        endpoint: Option<Endpoint>,
+        security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
+    ) -> Sandbox {
         let log = PluginLog::new(self.limits.log_bytes);
         let state = PluginState {
             wasi: empty_wasi(&log),
@@ -386,6 +424,7 @@ impl Plugin {
             psc_granted: false,
             apdus_this_call: 0,
             endpoint,
+            security,
             open_connections: 0,
             wire: WireRecord::default(),
             call_started: Instant::now(),
@@ -439,6 +478,8 @@ pub struct PluginState {
     psc_granted: bool,
     apdus_this_call: u32,
     endpoint: Option<Endpoint>,
+    /// What MACs an acquirer dialect's messages (the PIN pad); none for other kinds.
+    security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
     open_connections: usize,
     wire: WireRecord,
     call_started: Instant,

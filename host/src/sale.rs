@@ -37,6 +37,9 @@ use crate::plugin::{
 };
 use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
 
+mod bank;
+pub use bank::{BankLink, CardPayment};
+
 /// Why a step of the sale could not be taken. Every one leaves the journal consistent.
 #[derive(Debug, thiserror::Error)]
 pub enum SaleError {
@@ -82,14 +85,31 @@ pub enum SaleError {
     NotASale { item: i64, what: String },
     #[error("the journal holds a sale it cannot read back: {0}")]
     Corrupt(String),
-    /// An operator is clearing the kiosk (period `0`): no sales until it ends.
     #[error(
         "item {0} is about money the customer paid: settle it by refund or re-sell, not by \
          dismissing it"
     )]
     DismissRefused(i64),
+    /// An operator is clearing the kiosk (period `0`): no sales until it ends.
     #[error("the kiosk is being cleared (period {0}); sales resume when clearing ends")]
     Clearing(i64),
+    #[error("acquirer `{acquirer}`: {cause}")]
+    Acquirer {
+        acquirer: String,
+        cause: crate::payment::AcquirerError,
+    },
+    /// The debit's outcome is not known: it is being reversed, so nothing is taken.
+    #[error(
+        "the bank did not confirm the debit of {0}; it is being reversed and nothing is taken \
+         (try again, or pay in cash)"
+    )]
+    DebitReversed(Fen),
+    #[error("PIN pad: {0}")]
+    PinPad(#[from] crate::pin_pad::PinPadError),
+    #[error("the kiosk has not signed on with its acquirer; bank cards are not taken until it has")]
+    NotSignedOn,
+    #[error("{0}")]
+    WrongStep(&'static str),
 }
 
 /// What the customer is buying, priced by the backend.
@@ -178,6 +198,16 @@ pub struct CashSession {
     /// Banknotes the acceptor did not credit that may be in the kiosk: each operator item and
     /// the note's value.
     pub caught: Vec<(i64, Fen)>,
+    /// A bank-card payment: the approved debit, whose sale's intent is already journaled.
+    bank: Option<BankPaid>,
+}
+
+/// An approved bank-card debit and the sale recorded with it.
+struct BankPaid {
+    pan_masked: String,
+    rrn: String,
+    serial: u64,
+    request: SaleRequest,
 }
 
 impl CashSession {
@@ -312,6 +342,7 @@ impl SaleEngine {
             paid: Fen(0),
             rewritten: None,
             caught: Vec::new(),
+            bank: None,
             payment: None,
         };
         s.rewritten = self.rewrite_outstanding(&mut s)?;
@@ -433,48 +464,25 @@ impl SaleEngine {
         s: &mut CashSession,
         printer: &mut dyn ReceiptPrinter,
     ) -> Result<Completion, SaleError> {
-        if s.paid == Fen(0) {
-            return Err(SaleError::NothingPaid);
-        }
-        let purchase = match s.quote {
-            Some(q) if q.amount == s.paid => q.purchase,
-            _ => Purchase::Money(s.paid),
-        };
-        let card = card_ref(&s.data);
-        let terminal_id = self.terminal_id.clone();
-        let paid = s.paid;
-        let payment = s.payment;
-        let (serial, request) = self.journal.commit(|b| {
-            let id = b.append(
-                "sale-intent",
-                &json!({"card": card.card_serial, "paid_fen": paid.0, "purchase": purchase}),
-            )?;
-            let serial = b.allocate_serial(id)?;
-            let request = SaleRequest {
-                terminal_id,
-                kiosk_serial: serial,
-                card: card.clone(),
-                purchase,
-                payment: PaymentKind::Cash,
-                paid,
-            };
-            let id = b.append("serial-allocated", &json!({"serial": serial}))?;
-            b.record_sale(
-                &NewSale {
-                    serial,
-                    payment: "cash",
-                    card_serial: &card.card_serial,
-                    utility: &card.utility_code,
-                    paid_fen: paid.0,
-                    request_json: &serde_json::to_string(&request).unwrap_or_default(),
-                },
-                id,
-            )?;
-            if let Some(payment) = payment {
-                b.close_payment(payment, "sold", Some(serial), id)?;
+        let (serial, request) = match &s.bank {
+            // Paid by bank card: the sale's intent went into the journal with the approval.
+            Some(bank) => (bank.serial, bank.request.clone()),
+            None => {
+                if s.paid == Fen(0) {
+                    return Err(SaleError::NothingPaid);
+                }
+                let (terminal_id, payment) = (self.terminal_id.as_str(), s.payment);
+                let session: &CashSession = s;
+                self.journal.commit(|b| {
+                    let (serial, request, id) =
+                        sale_intent(b, terminal_id, session, PaymentKind::Cash)?;
+                    if let Some(payment) = payment {
+                        b.close_payment(payment, "sold", Some(serial), id)?;
+                    }
+                    Ok((serial, request))
+                })?
             }
-            Ok((serial, request))
-        })?;
+        };
         fail::fail_point!("sale.after-sale-intent");
         let outcome = match self.sell(s, &request) {
             Ok(grant) => {
@@ -1219,6 +1227,10 @@ impl SaleEngine {
             .with(Line::new(format!("表号：{}", s.data.meter_number)))
             .with(Line::new(format!("卡号：{}", s.data.card_serial)))
             .with(Line::new(format!("实收金额：{}元", yuan(s.paid))));
+        if let Some(bank) = &s.bank {
+            r.push(Line::new(format!("银行卡支付：{}", bank.pan_masked)));
+            r.push(Line::new(format!("参考号：{}", bank.rrn)));
+        }
         match outcome {
             Outcome::Credited { grant, .. } => {
                 r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
@@ -1352,6 +1364,51 @@ impl CashHandler for Cashier<'_> {
             }
         }
     }
+}
+
+/// Journals the intent of session `s`'s backend sale under a fresh serial, paid by `payment`;
+/// returns the serial, the request as it will be sent (and re-sent), and the audit row.
+fn sale_intent(
+    b: &mut crate::journal::Batch<'_>,
+    terminal_id: &str,
+    s: &CashSession,
+    payment: PaymentKind,
+) -> rusqlite::Result<(u64, SaleRequest, i64)> {
+    let purchase = match s.quote {
+        Some(q) if q.amount == s.paid => q.purchase,
+        _ => Purchase::Money(s.paid),
+    };
+    let card = card_ref(&s.data);
+    let paid = s.paid;
+    let id = b.append(
+        "sale-intent",
+        &json!({"card": card.card_serial, "paid_fen": paid.0, "purchase": purchase}),
+    )?;
+    let serial = b.allocate_serial(id)?;
+    let request = SaleRequest {
+        terminal_id: terminal_id.to_string(),
+        kiosk_serial: serial,
+        card: card.clone(),
+        purchase,
+        payment,
+        paid,
+    };
+    let id = b.append("serial-allocated", &json!({"serial": serial}))?;
+    b.record_sale(
+        &NewSale {
+            serial,
+            payment: match payment {
+                PaymentKind::Cash => "cash",
+                PaymentKind::BankCard => "bank-card",
+            },
+            card_serial: &card.card_serial,
+            utility: &card.utility_code,
+            paid_fen: paid.0,
+            request_json: &serde_json::to_string(&request).unwrap_or_default(),
+        },
+        id,
+    )?;
+    Ok((serial, request, id))
 }
 
 fn card_ref(d: &CardData) -> CardRef {

@@ -1,6 +1,7 @@
 //! Rigs for selfvend's end-to-end tests: where the built guest components are, how tests sign
 //! them, and simple in-process cards for sandbox tests that need no reader.
 
+pub mod bank_rig;
 pub mod kiosk_rig;
 
 use std::path::{Path, PathBuf};

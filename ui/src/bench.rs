@@ -541,6 +541,11 @@ fn instantiate_and_call(plugin: &Plugin) -> anyhow::Result<()> {
         PluginKind::BackendDialect => {
             plugin.backend_session(endpoint(String::new()))?.about()?;
         }
+        PluginKind::AcquirerDialect => {
+            plugin
+                .acquirer_session(endpoint(String::new()), None)?
+                .about()?;
+        }
     }
     Ok(())
 }

@@ -116,6 +116,7 @@ pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
                 let expected = match entry.role {
                     PluginRole::CardCodec => PluginKind::CardCodec,
                     PluginRole::BackendDialect => PluginKind::BackendDialect,
+                    PluginRole::AcquirerDialect => PluginKind::AcquirerDialect,
                 };
                 if plugin.kind() != expected {
                     println!(

@@ -12,6 +12,8 @@ pub enum PluginKind {
     CardCodec,
     /// Exports `selfvend:backend/dialect`.
     BackendDialect,
+    /// Exports `selfvend:payment/dialect`.
+    AcquirerDialect,
 }
 
 impl PluginKind {
@@ -20,6 +22,16 @@ impl PluginKind {
         match self {
             PluginKind::CardCodec => "selfvend:card",
             PluginKind::BackendDialect => "selfvend:backend",
+            PluginKind::AcquirerDialect => "selfvend:payment",
+        }
+    }
+
+    /// Other contracts' interfaces this kind may import (an acquirer dialect uses the
+    /// backend's connection and log), with the versions this host speaks.
+    fn borrows(self) -> &'static [(&'static str, Version)] {
+        match self {
+            PluginKind::AcquirerDialect => &[("selfvend:backend", super::backend_v1::VERSION)],
+            _ => &[],
         }
     }
 
@@ -27,6 +39,7 @@ impl PluginKind {
         match self {
             PluginKind::CardCodec => "selfvend:card/codec",
             PluginKind::BackendDialect => "selfvend:backend/dialect",
+            PluginKind::AcquirerDialect => "selfvend:payment/dialect",
         }
     }
 
@@ -35,10 +48,15 @@ impl PluginKind {
         match self {
             PluginKind::CardCodec => super::card_v1::VERSION,
             PluginKind::BackendDialect => super::backend_v1::VERSION,
+            PluginKind::AcquirerDialect => super::payment_v1::VERSION,
         }
     }
 
-    const ALL: [PluginKind; 2] = [PluginKind::CardCodec, PluginKind::BackendDialect];
+    const ALL: [PluginKind; 3] = [
+        PluginKind::CardCodec,
+        PluginKind::BackendDialect,
+        PluginKind::AcquirerDialect,
+    ];
 }
 
 impl fmt::Display for PluginKind {
@@ -46,6 +64,7 @@ impl fmt::Display for PluginKind {
         f.write_str(match self {
             PluginKind::CardCodec => "card codec",
             PluginKind::BackendDialect => "backend dialect",
+            PluginKind::AcquirerDialect => "acquirer dialect",
         })
     }
 }
@@ -82,10 +101,10 @@ pub enum InspectError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
     #[error(
-        "exports no selfvend contract (exports: {exports}); a plugin exports selfvend:card/codec or selfvend:backend/dialect"
+        "exports no selfvend contract (exports: {exports}); a plugin exports selfvend:card/codec, selfvend:backend/dialect or selfvend:payment/dialect"
     )]
     NoContract { exports: String },
-    #[error("exports both a card codec and a backend dialect; a plugin is one kind")]
+    #[error("exports two selfvend contracts; a plugin is one kind")]
     TwoContracts,
     #[error("implements {package}@{found}; this host speaks {package}@{speaks} (major {major}, up to minor {minor})", major = speaks.major, minor = speaks.minor)]
     UnsupportedVersion {
@@ -178,6 +197,9 @@ fn import_allowed(kind: PluginKind, import: &str) -> bool {
     };
     if package == kind.package() {
         return version.major == kind.host_version().major && version <= kind.host_version();
+    }
+    if let Some((_, speaks)) = kind.borrows().iter().find(|(p, _)| *p == package) {
+        return version.major == speaks.major && version <= *speaks;
     }
     WASI_PACKAGES.contains(&package) && version.major == 0 && version.minor == 2
 }

@@ -1,8 +1,10 @@
 //! Simulators of what a kiosk talks to, each speaking the protocol the real thing speaks: the
 //! utility's reference backend and its encryption machine, virtual meter cards that plug into
 //! the real pcscd through vpcd, the meters those cards are carried to, and the bill validator
-//! and receipt printer on the far end of a pty.
+//! and receipt printer on the far end of a pty, and the bank-card acquirer the kiosk's card
+//! payments go to.
 
+pub mod acquirer;
 pub mod cpu_card;
 pub mod encryption_machine;
 pub mod escpos_printer;

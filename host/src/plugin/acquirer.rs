@@ -1,0 +1,154 @@
+//! One acquirer-dialect instance: sign-on, purchase, reversal and settlement, with the same
+//! unknown-outcome rule as a backend session: once request bytes went out, a failure to get a
+//! complete answer means the acquirer may have acted.
+
+use wasmtime::Store;
+
+use super::payment_v1::{self, GuestAcquirerError};
+use super::{PluginError, PluginState, Sandbox};
+use crate::payment::{
+    self as host, AcquirerError, PurchaseOutcome, PurchaseRequest, ReversalRequest, Settlement,
+    SettlementRequest, Terminal, WorkingKeys,
+};
+
+/// Why an acquirer dialect call failed: the acquirer's answer, or the plugin's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquirerCallError {
+    #[error(transparent)]
+    Acquirer(#[from] AcquirerError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+pub struct AcquirerSession {
+    sandbox: Sandbox,
+    bindings: payment_v1::AcquirerDialect,
+}
+
+impl AcquirerSession {
+    pub(super) fn new(sandbox: Sandbox, bindings: payment_v1::AcquirerDialect) -> Self {
+        AcquirerSession { sandbox, bindings }
+    }
+
+    /// What the plugin logged in this session.
+    pub fn log(&self) -> String {
+        self.sandbox.log()
+    }
+
+    fn call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(
+            &payment_v1::AcquirerDialect,
+            &mut Store<PluginState>,
+        ) -> wasmtime::Result<Result<R, GuestAcquirerError>>,
+    ) -> Result<R, AcquirerCallError> {
+        let Self { sandbox, bindings } = self;
+        let result = sandbox.enter(call, |store| f(bindings, store));
+        let wire = sandbox.store.data().wire.clone();
+        let sent = wire.bytes_sent > 0;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                let e = payment_v1::acquirer_error(e).map_err(|r| sandbox.bad_result(call, r))?;
+                Err(match (e, &wire.error_after_send) {
+                    (AcquirerError::Refused(r), _) => AcquirerError::Refused(r),
+                    (_, Some(net)) => {
+                        AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {net}"))
+                    }
+                    (AcquirerError::Unreachable(why), None) if sent => {
+                        AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {why}"))
+                    }
+                    // An answer that does not parse (or verify) says nothing of what was done.
+                    (AcquirerError::MalformedReply(why), None) if sent => {
+                        AcquirerError::OutcomeUnknown(format!(
+                            "{call}: request sent, answer did not parse: {why}"
+                        ))
+                    }
+                    (e, _) => e,
+                }
+                .into())
+            }
+            Err(plugin) if sent => Err(AcquirerError::OutcomeUnknown(format!(
+                "{call}: request sent, then the dialect failed: {plugin}"
+            ))
+            .into()),
+            Err(plugin) => Err(plugin.into()),
+        }
+    }
+
+    fn convert<T, U>(
+        &mut self,
+        call: &'static str,
+        r: Result<T, String>,
+        f: impl FnOnce(T) -> U,
+    ) -> Result<U, AcquirerCallError> {
+        r.map(f)
+            .map_err(|reason| self.sandbox.bad_result(call, reason).into())
+    }
+
+    pub fn about(&mut self) -> Result<crate::backend::DialectInfo, PluginError> {
+        let Self { sandbox, bindings } = self;
+        let info = sandbox.enter("about", |s| {
+            bindings.selfvend_payment_dialect().call_about(s)
+        })?;
+        payment_v1::dialect_info(info).map_err(|r| sandbox.bad_result("about", r))
+    }
+
+    pub fn sign_on(
+        &mut self,
+        terminal: &Terminal,
+        stan: u32,
+        batch: u32,
+    ) -> Result<WorkingKeys, AcquirerCallError> {
+        let request = payment_v1::sign_on(terminal, stan, batch);
+        let r = self.call("sign-on", |b, s| {
+            b.selfvend_payment_dialect().call_sign_on(s, &request)
+        })?;
+        self.convert("sign-on", payment_v1::working_keys(r), |k| k)
+    }
+
+    pub fn purchase(
+        &mut self,
+        request: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, AcquirerCallError> {
+        let guest = payment_v1::purchase(request);
+        let r = self.call("purchase", |b, s| {
+            b.selfvend_payment_dialect().call_purchase(s, &guest)
+        })?;
+        // A purchase answer the host cannot accept may still have debited the card.
+        match payment_v1::purchase_outcome(r, request.amount) {
+            Ok(outcome) => Ok(outcome),
+            Err(reason) => Err(AcquirerError::OutcomeUnknown(format!(
+                "purchase: the dialect's answer is unusable: {reason}"
+            ))
+            .into()),
+        }
+    }
+
+    pub fn reversal(&mut self, request: &ReversalRequest) -> Result<(), AcquirerCallError> {
+        let guest = payment_v1::reversal(request);
+        self.call("reversal", |b, s| {
+            b.selfvend_payment_dialect().call_reversal(s, &guest)
+        })
+    }
+
+    pub fn settle(&mut self, request: &SettlementRequest) -> Result<Settlement, AcquirerCallError> {
+        let guest = payment_v1::settlement_request(request);
+        let r = self.call("settle", |b, s| {
+            b.selfvend_payment_dialect().call_settle(s, &guest)
+        })?;
+        Ok(payment_v1::settlement(r))
+    }
+}
+
+impl From<AcquirerCallError> for host::AcquirerError {
+    /// The plugin's own failure, seen as the acquirer call's: nothing was sent, or (if it was)
+    /// the call layer already made it an unknown outcome.
+    fn from(e: AcquirerCallError) -> Self {
+        match e {
+            AcquirerCallError::Acquirer(e) => e,
+            AcquirerCallError::Plugin(p) => host::AcquirerError::Unreachable(p.to_string()),
+        }
+    }
+}

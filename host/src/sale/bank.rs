@@ -1,0 +1,333 @@
+//! The bank-card sale beside the cash sale, with the same journal discipline: the debit's
+//! intent is journaled before the purchase message goes to the acquirer; an approved debit is
+//! journaled in one commit with its sale's intent, so a stop anywhere leaves a debit with a sale
+//! to finish (sold, re-sold or handed to an operator), never a debit without one; a debit whose
+//! answer is not known is reversed, and the reversal is sent until the acquirer acknowledges it.
+//! A failure after an approved debit is re-sold, never refunded automatically.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::{BankPaid, CashSession, SaleEngine, SaleError, sale_intent};
+use crate::backend::PaymentKind;
+use crate::bank_card::BankCard;
+use crate::config::AcquirerEntry;
+use crate::journal::NewDebit;
+use crate::money::Fen;
+use crate::payment::{
+    AcquirerError, Decline, PurchaseOutcome, PurchaseRequest, ReversalReason, ReversalRequest,
+    Security,
+};
+use crate::pin_pad::{KeySlot, PinBlock, PinPad};
+use crate::plugin::{AcquirerSession, Plugin};
+
+/// Trace numbers run 1..=999999 and wrap (ISO 8583 field 11).
+const MAX_STAN: i64 = 999_999;
+const STAN: &str = "acquirer.stan";
+const BATCH: &str = "acquirer.batch";
+
+/// The kiosk's link to its acquirer: the dialect plugin, where the acquirer is and who the
+/// kiosk is to it, and the PIN pad that holds the keys.
+pub struct BankLink {
+    pub entry: AcquirerEntry,
+    dialect: Plugin,
+    pin_pad: Arc<Mutex<PinPad>>,
+}
+
+impl BankLink {
+    pub fn new(entry: AcquirerEntry, dialect: Plugin, pin_pad: Arc<Mutex<PinPad>>) -> BankLink {
+        BankLink {
+            entry,
+            dialect,
+            pin_pad,
+        }
+    }
+
+    pub fn pin_pad(&self) -> &Arc<Mutex<PinPad>> {
+        &self.pin_pad
+    }
+
+    fn session(&self) -> Result<AcquirerSession, SaleError> {
+        let security: Arc<Mutex<dyn Security>> = self.pin_pad.clone();
+        Ok(self
+            .dialect
+            .acquirer_session(self.entry.endpoint.clone(), Some(security))?)
+    }
+
+    fn error(&self, cause: impl Into<AcquirerError>) -> SaleError {
+        SaleError::Acquirer {
+            acquirer: self.entry.name.clone(),
+            cause: cause.into(),
+        }
+    }
+}
+
+/// How a bank-card payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardPayment {
+    /// Debited; [`SaleEngine::complete`] sells it.
+    Approved { serial: u64 },
+    /// The acquirer refused; nothing was debited and nothing is left to handle.
+    Declined(Decline),
+}
+
+impl SaleEngine {
+    /// Signs on with the acquirer: a new batch opens and the working keys it issues are loaded
+    /// into the PIN pad (which checks them). Returns the batch.
+    pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {
+        let batch = (self.journal.counter(BATCH)? % MAX_STAN + 1) as u32;
+        let stan = self.journal.commit(|b| {
+            let stan = next_stan(b)?;
+            b.append(
+                "sign-on-intent",
+                &json!({"acquirer": link.entry.name, "batch": batch, "stan": stan}),
+            )?;
+            Ok(stan)
+        })?;
+        let keys = self.wait(|| {
+            link.session()?
+                .sign_on(&link.entry.terminal, stan, batch)
+                .map_err(|e| link.error(e))
+        })?;
+        {
+            let mut pad = link.pin_pad.lock().unwrap_or_else(|p| p.into_inner());
+            pad.load_working_key(KeySlot::Pin, &keys.pin_key, &keys.pin_key_check)?;
+            pad.load_working_key(KeySlot::Mac, &keys.mac_key, &keys.mac_key_check)?;
+        }
+        self.journal.commit(|b| {
+            b.append(
+                "signed-on",
+                &json!({"acquirer": link.entry.name, "batch": batch}),
+            )?;
+            b.set_counter(BATCH, i64::from(batch))
+        })?;
+        Ok(batch)
+    }
+
+    /// Pays the quoted amount from `card` (`pin_block` from the PIN pad). Approved, the
+    /// session's sale is recorded with the debit and [`complete`](Self::complete) sells it.
+    pub fn pay_by_card(
+        &mut self,
+        s: &mut CashSession,
+        link: &BankLink,
+        card: &BankCard,
+        pin_block: Option<&PinBlock>,
+    ) -> Result<CardPayment, SaleError> {
+        let Some(quote) = s.quote else {
+            return Err(SaleError::WrongStep(
+                "choose the amount before paying by bank card",
+            ));
+        };
+        if s.paid > Fen(0) || s.payment.is_some() || s.bank.is_some() {
+            return Err(SaleError::WrongStep(
+                "this session is already being paid for",
+            ));
+        }
+        let period = self.journal.current_period()?;
+        if period.state != "open" {
+            return Err(SaleError::Clearing(period.id));
+        }
+        let batch = self.journal.counter(BATCH)? as u32;
+        if batch == 0 {
+            return Err(SaleError::NotSignedOn);
+        }
+        let pan_masked = card.masked_pan();
+        let card_json = json!({"pan": card.pan, "expiry": card.expiry,
+                               "track2": hex::encode_upper(&card.track2)})
+        .to_string();
+        let amount = quote.amount;
+        let (debit, stan) = self.journal.commit(|b| {
+            let stan = next_stan(b)?;
+            let id = b.append(
+                "debit-intent",
+                &json!({"batch": batch, "stan": stan, "fen": amount.0, "card": pan_masked}),
+            )?;
+            let debit = b.record_debit(
+                &NewDebit {
+                    batch,
+                    stan,
+                    amount_fen: amount.0,
+                    pan_masked: &pan_masked,
+                    card_json: &card_json,
+                },
+                id,
+            )?;
+            Ok((debit, stan))
+        })?;
+        fail::fail_point!("bank.after-debit-intent");
+        let request = PurchaseRequest {
+            terminal: link.entry.terminal.clone(),
+            stan,
+            batch,
+            amount,
+            card: card.clone(),
+            pin_block: pin_block.map(|p| *p.bytes()),
+        };
+        let answer = self.wait(|| link.session().map(|mut a| a.purchase(&request)));
+        match answer? {
+            Ok(PurchaseOutcome::Approved(approval)) => {
+                // The sale is for what was debited.
+                s.paid = amount;
+                let terminal_id = self.terminal_id.clone();
+                let session: &CashSession = s;
+                let recorded = self.journal.commit(|b| {
+                    let id = b.append(
+                        "debit-approved",
+                        &json!({"batch": batch, "stan": stan, "fen": amount.0,
+                                "rrn": approval.rrn, "auth_code": approval.auth_code}),
+                    )?;
+                    b.count("lifetime.bank_debited_fen", amount.0 as i64)?;
+                    let (serial, request, _) =
+                        sale_intent(b, &terminal_id, session, PaymentKind::BankCard)?;
+                    b.debit_state(debit, "approved", Some(serial), Some(&approval.rrn), id)?;
+                    Ok((serial, request))
+                });
+                let (serial, request) = recorded.inspect_err(|_| s.paid = Fen(0))?;
+                s.bank = Some(BankPaid {
+                    pan_masked,
+                    rrn: approval.rrn,
+                    serial,
+                    request,
+                });
+                fail::fail_point!("bank.after-debit-approved");
+                Ok(CardPayment::Approved { serial })
+            }
+            Ok(PurchaseOutcome::Declined(decline)) => {
+                self.journal.commit(|b| {
+                    let id = b.append(
+                        "debit-declined",
+                        &json!({"batch": batch, "stan": stan,
+                                "code": decline.response_code, "message": decline.message}),
+                    )?;
+                    b.debit_state(debit, "declined", None, None, id)
+                })?;
+                Ok(CardPayment::Declined(decline))
+            }
+            Err(e) => {
+                let e: AcquirerError = e.into();
+                if let AcquirerError::OutcomeUnknown(why) = &e {
+                    // The card may have been debited: undo it, now and until acknowledged.
+                    self.journal.commit(|b| {
+                        let id = b.append(
+                            "debit-unknown",
+                            &json!({"batch": batch, "stan": stan, "why": why}),
+                        )?;
+                        b.debit_state(debit, "reversing", None, None, id)
+                    })?;
+                    self.forward_reversals(link)?;
+                    return Err(SaleError::DebitReversed(amount));
+                }
+                self.journal.commit(|b| {
+                    let id = b.append(
+                        "debit-failed",
+                        &json!({"batch": batch, "stan": stan, "why": e.to_string()}),
+                    )?;
+                    b.debit_state(debit, "failed", None, None, id)
+                })?;
+                Err(link.error(e))
+            }
+        }
+    }
+
+    /// Debits found at start with no answer recorded (the kiosk stopped while the purchase was
+    /// out) are reversed: they join the reversals sent until acknowledged. Returns how many.
+    pub fn recover_debits(&mut self, link: &BankLink) -> Result<usize, SaleError> {
+        let unanswered = self.journal.debits(&["intent"])?;
+        for d in &unanswered {
+            self.journal.commit(|b| {
+                let id = b.append(
+                    "debit-unknown",
+                    &json!({"batch": d.batch, "stan": d.stan,
+                            "why": "the kiosk stopped before the acquirer's answer"}),
+                )?;
+                b.debit_state(d.id, "reversing", None, None, id)
+            })?;
+        }
+        self.forward_reversals(link)?;
+        Ok(unanswered.len())
+    }
+
+    /// Sends every reversal not yet acknowledged (store and forward). Returns how many the
+    /// acquirer acknowledged now; the rest are sent again next time.
+    pub fn forward_reversals(&mut self, link: &BankLink) -> Result<usize, SaleError> {
+        let mut acknowledged = 0;
+        for d in self.journal.debits(&["reversing"])? {
+            let card: BankCard = match d.card_json.as_deref().map(card_of) {
+                Some(Ok(card)) => card,
+                _ => {
+                    return Err(SaleError::Corrupt(format!(
+                        "debit {} has no card to reverse with",
+                        d.id
+                    )));
+                }
+            };
+            let request = ReversalRequest {
+                terminal: link.entry.terminal.clone(),
+                stan: d.stan,
+                batch: d.batch,
+                amount: Fen(d.amount_fen),
+                card,
+                reason: ReversalReason::NoAnswer,
+            };
+            fail::fail_point!("bank.before-reversal-sent");
+            let answer = self.wait(|| link.session().map(|mut a| a.reversal(&request)))?;
+            match answer {
+                Ok(()) => {
+                    self.journal.commit(|b| {
+                        let id = b.append(
+                            "debit-reversed",
+                            &json!({"batch": d.batch, "stan": d.stan, "fen": d.amount_fen}),
+                        )?;
+                        b.debit_state(d.id, "reversed", None, None, id)
+                    })?;
+                    acknowledged += 1;
+                }
+                Err(e) => {
+                    let why = AcquirerError::from(e).to_string();
+                    self.journal.commit(|b| {
+                        b.append(
+                            "reversal-unacknowledged",
+                            &json!({"batch": d.batch, "stan": d.stan, "why": why}),
+                        )?;
+                        b.count_reversal_attempt(d.id)
+                    })?;
+                }
+            }
+        }
+        Ok(acknowledged)
+    }
+}
+
+/// The next trace number, counted in the journal in the commit that uses it.
+fn next_stan(b: &mut crate::journal::Batch<'_>) -> rusqlite::Result<u32> {
+    let last: i64 = b
+        .sql()
+        .query_row("SELECT value FROM counters WHERE name = ?1", [STAN], |r| {
+            r.get(0)
+        })
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(0),
+            e => Err(e),
+        })?;
+    let next = last % MAX_STAN + 1;
+    b.set_counter(STAN, next)?;
+    Ok(next as u32)
+}
+
+fn card_of(json: &str) -> Result<BankCard, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(|f| f.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("no {name}"))
+    };
+    Ok(BankCard {
+        aid: Vec::new(),
+        pan: field("pan")?,
+        expiry: field("expiry")?,
+        service_code: String::new(),
+        track2: hex::decode(field("track2")?).map_err(|e| e.to_string())?,
+    })
+}
