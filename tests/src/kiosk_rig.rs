@@ -383,6 +383,19 @@ impl TestCard for CpuCard {
     }
 }
 
+/// Issues a card for a test: either vendor's.
+pub type Issue = fn(&World) -> Box<dyn TestCard>;
+
+/// 张三's Hengtai memory card.
+pub fn memory_card(w: &World) -> Box<dyn TestCard> {
+    Box::new(MemoryCard(zhang_san(w)))
+}
+
+/// 陈小明's Lanling CPU card.
+pub fn cpu_card(w: &World) -> Box<dyn TestCard> {
+    Box::new(CpuCard(chen_xiaoming(w)))
+}
+
 /// Every sale's serial and state, in serial order.
 pub fn sale_states(k: &Kiosk) -> Vec<(u64, String)> {
     k.engine

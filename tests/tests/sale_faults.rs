@@ -15,7 +15,7 @@ use selfvend_sim::reference_backend::{Call, Fault};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
 use selfvend_tests::kiosk_rig::{
-    CpuCard, Kiosk, MemoryCard, PATIENCE, TestCard, World, chen_xiaoming, sale_states, zhang_san,
+    Issue, Kiosk, PATIENCE, TestCard, cpu_card, memory_card, sale_states, zhang_san,
 };
 
 #[test]
@@ -234,16 +234,6 @@ fn a_write_confirmation_the_backend_did_not_acknowledge_is_sent_again() {
         [(true, None), (true, None)]
     );
     assert_eq!(k.engine.retry_confirmations().unwrap(), Vec::<u64>::new());
-}
-
-type Issue = fn(&World) -> Box<dyn TestCard>;
-
-fn memory_card(w: &World) -> Box<dyn TestCard> {
-    Box::new(MemoryCard(zhang_san(w)))
-}
-
-fn cpu_card(w: &World) -> Box<dyn TestCard> {
-    Box::new(CpuCard(chen_xiaoming(w)))
 }
 
 /// After a sale: it stands as written, sold once at its backend, carried once by the card and
