@@ -2,7 +2,7 @@
 //! 王芳's debit card on its books, the encrypting PIN pad on a pty with the host's driver
 //! open on it, and the ISO 8583 acquirer dialect plugin, signed and loaded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,27 +26,19 @@ pub const PAN: &str = "6222021234567890128";
 pub const PIN: &str = "135790";
 pub const BALANCE_FEN: u64 = 100_000;
 
-pub struct Bank {
+/// The bank's far ends: the acquirer with 王芳's account, the PIN pad, the signed dialect.
+pub struct BankSims {
     pub acquirer: Acquirer,
     pub pad_sim: SimulatedPinPad,
-    pub pad: Arc<Mutex<PinPad>>,
-    /// The dialect, for tests that call it directly.
-    pub plugin: Plugin,
-    pub link: BankLink,
     pub entry: AcquirerEntry,
+    pub plugin_file: PathBuf,
 }
 
-impl Bank {
-    pub fn new(plugins: &SignedPlugins) -> Bank {
+impl BankSims {
+    pub fn start(plugins: &SignedPlugins) -> BankSims {
         let acquirer = Acquirer::start().unwrap();
         acquirer.add_card(PAN, PIN, BALANCE_FEN);
         acquirer.set_today(2026, 11);
-        let pad_sim = SimulatedPinPad::start().unwrap();
-        let pad = Arc::new(Mutex::new(
-            PinPad::open(Path::new(pad_sim.path()), Duration::from_millis(500)).unwrap(),
-        ));
-        let file = plugins.signed("iso8583_acquirer");
-        let runtime = plugins.runtime();
         let entry = AcquirerEntry {
             name: "unionpay-acquirer".into(),
             dialect: "iso8583".into(),
@@ -62,18 +54,46 @@ impl Bank {
                 merchant_id: "898370148160001".into(),
             },
         };
-        let link = BankLink::new(
-            entry.clone(),
-            runtime.load("iso8583", &file).unwrap(),
-            pad.clone(),
-        );
-        Bank {
-            plugin: runtime.load("iso8583", &file).unwrap(),
+        BankSims {
             acquirer,
-            pad_sim,
+            pad_sim: SimulatedPinPad::start().unwrap(),
+            entry,
+            plugin_file: plugins.signed("iso8583_acquirer"),
+        }
+    }
+}
+
+/// The bank's far ends and the host's side of them in this process: the PIN pad driver open
+/// on the pad, the dialect loaded, and the engine's link.
+pub struct Bank {
+    pub sims: BankSims,
+    pub pad: Arc<Mutex<PinPad>>,
+    /// The dialect, for tests that call it directly.
+    pub plugin: Plugin,
+    pub link: BankLink,
+}
+
+impl std::ops::Deref for Bank {
+    type Target = BankSims;
+    fn deref(&self) -> &BankSims {
+        &self.sims
+    }
+}
+
+impl Bank {
+    pub fn new(plugins: &SignedPlugins) -> Bank {
+        let sims = BankSims::start(plugins);
+        let pad = Arc::new(Mutex::new(
+            PinPad::open(Path::new(sims.pad_sim.path()), Duration::from_millis(500)).unwrap(),
+        ));
+        let runtime = plugins.runtime();
+        let load = || runtime.load("iso8583", &sims.plugin_file).unwrap();
+        let link = BankLink::new(sims.entry.clone(), load(), pad.clone());
+        Bank {
+            plugin: load(),
             pad,
             link,
-            entry,
+            sims,
         }
     }
 
@@ -98,6 +118,29 @@ impl Bank {
             PinEntry::Entered(block) => block,
             other => panic!("expected a PIN block, got {other:?}"),
         }
+    }
+}
+
+impl BankSims {
+    /// `w`'s kiosk config with this acquirer, its dialect and the PIN pad added, written
+    /// beside it (so the journal is the same); returns its path.
+    pub fn kiosk_config(&self, w: &World) -> PathBuf {
+        let mut toml = std::fs::read_to_string(&w.config.path).unwrap();
+        toml += &format!(
+            "[[plugin]]\nname = \"iso8583\"\nrole = \"acquirer-dialect\"\nfile = \"{}\"\n\
+             [acquirer]\nname = \"{}\"\ndialect = \"iso8583\"\naddress = \"{}\"\n\
+             terminal_id = \"{}\"\nmerchant_id = \"{}\"\n\
+             [devices.pinpad]\nport = \"{}\"\nbaud = 9600\n",
+            self.plugin_file.display(),
+            self.entry.name,
+            self.entry.endpoint.address,
+            self.entry.terminal.terminal_id,
+            self.entry.terminal.merchant_id,
+            self.pad_sim.path(),
+        );
+        let path = w.config.path.with_file_name("kiosk-bank.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
     }
 }
 

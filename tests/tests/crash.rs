@@ -4,15 +4,23 @@
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use selfvend_host::clearing::{self, Business, Difference, Tally};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
+use selfvend_sim::acquirer::PurchaseState;
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::MeterInsert;
+use selfvend_sim::pin_pad::PadAction;
+use selfvend_sim::unionpay_card::UnionPayCard;
+use selfvend_sim::vpcd::Inserted;
+use selfvend_tests::ReaderSlot;
+use selfvend_tests::bank_rig::{BALANCE_FEN, BankSims, PAN, PIN};
 use selfvend_tests::kiosk_rig::{
-    CpuCard, MemoryCard, OPERATOR_PIN, TestCard, World, chen_xiaoming, zhang_san,
+    CpuCard, MemoryCard, OPERATOR_PIN, TestCard, WAIT, World, chen_xiaoming, zhang_san,
 };
 use selfvend_tests::selfvend_bin;
 
@@ -37,17 +45,43 @@ const CLEARING_FAILPOINTS: [&str; 6] = [
     "clearing.after-reconcile-answer",
 ];
 
+const BANK_FAILPOINTS: [&str; 9] = [
+    "bank.after-debit-intent",
+    "bank.after-debit-approved",
+    "sale.after-sale-intent",
+    "sale.after-sale-sent",
+    "sale.after-grant-recorded",
+    "sale.after-card-write-intent",
+    "sale.after-card-written",
+    "sale.after-confirm-intent",
+    "sale.after-receipt-intent",
+];
+
 /// Runs the kiosk process once; `kill_at` names the failpoint it dies at.
 fn kiosk(w: &World, kill_at: Option<&str>, recover_only: bool) -> std::process::ExitStatus {
+    kiosk_with(w, &w.config.path, kill_at, recover_only, None)
+}
+
+/// As [`kiosk`], with the config at `config`; `bank_reader` pays by the bank card in it.
+fn kiosk_with(
+    w: &World,
+    config: &Path,
+    kill_at: Option<&str>,
+    recover_only: bool,
+    bank_reader: Option<&str>,
+) -> std::process::ExitStatus {
     let mut cmd = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"));
     cmd.arg("--config")
-        .arg(&w.config.path)
+        .arg(config)
         .args(["--reader", &w.slot.reader])
         .args(["--validator", w.validator.path()])
         .args(["--printer", w.printer_sim.path()])
         .args(["--fen", "1000"]);
     if recover_only {
         cmd.arg("--recover-only");
+    }
+    if let Some(reader) = bank_reader {
+        cmd.args(["--bank-reader", reader]);
     }
     if let Some(point) = kill_at {
         cmd.env("SELFVEND_KILL_AT", point);
@@ -262,5 +296,88 @@ fn killed_at_every_failpoint_of_clearing_the_period_closes_once_and_is_reconcile
         assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 2000);
         let now = clearing::report(&journal, &w.config, None).unwrap();
         assert_eq!(now.businesses[0].sold.count, 1, "{point}");
+    }
+}
+
+#[test]
+fn killed_at_every_failpoint_of_a_bank_card_sale_no_debit_is_left_without_a_sale_or_reversal() {
+    for point in BANK_FAILPOINTS {
+        let w = World::new();
+        // The kiosk process opens the PIN pad (exclusively); this one does not.
+        let bank = BankSims::start(&w.plugins);
+        let config = bank.kiosk_config(&w);
+        // The kiosk's second reader holds 王芳's bank card throughout.
+        let bank_slot = ReaderSlot::take();
+        let _bank_card = Inserted::insert(
+            Arc::new(Mutex::new(UnionPayCard::wang_fang())),
+            bank_slot.address,
+        )
+        .unwrap();
+        assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+        let card = MemoryCard(zhang_san(&w));
+        let _inserted = card.insert(&w);
+        bank.pad_sim.act(&PadAction::pin(PIN));
+
+        let status = kiosk_with(&w, &config, Some(point), false, Some(&bank_slot.reader));
+        assert_eq!(status.signal(), Some(9), "{point}: not killed there");
+        let status = kiosk_with(&w, &config, None, true, None);
+        assert!(status.success(), "{point}: recovery failed");
+
+        let journal = Journal::open(&w.journal).unwrap();
+        assert!(journal.verify().unwrap().problems.is_empty(), "{point}");
+        // No debit is left undecided: each is declined, reversed, or has its sale.
+        assert!(
+            journal.debits(&["intent", "reversing"]).unwrap().is_empty(),
+            "{point}: a debit is still open"
+        );
+        let before_the_debit = point == "bank.after-debit-intent";
+        let written = sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'written'",
+        );
+        assert_eq!(written, u64::from(!before_the_debit), "{point}");
+        let approved = journal.debits(&["approved"]).unwrap();
+        assert_eq!(approved.len() as u64, written, "{point}");
+        for d in &approved {
+            assert!(d.serial.is_some(), "{point}: a debit without its sale");
+        }
+        // The bank holds exactly what the journal's bank-card sales were paid.
+        let in_sales = sql(
+            &w.journal,
+            "SELECT coalesce(sum(paid_fen), 0) FROM sales WHERE payment = 'bank-card'",
+        );
+        assert_eq!(
+            BALANCE_FEN - bank.acquirer.balance(PAN).unwrap(),
+            in_sales,
+            "{point}: the bank and the journal disagree"
+        );
+        let debited = bank
+            .acquirer
+            .purchases()
+            .iter()
+            .filter(|p| p.state == PurchaseState::Approved)
+            .count() as u64;
+        assert_eq!(debited, written, "{point}");
+        if before_the_debit {
+            assert_eq!(journal.debits(&["reversed"]).unwrap().len(), 1, "{point}");
+        }
+        // One backend sale, one card credit, taken once by the meter.
+        assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), written, "{point}");
+        assert_eq!(card.purchase_count(), written, "{point}");
+        let at_meter = card.carry_to_meter(&w);
+        if written == 1 {
+            assert!(
+                matches!(
+                    at_meter,
+                    MeterInsert::Credited {
+                        purchase_count: 1,
+                        ..
+                    }
+                ),
+                "{point}: {at_meter:?}"
+            );
+        } else {
+            assert_eq!(at_meter, MeterInsert::NothingNew, "{point}");
+        }
     }
 }

@@ -73,6 +73,12 @@ pub enum CardPayment {
 }
 
 impl SaleEngine {
+    /// The batch the kiosk signed on to, if it has signed on.
+    pub fn signed_on(&self) -> Result<Option<u32>, SaleError> {
+        let batch = self.journal.counter(BATCH)?;
+        Ok((batch > 0).then_some(batch as u32))
+    }
+
     /// Signs on with the acquirer: a new batch opens and the working keys it issues are loaded
     /// into the PIN pad (which checks them). Returns the batch.
     pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {

@@ -1,8 +1,10 @@
 //! `selfvend-sale-child`: the kiosk as a process of its own for the crash tests. It recovers
 //! what its journal shows unfinished, then (unless `--recover-only`) sells `--fen` to the card
 //! in `--reader`; or, with `--clear-period N`, clears the kiosk until period N is closed (the
-//! operator PIN on stdin), counting `--fen` in the cash box. With
-//! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there.
+//! operator PIN on stdin), counting `--fen` in the cash box. With `--bank-reader R` it pays by
+//! the bank card in reader R instead of cash, with the PIN the customer types on the config's
+//! PIN pad, through the config's acquirer. With `SELFVEND_KILL_AT=<failpoint>` it kills itself
+//! with SIGKILL there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use selfvend_host::backend::Purchase;
+use selfvend_host::bank_card;
 use selfvend_host::card_reader::Readers;
 use selfvend_host::clearing;
-use selfvend_host::config::{KioskConfig, PluginRole};
+use selfvend_host::config::{AcquirerEntry, KioskConfig, PluginRole};
 use selfvend_host::escpos::EscPosPrinter;
 use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
+use selfvend_host::pin_pad::{PinEntry, PinPad};
 use selfvend_host::plugin::trust::TrustStore;
 use selfvend_host::plugin::{Plugin, PluginRuntime, SharedCard};
-use selfvend_host::sale::{ResellPolicy, SaleEngine};
+use selfvend_host::sale::{BankLink, CardPayment, ResellPolicy, SaleEngine};
 
 struct Args {
     config: PathBuf,
@@ -29,6 +33,7 @@ struct Args {
     fen: u64,
     recover_only: bool,
     clear_period: Option<i64>,
+    bank_reader: Option<String>,
 }
 
 fn args() -> Option<Args> {
@@ -41,6 +46,7 @@ fn args() -> Option<Args> {
         fen: 0,
         recover_only: false,
         clear_period: None,
+        bank_reader: None,
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
@@ -51,6 +57,7 @@ fn args() -> Option<Args> {
             "--fen" => out.fen = a.next()?.parse().ok()?,
             "--recover-only" => out.recover_only = true,
             "--clear-period" => out.clear_period = Some(a.next()?.parse().ok()?),
+            "--bank-reader" => out.bank_reader = Some(a.next()?),
             _ => return None,
         }
     }
@@ -61,7 +68,7 @@ fn main() -> ExitCode {
     let Some(args) = args() else {
         eprintln!(
             "usage: selfvend-sale-child --config F --reader R --validator P --printer P --fen N \
-             [--recover-only | --clear-period N]"
+             [--recover-only | --clear-period N | --bank-reader R]"
         );
         return ExitCode::FAILURE;
     };
@@ -115,6 +122,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         first_delay: Duration::ZERO,
     });
     engine.recover()?;
+    let link = match &config.acquirer {
+        Some(acquirer) => Some(bank_link(&config, acquirer, &runtime)?),
+        None => None,
+    };
+    if let Some(link) = &link {
+        engine.recover_debits(link)?;
+        if engine.signed_on()?.is_none() {
+            engine.sign_on(link)?;
+        }
+    }
     engine.resell()?;
     if let Some(period) = args.clear_period {
         drop(engine);
@@ -142,9 +159,53 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let mut printer = EscPosPrinter::open(&args.printer, 9600)?;
     engine.quote(&mut session, Purchase::Money(Fen(args.fen)))?;
-    engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))?;
+    match (&args.bank_reader, &link) {
+        (Some(reader), Some(link)) => {
+            let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
+            let entry = link
+                .pin_pad()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_pin(&bank_card.pan, 4, 12, Duration::from_secs(30), &mut |_| {})?;
+            let PinEntry::Entered(pin) = entry else {
+                return Err(format!("no PIN was entered: {entry:?}").into());
+            };
+            match engine.pay_by_card(&mut session, link, &bank_card, Some(&pin))? {
+                CardPayment::Approved { .. } => {}
+                CardPayment::Declined(d) => return Err(format!("declined: {}", d.message).into()),
+            }
+        }
+        (Some(_), None) => return Err("--bank-reader needs an [acquirer] in the config".into()),
+        (None, _) => {
+            engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))?;
+        }
+    }
     engine.complete(&mut session, &mut printer)?;
     Ok(())
+}
+
+/// The acquirer link of the config: its dialect plugin and the PIN pad it names.
+fn bank_link(
+    config: &KioskConfig,
+    acquirer: &AcquirerEntry,
+    runtime: &PluginRuntime,
+) -> Result<BankLink, Box<dyn std::error::Error>> {
+    let plugin = config
+        .plugins
+        .iter()
+        .find(|p| p.name == acquirer.dialect)
+        .ok_or("the acquirer's dialect plugin is not configured")?;
+    let pad = config
+        .devices
+        .pinpad
+        .as_ref()
+        .ok_or("an [acquirer] needs a [devices.pinpad]")?;
+    let pad = PinPad::open(&pad.port, Duration::from_millis(500))?;
+    Ok(BankLink::new(
+        acquirer.clone(),
+        runtime.load(&plugin.name, &plugin.file)?,
+        Arc::new(Mutex::new(pad)),
+    ))
 }
 
 /// Clears the kiosk as an operator would, carrying on from wherever an earlier run stopped,
