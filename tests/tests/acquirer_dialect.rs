@@ -66,9 +66,17 @@ fn a_purchase_with_the_right_pin_is_approved_reversed_once_and_settled() {
     assert_eq!(bank.acquirer.sign_ons(), 1);
 
     let first = purchase(&bank, 2, 5000, PIN);
-    let PurchaseOutcome::Approved(approval) = bank.session().purchase(&first).unwrap() else {
+    let mut session = bank.session();
+    let PurchaseOutcome::Approved(approval) = session.purchase(&first).unwrap() else {
         panic!("not approved");
     };
+    // The dialect logs what happened, never the card or the PIN block.
+    let log = session.log();
+    assert!(log.contains("0210"), "{log}");
+    let block = first.pin_block.map(hex::encode_upper).unwrap();
+    for secret in [PAN, &block, &block.to_lowercase()] {
+        assert!(!log.contains(secret), "{log}");
+    }
     assert_eq!(approval.amount, Fen(5000));
     assert_eq!(approval.rrn.len(), 12);
     assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 5000));

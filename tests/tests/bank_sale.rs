@@ -220,4 +220,15 @@ fn a_backend_failure_after_the_debit_is_re_sold_never_reversed() {
     assert_eq!(sale_states(&k), [(1, "written".to_string())]);
     assert_eq!(bank.acquirer.reversals_received(), 0);
     assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
+
+    // The batch settles balanced, and a new batch opens with fresh keys.
+    let settled = k.engine.settle(&bank.link).unwrap();
+    assert!(settled.balanced);
+    assert_eq!(
+        (settled.acquirer_count, settled.acquirer_amount),
+        (1, Fen(1000))
+    );
+    assert_eq!(k.engine.signed_on().unwrap(), Some(2));
+    assert_eq!(bank.acquirer.sign_ons(), 2);
+    assert!(k.journal_kinds().contains(&"settled".to_string()));
 }

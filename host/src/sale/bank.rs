@@ -17,7 +17,7 @@ use crate::journal::NewDebit;
 use crate::money::Fen;
 use crate::payment::{
     AcquirerError, Decline, PurchaseOutcome, PurchaseRequest, ReversalReason, ReversalRequest,
-    Security,
+    Security, Settlement, SettlementRequest,
 };
 use crate::pin_pad::{KeySlot, PinBlock, PinPad};
 use crate::plugin::{AcquirerSession, Plugin};
@@ -234,6 +234,52 @@ impl SaleEngine {
                 Err(link.error(e))
             }
         }
+    }
+
+    /// Settles the batch with the acquirer: the kiosk's approved debits in it against the
+    /// acquirer's. The answer is journaled (`settled`, or `settlement-unbalanced` with both
+    /// sides' totals, for an operator); a balanced batch is followed by a sign-on to a new one.
+    pub fn settle(&mut self, link: &BankLink) -> Result<Settlement, SaleError> {
+        let batch = self.signed_on()?.ok_or(SaleError::NotSignedOn)?;
+        let (count, amount) = self
+            .journal
+            .debits(&["approved"])?
+            .iter()
+            .filter(|d| d.batch == batch)
+            .fold((0u32, 0u64), |(c, a), d| (c + 1, a + d.amount_fen));
+        let stan = self.journal.commit(|b| {
+            let stan = next_stan(b)?;
+            b.append(
+                "settlement-intent",
+                &json!({"batch": batch, "stan": stan, "count": count, "fen": amount}),
+            )?;
+            Ok(stan)
+        })?;
+        let request = SettlementRequest {
+            terminal: link.entry.terminal.clone(),
+            stan,
+            batch,
+            count,
+            amount: Fen(amount),
+        };
+        let settled = self
+            .wait(|| link.session().map(|mut a| a.settle(&request)))?
+            .map_err(|e| link.error(e))?;
+        let kind = if settled.balanced {
+            "settled"
+        } else {
+            "settlement-unbalanced"
+        };
+        self.journal.append(
+            kind,
+            json!({"batch": batch, "count": count, "fen": amount,
+                   "acquirer_count": settled.acquirer_count,
+                   "acquirer_fen": settled.acquirer_amount.0}),
+        )?;
+        if settled.balanced {
+            self.sign_on(link)?;
+        }
+        Ok(settled)
     }
 
     /// Debits found at start with no answer recorded (the kiosk stopped while the purchase was
