@@ -1,6 +1,7 @@
 //! `selfvend`: the kiosk application and its operator and vendor command line.
 
 mod backend_cmd;
+mod bank_cmd;
 mod bench;
 mod card_cmd;
 mod cash_cmd;
@@ -61,6 +62,9 @@ enum Command {
     /// Check the configured utility backends.
     #[command(subcommand)]
     Backend(backend_cmd::BackendCommand),
+    /// The bank-card acquirer: sign on, settle, send reversals, list debits.
+    #[command(subcommand)]
+    Bank(bank_cmd::BankCommand),
     /// Measure the kiosk's performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
+        Command::Bank(cmd) => bank_cmd::run(cmd, &cli.config),
         Command::Card(cmd) => card_cmd::run(cmd, &cli.config),
         Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
         Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),
