@@ -228,10 +228,10 @@ fn afl(gpo: &[u8]) -> Result<Vec<(u8, u8)>, BankCardError> {
                 format!("entry {}", hex::encode_upper(entry)),
             ));
         }
+        if records.len() + usize::from(last - first) + 1 > MAX_RECORDS {
+            return Err(malformed("AFL", format!("more than {MAX_RECORDS} records")));
+        }
         records.extend((first..=last).map(|r| (sfi, r)));
-    }
-    if records.len() > MAX_RECORDS {
-        return Err(malformed("AFL", format!("{} records", records.len())));
     }
     Ok(records)
 }

@@ -28,7 +28,7 @@ impl std::fmt::Debug for WorkingKeys {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PurchaseRequest {
     pub terminal: Terminal,
     pub stan: u32,
@@ -37,6 +37,20 @@ pub struct PurchaseRequest {
     pub card: BankCard,
     /// Encrypted by the PIN pad.
     pub pin_block: Option<[u8; 8]>,
+}
+
+impl std::fmt::Debug for PurchaseRequest {
+    /// The card as `BankCard` shows it (masked), and never the PIN block.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurchaseRequest")
+            .field("terminal", &self.terminal)
+            .field("stan", &self.stan)
+            .field("batch", &self.batch)
+            .field("amount", &self.amount)
+            .field("card", &self.card)
+            .field("pin_block", &self.pin_block.map(|_| ".."))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

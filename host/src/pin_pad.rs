@@ -214,6 +214,22 @@ impl PinPad {
         let mut data = vec![min, max, secs as u8];
         data.extend_from_slice(pan_digits(pan)?.as_bytes());
         self.call(command::GET_PIN, &data, "get PIN")?;
+        let entry = self.pin_entry(max, timeout, on_digits);
+        if entry.is_err() {
+            // A pad left in PIN entry answers every later command "busy": end it, best effort
+            // (the entry's own error is the one to report).
+            let _ = self.abort();
+        }
+        entry
+    }
+
+    /// Follows a PIN entry the pad has started until it ends.
+    fn pin_entry(
+        &mut self,
+        max: u8,
+        timeout: Duration,
+        on_digits: &mut dyn FnMut(u8),
+    ) -> Result<PinEntry, PinPadError> {
         // The pad times the customer; the host waits a little longer for its verdict.
         let deadline = Instant::now() + timeout + self.reply_timeout;
         loop {
@@ -334,7 +350,8 @@ impl PinPad {
                 });
             }
             match self.port.read(&mut buf[got..]) {
-                Ok(0) => {}
+                // A hung-up line reads empty at once: wait a little rather than spin.
+                Ok(0) => std::thread::sleep(Duration::from_millis(5)),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) => return Err(self.io(e)),

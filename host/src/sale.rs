@@ -83,6 +83,10 @@ pub enum SaleError {
     NothingPaid,
     #[error("item {item} is about {what}, not a sale: it is refunded, never re-sold")]
     NotASale { item: i64, what: String },
+    #[error(
+        "item {0} is about a bank-card reversal: confirm it with the acquirer, then dismiss it"
+    )]
+    ReversalItem(i64),
     #[error("the journal holds a sale it cannot read back: {0}")]
     Corrupt(String),
     #[error(
@@ -108,6 +112,11 @@ pub enum SaleError {
     PinPad(#[from] crate::pin_pad::PinPadError),
     #[error("the kiosk has not signed on with its acquirer; bank cards are not taken until it has")]
     NotSignedOn,
+    #[error(
+        "{0} bank-card reversals are not acknowledged yet; the batch cannot change until they \
+         are (`selfvend bank reversals`)"
+    )]
+    ReversalsPending(usize),
     #[error("{0}")]
     WrongStep(&'static str),
 }
@@ -412,17 +421,26 @@ impl SaleEngine {
         patience: Duration,
     ) -> Result<Fen, SaleError> {
         let due = s.quote.map_or(Fen(0), |q| q.amount);
-        // Clearing may have started since the card was read: the acceptor stays inhibited.
-        let period = self.journal.current_period()?;
-        if period.state != "open" && s.payment.is_none() {
-            return Err(SaleError::Clearing(period.id));
+        if s.bank.is_some() {
+            return Err(SaleError::WrongStep("this session is paid by bank card"));
         }
         if s.payment.is_none() {
             let card = s.data.card_serial.clone();
-            s.payment = Some(self.journal.commit(|b| {
+            let opened = self.journal.commit(|b| {
+                // Checked in the commit itself: an operator's CLI may start clearing at any
+                // moment, and then the acceptor stays inhibited.
+                let (period, state): (i64, String) = b.sql().query_row(
+                    "SELECT id, state FROM periods ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if state != "open" {
+                    return Ok(Err(SaleError::Clearing(period)));
+                }
                 let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
-                b.open_payment(&card, id)
-            })?);
+                Ok(Ok(b.open_payment(&card, id)?))
+            })?;
+            s.payment = Some(opened?);
             fail::fail_point!("sale.after-payment-opened");
         }
         acceptor.enable(&Denomination::ALL)?;
@@ -541,6 +559,60 @@ impl SaleEngine {
             receipt,
             printed,
         })
+    }
+
+    /// The customer leaves with nothing paid (or gives up before paying): the session's payment
+    /// closes. A banknote caught on the way in is on a receipt with its work order, printed now.
+    /// Returns whether a receipt was printed in full (`None`: nothing to print).
+    pub fn cancel(
+        &mut self,
+        s: CashSession,
+        printer: &mut dyn ReceiptPrinter,
+    ) -> Result<Option<bool>, SaleError> {
+        if s.paid > Fen(0) || s.bank.is_some() {
+            return Err(SaleError::WrongStep(
+                "money is in: the sale is completed, not cancelled",
+            ));
+        }
+        if let Some(payment) = s.payment {
+            let card = s.data.card_serial.clone();
+            self.journal.commit(|b| {
+                let id = b.append(
+                    "payment-cancelled",
+                    &json!({"payment": payment, "card": card}),
+                )?;
+                b.close_payment(payment, "abandoned", None, id)
+            })?;
+        }
+        if s.caught.is_empty() {
+            return Ok(None);
+        }
+        let mut r = Receipt::new()
+            .with(Line::new("自助售电凭证").bold().double().centred())
+            .with(Line::new(format!("终端号：{}", self.terminal_id)))
+            .with(Line::new(format!("卡号：{}", s.data.card_serial)))
+            .with(Line::new("未售电"));
+        caught_lines(&mut r, &s.caught);
+        self.journal.append(
+            "receipt-intent",
+            json!({"payment": s.payment, "receipt": r}),
+        )?;
+        let printed = self.wait(|| printer.print(&r));
+        match printed {
+            Ok(_) => {
+                self.journal
+                    .note("receipt-printed", json!({"payment": s.payment}));
+                self.journal.flush()?;
+                Ok(Some(true))
+            }
+            Err(e) => {
+                self.journal.append(
+                    "receipt-unfinished",
+                    json!({"payment": s.payment, "why": e.to_string()}),
+                )?;
+                Ok(Some(false))
+            }
+        }
     }
 
     /// Prints `receipt`; a receipt cut short is journaled for a reprint, not lost.
@@ -855,6 +927,21 @@ impl SaleEngine {
                 "item {id}: {} yuan refunded for payment {payment}",
                 yuan(Fen(paid))
             ));
+        }
+        // No sale, payment or banknote: a reversal the acquirer never acknowledged. The operator
+        // confirms it with the acquirer and closes the item; it is still sent until then.
+        if item.serial.is_none() {
+            if resolution != Resolution::Dismiss {
+                return Err(SaleError::ReversalItem(id));
+            }
+            self.journal.commit(|b| {
+                let audit = b.append(
+                    "manual-dismissed",
+                    &json!({"item": id, "note": operator_note}),
+                )?;
+                b.resolve_manual_item(id, &format!("dismissed: {operator_note}"), audit)
+            })?;
+            return Ok(format!("item {id}: closed"));
         }
         let sale = match item.serial {
             Some(serial) => self
@@ -1253,12 +1340,7 @@ impl SaleEngine {
                 r.push(Line::new("请保留此凭条"));
             }
         }
-        for (item, fen) in &s.caught {
-            r.push(Line::new(format!("{}元纸币卡在机内未入账", yuan(*fen))).bold());
-            r.push(Line::new(format!(
-                "已登记待核实退还（工单{item}），请保留此凭条"
-            )));
-        }
+        caught_lines(&mut r, &s.caught);
         r
     }
 }
@@ -1363,6 +1445,16 @@ impl CashHandler for Cashier<'_> {
                 EscrowDecision::Return
             }
         }
+    }
+}
+
+/// The receipt's lines for banknotes caught in the acceptor: each note and its work order.
+fn caught_lines(r: &mut Receipt, caught: &[(i64, Fen)]) {
+    for (item, fen) in caught {
+        r.push(Line::new(format!("{}元纸币卡在机内未入账", yuan(*fen))).bold());
+        r.push(Line::new(format!(
+            "已登记待核实退还（工单{item}），请保留此凭条"
+        )));
     }
 }
 

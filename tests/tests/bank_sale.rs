@@ -3,11 +3,13 @@
 //! utility's backend sale, the meter card write and the receipt. Declines, a debit with no
 //! answer (reversed until acknowledged) and a backend failure after the debit (re-sold).
 
+use std::time::Duration;
+
 use selfvend_host::backend::Purchase;
 use selfvend_host::clearing::{self, Business, Tally};
 use selfvend_host::money::Fen;
 use selfvend_host::payment::DeclineCode;
-use selfvend_host::sale::{CardPayment, Outcome, SaleError};
+use selfvend_host::sale::{CardPayment, Outcome, Resolution, SaleError};
 use selfvend_sim::acquirer::{Fault, MessageType, PurchaseState};
 use selfvend_sim::meter::MeterInsert;
 use selfvend_tests::bank_rig::{BALANCE_FEN, Bank, PAN, PIN, read_bank_card};
@@ -46,6 +48,12 @@ fn a_bank_card_sale_for_each_meter_card_type() {
             .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
             .unwrap();
         assert_eq!(paid, CardPayment::Approved { serial: 1 });
+        // Paid by card, the session takes no cash.
+        assert!(matches!(
+            k.engine
+                .take_cash(&mut s, &mut k.acceptor, Duration::from_millis(10)),
+            Err(SaleError::WrongStep(_))
+        ));
         let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
         assert!(matches!(done.outcome, Outcome::Credited { serial: 1, .. }));
         drop(s);
@@ -231,4 +239,60 @@ fn a_backend_failure_after_the_debit_is_re_sold_never_reversed() {
     assert_eq!(k.engine.signed_on().unwrap(), Some(2));
     assert_eq!(bank.acquirer.sign_ons(), 2);
     assert!(k.journal_kinds().contains(&"settled".to_string()));
+}
+
+#[test]
+fn a_reversal_never_acknowledged_holds_the_batch_and_goes_to_an_operator() {
+    let (mut k, bank, card) = ready(memory_card);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    bank.acquirer
+        .inject(MessageType::Purchase, Fault::DropReply);
+    for _ in 0..5 {
+        bank.acquirer
+            .inject(MessageType::Reversal, Fault::DropReply);
+    }
+    let pin = bank.enter_pin(&bank_card, PIN);
+    assert!(matches!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin)),
+        Err(SaleError::DebitReversed(_))
+    ));
+    // No new batch while a reversal is owed in this one.
+    let err = k.engine.sign_on(&bank.link).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "1 bank-card reversals are not acknowledged yet; the batch cannot change until they are \
+         (`selfvend bank reversals`)"
+    );
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
+    for _ in 0..3 {
+        assert_eq!(k.engine.forward_reversals(&bank.link).unwrap(), 0);
+    }
+    // The fifth unacknowledged try tells an operator; the sixth is acknowledged.
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].reason,
+        "冲正未获收单确认（卡号 622202*********0128，金额 10.00 元，批次 000001，流水 000002）：\
+         请联系收单机构核实"
+    );
+    assert_eq!(k.engine.forward_reversals(&bank.link).unwrap(), 1);
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN));
+    let err = k
+        .engine
+        .resolve_manual(items[0].id, Resolution::Refund, "")
+        .unwrap_err();
+    assert!(matches!(err, SaleError::ReversalItem(_)), "{err}");
+    k.engine
+        .resolve_manual(
+            items[0].id,
+            Resolution::Dismiss,
+            "acquirer confirmed the reversal",
+        )
+        .unwrap();
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 2);
 }

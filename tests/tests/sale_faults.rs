@@ -421,3 +421,35 @@ fn a_banknote_jammed_on_its_way_to_the_box_goes_to_an_operator_and_onto_the_rece
     assert!(journal.manual_items(false).unwrap().is_empty());
     assert!(journal.verify().unwrap().problems.is_empty());
 }
+
+#[test]
+fn a_customer_whose_only_banknote_jammed_leaves_with_a_receipt_and_no_open_payment() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (_inserted, card) = k.insert(&memory);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(2000))).unwrap();
+    k.validator.act(Action::JamInStacker(20));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(paid, Fen(0));
+    let item = s.caught[0].0;
+    assert!(matches!(
+        k.engine.complete(&mut s, &mut k.printer),
+        Err(selfvend_host::sale::SaleError::NothingPaid)
+    ));
+    assert_eq!(k.engine.cancel(s, &mut k.printer).unwrap(), Some(true));
+    let lines = k.printed_lines();
+    for line in [
+        "未售电",
+        "20.00元纸币卡在机内未入账",
+        &format!("已登记待核实退还（工单{item}），请保留此凭条"),
+    ] {
+        assert!(lines.iter().any(|l| l == line), "{line} in {lines:?}");
+    }
+    // Nothing is left open: the operator can clear the kiosk.
+    assert!(k.engine.journal().open_payments().unwrap().is_empty());
+    assert_eq!(k.engine.journal().manual_items(false).unwrap().len(), 1);
+}

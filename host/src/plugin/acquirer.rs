@@ -49,26 +49,29 @@ impl AcquirerSession {
         let sent = wire.bytes_sent > 0;
         match result {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
+            // Nothing went out: the dialect's own account stands (once checked).
+            Ok(Err(e)) if !sent => {
                 let e = payment_v1::acquirer_error(e).map_err(|r| sandbox.bad_result(call, r))?;
-                Err(match (e, &wire.error_after_send) {
-                    (AcquirerError::Refused(r), _) => AcquirerError::Refused(r),
-                    (_, Some(net)) => {
-                        AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {net}"))
-                    }
-                    (AcquirerError::Unreachable(why), None) if sent => {
-                        AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {why}"))
-                    }
-                    // An answer that does not parse (or verify) says nothing of what was done.
-                    (AcquirerError::MalformedReply(why), None) if sent => {
-                        AcquirerError::OutcomeUnknown(format!(
-                            "{call}: request sent, answer did not parse: {why}"
-                        ))
-                    }
-                    (e, _) => e,
-                }
-                .into())
+                Err(e.into())
             }
+            // Once bytes went out only a complete, verified refusal says nothing was done; any
+            // other failure, or an error the host cannot read, may hide a debit.
+            Ok(Err(e)) => Err(match (payment_v1::acquirer_error(e), &wire.error_after_send) {
+                (Ok(AcquirerError::Refused(r)), None) => AcquirerError::Refused(r),
+                (Ok(AcquirerError::OutcomeUnknown(why)), None) => {
+                    AcquirerError::OutcomeUnknown(why)
+                }
+                (_, Some(net)) => {
+                    AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {net}"))
+                }
+                (Ok(e), None) => {
+                    AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {e}"))
+                }
+                (Err(reason), None) => AcquirerError::OutcomeUnknown(format!(
+                    "{call}: request sent, then the dialect returned an unreadable error: {reason}"
+                )),
+            }
+            .into()),
             Err(plugin) if sent => Err(AcquirerError::OutcomeUnknown(format!(
                 "{call}: request sent, then the dialect failed: {plugin}"
             ))
@@ -143,8 +146,9 @@ impl AcquirerSession {
 }
 
 impl From<AcquirerCallError> for host::AcquirerError {
-    /// The plugin's own failure, seen as the acquirer call's: nothing was sent, or (if it was)
-    /// the call layer already made it an unknown outcome.
+    /// The plugin's own failure, seen as the acquirer call's. A plugin failure after bytes went
+    /// out is already an unknown outcome (`call`); one left here happened before anything was
+    /// sent, or in a call that moves no money (about, sign-on's keys).
     fn from(e: AcquirerCallError) -> Self {
         match e {
             AcquirerCallError::Acquirer(e) => e,

@@ -13,7 +13,7 @@ use super::{BankPaid, CashSession, SaleEngine, SaleError, sale_intent};
 use crate::backend::PaymentKind;
 use crate::bank_card::BankCard;
 use crate::config::AcquirerEntry;
-use crate::journal::NewDebit;
+use crate::journal::{NewDebit, NewItem};
 use crate::money::Fen;
 use crate::payment::{
     AcquirerError, Decline, PurchaseOutcome, PurchaseRequest, ReversalReason, ReversalRequest,
@@ -25,7 +25,13 @@ use crate::plugin::{AcquirerSession, Plugin};
 /// Trace numbers run 1..=999999 and wrap (ISO 8583 field 11).
 const MAX_STAN: i64 = 999_999;
 const STAN: &str = "acquirer.stan";
+/// The last batch number a sign-on used.
 const BATCH: &str = "acquirer.batch";
+/// The batch open for debits; 0 while not signed on (before a sign-on completes, after a
+/// balanced settlement).
+const OPEN_BATCH: &str = "acquirer.open_batch";
+/// Failed tries at a reversal after which an operator is told to check with the acquirer.
+const REVERSAL_ALERT: u32 = 5;
 
 /// The kiosk's link to its acquirer: the dialect plugin, where the acquirer is and who the
 /// kiosk is to it, and the PIN pad that holds the keys.
@@ -75,20 +81,36 @@ pub enum CardPayment {
 impl SaleEngine {
     /// The batch the kiosk signed on to, if it has signed on.
     pub fn signed_on(&self) -> Result<Option<u32>, SaleError> {
-        let batch = self.journal.counter(BATCH)?;
+        let batch = self.journal.counter(OPEN_BATCH)?;
         Ok((batch > 0).then_some(batch as u32))
+    }
+
+    /// Reversals still owed are sent first: a new batch or a settlement must not leave one
+    /// behind in a batch the acquirer no longer takes reversals for.
+    fn no_reversals_pending(&mut self, link: &BankLink) -> Result<(), SaleError> {
+        self.forward_reversals(link)?;
+        let pending = self.journal.debits(&["intent", "reversing"])?.len();
+        if pending > 0 {
+            return Err(SaleError::ReversalsPending(pending));
+        }
+        Ok(())
     }
 
     /// Signs on with the acquirer: a new batch opens and the working keys it issues are loaded
     /// into the PIN pad (which checks them). Returns the batch.
     pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {
+        self.no_reversals_pending(link)?;
         let batch = (self.journal.counter(BATCH)? % MAX_STAN + 1) as u32;
+        // Not signed on from here until the keys are in the PIN pad: a stop in between leaves
+        // the kiosk to sign on again, never to debit into a batch the acquirer has moved past.
         let stan = self.journal.commit(|b| {
             let stan = next_stan(b)?;
             b.append(
                 "sign-on-intent",
                 &json!({"acquirer": link.entry.name, "batch": batch, "stan": stan}),
             )?;
+            b.set_counter(BATCH, i64::from(batch))?;
+            b.set_counter(OPEN_BATCH, 0)?;
             Ok(stan)
         })?;
         let keys = self.wait(|| {
@@ -106,7 +128,7 @@ impl SaleEngine {
                 "signed-on",
                 &json!({"acquirer": link.entry.name, "batch": batch}),
             )?;
-            b.set_counter(BATCH, i64::from(batch))
+            b.set_counter(OPEN_BATCH, i64::from(batch))
         })?;
         Ok(batch)
     }
@@ -130,20 +152,28 @@ impl SaleEngine {
                 "this session is already being paid for",
             ));
         }
-        let period = self.journal.current_period()?;
-        if period.state != "open" {
-            return Err(SaleError::Clearing(period.id));
-        }
-        let batch = self.journal.counter(BATCH)? as u32;
-        if batch == 0 {
-            return Err(SaleError::NotSignedOn);
-        }
+        // A customer who tried before may still be owed a reversal: it goes first.
+        self.forward_reversals(link)?;
         let pan_masked = card.masked_pan();
         let card_json = json!({"pan": card.pan, "expiry": card.expiry,
                                "track2": hex::encode_upper(&card.track2)})
         .to_string();
         let amount = quote.amount;
-        let (debit, stan) = self.journal.commit(|b| {
+        let opened = self.journal.commit(|b| {
+            // Checked in the commit itself: clearing or a settlement may come from another
+            // process (the operator's CLI) at any moment.
+            let (period, period_state): (i64, String) = b.sql().query_row(
+                "SELECT id, state FROM periods ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if period_state != "open" {
+                return Ok(Err(SaleError::Clearing(period)));
+            }
+            let batch = counter_in(b, OPEN_BATCH)? as u32;
+            if batch == 0 {
+                return Ok(Err(SaleError::NotSignedOn));
+            }
             let stan = next_stan(b)?;
             let id = b.append(
                 "debit-intent",
@@ -159,8 +189,9 @@ impl SaleEngine {
                 },
                 id,
             )?;
-            Ok((debit, stan))
+            Ok(Ok((debit, stan, batch)))
         })?;
+        let (debit, stan, batch) = opened?;
         fail::fail_point!("bank.after-debit-intent");
         let request = PurchaseRequest {
             terminal: link.entry.terminal.clone(),
@@ -170,8 +201,21 @@ impl SaleEngine {
             card: card.clone(),
             pin_block: pin_block.map(|p| *p.bytes()),
         };
-        let answer = self.wait(|| link.session().map(|mut a| a.purchase(&request)));
-        match answer? {
+        let answer = match self.wait(|| link.session().map(|mut a| a.purchase(&request))) {
+            Ok(answer) => answer,
+            // The dialect did not even start: nothing was sent.
+            Err(e) => {
+                self.journal.commit(|b| {
+                    let id = b.append(
+                        "debit-failed",
+                        &json!({"batch": batch, "stan": stan, "why": e.to_string()}),
+                    )?;
+                    b.debit_state(debit, "failed", None, None, id)
+                })?;
+                return Err(e);
+            }
+        };
+        match answer {
             Ok(PurchaseOutcome::Approved(approval)) => {
                 // The sale is for what was debited.
                 s.paid = amount;
@@ -241,6 +285,7 @@ impl SaleEngine {
     /// sides' totals, for an operator); a balanced batch is followed by a sign-on to a new one.
     pub fn settle(&mut self, link: &BankLink) -> Result<Settlement, SaleError> {
         let batch = self.signed_on()?.ok_or(SaleError::NotSignedOn)?;
+        self.no_reversals_pending(link)?;
         let (count, amount) = self
             .journal
             .debits(&["approved"])?
@@ -265,21 +310,35 @@ impl SaleEngine {
         let settled = self
             .wait(|| link.session().map(|mut a| a.settle(&request)))?
             .map_err(|e| link.error(e))?;
-        let kind = if settled.balanced {
+        // Balanced by the kiosk's own count, not only by the acquirer's word.
+        let balanced = settled.balanced
+            && settled.acquirer_count == count
+            && settled.acquirer_amount == Fen(amount);
+        let kind = if balanced {
             "settled"
         } else {
             "settlement-unbalanced"
         };
-        self.journal.append(
-            kind,
-            json!({"batch": batch, "count": count, "fen": amount,
-                   "acquirer_count": settled.acquirer_count,
-                   "acquirer_fen": settled.acquirer_amount.0}),
-        )?;
-        if settled.balanced {
+        self.journal.commit(|b| {
+            b.append(
+                kind,
+                &json!({"batch": batch, "count": count, "fen": amount,
+                        "acquirer_count": settled.acquirer_count,
+                        "acquirer_fen": settled.acquirer_amount.0}),
+            )?;
+            // A settled batch takes no more debits, whether or not the next sign-on works.
+            if balanced {
+                b.set_counter(OPEN_BATCH, 0)?;
+            }
+            Ok(())
+        })?;
+        if balanced {
             self.sign_on(link)?;
         }
-        Ok(settled)
+        Ok(Settlement {
+            balanced,
+            ..settled
+        })
     }
 
     /// Debits found at start with no answer recorded (the kiosk stopped while the purchase was
@@ -337,12 +396,34 @@ impl SaleEngine {
                 }
                 Err(e) => {
                     let why = AcquirerError::from(e).to_string();
+                    let tries = d.reversal_attempts + 1;
                     self.journal.commit(|b| {
-                        b.append(
+                        let id = b.append(
                             "reversal-unacknowledged",
                             &json!({"batch": d.batch, "stan": d.stan, "why": why}),
                         )?;
-                        b.count_reversal_attempt(d.id)
+                        b.count_reversal_attempt(d.id)?;
+                        // Still sent every time; an operator is told once to check with the bank.
+                        if tries == REVERSAL_ALERT {
+                            b.open_manual_item(
+                                &NewItem {
+                                    serial: None,
+                                    payment: None,
+                                    caught_fen: None,
+                                    card_serial: None,
+                                    reason: &format!(
+                                        "冲正未获收单确认（卡号 {}，金额 {} 元，批次 {:06}，流水 {:06}）：\
+                                         请联系收单机构核实",
+                                        d.pan_masked,
+                                        Fen(d.amount_fen),
+                                        d.batch,
+                                        d.stan
+                                    ),
+                                },
+                                id,
+                            )?;
+                        }
+                        Ok(())
                     })?;
                 }
             }
@@ -351,18 +432,21 @@ impl SaleEngine {
     }
 }
 
-/// The next trace number, counted in the journal in the commit that uses it.
-fn next_stan(b: &mut crate::journal::Batch<'_>) -> rusqlite::Result<u32> {
-    let last: i64 = b
-        .sql()
-        .query_row("SELECT value FROM counters WHERE name = ?1", [STAN], |r| {
+/// A counter's value inside a commit (0 when never counted).
+fn counter_in(b: &mut crate::journal::Batch<'_>, name: &str) -> rusqlite::Result<i64> {
+    b.sql()
+        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
             r.get(0)
         })
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(0),
             e => Err(e),
-        })?;
-    let next = last % MAX_STAN + 1;
+        })
+}
+
+/// The next trace number, counted in the journal in the commit that uses it.
+fn next_stan(b: &mut crate::journal::Batch<'_>) -> rusqlite::Result<u32> {
+    let next = counter_in(b, STAN)? % MAX_STAN + 1;
     b.set_counter(STAN, next)?;
     Ok(next as u32)
 }
