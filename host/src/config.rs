@@ -362,6 +362,25 @@ fn default_bytes() -> Bounded<64, 16_777_216> {
     Bounded(65_536)
 }
 
+/// Checks that the plugin named `name` is configured in `role`; the error says what is wrong.
+fn role_of(plugins: &[PluginEntry], name: &str, role: PluginRole) -> Result<(), String> {
+    match plugins.iter().find(|p| p.name == name) {
+        Some(p) if p.role == role => Ok(()),
+        Some(_) => Err(format!("plugin `{name}` is not {}", role.with_article())),
+        None => Err(format!("no [[plugin]] is named `{name}`")),
+    }
+}
+
+impl PluginRole {
+    fn with_article(self) -> &'static str {
+        match self {
+            PluginRole::CardCodec => "a card-codec",
+            PluginRole::BackendDialect => "a backend-dialect",
+            PluginRole::AcquirerDialect => "an acquirer-dialect",
+        }
+    }
+}
+
 impl KioskConfig {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -409,21 +428,8 @@ impl KioskConfig {
         let mut served = BTreeSet::new();
         for entry in file.backends {
             let b = entry.into_inner();
-            let dialect = b.dialect.get_ref();
-            match plugins.iter().find(|p| &p.name == dialect) {
-                Some(p) if p.role == PluginRole::BackendDialect => {}
-                Some(_) => {
-                    return Err(at(
-                        Some(b.dialect.span()),
-                        format!("plugin `{dialect}` is not a backend-dialect"),
-                    ));
-                }
-                None => {
-                    return Err(at(
-                        Some(b.dialect.span()),
-                        format!("no [[plugin]] is named `{dialect}`"),
-                    ));
-                }
+            if let Err(why) = role_of(&plugins, b.dialect.get_ref(), PluginRole::BackendDialect) {
+                return Err(at(Some(b.dialect.span()), why));
             }
             if b.utility_codes.is_empty() {
                 return Err(at(
@@ -464,21 +470,10 @@ impl KioskConfig {
             None => None,
             Some(entry) => {
                 let a = entry.into_inner();
-                let dialect = a.dialect.get_ref();
-                match plugins.iter().find(|p| &p.name == dialect) {
-                    Some(p) if p.role == PluginRole::AcquirerDialect => {}
-                    Some(_) => {
-                        return Err(at(
-                            Some(a.dialect.span()),
-                            format!("plugin `{dialect}` is not an acquirer-dialect"),
-                        ));
-                    }
-                    None => {
-                        return Err(at(
-                            Some(a.dialect.span()),
-                            format!("no [[plugin]] is named `{dialect}`"),
-                        ));
-                    }
+                if let Err(why) =
+                    role_of(&plugins, a.dialect.get_ref(), PluginRole::AcquirerDialect)
+                {
+                    return Err(at(Some(a.dialect.span()), why));
                 }
                 for (field, value, len) in [
                     ("terminal_id", &a.terminal_id, 8),

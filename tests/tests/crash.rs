@@ -109,6 +109,25 @@ fn clear(w: &World, kill_at: Option<&str>) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// The card goes to its meter: the credit, if the sale was written, is taken once.
+fn meter_takes_once(card: &dyn TestCard, w: &World, written: u64, point: &str) {
+    let at_meter = card.carry_to_meter(w);
+    if written == 1 {
+        assert!(
+            matches!(
+                at_meter,
+                MeterInsert::Credited {
+                    purchase_count: 1,
+                    ..
+                }
+            ),
+            "{point}: {at_meter:?}"
+        );
+    } else {
+        assert_eq!(at_meter, MeterInsert::NothingNew, "{point}");
+    }
+}
+
 fn sql(journal: &std::path::Path, query: &str) -> u64 {
     let out = Command::new("sqlite3")
         .arg(journal)
@@ -201,22 +220,7 @@ fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
         if handed > 0 {
             assert_eq!(journal.manual_items(false).unwrap().len(), 1, "{point}");
         }
-        // The meter takes the credit once, if there is one.
-        let taken_by_meter = card.carry_to_meter(&w);
-        if written == 1 {
-            assert!(
-                matches!(
-                    taken_by_meter,
-                    MeterInsert::Credited {
-                        purchase_count: 1,
-                        ..
-                    }
-                ),
-                "{point}: {taken_by_meter:?}"
-            );
-        } else {
-            assert_eq!(taken_by_meter, MeterInsert::NothingNew, "{point}");
-        }
+        meter_takes_once(&*card, &w, written, point);
     }
 }
 
@@ -364,20 +368,6 @@ fn killed_at_every_failpoint_of_a_bank_card_sale_no_debit_is_left_without_a_sale
         // One backend sale, one card credit, taken once by the meter.
         assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), written, "{point}");
         assert_eq!(card.purchase_count(), written, "{point}");
-        let at_meter = card.carry_to_meter(&w);
-        if written == 1 {
-            assert!(
-                matches!(
-                    at_meter,
-                    MeterInsert::Credited {
-                        purchase_count: 1,
-                        ..
-                    }
-                ),
-                "{point}: {at_meter:?}"
-            );
-        } else {
-            assert_eq!(at_meter, MeterInsert::NothingNew, "{point}");
-        }
+        meter_takes_once(&card, &w, written, point);
     }
 }

@@ -205,13 +205,7 @@ impl SaleEngine {
             Ok(answer) => answer,
             // The dialect did not even start: nothing was sent.
             Err(e) => {
-                self.journal.commit(|b| {
-                    let id = b.append(
-                        "debit-failed",
-                        &json!({"batch": batch, "stan": stan, "why": e.to_string()}),
-                    )?;
-                    b.debit_state(debit, "failed", None, None, id)
-                })?;
+                self.debit_failed(debit, batch, stan, &e.to_string())?;
                 return Err(e);
             }
         };
@@ -268,16 +262,22 @@ impl SaleEngine {
                     self.forward_reversals(link)?;
                     return Err(SaleError::DebitReversed(amount));
                 }
-                self.journal.commit(|b| {
-                    let id = b.append(
-                        "debit-failed",
-                        &json!({"batch": batch, "stan": stan, "why": e.to_string()}),
-                    )?;
-                    b.debit_state(debit, "failed", None, None, id)
-                })?;
+                self.debit_failed(debit, batch, stan, &e.to_string())?;
                 Err(link.error(e))
             }
         }
+    }
+
+    /// Debit `id` was never taken: the purchase did not reach the acquirer, or it did nothing.
+    fn debit_failed(&mut self, id: i64, batch: u32, stan: u32, why: &str) -> Result<(), SaleError> {
+        self.journal.commit(|b| {
+            let audit = b.append(
+                "debit-failed",
+                &json!({"batch": batch, "stan": stan, "why": why}),
+            )?;
+            b.debit_state(id, "failed", None, None, audit)
+        })?;
+        Ok(())
     }
 
     /// Settles the batch with the acquirer: the kiosk's approved debits in it against the
