@@ -213,8 +213,12 @@ impl PinPad {
         }
         let mut data = vec![min, max, secs as u8];
         data.extend_from_slice(pan_digits(pan)?.as_bytes());
-        self.call(command::GET_PIN, &data, "get PIN")?;
-        let entry = self.pin_entry(max, timeout, on_digits);
+        let entry = match self.call(command::GET_PIN, &data, "get PIN") {
+            // The pad said why it will not start; it is not in an entry.
+            Err(e @ PinPadError::Refused { .. }) => return Err(e),
+            Err(e) => Err(e),
+            Ok(_) => self.pin_entry(max, timeout, on_digits),
+        };
         if entry.is_err() {
             // A pad left in PIN entry answers every later command "busy": end it, best effort
             // (the entry's own error is the one to report).
@@ -284,7 +288,16 @@ impl PinPad {
             .write_all(&frame)
             .and_then(|()| self.port.flush())
             .map_err(|source| self.io(source))?;
-        let (answer, data) = self.read_frame(name, self.reply_timeout)?;
+        let deadline = Instant::now() + self.reply_timeout;
+        let (answer, data) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (answer, data) = self.read_frame(name, left)?;
+            // The tail of an earlier PIN entry (digits, its end) may still be on the line.
+            if matches!(answer, command::DIGITS | command::ENTRY_ENDED) {
+                continue;
+            }
+            break (answer, data);
+        };
         if answer != cmd | 0x80 {
             return Err(self.unexpected(name, format!("command {answer:02X}")));
         }
@@ -395,6 +408,7 @@ impl PinPad {
 
 /// A frame: STX, LEN, CMD, DATA, ETX, LRC.
 pub fn encode(cmd: u8, data: &[u8]) -> Vec<u8> {
+    debug_assert!(data.len() < MAX_LEN, "callers bound what they send");
     let len = (data.len() + 1) as u16;
     let mut frame = vec![STX];
     frame.extend_from_slice(&len.to_be_bytes());

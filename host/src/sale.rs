@@ -112,8 +112,10 @@ pub enum SaleError {
     PinPad(#[from] crate::pin_pad::PinPadError),
     #[error("the kiosk has not signed on with its acquirer; bank cards are not taken until it has")]
     NotSignedOn,
+    #[error("bank-card batch {0} is full (999 purchases): settle it (`selfvend bank settle`)")]
+    BatchFull(u32),
     #[error(
-        "{0} bank-card reversals are not acknowledged yet; the batch cannot change until they \
+        "{0} bank-card reversals are not acknowledged yet; the batch is not settled until they \
          are (`selfvend bank reversals`)"
     )]
     ReversalsPending(usize),

@@ -242,7 +242,7 @@ fn a_backend_failure_after_the_debit_is_re_sold_never_reversed() {
 }
 
 #[test]
-fn a_reversal_never_acknowledged_holds_the_batch_and_goes_to_an_operator() {
+fn a_reversal_never_acknowledged_holds_the_settlement_and_goes_to_an_operator() {
     let (mut k, bank, card) = ready(memory_card);
     let bank_card = read_bank_card(&k);
     let _inserted = card.insert(&k);
@@ -260,11 +260,11 @@ fn a_reversal_never_acknowledged_holds_the_batch_and_goes_to_an_operator() {
             .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin)),
         Err(SaleError::DebitReversed(_))
     ));
-    // No new batch while a reversal is owed in this one.
-    let err = k.engine.sign_on(&bank.link).unwrap_err();
+    // The batch is not settled while a reversal is owed in it.
+    let err = k.engine.settle(&bank.link).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "1 bank-card reversals are not acknowledged yet; the batch cannot change until they are \
+        "1 bank-card reversals are not acknowledged yet; the batch is not settled until they are \
          (`selfvend bank reversals`)"
     );
     assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
@@ -294,5 +294,8 @@ fn a_reversal_never_acknowledged_holds_the_batch_and_goes_to_an_operator() {
         )
         .unwrap();
     assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
-    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 2);
+    let settled = k.engine.settle(&bank.link).unwrap();
+    assert!(settled.balanced);
+    assert_eq!(settled.acquirer_count, 0);
+    assert_eq!(k.engine.signed_on().unwrap(), Some(2));
 }

@@ -30,6 +30,8 @@ const BATCH: &str = "acquirer.batch";
 /// The batch open for debits; 0 while not signed on (before a sign-on completes, after a
 /// balanced settlement).
 const OPEN_BATCH: &str = "acquirer.open_batch";
+/// Purchases a batch can hold: settlement counts them in three digits.
+const MAX_BATCH_PURCHASES: u32 = 999;
 /// Failed tries at a reversal after which an operator is told to check with the acquirer.
 const REVERSAL_ALERT: u32 = 5;
 
@@ -85,8 +87,7 @@ impl SaleEngine {
         Ok((batch > 0).then_some(batch as u32))
     }
 
-    /// Reversals still owed are sent first: a new batch or a settlement must not leave one
-    /// behind in a batch the acquirer no longer takes reversals for.
+    /// Reversals still owed are sent first: a batch is not settled with one outstanding.
     fn no_reversals_pending(&mut self, link: &BankLink) -> Result<(), SaleError> {
         self.forward_reversals(link)?;
         let pending = self.journal.debits(&["intent", "reversing"])?.len();
@@ -99,7 +100,6 @@ impl SaleEngine {
     /// Signs on with the acquirer: a new batch opens and the working keys it issues are loaded
     /// into the PIN pad (which checks them). Returns the batch.
     pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {
-        self.no_reversals_pending(link)?;
         let batch = (self.journal.counter(BATCH)? % MAX_STAN + 1) as u32;
         // Not signed on from here until the keys are in the PIN pad: a stop in between leaves
         // the kiosk to sign on again, never to debit into a batch the acquirer has moved past.
@@ -130,6 +130,8 @@ impl SaleEngine {
             )?;
             b.set_counter(OPEN_BATCH, i64::from(batch))
         })?;
+        // Reversals owed from before (an acquirer that lost its keys refused them) go now.
+        self.forward_reversals(link)?;
         Ok(batch)
     }
 
@@ -173,6 +175,15 @@ impl SaleEngine {
             let batch = counter_in(b, OPEN_BATCH)? as u32;
             if batch == 0 {
                 return Ok(Err(SaleError::NotSignedOn));
+            }
+            // Settlement counts a batch's purchases in three digits (field 48).
+            let approved: u32 = b.sql().query_row(
+                "SELECT count(*) FROM debits WHERE batch = ?1 AND state = 'approved'",
+                [batch],
+                |r| r.get(0),
+            )?;
+            if approved >= MAX_BATCH_PURCHASES {
+                return Ok(Err(SaleError::BatchFull(batch)));
             }
             let stan = next_stan(b)?;
             let id = b.append(
@@ -395,7 +406,11 @@ impl SaleEngine {
                     acknowledged += 1;
                 }
                 Err(e) => {
-                    let why = AcquirerError::from(e).to_string();
+                    let e = AcquirerError::from(e);
+                    // An acquirer that answers and refuses (no keys, a MAC it rejects) wants a
+                    // sign-on: no more debits until there is one.
+                    let sign_on_again = matches!(e, AcquirerError::Refused(_));
+                    let why = e.to_string();
                     let tries = d.reversal_attempts + 1;
                     self.journal.commit(|b| {
                         let id = b.append(
@@ -403,6 +418,9 @@ impl SaleEngine {
                             &json!({"batch": d.batch, "stan": d.stan, "why": why}),
                         )?;
                         b.count_reversal_attempt(d.id)?;
+                        if sign_on_again {
+                            b.set_counter(OPEN_BATCH, 0)?;
+                        }
                         // Still sent every time; an operator is told once to check with the bank.
                         if tries == REVERSAL_ALERT {
                             b.open_manual_item(

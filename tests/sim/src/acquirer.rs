@@ -352,7 +352,8 @@ impl Books {
         };
         let batch = request.text(60).and_then(|f| {
             let digits = f.strip_prefix(kind.kind_code())?;
-            (digits.len() == 6).then(|| digits.parse::<u32>().ok())?
+            (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u32>().ok())?
         });
         match (mac_ok, batch) {
             (false, _) => {
@@ -361,7 +362,10 @@ impl Books {
             (true, None) => {
                 answer.set(39, "30");
             }
-            (true, Some(b)) if b != open_batch => {
+            // A reversal may name an earlier batch: one owed from before a sign-on still counts.
+            (true, Some(b))
+                if b > open_batch || (b != open_batch && kind != MessageType::Reversal) =>
+            {
                 answer.set(39, "77");
             }
             (true, Some(batch)) => match kind {

@@ -351,7 +351,10 @@ impl Drop for SimulatedPinPad {
 /// Takes the next well-formed frame out of `rx` (dropping noise before an STX).
 fn next_frame(rx: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
     loop {
-        let start = rx.iter().position(|&b| b == 0x02)?;
+        let Some(start) = rx.iter().position(|&b| b == 0x02) else {
+            rx.clear();
+            return None;
+        };
         rx.drain(..start);
         if rx.len() < 3 {
             return None;
