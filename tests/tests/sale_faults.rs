@@ -17,6 +17,7 @@ use selfvend_sim::vpcd::lock;
 use selfvend_tests::kiosk_rig::{
     Issue, Kiosk, PATIENCE, TestCard, cpu_card, memory_card, sale_states, zhang_san,
 };
+use selfvend_tests::{selfvend_with, text};
 
 #[test]
 fn a_lost_acknowledgement_pays_for_one_banknote_not_two() {
@@ -127,6 +128,32 @@ fn a_receipt_cut_short_by_paper_out_is_recorded_for_a_reprint_and_the_sale_stand
         copy.contains(&"购电成功，请将电卡插入电表".to_string()),
         "{copy:?}"
     );
+
+    // The operator's CLI does the same (the kiosk lets go of the printer first).
+    let Kiosk { world, printer, .. } = k;
+    drop(printer);
+    let out = selfvend_with(
+        &world.config.path,
+        &["printer", "reprint", "--port", world.printer_sim.path()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "reprinted the receipt of sale 1 on {}\n",
+            world.printer_sim.path()
+        )
+    );
+    let lines: Vec<String> = world
+        .printer_sim
+        .take_printed()
+        .into_iter()
+        .filter_map(|p| match p {
+            selfvend_sim::escpos_printer::Printout::Line(l) => Some(l.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines.first().map(String::as_str), Some("（重印 / COPY）"));
 }
 
 #[test]

@@ -22,16 +22,24 @@ pub enum PrinterCommand {
         #[arg(long)]
         port: Option<PathBuf>,
     },
+    /// Prints the last receipt again, marked as a copy (after paper out, or for a customer).
+    Reprint {
+        /// The printer's serial port (default: the config's `[devices] printer`).
+        #[arg(long)]
+        port: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: PrinterCommand, config: &Path) -> anyhow::Result<ExitCode> {
     let config = KioskConfig::load(config)?;
     match cmd {
         PrinterCommand::Test { port } => test(&config, port),
+        PrinterCommand::Reprint { port } => reprint(&config, port),
     }
 }
 
-fn test(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// The printer `--port` names, or the config's.
+fn open(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<(PathBuf, EscPosPrinter)> {
     let configured = config.devices.printer.as_ref();
     let baud = configured.map_or(DEFAULT_BAUD, |p| p.baud.0);
     let port = port
@@ -43,7 +51,32 @@ fn test(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCode>
                 config.path.display()
             )
         })?;
-    let mut printer = EscPosPrinter::open(&port, baud)?;
+    let printer = EscPosPrinter::open(&port, baud)?;
+    Ok((port, printer))
+}
+
+fn reprint(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (port, mut printer) = open(config, port)?;
+    let mut engine = crate::kiosk::sale_engine(config)?;
+    match engine.reprint_last(&mut printer)? {
+        None => println!("no receipt has been printed yet"),
+        Some((serial, true)) => println!(
+            "reprinted the receipt of sale {serial} on {}",
+            port.display()
+        ),
+        Some((serial, false)) => {
+            println!(
+                "the copy of sale {serial}'s receipt was cut short on {} (see the journal)",
+                port.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (port, mut printer) = open(config, port)?;
     println!("printer {}: {}", port.display(), printer.status()?);
     let receipt = test_receipt(config.kiosk.terminal_id.as_str(), SystemTime::now());
     let printed = printer.print(&receipt);
