@@ -299,3 +299,47 @@ fn a_reversal_never_acknowledged_holds_the_settlement_and_goes_to_an_operator() 
     assert_eq!(settled.acquirer_count, 0);
     assert_eq!(k.engine.signed_on().unwrap(), Some(2));
 }
+
+#[test]
+fn an_acquirer_that_lost_its_keys_is_signed_on_again_and_the_reversal_is_taken() {
+    let (mut k, bank, card) = ready(cpu_card);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    // The acquirer restarts: it answers 77 with no MAC, which the kiosk cannot trust.
+    bank.acquirer.forget_sessions();
+    let pin = bank.enter_pin(&bank_card, PIN);
+    assert!(matches!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin)),
+        Err(SaleError::DebitReversed(Fen(1000)))
+    ));
+    // The reversal was refused too: no more debits until the kiosk signs on again.
+    assert_eq!(k.engine.signed_on().unwrap(), None);
+    let pin = bank.enter_pin(&bank_card, PIN);
+    assert!(matches!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin)),
+        Err(SaleError::NotSignedOn)
+    ));
+    // Signed on again, the reversal owed from batch 1 is sent and taken.
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 2);
+    assert!(
+        k.engine
+            .journal()
+            .debits(&["reversing"])
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(k.engine.journal().debits(&["reversed"]).unwrap().len(), 1);
+    let pin = bank.enter_pin(&bank_card, PIN);
+    let paid = k
+        .engine
+        .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
+        .unwrap();
+    assert_eq!(paid, CardPayment::Approved { serial: 1 });
+    k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
+    assert_eq!(sale_states(&k), [(1, "written".to_string())]);
+}

@@ -745,6 +745,12 @@ impl Acquirer {
         lock(&self.shared.books).reversals_received
     }
 
+    /// The acquirer restarts and forgets every terminal's session (batch and keys): each must
+    /// sign on again, and is answered `77` (without a MAC: there is no key) until it does.
+    pub fn forget_sessions(&self) {
+        lock(&self.shared.books).sessions.clear();
+    }
+
     /// Sign-ons answered `00`.
     pub fn sign_ons(&self) -> u32 {
         lock(&self.shared.books).sign_ons
