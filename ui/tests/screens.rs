@@ -1,0 +1,189 @@
+//! Every customer screen, in both languages, rendered headless at the kiosk's 1280x800 and
+//! written to `docs/screens/` for people to look at; and the screens driven through their
+//! AccessKit labels as a customer would.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use selfvend_host::money::Fen;
+use selfvend_ui::fonts;
+use selfvend_ui::lang::Lang;
+use selfvend_ui::screens::{AccountView, Action, Keypad, ResultView, Screen, Step, screen_ui};
+
+struct Shown {
+    lang: Lang,
+    screen: Screen,
+    keypad: Keypad,
+    pressed: Vec<Action>,
+}
+
+fn harness(lang: Lang, screen: Screen) -> Harness<'static, Shown> {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_theme(egui::Theme::Light)
+        .with_context_setup(|ctx| selfvend_ui::setup(ctx, Path::new(fonts::CJK_FONT)).unwrap())
+        .wgpu()
+        .build_ui_state(
+            |ui, shown: &mut Shown| {
+                // As the kiosk's window shows it: one panel over the whole screen.
+                let pressed = egui::CentralPanel::default()
+                    .show(ui, |ui| {
+                        screen_ui(ui, shown.lang, &shown.screen, &mut shown.keypad)
+                    })
+                    .inner;
+                if let Some(action) = pressed {
+                    if action == Action::SwitchLanguage {
+                        shown.lang = shown.lang.other();
+                    }
+                    shown.pressed.push(action);
+                }
+            },
+            Shown {
+                lang,
+                screen,
+                keypad: Keypad::default(),
+                pressed: Vec::new(),
+            },
+        )
+}
+
+fn zhang_san() -> AccountView {
+    AccountView {
+        customer_name: "张三".into(),
+        customer_number: "C370100001".into(),
+        meter_number: "M3701000001".into(),
+        address: "济南市历下区泉城路1号".into(),
+        last_purchase: Some("2026-11-01 50.00 元".into()),
+        arrears: Fen(0),
+        price_fen_per_kwh: 55,
+        min: Fen(100),
+        max: Fen(500_000),
+        refusal: None,
+    }
+}
+
+fn every_screen() -> Vec<(&'static str, Screen)> {
+    vec![
+        ("attract", Screen::Attract),
+        ("reading", Screen::Reading),
+        ("account", Screen::Account(zhang_san())),
+        (
+            "account-refused",
+            Screen::Account(AccountView {
+                arrears: Fen(1250),
+                refusal: Some("欠费 12.50 元，请先到营业厅缴费".into()),
+                ..zhang_san()
+            }),
+        ),
+        (
+            "paying",
+            Screen::Paying {
+                due: Fen(5000),
+                paid: Fen(2000),
+            },
+        ),
+        ("processing", Screen::Processing(Step::Write)),
+        (
+            "credited",
+            Screen::Result(ResultView::Credited {
+                paid: Fen(5000),
+                energy_wh: 90_909,
+            }),
+        ),
+        (
+            "pending",
+            Screen::Result(ResultView::Pending { paid: Fen(5000) }),
+        ),
+    ]
+}
+
+/// Where the pictures for people go: `docs/screens/` at the project's root.
+fn pictures() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_screen_in_both_languages_is_written_for_people() {
+    let dir = pictures();
+    for (name, screen) in every_screen() {
+        for lang in [Lang::Zh, Lang::En] {
+            let mut h = harness(lang, screen.clone());
+            h.run();
+            let image = h.render().unwrap();
+            assert_eq!((image.width(), image.height()), (1280, 800));
+            image
+                .save(dir.join(format!("{name}-{}.png", lang.code())))
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_attract_screen_asks_for_the_card_and_switches_language() {
+    let mut h = harness(Lang::Zh, Screen::Attract);
+    h.get_by_label("请插入电卡");
+    h.get_by_label("English").click();
+    h.run();
+    h.get_by_label("Please insert your meter card");
+    assert_eq!(h.state().pressed, [Action::SwitchLanguage]);
+    h.get_by_label("中文").click();
+    h.run();
+    h.get_by_label("请插入电卡");
+}
+
+#[test]
+fn an_amount_is_chosen_by_a_preset_or_on_the_keypad_within_the_limits() {
+    let mut h = harness(
+        Lang::Zh,
+        Screen::Account(AccountView {
+            max: Fen(3000),
+            ..zhang_san()
+        }),
+    );
+    h.get_by_label("张三");
+    // Presets above the account's maximum are not offered.
+    assert!(h.query_by_label("100.00 元").is_none());
+    h.get_by_label("20.00 元").click();
+    h.run();
+    assert_eq!(h.state().pressed, [Action::Buy(Fen(2000))]);
+    // 35 yuan is over the maximum: confirm does nothing until the amount is allowed.
+    h.get_by_label("3").click();
+    h.run();
+    h.get_by_label("5").click();
+    h.run();
+    h.get_by_label("确认").click();
+    h.run();
+    assert_eq!(h.state().pressed.len(), 1);
+    h.get_by_label("清除").click();
+    h.run();
+    h.get_by_label("2").click();
+    h.run();
+    h.get_by_label("5").click();
+    h.run();
+    h.get_by_label("确认").click();
+    h.run();
+    assert_eq!(
+        h.state().pressed,
+        [Action::Buy(Fen(2000)), Action::Buy(Fen(2500))]
+    );
+}
+
+#[test]
+fn a_refused_account_offers_no_amount_only_its_reason() {
+    let mut h = harness(
+        Lang::Zh,
+        Screen::Account(AccountView {
+            refusal: Some("欠费 12.50 元，请先到营业厅缴费".into()),
+            ..zhang_san()
+        }),
+    );
+    h.get_by_label("欠费 12.50 元，请先到营业厅缴费");
+    assert!(h.query_by_label("请选择购电金额").is_none());
+    h.get_by_label("取消").click();
+    h.run();
+    assert_eq!(h.state().pressed, [Action::Cancel]);
+}
