@@ -641,6 +641,17 @@ fn local_time(journal: &Journal, period: i64, utc: &str) -> Result<String, Clear
 }
 
 /// Checks `pin` against the configured operator PIN; a wrong one is journaled and refused.
+/// Checks an operator's PIN to open the kiosk's operator screens, under the same lockout as
+/// clearing's.
+pub fn sign_in(
+    journal: &mut Journal,
+    config: &KioskConfig,
+    pin: &str,
+) -> Result<(), ClearingError> {
+    let period = journal.current_period()?;
+    authenticate(journal, config, pin, "sign-in", period.id)
+}
+
 fn authenticate(
     journal: &mut Journal,
     config: &KioskConfig,

@@ -62,6 +62,9 @@ pub struct Kiosk {
     pub region: String,
     /// Where the journal and the compiled-plugin cache live.
     pub data_dir: PathBuf,
+    /// Where compiled plugins are cached, when not in `data_dir`.
+    #[serde(default)]
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// What a plugin is loaded for.
@@ -526,6 +529,7 @@ impl KioskConfig {
         };
         let mut kiosk = file.kiosk;
         kiosk.data_dir = resolve(&kiosk.data_dir);
+        kiosk.plugin_cache = kiosk.plugin_cache.as_deref().map(resolve);
         Ok(KioskConfig {
             path: path.to_path_buf(),
             kiosk,
@@ -542,7 +546,10 @@ impl KioskConfig {
 
     /// Where compiled plugins are cached.
     pub fn plugin_cache_dir(&self) -> PathBuf {
-        self.kiosk.data_dir.join("plugin-cache")
+        match &self.kiosk.plugin_cache {
+            Some(dir) => dir.clone(),
+            None => self.kiosk.data_dir.join("plugin-cache"),
+        }
     }
 
     /// The backend that serves cards issued under `utility_code`, if any.

@@ -876,6 +876,13 @@ impl Journal {
         Ok(out)
     }
 
+    /// The newest audit row's id (0 for an empty journal).
+    pub fn last_id(&self) -> Result<i64, JournalError> {
+        self.db
+            .query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0))
+            .map_err(|cause| self.read_error(cause))
+    }
+
     /// The newest entry of `kind`.
     pub fn last_entry(&self, kind: &str) -> Result<Option<Entry>, JournalError> {
         let id: Option<i64> = self

@@ -13,6 +13,7 @@ pub mod config;
 pub mod escpos;
 pub mod id003;
 pub mod journal;
+pub mod kiosk;
 pub mod money;
 pub mod payment;
 pub mod pin_pad;

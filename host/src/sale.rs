@@ -182,6 +182,14 @@ pub const SALE_STATES: &[&str] = &[
     "manual",
 ];
 
+/// Where [`SaleEngine::complete`] is, for a screen to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Sell,
+    Write,
+    Print,
+}
+
 /// The sale's end, with the receipt the customer takes away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
@@ -243,6 +251,7 @@ pub struct SaleEngine {
     min_purchase: Fen,
     max_purchase: Fen,
     resell: ResellPolicy,
+    progress: Option<Box<dyn FnMut(Step) + Send>>,
 }
 
 impl SaleEngine {
@@ -264,6 +273,18 @@ impl SaleEngine {
             min_purchase: config.limits.min_purchase_fen,
             max_purchase: config.limits.max_purchase_fen,
             resell: ResellPolicy::default(),
+            progress: None,
+        }
+    }
+
+    /// Has `progress` hear each step [`complete`](Self::complete) starts.
+    pub fn on_progress(&mut self, progress: impl FnMut(Step) + Send + 'static) {
+        self.progress = Some(Box::new(progress));
+    }
+
+    fn step(&mut self, step: Step) {
+        if let Some(progress) = &mut self.progress {
+            progress(step);
         }
     }
 
@@ -275,6 +296,47 @@ impl SaleEngine {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The journal, for an operator's clearing in this process.
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// The loaded card codecs, then the backend dialects.
+    pub fn plugins(&self) -> impl Iterator<Item = &Plugin> {
+        self.codecs.iter().chain(&self.dialects)
+    }
+
+    pub fn dialects(&self) -> &[Plugin] {
+        &self.dialects
+    }
+
+    /// Ends the operator's clearing through this engine's journal and dialects.
+    pub fn end_clearing(
+        &mut self,
+        config: &KioskConfig,
+        pin: &str,
+        counted: Option<Fen>,
+    ) -> Result<clearing::Ended, clearing::ClearingError> {
+        clearing::end(&mut self.journal, config, pin, counted, &self.dialects)
+    }
+
+    /// Pings each configured backend through its dialect: its name, and whether it answered.
+    pub fn ping_backends(&self) -> Vec<(String, Result<(), String>)> {
+        self.backends
+            .iter()
+            .map(|b| {
+                let answer = match self.dialects.iter().position(|d| d.name == b.dialect) {
+                    Some(dialect) => self
+                        .backend_session(b, dialect)
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut s| s.ping().map_err(|e| e.to_string())),
+                    None => Err(format!("dialect `{}` is not loaded", b.dialect)),
+                };
+                (b.name.clone(), answer)
+            })
+            .collect()
     }
 
     /// Time this engine has spent waiting on devices and backends (for `selfvend bench sale`).
@@ -422,6 +484,18 @@ impl SaleEngine {
         acceptor: &mut dyn CashAcceptor,
         patience: Duration,
     ) -> Result<Fen, SaleError> {
+        self.take_cash_watched(s, acceptor, patience, &mut |_| true)
+    }
+
+    /// [`take_cash`](Self::take_cash), with `go_on` told what is paid after every poll of the
+    /// acceptor; it stops taking banknotes when `go_on` says `false`.
+    pub fn take_cash_watched(
+        &mut self,
+        s: &mut CashSession,
+        acceptor: &mut dyn CashAcceptor,
+        patience: Duration,
+        go_on: &mut dyn FnMut(Fen) -> bool,
+    ) -> Result<Fen, SaleError> {
         let due = s.quote.map_or(Fen(0), |q| q.amount);
         if s.bank.is_some() {
             return Err(SaleError::WrongStep("this session is paid by bank card"));
@@ -473,6 +547,9 @@ impl SaleEngine {
             if s.paid > before {
                 last_note = Instant::now();
             }
+            if !go_on(s.paid) {
+                break;
+            }
         }
         acceptor.enable(&[])?;
         Ok(s.paid)
@@ -504,9 +581,11 @@ impl SaleEngine {
             }
         };
         fail::fail_point!("sale.after-sale-intent");
+        self.step(Step::Sell);
         let outcome = match self.sell(s, &request) {
             Ok(grant) => {
                 fail::fail_point!("sale.after-grant-recorded");
+                self.step(Step::Write);
                 let written = self.write_card(s, serial, &grant)?;
                 if written {
                     Outcome::Credited { serial, grant }
@@ -550,6 +629,7 @@ impl SaleEngine {
             json!({"serial": serial, "receipt": receipt}),
         )?;
         fail::fail_point!("sale.after-receipt-intent");
+        self.step(Step::Print);
         let printed = self.print(printer, serial, &receipt)?;
         self.journal.note(
             "session-ended",

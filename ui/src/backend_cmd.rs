@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use selfvend_host::backend::{Account, CardRef};
 use selfvend_host::config::{BackendEntry, KioskConfig};
-use selfvend_host::plugin::trust::TrustStore;
 use selfvend_host::plugin::{BackendSession, PluginRuntime};
 
 #[derive(Subcommand)]
@@ -57,7 +56,7 @@ fn ping(config: &KioskConfig, only: Option<&str>) -> anyhow::Result<ExitCode> {
     if backends.is_empty() {
         bail!("{}", no_backend(config, only));
     }
-    let runtime = runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     let mut failed = false;
     for entry in backends {
         let started = Instant::now();
@@ -110,7 +109,7 @@ fn account(
         utility_code: utility.into(),
         ..CardRef::default()
     };
-    let runtime = runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     let account = session(config, &runtime, entry)?
         .account_query(&card)
         .with_context(|| format!("{} at {}", entry.name, entry.endpoint.address))?;
@@ -155,14 +154,6 @@ fn no_backend(config: &KioskConfig, wanted: Option<&str>) -> String {
         ),
         None => format!("{} configures no backend", config.path.display()),
     }
-}
-
-pub fn runtime(config: &KioskConfig) -> anyhow::Result<PluginRuntime> {
-    Ok(PluginRuntime::new(
-        TrustStore::load(&config.trust_dir)?,
-        &config.plugin_cache_dir(),
-        config.plugin_limits.clone(),
-    )?)
 }
 
 /// A fresh dialect session for `entry`, its plugin loaded from the config.

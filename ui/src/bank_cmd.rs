@@ -3,15 +3,11 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use selfvend_host::config::KioskConfig;
 use selfvend_host::money::Fen;
-use selfvend_host::pin_pad::PinPad;
-use selfvend_host::sale::BankLink;
 
 #[derive(Subcommand)]
 pub enum BankCommand {
@@ -32,7 +28,7 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
     let config = KioskConfig::load(config)?;
     match cmd {
         BankCommand::Debits { all } => {
-            let journal = crate::kiosk::journal(&config)?;
+            let journal = selfvend_ui::kiosk::journal(&config)?;
             let states: &[&str] = if all {
                 &[
                     "intent",
@@ -68,14 +64,14 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
             }
         }
         BankCommand::SignOn => {
-            let link = bank_link(&config)?;
-            let mut engine = crate::kiosk::sale_engine(&config)?;
+            let link = selfvend_ui::kiosk::bank_link(&config)?;
+            let mut engine = selfvend_ui::kiosk::sale_engine(&config)?;
             let batch = engine.sign_on(&link)?;
             println!("signed on to {}: batch {batch:06}", link.entry.name);
         }
         BankCommand::Settle => {
-            let link = bank_link(&config)?;
-            let mut engine = crate::kiosk::sale_engine(&config)?;
+            let link = selfvend_ui::kiosk::bank_link(&config)?;
+            let mut engine = selfvend_ui::kiosk::sale_engine(&config)?;
             let batch = engine
                 .signed_on()?
                 .context("the kiosk has not signed on; run `selfvend bank sign-on`")?;
@@ -96,8 +92,8 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
             );
         }
         BankCommand::Reversals => {
-            let link = bank_link(&config)?;
-            let mut engine = crate::kiosk::sale_engine(&config)?;
+            let link = selfvend_ui::kiosk::bank_link(&config)?;
+            let mut engine = selfvend_ui::kiosk::sale_engine(&config)?;
             let left = engine.journal().debits(&["reversing"])?.len();
             if left == 0 {
                 println!("no reversals to send");
@@ -111,33 +107,4 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The config's acquirer: its dialect plugin and the PIN pad that MACs for it.
-fn bank_link(config: &KioskConfig) -> anyhow::Result<BankLink> {
-    let Some(acquirer) = &config.acquirer else {
-        bail!(
-            "{} has no [acquirer]: this kiosk takes cash only",
-            config.path.display()
-        );
-    };
-    let Some(pad) = &config.devices.pinpad else {
-        bail!(
-            "{} has no [devices.pinpad]: the acquirer's keys live in the PIN pad",
-            config.path.display()
-        );
-    };
-    let plugin = config
-        .plugins
-        .iter()
-        .find(|p| p.name == acquirer.dialect)
-        .context("the acquirer's dialect plugin is not configured")?;
-    let runtime = crate::backend_cmd::runtime(config)?;
-    let dialect = runtime.load(&plugin.name, &plugin.file)?;
-    let pad = PinPad::open(&pad.port, Duration::from_millis(500))?;
-    Ok(BankLink::new(
-        acquirer.clone(),
-        dialect,
-        Arc::new(Mutex::new(pad)),
-    ))
 }

@@ -180,7 +180,7 @@ fn bench_plugin(path: &Path, trust: &Path, rounds: usize) -> anyhow::Result<()> 
 fn bench_backend(config: &KioskConfig, rounds: usize) -> anyhow::Result<()> {
     let books = tempfile::tempdir().context("making a scratch directory for the books")?;
     let backend = ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default())?;
-    let runtime = crate::backend_cmd::runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     let mut ran = 0;
     for entry in config
         .plugins
@@ -288,7 +288,7 @@ fn bench_card(
     let codecs = crate::card_cmd::card_codecs(config)?;
     let books = tempfile::tempdir().context("making a scratch directory for the books")?;
     let backend = ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default())?;
-    let runtime = crate::backend_cmd::runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     let readers = Readers::establish()?;
     let machine = EncryptionMachine::default();
     for (card, utility, minimum) in [

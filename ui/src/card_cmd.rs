@@ -46,7 +46,7 @@ pub fn run(cmd: CardCommand, config: &Path) -> anyhow::Result<ExitCode> {
 
 /// Every card codec the config names, loaded.
 pub fn card_codecs(config: &KioskConfig) -> anyhow::Result<Vec<Plugin>> {
-    let runtime = crate::backend_cmd::runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     config
         .plugins
         .iter()

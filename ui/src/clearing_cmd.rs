@@ -14,7 +14,7 @@ use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_host::plugin::Plugin;
 
-use crate::backend_cmd::runtime;
+use selfvend_ui::kiosk::runtime;
 
 #[derive(Subcommand)]
 pub enum ClearingCommand {

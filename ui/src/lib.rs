@@ -1,7 +1,12 @@
-//! The kiosk's screens, for the `selfvend` binary and for the tests that render them.
+//! The kiosk's window and how it is assembled from its config, for the `selfvend` binary and
+//! for the tests that drive it.
 
+pub mod app;
+pub mod demo;
 pub mod fonts;
+pub mod kiosk;
 pub mod lang;
+pub mod operator;
 pub mod screens;
 
 use std::path::Path;

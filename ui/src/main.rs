@@ -7,7 +7,7 @@ mod card_cmd;
 mod cash_cmd;
 mod clearing_cmd;
 mod journal_cmd;
-mod kiosk;
+mod kiosk_cmd;
 mod manual_cmd;
 mod plugin_cmd;
 mod printer_cmd;
@@ -70,6 +70,13 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Check the kiosk configuration and load every configured plugin.
     Check,
+    /// Run the kiosk in its window: full screen on the configured devices, or in demo mode on
+    /// simulated ones when the config names no hardware.
+    Kiosk {
+        /// A window rather than full screen.
+        #[arg(long)]
+        windowed: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         Command::Clearing(cmd) => clearing_cmd::run(cmd, &cli.config),
         Command::Bench(cmd) => bench::run(cmd, &cli.config),
         Command::Check => plugin_cmd::check(&cli.config),
+        Command::Kiosk { windowed } => kiosk_cmd::run(&cli.config, windowed),
     };
     match result {
         Ok(code) => code,

@@ -43,7 +43,7 @@ pub fn run(cmd: ManualCommand, config: &Path) -> anyhow::Result<ExitCode> {
     let config = KioskConfig::load(config)?;
     match cmd {
         ManualCommand::List { all } => {
-            let items = crate::kiosk::journal(&config)?.manual_items(all)?;
+            let items = selfvend_ui::kiosk::journal(&config)?.manual_items(all)?;
             if items.is_empty() {
                 println!("no {}items", if all { "" } else { "open " });
             }
@@ -73,11 +73,11 @@ pub fn run(cmd: ManualCommand, config: &Path) -> anyhow::Result<ExitCode> {
             } else {
                 Resolution::Dismiss
             };
-            let mut engine = crate::kiosk::sale_engine(&config)?;
+            let mut engine = selfvend_ui::kiosk::sale_engine(&config)?;
             println!("{}", engine.resolve_manual(id, resolution, &note)?);
         }
         ManualCommand::Raise { sale, reason } => {
-            let id = crate::kiosk::sale_engine(&config)?.raise_manual(sale, &reason)?;
+            let id = selfvend_ui::kiosk::sale_engine(&config)?.raise_manual(sale, &reason)?;
             println!("item {id} raised for sale {sale}");
         }
     }

@@ -57,7 +57,7 @@ fn open(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<(PathBuf,
 
 fn reprint(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (port, mut printer) = open(config, port)?;
-    let mut engine = crate::kiosk::sale_engine(config)?;
+    let mut engine = selfvend_ui::kiosk::sale_engine(config)?;
     match engine.reprint_last(&mut printer)? {
         None => println!("no receipt has been printed yet"),
         Some((serial, true)) => println!(

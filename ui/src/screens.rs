@@ -1,73 +1,23 @@
-//! The customer's screens, drawn from a [`Screen`]: plain data the kiosk's controller fills in
-//! from the engine. A screen decides nothing; it shows what it is given and reports what the
-//! customer pressed as an [`Action`]. Touch only: large targets, numbers on a keypad.
+//! The kiosk's screens, drawn from the controller's [`View`]: plain data filled in from the
+//! engine. A screen decides nothing; it shows what it is given and reports what was pressed as
+//! an [`Action`]. Touch only: large targets, numbers on a keypad.
 
 use eframe::egui::{self, Align, Button, Color32, Layout, RichText, Ui, vec2};
+use selfvend_host::kiosk::Command;
+pub use selfvend_host::kiosk::{
+    AccountStatus, AccountView, OperatorView, ResultView, Screen, View,
+};
 use selfvend_host::money::Fen;
+pub use selfvend_host::sale::Step;
 
 use crate::lang::{Lang, Words};
 
-/// What a customer screen shows.
+/// What was pressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Screen {
-    /// Waiting for a meter card.
-    Attract,
-    /// A card went in and is being read.
-    Reading,
-    /// The account, and the amount to buy.
-    Account(AccountView),
-    /// Banknotes going in.
-    Paying { due: Fen, paid: Fen },
-    /// The sale under way: the step it is at.
-    Processing(Step),
-    /// How it ended.
-    Result(ResultView),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountView {
-    pub customer_name: String,
-    pub customer_number: String,
-    pub meter_number: String,
-    pub address: String,
-    /// As the backend words it (amount, energy, date).
-    pub last_purchase: Option<String>,
-    pub arrears: Fen,
-    pub price_fen_per_kwh: u32,
-    pub min: Fen,
-    pub max: Fen,
-    /// Why this account cannot buy now, in the backend's words.
-    pub refusal: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Sell,
-    Write,
-    Print,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResultView {
-    Credited {
-        paid: Fen,
-        energy_wh: u64,
-    },
-    /// Paid, and the sale is not finished: what happens to the money is on the receipt.
-    Pending {
-        paid: Fen,
-    },
-    Refused {
-        reason: String,
-    },
-}
-
-/// What the customer pressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     SwitchLanguage,
-    Buy(Fen),
-    Cancel,
+    /// For the kiosk's controller.
+    Send(Command),
 }
 
 /// Amounts offered as one touch, in fen.
@@ -80,8 +30,8 @@ pub struct Keypad {
     pub digits: String,
 }
 
-/// Draws `screen` in `lang`; returns what the customer pressed, if anything.
-pub fn screen_ui(ui: &mut Ui, lang: Lang, screen: &Screen, keypad: &mut Keypad) -> Option<Action> {
+/// Draws `view` in `lang`; returns what was pressed, if anything.
+pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> Option<Action> {
     let w = lang.words();
     let mut action = None;
     ui.horizontal(|ui| {
@@ -93,14 +43,34 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, screen: &Screen, keypad: &mut Keypad) 
             {
                 action = Some(Action::SwitchLanguage);
             }
+            if let Some(secs) = view.countdown {
+                ui.label(
+                    RichText::new(format!("{}{}{secs} {}", w.time_left, w.sep, w.seconds))
+                        .size(32.0)
+                        .color(Color32::DARK_RED),
+                );
+            }
         });
     });
     ui.separator();
-    let pressed = match screen {
+    let send = |c: Command| Some(Action::Send(c));
+    let pressed = match &view.screen {
         Screen::Attract => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.insert_card).size(72.0).strong());
                 ui.label(w.insert_card_hint);
+            });
+            // The operator's way in, small and out of the customer's way.
+            ui.with_layout(Layout::bottom_up(Align::Max), |ui| {
+                ui.button(w.service).clicked().then_some(Command::Operator)
+            })
+            .inner
+            .and_then(send)
+        }
+        Screen::OutOfService { why } => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.out_of_service).size(72.0).strong());
+                ui.label(RichText::new(why).color(Color32::GRAY));
             });
             None
         }
@@ -111,77 +81,181 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, screen: &Screen, keypad: &mut Keypad) 
             });
             None
         }
-        Screen::Account(view) => account_ui(ui, w, view, keypad),
-        Screen::Paying { due, paid } => {
+        Screen::Account(account) => account_ui(ui, w, account, keypad),
+        Screen::Method { due, bank, notice } => centred(ui, |ui| {
+            ui.label(RichText::new(w.choose_method).size(56.0).strong());
+            ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+            if let Some(notice) = notice {
+                ui.label(RichText::new(notice).size(32.0).color(Color32::DARK_RED));
+            }
+            ui.add_space(24.0);
+            let mut chosen = None;
+            if ui.add(Button::new(w.pay_cash).min_size(BIG)).clicked() {
+                chosen = Some(Command::PayCash);
+            }
+            if *bank && ui.add(Button::new(w.pay_card).min_size(BIG)).clicked() {
+                chosen = Some(Command::PayCard);
+            }
+            if ui.add(Button::new(w.cancel).min_size(BIG)).clicked() {
+                chosen = Some(Command::Cancel);
+            }
+            chosen
+        })
+        .and_then(send),
+        Screen::Paying { due, paid } => centred(ui, |ui| {
+            ui.label(RichText::new(w.insert_banknotes).size(56.0).strong());
+            ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+            ui.label(
+                RichText::new(format!("{}{}{}", w.paid, w.sep, w.money(*paid)))
+                    .size(56.0)
+                    .color(Color32::DARK_GREEN),
+            );
+            ui.label(w.accepted_notes);
+            ui.label(w.no_change);
+            ui.add_space(24.0);
+            // With money in, the way out is to buy with it: the kiosk never cancels it.
+            if *paid == Fen(0) {
+                ui.add(Button::new(w.cancel).min_size(BIG))
+                    .clicked()
+                    .then_some(Command::Cancel)
+            } else {
+                ui.add(Button::new(w.buy_with_paid).min_size(vec2(360.0, 96.0)))
+                    .clicked()
+                    .then_some(Command::BuyWithPaid)
+            }
+        })
+        .and_then(send),
+        Screen::BankCard { due } => {
             centred(ui, |ui| {
-                ui.label(RichText::new(w.insert_banknotes).size(56.0).strong());
+                ui.label(RichText::new(w.insert_bank_card).size(64.0).strong());
                 ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
-                ui.label(
-                    RichText::new(format!("{}{}{}", w.paid, w.sep, w.money(*paid)))
-                        .size(56.0)
-                        .color(Color32::DARK_GREEN),
-                );
-                ui.label(w.accepted_notes);
-                ui.label(w.no_change);
+            });
+            None
+        }
+        Screen::Pin { due, digits } => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.enter_pin).size(56.0).strong());
+                ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+                let stars = "*".repeat(usize::from(*digits));
+                ui.label(RichText::new(format!("[ {stars} ]")).size(56.0));
+                ui.label(w.pin_hint);
+            });
+            None
+        }
+        Screen::Debiting { due } => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.debiting).size(56.0).strong());
+                ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
             });
             None
         }
         Screen::Processing(step) => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.processing).size(56.0).strong());
-                // One line, the step under way in blue: 售电 → 写卡 → 打印.
-                let mut steps = egui::text::LayoutJob::default();
-                for (i, (s, name)) in [
-                    (Step::Sell, w.step_sell),
-                    (Step::Write, w.step_write),
-                    (Step::Print, w.step_print),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let format = |color| egui::TextFormat {
-                        font_id: egui::FontId::proportional(40.0),
-                        color,
-                        ..Default::default()
-                    };
-                    if i > 0 {
-                        steps.append("  →  ", 0.0, format(Color32::GRAY));
-                    }
-                    let color = if s == *step {
-                        Color32::DARK_BLUE
-                    } else {
-                        Color32::GRAY
-                    };
-                    steps.append(name, 0.0, format(color));
-                }
-                ui.label(steps);
+                ui.label(steps(w, *step));
             });
             None
         }
         Screen::Result(result) => {
-            centred(ui, |ui| match result {
-                ResultView::Credited { paid, energy_wh } => {
-                    ui.label(RichText::new(w.credited).size(64.0).strong());
-                    ui.label(format!("{}{}{}", w.paid, w.sep, w.money(*paid)));
-                    ui.label(format!("{}{}{} kWh", w.energy, w.sep, kwh(*energy_wh)));
-                    ui.label(RichText::new(w.take_card_and_receipt).size(40.0));
-                }
-                ResultView::Pending { paid } => {
-                    ui.label(RichText::new(w.pending).size(64.0).strong());
-                    ui.label(format!("{}{}{}", w.paid, w.sep, w.money(*paid)));
-                    ui.label(w.pending_detail);
-                    ui.label(RichText::new(w.take_card_and_receipt).size(40.0));
-                }
-                ResultView::Refused { reason } => {
-                    ui.label(RichText::new(w.refused).size(64.0).strong());
-                    ui.label(reason);
-                    ui.label(RichText::new(w.take_card_and_receipt).size(40.0));
-                }
-            });
+            centred(ui, |ui| result_ui(ui, w, result));
             None
         }
+        Screen::OperatorPin { refused } => centred(ui, |ui| {
+            ui.label(RichText::new(w.operator_pin).size(48.0).strong());
+            if let Some(refused) = refused {
+                ui.label(RichText::new(refused).color(Color32::DARK_RED));
+            }
+            ui.label(RichText::new("*".repeat(keypad.digits.len())).size(48.0));
+            let confirmed = keypad_ui(ui, w, keypad, 12, w.sign_in, |d| {
+                (4..=12).contains(&d.len())
+            });
+            let cancelled = ui.add(Button::new(w.cancel).min_size(BIG)).clicked();
+            if confirmed {
+                Some(Command::OperatorPin(std::mem::take(&mut keypad.digits)))
+            } else {
+                cancelled.then_some(Command::Cancel)
+            }
+        })
+        .and_then(send),
+        Screen::Operator(op) => crate::operator::operator_ui(ui, w, op, keypad).and_then(send),
     };
     action.or(pressed)
+}
+
+/// One line, the step under way in blue: 售电 → 写卡 → 打印.
+fn steps(w: &Words, step: Step) -> egui::text::LayoutJob {
+    let mut job = egui::text::LayoutJob::default();
+    let names = [
+        (Step::Sell, w.step_sell),
+        (Step::Write, w.step_write),
+        (Step::Print, w.step_print),
+    ];
+    for (i, (s, name)) in names.into_iter().enumerate() {
+        let format = |color| egui::TextFormat {
+            font_id: egui::FontId::proportional(40.0),
+            color,
+            ..Default::default()
+        };
+        if i > 0 {
+            job.append("  →  ", 0.0, format(Color32::GRAY));
+        }
+        let color = if s == step {
+            Color32::DARK_BLUE
+        } else {
+            Color32::GRAY
+        };
+        job.append(name, 0.0, format(color));
+    }
+    job
+}
+
+fn result_ui(ui: &mut Ui, w: &Words, result: &ResultView) {
+    let headline = |ui: &mut Ui, text: &str| ui.label(RichText::new(text).size(64.0).strong());
+    let paid = |ui: &mut Ui, fen: &Fen| ui.label(format!("{}{}{}", w.paid, w.sep, w.money(*fen)));
+    match result {
+        ResultView::Credited {
+            paid: fen,
+            energy_wh,
+        } => {
+            headline(ui, w.credited);
+            paid(ui, fen);
+            ui.label(format!("{}{}{} kWh", w.energy, w.sep, kwh(*energy_wh)));
+        }
+        ResultView::NotWritten {
+            paid: fen,
+            energy_wh,
+        } => {
+            headline(ui, w.not_written);
+            paid(ui, fen);
+            ui.label(format!("{}{}{} kWh", w.energy, w.sep, kwh(*energy_wh)));
+            ui.label(w.not_written_detail);
+        }
+        ResultView::Pending { paid: fen } => {
+            headline(ui, w.pending);
+            paid(ui, fen);
+            ui.label(w.pending_detail);
+        }
+        ResultView::RefundOwed { paid: fen, reason } => {
+            headline(ui, w.refund_owed);
+            paid(ui, fen);
+            ui.label(reason);
+            ui.label(w.refund_detail);
+        }
+        ResultView::Refused { reason } => {
+            headline(ui, w.refused);
+            ui.label(reason);
+        }
+        ResultView::Cancelled { caught } => {
+            headline(ui, w.cancelled);
+            if *caught > Fen(0) {
+                ui.label(RichText::new(w.money(*caught)).size(40.0));
+                ui.label(RichText::new(w.caught).color(Color32::DARK_RED));
+            }
+            ui.label(RichText::new(w.take_card).size(40.0));
+            return;
+        }
+    }
+    ui.label(RichText::new(w.take_card_and_receipt).size(40.0));
 }
 
 fn account_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -> Option<Action> {
@@ -193,12 +267,22 @@ fn account_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -
         account_details_ui(left, w, view);
         left.add_space(24.0);
         if left.add(Button::new(w.cancel).min_size(BIG)).clicked() {
-            action = Some(Action::Cancel);
+            action = Some(Action::Send(Command::Cancel));
+        }
+        let closed = match view.status {
+            AccountStatus::Active => None,
+            AccountStatus::Closed => Some(w.account_closed),
+            AccountStatus::Suspended => Some(w.account_suspended),
+        };
+        if let Some(why) = closed {
+            right.label(RichText::new(why).size(40.0).color(Color32::DARK_RED));
+            return;
         }
         if let Some(refusal) = &view.refusal {
-            right.label(RichText::new(refusal).size(40.0).color(Color32::DARK_RED));
-        } else if let Some(chosen) = amount_ui(right, w, view, keypad) {
-            action = Some(chosen);
+            right.label(RichText::new(refusal).size(32.0).color(Color32::DARK_RED));
+        }
+        if let Some(fen) = amount_ui(right, w, view, keypad) {
+            action = Some(Action::Send(Command::Buy(fen)));
         }
     });
     action
@@ -226,11 +310,14 @@ fn account_details_ui(ui: &mut Ui, w: &Words, view: &AccountView) {
             &format!("{} {}/kWh", Fen(u64::from(view.price_fen_per_kwh)), w.yuan),
         );
     });
+    if view.rewritten.is_some() {
+        ui.label(RichText::new(w.rewritten).color(Color32::DARK_GREEN));
+    }
 }
 
 /// Presets and the keypad; only amounts within the account's limits can be confirmed.
-fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -> Option<Action> {
-    let mut action = None;
+fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -> Option<Fen> {
+    let mut chosen = None;
     ui.label(RichText::new(w.choose_amount).size(36.0));
     egui::Grid::new("presets").show(ui, |ui| {
         let offered = PRESETS
@@ -238,7 +325,7 @@ fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) ->
             .filter(|p| *p >= view.min && *p <= view.max);
         for (i, preset) in offered.enumerate() {
             if ui.add(Button::new(w.money(preset)).min_size(BIG)).clicked() {
-                action = Some(Action::Buy(preset));
+                chosen = Some(preset);
             }
             if i % 2 == 1 {
                 ui.end_row();
@@ -249,11 +336,32 @@ fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) ->
         "{}{}{} {}",
         w.other_amount, w.sep, keypad.digits, w.yuan
     ));
+    let valid = |digits: &str| {
+        let typed = digits.parse::<u64>().ok().map(|y| Fen(y * 100));
+        typed.filter(|f| *f >= view.min && *f <= view.max)
+    };
+    if keypad_ui(ui, w, keypad, 5, w.confirm, |d| valid(d).is_some()) {
+        chosen = valid(&keypad.digits);
+    }
+    chosen
+}
+
+/// A numeric keypad of at most `max` digits; returns whether `confirm` was pressed (it is
+/// enabled only when `acceptable` says so).
+pub fn keypad_ui(
+    ui: &mut Ui,
+    w: &Words,
+    keypad: &mut Keypad,
+    max: usize,
+    confirm: &str,
+    acceptable: impl Fn(&str) -> bool,
+) -> bool {
     const KEY: egui::Vec2 = egui::Vec2::new(120.0, 64.0);
-    egui::Grid::new("keypad").show(ui, |ui| {
+    let mut confirmed = false;
+    egui::Grid::new(("keypad", confirm)).show(ui, |ui| {
         for row in [["1", "2", "3"], ["4", "5", "6"], ["7", "8", "9"]] {
             for key in row {
-                if ui.add(Button::new(key).min_size(KEY)).clicked() && keypad.digits.len() < 5 {
+                if ui.add(Button::new(key).min_size(KEY)).clicked() && keypad.digits.len() < max {
                     keypad.digits.push_str(key);
                 }
             }
@@ -262,28 +370,21 @@ fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) ->
         if ui.add(Button::new(w.clear).min_size(KEY)).clicked() {
             keypad.digits.clear();
         }
-        if ui.add(Button::new("0").min_size(KEY)).clicked()
-            && !keypad.digits.is_empty()
-            && keypad.digits.len() < 5
-        {
+        if ui.add(Button::new("0").min_size(KEY)).clicked() && keypad.digits.len() < max {
             keypad.digits.push('0');
         }
-        let typed = keypad.digits.parse::<u64>().ok().map(|y| Fen(y * 100));
-        let valid = typed.filter(|f| *f >= view.min && *f <= view.max);
-        if ui
-            .add_enabled(valid.is_some(), Button::new(w.confirm).min_size(KEY))
-            .clicked()
-        {
-            action = valid.map(Action::Buy);
-        }
+        let ok = acceptable(&keypad.digits);
+        confirmed = ui
+            .add_enabled(ok, Button::new(confirm).min_size(KEY))
+            .clicked();
         ui.end_row();
     });
-    action
+    confirmed
 }
 
-fn centred(ui: &mut Ui, add: impl FnOnce(&mut Ui)) {
-    ui.add_space(120.0);
-    ui.vertical_centered(add);
+fn centred<R>(ui: &mut Ui, add: impl FnOnce(&mut Ui) -> R) -> R {
+    ui.add_space(96.0);
+    ui.vertical_centered(add).inner
 }
 
 fn kwh(wh: u64) -> String {

@@ -7,14 +7,18 @@ use std::path::{Path, PathBuf};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use selfvend_host::kiosk::{Command, DeviceLine, ItemLine, OperatorView, PluginLine, View};
 use selfvend_host::money::Fen;
 use selfvend_ui::fonts;
 use selfvend_ui::lang::Lang;
-use selfvend_ui::screens::{AccountView, Action, Keypad, ResultView, Screen, Step, screen_ui};
+use selfvend_ui::screens::{
+    AccountStatus, AccountView, Action, Keypad, ResultView, Screen, Step, screen_ui,
+};
 
 struct Shown {
     lang: Lang,
     screen: Screen,
+    countdown: Option<u64>,
     keypad: Keypad,
     pressed: Vec<Action>,
 }
@@ -30,7 +34,12 @@ fn harness(lang: Lang, screen: Screen) -> Harness<'static, Shown> {
                 // As the kiosk's window shows it: one panel over the whole screen.
                 let pressed = egui::CentralPanel::default()
                     .show(ui, |ui| {
-                        screen_ui(ui, shown.lang, &shown.screen, &mut shown.keypad)
+                        let view = View {
+                            screen: shown.screen.clone(),
+                            countdown: shown.countdown,
+                            seq: 0,
+                        };
+                        screen_ui(ui, shown.lang, &view, &mut shown.keypad)
                     })
                     .inner;
                 if let Some(action) = pressed {
@@ -42,6 +51,10 @@ fn harness(lang: Lang, screen: Screen) -> Harness<'static, Shown> {
             },
             Shown {
                 lang,
+                countdown: match screen {
+                    Screen::Account(_) | Screen::Paying { .. } | Screen::Method { .. } => Some(42),
+                    _ => None,
+                },
                 screen,
                 keypad: Keypad::default(),
                 pressed: Vec::new(),
@@ -55,12 +68,51 @@ fn zhang_san() -> AccountView {
         customer_number: "C370100001".into(),
         meter_number: "M3701000001".into(),
         address: "济南市历下区泉城路1号".into(),
+        status: AccountStatus::Active,
         last_purchase: Some("2026-11-01 50.00 元".into()),
         arrears: Fen(0),
         price_fen_per_kwh: 55,
         min: Fen(100),
         max: Fen(500_000),
         refusal: None,
+        rewritten: None,
+    }
+}
+
+fn operator() -> OperatorView {
+    let device = |name: &str, ok: bool, detail: &str| DeviceLine {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    };
+    OperatorView {
+        devices: vec![
+            device("card reader", true, "selfvend vpcd 00 00"),
+            device(
+                "banknote validator",
+                true,
+                "ready (inhibited between customers)",
+            ),
+            device("receipt printer", false, "PaperOut"),
+            device("backend jinan-power", true, "answers"),
+        ],
+        plugins: vec![PluginLine {
+            name: "hengtai-sle4442".into(),
+            kind: "card-codec".into(),
+            version: "1.0.0".into(),
+            signer: "DEVELOPMENT (11ef4ae3b12cd72e)".into(),
+        }],
+        period: 3,
+        period_state: "clearing".into(),
+        report: vec!["清机报表".into(), "现金售电 2 笔 70.00 元".into()],
+        items: vec![ItemLine {
+            id: 7,
+            serial: None,
+            reason: "纸币器故障，50.00 元纸币可能在机内且未入账（卡号 3701000000000001）".into(),
+            caught: Some(Fen(5000)),
+        }],
+        journal: vec!["    42  2026-11-25T01:02:03.000Z  clearing-started".into()],
+        message: Some("period 3 is being cleared; sales are stopped".into()),
     }
 }
 
@@ -84,6 +136,30 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
                 paid: Fen(2000),
             },
         ),
+        (
+            "account-closed",
+            Screen::Account(AccountView {
+                status: AccountStatus::Closed,
+                ..zhang_san()
+            }),
+        ),
+        (
+            "method",
+            Screen::Method {
+                due: Fen(5000),
+                bank: true,
+                notice: Some("密码错误".into()),
+            },
+        ),
+        ("bank-card", Screen::BankCard { due: Fen(5000) }),
+        (
+            "pin",
+            Screen::Pin {
+                due: Fen(5000),
+                digits: 4,
+            },
+        ),
+        ("debiting", Screen::Debiting { due: Fen(5000) }),
         ("processing", Screen::Processing(Step::Write)),
         (
             "credited",
@@ -96,6 +172,38 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
             "pending",
             Screen::Result(ResultView::Pending { paid: Fen(5000) }),
         ),
+        (
+            "not-written",
+            Screen::Result(ResultView::NotWritten {
+                paid: Fen(5000),
+                energy_wh: 90_909,
+            }),
+        ),
+        (
+            "refund-owed",
+            Screen::Result(ResultView::RefundOwed {
+                paid: Fen(5000),
+                reason: "该户已销户".into(),
+            }),
+        ),
+        (
+            "refused",
+            Screen::Result(ResultView::Refused {
+                reason: "该户已销户，请到营业厅办理".into(),
+            }),
+        ),
+        (
+            "cancelled-caught",
+            Screen::Result(ResultView::Cancelled { caught: Fen(5000) }),
+        ),
+        (
+            "out-of-service",
+            Screen::OutOfService {
+                why: "reader `selfvend vpcd 00 00`: not connected".into(),
+            },
+        ),
+        ("operator-pin", Screen::OperatorPin { refused: None }),
+        ("operator", Screen::Operator(Box::new(operator()))),
     ]
 }
 
@@ -149,7 +257,7 @@ fn an_amount_is_chosen_by_a_preset_or_on_the_keypad_within_the_limits() {
     assert!(h.query_by_label("100.00 元").is_none());
     h.get_by_label("20.00 元").click();
     h.run();
-    assert_eq!(h.state().pressed, [Action::Buy(Fen(2000))]);
+    assert_eq!(h.state().pressed, [buy(2000)]);
     // 35 yuan is over the maximum: confirm does nothing until the amount is allowed.
     h.get_by_label("3").click();
     h.run();
@@ -166,14 +274,15 @@ fn an_amount_is_chosen_by_a_preset_or_on_the_keypad_within_the_limits() {
     h.run();
     h.get_by_label("确认").click();
     h.run();
-    assert_eq!(
-        h.state().pressed,
-        [Action::Buy(Fen(2000)), Action::Buy(Fen(2500))]
-    );
+    assert_eq!(h.state().pressed, [buy(2000), buy(2500)]);
+}
+
+fn buy(fen: u64) -> Action {
+    Action::Send(Command::Buy(Fen(fen)))
 }
 
 #[test]
-fn a_refused_account_offers_no_amount_only_its_reason() {
+fn a_refused_purchase_shows_the_backends_reason_beside_the_amounts() {
     let mut h = harness(
         Lang::Zh,
         Screen::Account(AccountView {
@@ -182,8 +291,8 @@ fn a_refused_account_offers_no_amount_only_its_reason() {
         }),
     );
     h.get_by_label("欠费 12.50 元，请先到营业厅缴费");
-    assert!(h.query_by_label("请选择购电金额").is_none());
+    h.get_by_label("请选择购电金额");
     h.get_by_label("取消").click();
     h.run();
-    assert_eq!(h.state().pressed, [Action::Cancel]);
+    assert_eq!(h.state().pressed, [Action::Send(Command::Cancel)]);
 }

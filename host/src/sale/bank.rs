@@ -56,6 +56,10 @@ impl BankLink {
         &self.pin_pad
     }
 
+    pub fn dialect(&self) -> &Plugin {
+        &self.dialect
+    }
+
     fn session(&self) -> Result<AcquirerSession, SaleError> {
         let security: Arc<Mutex<dyn Security>> = self.pin_pad.clone();
         Ok(self

@@ -45,7 +45,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("making a scratch directory")?;
     let backend = ReferenceBackend::start(&scratch.path().join("books.sqlite"), Listen::default())?;
-    let runtime = crate::backend_cmd::runtime(config)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
     let load = |role: PluginRole| -> anyhow::Result<Vec<Plugin>> {
         config
             .plugins

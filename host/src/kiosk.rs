@@ -1,0 +1,887 @@
+//! The running kiosk: one worker thread owns the sale engine and the devices and walks each
+//! customer through a sale; a window draws the [`View`] it publishes and sends it [`Command`]s.
+//!
+//! Every rule about money is the engine's; this module only sequences it, with one rule of its
+//! own: an idle timeout never cancels a session with money in it. When the customer stops
+//! inserting banknotes, what is in is sold; a card pulled with money in is sold too, and the
+//! grant waits in the journal for the card to come back.
+//!
+//! Between customers the worker does the kiosk's housekeeping: recovery and re-sell, write
+//! confirmations, bank-card reversals and sign-on.
+
+mod view;
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use view::{
+    AccountStatus, AccountView, DeviceLine, ItemLine, OperatorView, PluginLine, ResultView, Screen,
+    View,
+};
+
+use crate::backend::{Account, Purchase};
+use crate::bank_card;
+use crate::card_reader::Readers;
+use crate::cash_acceptor::CashAcceptor;
+use crate::clearing;
+use crate::config::KioskConfig;
+use crate::money::Fen;
+use crate::pin_pad::PinEntry;
+use crate::plugin::SharedCard;
+use crate::receipt_printer::ReceiptPrinter;
+use crate::sale::{
+    BankLink, CardPayment, CashSession, Outcome, Resolution, SaleEngine, SaleError, Step,
+};
+
+/// The devices the kiosk sells through.
+pub struct KioskDevices {
+    pub readers: Readers,
+    /// The reader meter cards go into.
+    pub card_reader: String,
+    /// The reader bank cards go into; without one (or without `bank`) only cash is taken.
+    pub bank_reader: Option<String>,
+    pub acceptor: Box<dyn CashAcceptor + Send>,
+    pub printer: Box<dyn ReceiptPrinter + Send>,
+    pub bank: Option<BankLink>,
+}
+
+/// How long each screen waits for the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The account screen and the payment choice, before the card is handed back.
+    pub choose: Duration,
+    /// Since the last banknote; then what is in is sold (or, if nothing, the card handed back).
+    pub banknotes: Duration,
+    pub bank_card: Duration,
+    /// The pad's own PIN timeout (1 to 120 s).
+    pub pin: Duration,
+    /// The result stays up this long after the card is taken.
+    pub result: Duration,
+    /// The operator is signed out after this long without a command.
+    pub operator: Duration,
+    /// Between rounds of recovery, re-sell and reversals while no customer is in.
+    pub housekeeping: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            choose: Duration::from_secs(60),
+            banknotes: Duration::from_secs(60),
+            bank_card: Duration::from_secs(60),
+            pin: Duration::from_secs(60),
+            result: Duration::from_secs(8),
+            operator: Duration::from_secs(300),
+            housekeeping: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the customer or the operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Buy this much electricity, in money.
+    Buy(Fen),
+    PayCash,
+    PayCard,
+    /// Stop inserting banknotes and buy with what is in.
+    BuyWithPaid,
+    /// Hand the card back (refused once money is in: then the customer buys with what is in).
+    Cancel,
+    /// The operator's screens were asked for (only between customers).
+    Operator,
+    OperatorPin(String),
+    Operate(Operate),
+}
+
+/// What an operator does on the operator screens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operate {
+    StartClearing,
+    CashBoxRemoved,
+    CashBoxReplaced,
+    /// What the operator counted in the cash box.
+    Count(Fen),
+    EndClearing,
+    Resolve(i64, Resolution),
+    Reprint,
+    SignOn,
+    Settle,
+    SignOut,
+}
+
+/// The running kiosk: its worker thread and what it shows.
+pub struct Kiosk {
+    commands: Sender<Command>,
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    view: Mutex<View>,
+    /// Told of every change to the view (a window's repaint request).
+    changed: Box<dyn Fn() + Send + Sync>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, update: impl FnOnce(&mut View)) {
+        let mut view = self.view();
+        let before = (view.screen.clone(), view.countdown);
+        update(&mut view);
+        if (view.screen.clone(), view.countdown) != before {
+            view.seq += 1;
+            drop(view);
+            (self.changed)();
+        }
+    }
+
+    fn show(&self, screen: Screen) {
+        self.set(|v| {
+            v.screen = screen;
+            v.countdown = None;
+        });
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Kiosk {
+    /// Starts the kiosk's worker: it recovers what the journal shows unfinished, signs on with
+    /// the acquirer and shows the attract screen. `changed` is called whenever the view changes.
+    pub fn start(
+        config: KioskConfig,
+        engine: SaleEngine,
+        devices: KioskDevices,
+        timeouts: Timeouts,
+        changed: impl Fn() + Send + Sync + 'static,
+    ) -> Kiosk {
+        let shared = Arc::new(Shared {
+            view: Mutex::new(View {
+                screen: Screen::Reading,
+                countdown: None,
+                seq: 0,
+            }),
+            changed: Box::new(changed),
+            stopping: Default::default(),
+        });
+        let (commands, inbox) = mpsc::channel();
+        let worker = Worker {
+            config,
+            engine,
+            devices,
+            timeouts,
+            inbox,
+            shared: shared.clone(),
+            acceptor_error: None,
+            last_housekeeping: None,
+        };
+        let worker = std::thread::Builder::new()
+            .name("kiosk".into())
+            .spawn(move || worker.run())
+            .expect("spawning the kiosk's worker thread");
+        Kiosk {
+            commands,
+            shared,
+            worker: Some(worker),
+        }
+    }
+
+    /// What to show now.
+    pub fn view(&self) -> View {
+        self.shared.view().clone()
+    }
+
+    pub fn send(&self, command: Command) {
+        // A worker that stopped shows it in its view; nothing else to do with the command.
+        let _ = self.commands.send(command);
+    }
+}
+
+impl Drop for Kiosk {
+    fn drop(&mut self) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// What a wait ended with.
+#[derive(Debug)]
+enum Event {
+    Command(Command),
+    /// The watched card arrived (or left, for [`Watch::Out`]).
+    Card,
+    TimedOut,
+    Stopping,
+}
+
+/// Which card a wait watches for.
+#[derive(Clone, Copy)]
+enum Watch<'a> {
+    None,
+    In(&'a str),
+    Out(&'a str),
+}
+
+/// How often a wait looks at its card reader and its inbox.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Worker {
+    config: KioskConfig,
+    engine: SaleEngine,
+    devices: KioskDevices,
+    timeouts: Timeouts,
+    inbox: Receiver<Command>,
+    shared: Arc<Shared>,
+    /// Why the acceptor last failed, for the operator's device list.
+    acceptor_error: Option<String>,
+    last_housekeeping: Option<Instant>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let shared = self.shared.clone();
+        self.engine
+            .on_progress(move |step| shared.show(Screen::Processing(step)));
+        if let Err(e) = self.devices.acceptor.enable(&[]) {
+            self.acceptor_error = Some(e.to_string());
+        }
+        self.housekeeping();
+        let reader = self.devices.card_reader.clone();
+        // A card left in from before is taken out before the first session starts. Every
+        // session ends with its card out (or the next customer's card just in).
+        self.shared.show(Screen::Attract);
+        loop {
+            match self.wait_for(Watch::Out(&reader), None, false) {
+                Event::Card => break,
+                Event::Stopping => return,
+                Event::Command(_) | Event::TimedOut => {}
+            }
+        }
+        while !self.shared.stopping() {
+            self.shared.show(Screen::Attract);
+            match self.wait_for(Watch::In(&reader), Some(self.timeouts.housekeeping), false) {
+                Event::Card => self.session(),
+                Event::Command(Command::Operator) => self.operator(),
+                Event::Stopping => return,
+                Event::Command(_) => {}
+                Event::TimedOut => self.housekeeping(),
+            }
+        }
+    }
+
+    /// Waits for the watched card, a command, or `timeout`, shown as a countdown.
+    fn wait(&mut self, watch: Watch<'_>, timeout: Option<Duration>) -> Event {
+        self.wait_for(watch, timeout, true)
+    }
+
+    /// [`wait`](Self::wait), with the countdown shown or not.
+    fn wait_for(&mut self, watch: Watch<'_>, timeout: Option<Duration>, shown: bool) -> Event {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.shared.stopping() {
+                return Event::Stopping;
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Event::TimedOut;
+                }
+                if shown {
+                    self.shared
+                        .set(|v| v.countdown = Some(left.as_secs_f64().ceil() as u64));
+                }
+            }
+            let (reader, present) = match watch {
+                Watch::None => match self.inbox.recv_timeout(TICK) {
+                    Ok(c) => return Event::Command(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return Event::Stopping,
+                },
+                Watch::In(r) => (r, true),
+                Watch::Out(r) => (r, false),
+            };
+            match self.inbox.try_recv() {
+                Ok(c) => return Event::Command(c),
+                Err(mpsc::TryRecvError::Disconnected) => return Event::Stopping,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            match self.devices.readers.wait(reader, present, Some(TICK)) {
+                Ok(true) => return Event::Card,
+                Ok(false) => {}
+                Err(e) => {
+                    self.out_of_service(e.to_string());
+                    return Event::TimedOut;
+                }
+            }
+        }
+    }
+
+    /// Shows why the kiosk cannot sell, for a while, and logs it once.
+    fn out_of_service(&mut self, why: String) {
+        tracing::error!("out of service: {why}");
+        self.shared.show(Screen::OutOfService { why });
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    /// Recovery, re-sell, write confirmations, queued period reports, bank reversals and the
+    /// acquirer's sign-on. Each failure is logged and tried again next round.
+    fn housekeeping(&mut self) {
+        let due = self
+            .last_housekeeping
+            .is_none_or(|t| t.elapsed() >= self.timeouts.housekeeping);
+        if !due {
+            return;
+        }
+        self.last_housekeeping = Some(Instant::now());
+        if let Err(e) = self.engine.recover() {
+            tracing::warn!("recovery: {e}");
+        }
+        if let Err(e) = self.engine.resell() {
+            tracing::warn!("re-sell: {e}");
+        }
+        if let Some(link) = &self.devices.bank {
+            if let Err(e) = self.engine.recover_debits(link) {
+                tracing::warn!("bank-card recovery: {e}");
+            }
+            match self.engine.signed_on() {
+                Ok(Some(_)) => {
+                    if let Err(e) = self.engine.forward_reversals(link) {
+                        tracing::warn!("bank-card reversals: {e}");
+                    }
+                }
+                Ok(None) => {
+                    if let Err(e) = self.engine.sign_on(link) {
+                        tracing::warn!("acquirer sign-on: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("acquirer sign-on: {e}"),
+            }
+        }
+    }
+
+    /// One customer, from the card going in to the card coming out.
+    fn session(&mut self) {
+        self.shared.show(Screen::Reading);
+        let reader = self.devices.card_reader.clone();
+        let started = self
+            .devices
+            .readers
+            .connect(&reader)
+            .map_err(|e| e.to_string())
+            .and_then(|card| {
+                let card: SharedCard = Arc::new(Mutex::new(card));
+                self.engine.start(card).map_err(|e| customer_reason(&e))
+            });
+        let mut s = match started {
+            Ok(s) => s,
+            Err(reason) => return self.finish(ResultView::Refused { reason }),
+        };
+        let mut refusal = None;
+        let quote = loop {
+            self.shared.show(Screen::Account(account_view(
+                &self.config,
+                &s,
+                refusal.clone(),
+            )));
+            match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
+                Event::Command(Command::Buy(fen)) => {
+                    match self.engine.quote(&mut s, Purchase::Money(fen)) {
+                        Ok(quote) => break quote,
+                        Err(e @ (SaleError::Refused(_) | SaleError::OutOfLimits(..))) => {
+                            refusal = Some(customer_reason(&e));
+                        }
+                        Err(e) => {
+                            let reason = customer_reason(&e);
+                            self.hand_back(s);
+                            return self.finish(ResultView::Refused { reason });
+                        }
+                    }
+                }
+                Event::Command(Command::Cancel) | Event::TimedOut => {
+                    self.hand_back(s);
+                    return self.finish(ResultView::Cancelled { caught: Fen(0) });
+                }
+                Event::Card | Event::Stopping => {
+                    self.hand_back(s);
+                    return;
+                }
+                Event::Command(_) => {}
+            }
+        };
+        let due = quote.amount;
+        let mut notice = None;
+        loop {
+            if !self.bank_open() {
+                return self.pay_cash(s, due);
+            }
+            self.shared.show(Screen::Method {
+                due,
+                bank: true,
+                notice: notice.take(),
+            });
+            match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
+                Event::Command(Command::PayCash) => return self.pay_cash(s, due),
+                Event::Command(Command::PayCard) => match self.pay_card(&mut s, due) {
+                    Ok(()) => return self.complete(s),
+                    Err(why) => notice = Some(why),
+                },
+                Event::Command(Command::Cancel) | Event::TimedOut => {
+                    self.hand_back(s);
+                    return self.finish(ResultView::Cancelled { caught: Fen(0) });
+                }
+                Event::Card | Event::Stopping => return self.hand_back(s),
+                Event::Command(_) => {}
+            }
+        }
+    }
+
+    /// Whether bank cards are taken now: a reader, a link, and a batch signed on to.
+    fn bank_open(&self) -> bool {
+        self.devices.bank.is_some()
+            && self.devices.bank_reader.is_some()
+            && matches!(self.engine.signed_on(), Ok(Some(_)))
+    }
+
+    /// Banknotes until `due` is paid. Money in is always sold: when the customer stops, asks
+    /// to buy with what is in, or pulls the card.
+    fn pay_cash(&mut self, mut s: CashSession, due: Fen) {
+        self.shared.show(Screen::Paying { due, paid: Fen(0) });
+        let Worker {
+            engine,
+            devices,
+            inbox,
+            shared,
+            timeouts,
+            ..
+        } = self;
+        let mut last_paid = Fen(0);
+        let mut last_note = Instant::now();
+        let mut card_out = false;
+        let taken = engine.take_cash_watched(
+            &mut s,
+            devices.acceptor.as_mut(),
+            timeouts.banknotes,
+            &mut |paid| {
+                if paid != last_paid {
+                    last_paid = paid;
+                    last_note = Instant::now();
+                }
+                let left = timeouts.banknotes.saturating_sub(last_note.elapsed());
+                shared.set(|v| {
+                    v.screen = Screen::Paying { due, paid };
+                    v.countdown = Some(left.as_secs_f64().ceil() as u64);
+                });
+                let asked = inbox.try_recv().ok();
+                let gone = matches!(
+                    devices
+                        .readers
+                        .wait(&devices.card_reader, false, Some(Duration::ZERO)),
+                    Ok(true)
+                );
+                card_out |= gone;
+                match asked {
+                    Some(Command::Cancel) if paid == Fen(0) => false,
+                    Some(Command::BuyWithPaid) if paid > Fen(0) => false,
+                    _ => !gone && !shared.stopping(),
+                }
+            },
+        );
+        if let Err(e) = taken {
+            self.acceptor_error = Some(e.to_string());
+            tracing::error!("taking banknotes: {e}");
+        }
+        if s.paid() > Fen(0) {
+            return self.complete(s);
+        }
+        let caught: u64 = s.caught.iter().map(|(_, f)| f.0).sum();
+        self.hand_back(s);
+        if !card_out || caught > 0 {
+            self.finish(ResultView::Cancelled {
+                caught: Fen(caught),
+            });
+        }
+    }
+
+    /// A bank-card payment of `due`: card, PIN, debit. `Err` says why nothing was debited (or
+    /// why what was is being reversed), for the payment choice to show.
+    fn pay_card(&mut self, s: &mut CashSession, due: Fen) -> Result<(), String> {
+        let (Some(bank_reader), Some(link)) =
+            (self.devices.bank_reader.clone(), self.devices.bank.as_ref())
+        else {
+            return Err("bank cards are not taken".into());
+        };
+        let pad = link.pin_pad().clone();
+        self.shared.show(Screen::BankCard { due });
+        match self.wait(Watch::In(&bank_reader), Some(self.timeouts.bank_card)) {
+            Event::Card => {}
+            Event::TimedOut | Event::Command(_) | Event::Stopping => {
+                return Err("no bank card was inserted".into());
+            }
+        }
+        self.shared.show(Screen::Reading);
+        let card = self
+            .devices
+            .readers
+            .connect(&bank_reader)
+            .map_err(|e| e.to_string())
+            .and_then(|mut pc| bank_card::read(&mut pc).map_err(|e| e.to_string()))?;
+        self.shared.show(Screen::Pin { due, digits: 0 });
+        let shared = self.shared.clone();
+        let entry = pad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_pin(&card.pan, 4, 12, self.timeouts.pin, &mut |digits| {
+                shared.show(Screen::Pin { due, digits })
+            })
+            .map_err(|e| e.to_string())?;
+        let block = match entry {
+            PinEntry::Entered(block) => block,
+            PinEntry::Cancelled => return Err("PIN entry was cancelled".into()),
+            PinEntry::TimedOut => return Err("no PIN was entered in time".into()),
+        };
+        // The meter card must still be in to take the customer's money for it.
+        if matches!(
+            self.devices
+                .readers
+                .wait(&self.devices.card_reader, false, Some(Duration::ZERO)),
+            Ok(true)
+        ) {
+            return Err("the meter card was taken out".into());
+        }
+        self.shared.show(Screen::Debiting { due });
+        let link = self.devices.bank.as_ref().expect("checked above");
+        match self.engine.pay_by_card(s, link, &card, Some(&block)) {
+            Ok(CardPayment::Approved { .. }) => Ok(()),
+            Ok(CardPayment::Declined(d)) => Err(d.message),
+            Err(e) => Err(customer_reason(&e)),
+        }
+    }
+
+    /// Sells what is paid, writes the card, prints the receipt, and shows how it ended.
+    fn complete(&mut self, mut s: CashSession) {
+        self.shared.show(Screen::Processing(Step::Sell));
+        let paid = s.paid();
+        let result = match self.engine.complete(&mut s, self.devices.printer.as_mut()) {
+            Ok(done) => match done.outcome {
+                Outcome::Credited { grant, .. } => ResultView::Credited {
+                    paid,
+                    energy_wh: grant.energy.0,
+                },
+                Outcome::GrantedNotWritten { grant, .. } => ResultView::NotWritten {
+                    paid,
+                    energy_wh: grant.energy.0,
+                },
+                Outcome::Refused { refusal, .. } => ResultView::RefundOwed {
+                    paid,
+                    reason: refusal.message,
+                },
+                Outcome::Pending { .. } => ResultView::Pending { paid },
+            },
+            // The payment is in the journal; recovery finishes what was left.
+            Err(e) => {
+                tracing::error!("completing a paid sale: {e}");
+                ResultView::Pending { paid }
+            }
+        };
+        self.finish(result);
+    }
+
+    /// Ends a session with nothing paid (a caught banknote's receipt is printed).
+    fn hand_back(&mut self, s: CashSession) {
+        if let Err(e) = self.engine.cancel(s, self.devices.printer.as_mut()) {
+            tracing::error!("ending a session: {e}");
+        }
+    }
+
+    /// Shows how the session ended until the card is taken, and a little longer.
+    fn finish(&mut self, result: ResultView) {
+        self.shared.show(Screen::Result(result));
+        let reader = self.devices.card_reader.clone();
+        if let Event::Card = self.wait(Watch::Out(&reader), None) {
+            // A next customer's card ends it early (the attract screen's wait takes it).
+            self.wait_for(Watch::In(&reader), Some(self.timeouts.result), false);
+        }
+    }
+
+    /// The operator's PIN, then the operator's screens until sign-out.
+    fn operator(&mut self) {
+        let mut refused = None;
+        let pin = loop {
+            self.shared.show(Screen::OperatorPin {
+                refused: refused.take(),
+            });
+            match self.wait(Watch::None, Some(self.timeouts.choose)) {
+                Event::Command(Command::OperatorPin(pin)) => {
+                    match clearing::sign_in(self.engine.journal_mut(), &self.config, &pin) {
+                        Ok(()) => break pin,
+                        Err(e) => refused = Some(e.to_string()),
+                    }
+                }
+                Event::Command(Command::Cancel) | Event::TimedOut | Event::Stopping => return,
+                _ => {}
+            }
+        };
+        let mut message = None;
+        loop {
+            let view = self.operator_view(message.take());
+            self.shared.show(Screen::Operator(Box::new(view)));
+            let op = match self.wait(Watch::None, Some(self.timeouts.operator)) {
+                Event::Command(Command::Operate(Operate::SignOut))
+                | Event::TimedOut
+                | Event::Stopping => return,
+                Event::Command(Command::Operate(op)) => op,
+                Event::Command(_) | Event::Card => continue,
+            };
+            message = Some(self.operate(op, &pin).unwrap_or_else(|e| e));
+        }
+    }
+
+    /// Does what the operator asked; says what was done, or why not.
+    fn operate(&mut self, op: Operate, pin: &str) -> Result<String, String> {
+        let config = &self.config;
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        match op {
+            Operate::StartClearing => clearing::start(self.engine.journal_mut(), config, pin)
+                .map(|r| format!("period {} is being cleared; sales are stopped", r.period_id))
+                .map_err(|e| text(&e)),
+            Operate::CashBoxRemoved => clearing::box_removed(self.engine.journal_mut())
+                .map(|()| "cash box removed".into())
+                .map_err(|e| text(&e)),
+            Operate::CashBoxReplaced => clearing::box_replaced(self.engine.journal_mut())
+                .map(|()| "cash box replaced".into())
+                .map_err(|e| text(&e)),
+            Operate::Count(fen) => clearing::count(self.engine.journal_mut(), fen)
+                .map(|b| format!("counted {fen} yuan; expected {} yuan", b.expected))
+                .map_err(|e| text(&e)),
+            Operate::EndClearing => {
+                let ended = self
+                    .engine
+                    .end_clearing(config, pin, None)
+                    .map_err(|e| text(&e))?;
+                let printed = self.devices.printer.print(&ended.report.receipt());
+                let answers: Vec<String> = ended
+                    .reconciliations
+                    .iter()
+                    .map(|r| match &r.result {
+                        Ok(rec) => format!("{}: {rec:?}", r.backend),
+                        Err(why) => format!("{}: {why} (sent again later)", r.backend),
+                    })
+                    .collect();
+                Ok(format!(
+                    "period {} closed, period {} open{}; {}",
+                    ended.report.period_id,
+                    ended.next_period,
+                    if printed.is_ok() {
+                        ", report printed"
+                    } else {
+                        ""
+                    },
+                    answers.join("; ")
+                ))
+            }
+            Operate::Resolve(item, resolution) => self
+                .engine
+                .resolve_manual(item, resolution, "operator screen")
+                .map(|done| format!("item {item}: {done}"))
+                .map_err(|e| text(&e)),
+            Operate::Reprint => match self.engine.reprint_last(self.devices.printer.as_mut()) {
+                Ok(Some((serial, true))) => Ok(format!("receipt of sale {serial} reprinted")),
+                Ok(Some((serial, false))) => Err(format!(
+                    "the copy of sale {serial}'s receipt was cut short (see the printer)"
+                )),
+                Ok(None) => Err("no receipt has been printed yet".into()),
+                Err(e) => Err(text(&e)),
+            },
+            Operate::SignOn => {
+                let link = self
+                    .devices
+                    .bank
+                    .as_ref()
+                    .ok_or("no acquirer is configured")?;
+                self.engine
+                    .sign_on(link)
+                    .map(|batch| format!("signed on, batch {batch}"))
+                    .map_err(|e| text(&e))
+            }
+            Operate::Settle => {
+                let link = self
+                    .devices
+                    .bank
+                    .as_ref()
+                    .ok_or("no acquirer is configured")?;
+                self.engine
+                    .settle(link)
+                    .map(|s| format!("settlement: {s:?}"))
+                    .map_err(|e| text(&e))
+            }
+            Operate::SignOut => Ok(String::new()),
+        }
+    }
+
+    fn operator_view(&mut self, message: Option<String>) -> OperatorView {
+        let mut view = OperatorView {
+            message,
+            ..OperatorView::default()
+        };
+        view.devices = self.device_lines();
+        view.plugins = self
+            .engine
+            .plugins()
+            .chain(self.devices.bank.as_ref().map(|l| l.dialect()))
+            .map(|p| PluginLine {
+                name: p.name.clone(),
+                kind: p.kind().to_string(),
+                version: p.inspection.version.to_string(),
+                signer: p.signer.to_string(),
+            })
+            .collect();
+        let journal = self.engine.journal();
+        match journal.current_period() {
+            Ok(period) => {
+                view.period = period.id;
+                view.period_state = period.state.clone();
+                if let Ok(report) = clearing::report(journal, &self.config, None) {
+                    view.report = report
+                        .receipt()
+                        .lines()
+                        .iter()
+                        .map(|l| l.text.clone())
+                        .collect();
+                }
+            }
+            Err(e) => view.message = Some(e.to_string()),
+        }
+        if let Ok(items) = journal.manual_items(false) {
+            view.items = items
+                .into_iter()
+                .map(|i| ItemLine {
+                    id: i.id,
+                    serial: i.serial,
+                    reason: i.reason,
+                    caught: i.caught_fen.map(Fen),
+                })
+                .collect();
+        }
+        let last = journal.last_id().unwrap_or(0);
+        if let Ok(entries) = journal.entries((last - 29).max(1), 30) {
+            view.journal = entries
+                .iter()
+                .rev()
+                .map(|e| format!("{:>6}  {}  {}", e.id, e.at, e.kind))
+                .collect();
+        }
+        view
+    }
+
+    /// Each device and backend as it answers now.
+    fn device_lines(&mut self) -> Vec<DeviceLine> {
+        let line = |name: &str, state: Result<String, String>| DeviceLine {
+            name: name.into(),
+            ok: state.is_ok(),
+            detail: state.unwrap_or_else(|e| e),
+        };
+        let readers = self.devices.readers.names().map_err(|e| e.to_string());
+        let reader_state = |reader: &str| {
+            readers.clone().and_then(|names| {
+                if names.iter().any(|n| n == reader) {
+                    Ok(reader.to_string())
+                } else {
+                    Err(format!("{reader} is not connected"))
+                }
+            })
+        };
+        let mut lines = vec![line("card reader", reader_state(&self.devices.card_reader))];
+        if let Some(bank_reader) = &self.devices.bank_reader {
+            lines.push(line("bank card reader", reader_state(bank_reader)));
+        }
+        let acceptor = self.devices.acceptor.enable(&[]).map_err(|e| e.to_string());
+        let acceptor = acceptor.and(match &self.acceptor_error {
+            Some(e) => Err(format!("answers; last failure: {e}")),
+            None => Ok("ready (inhibited between customers)".to_string()),
+        });
+        lines.push(line("banknote validator", acceptor));
+        let printer = self
+            .devices
+            .printer
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.is_ready() {
+                    Ok(format!("{s:?}"))
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            });
+        lines.push(line("receipt printer", printer));
+        if let Some(link) = &self.devices.bank {
+            let pad = link
+                .pin_pad()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .status()
+                .map(|s| format!("{s:?}"))
+                .map_err(|e| e.to_string());
+            lines.push(line("PIN pad", pad));
+            let batch = match self.engine.signed_on() {
+                Ok(Some(batch)) => Ok(format!("{}: signed on, batch {batch}", link.entry.name)),
+                Ok(None) => Err(format!("{}: not signed on", link.entry.name)),
+                Err(e) => Err(e.to_string()),
+            };
+            lines.push(line("acquirer", batch));
+        }
+        for (name, state) in self.engine.ping_backends() {
+            lines.push(line(
+                &format!("backend {name}"),
+                state.map(|()| "answers".into()),
+            ));
+        }
+        lines
+    }
+}
+
+/// Why a session cannot go on, in words for the customer.
+fn customer_reason(e: &SaleError) -> String {
+    match e {
+        SaleError::Refused(r) => r.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn account_view(config: &KioskConfig, s: &CashSession, refusal: Option<String>) -> AccountView {
+    let a: &Account = &s.account;
+    AccountView {
+        customer_name: a.customer_name.clone(),
+        customer_number: a.customer_number.clone(),
+        meter_number: a.meter_number.clone(),
+        address: a.address.clone(),
+        status: a.status,
+        last_purchase: a.last_purchase.as_ref().map(|p| {
+            format!(
+                "{} {} 元 {}.{:03} kWh",
+                p.at,
+                p.amount,
+                p.energy.0 / 1000,
+                p.energy.0 % 1000
+            )
+        }),
+        arrears: a.arrears,
+        price_fen_per_kwh: a.price_fen_per_kwh,
+        min: config.limits.min_purchase_fen,
+        max: config.limits.max_purchase_fen,
+        refusal,
+        rewritten: s.rewritten,
+    }
+}

@@ -1,0 +1,156 @@
+//! What the kiosk's window shows, as plain data: the controller fills it in from the engine,
+//! the window draws it and decides nothing.
+
+pub use crate::backend::AccountStatus;
+use crate::money::Fen;
+use crate::sale::Step;
+
+/// The whole picture: a screen, and how long it waits for the customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub screen: Screen,
+    /// Seconds left before an idle screen moves on (never when money is in and unsold).
+    pub countdown: Option<u64>,
+    /// Counts every change, so a window repaints only when something changed.
+    pub seq: u64,
+}
+
+/// One screen of the kiosk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screen {
+    /// Waiting for a meter card.
+    Attract,
+    /// The kiosk cannot sell: a device or the journal failed. Why, for the operator.
+    OutOfService {
+        why: String,
+    },
+    /// A card went in and is being read.
+    Reading,
+    /// The account, and the amount to buy.
+    Account(AccountView),
+    /// The amount is chosen: how to pay it. `notice` says why a bank-card try ended.
+    Method {
+        due: Fen,
+        bank: bool,
+        notice: Option<String>,
+    },
+    /// Banknotes going in.
+    Paying {
+        due: Fen,
+        paid: Fen,
+    },
+    /// Waiting for the bank card.
+    BankCard {
+        due: Fen,
+    },
+    /// The customer types the PIN on the pad; the host sees only how many digits.
+    Pin {
+        due: Fen,
+        digits: u8,
+    },
+    /// The debit is with the bank.
+    Debiting {
+        due: Fen,
+    },
+    /// The sale under way: the step it is at.
+    Processing(Step),
+    /// How it ended.
+    Result(ResultView),
+    /// The operator's PIN is asked for; `refused` says why the last one was not taken.
+    OperatorPin {
+        refused: Option<String>,
+    },
+    Operator(Box<OperatorView>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub customer_name: String,
+    pub customer_number: String,
+    pub meter_number: String,
+    pub address: String,
+    /// Only an active account can buy; the others are shown with why.
+    pub status: AccountStatus,
+    /// As the backend recorded it (amount, energy, date).
+    pub last_purchase: Option<String>,
+    pub arrears: Fen,
+    pub price_fen_per_kwh: u32,
+    pub min: Fen,
+    pub max: Fen,
+    /// Why this account cannot buy now, in the backend's words.
+    pub refusal: Option<String>,
+    /// An earlier purchase was written onto the card as it came in (its serial).
+    pub rewritten: Option<u64>,
+}
+
+/// How a customer's session ended, and what happens to the money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultView {
+    Credited {
+        paid: Fen,
+        energy_wh: u64,
+    },
+    /// Sold, but not on the card: written when the card comes back.
+    NotWritten {
+        paid: Fen,
+        energy_wh: u64,
+    },
+    /// Paid, and the sale's outcome is not known yet: finished automatically.
+    Pending {
+        paid: Fen,
+    },
+    /// Paid, and the backend refused: the money is refunded by an operator.
+    RefundOwed {
+        paid: Fen,
+        reason: String,
+    },
+    /// Nothing paid, nothing sold: why.
+    Refused {
+        reason: String,
+    },
+    /// The customer left before paying. `caught` banknotes are on a receipt with a work order.
+    Cancelled {
+        caught: Fen,
+    },
+}
+
+/// The operator's screens: the kiosk's devices, clearing, what needs a hand, the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorView {
+    pub devices: Vec<DeviceLine>,
+    pub plugins: Vec<PluginLine>,
+    pub period: i64,
+    /// `open` or `clearing`.
+    pub period_state: String,
+    /// The period's report so far, as printed.
+    pub report: Vec<String>,
+    pub items: Vec<ItemLine>,
+    /// The newest journal rows, newest first.
+    pub journal: Vec<String>,
+    /// What the last command did, or why it could not.
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLine {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLine {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub signer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemLine {
+    pub id: i64,
+    pub serial: Option<u64>,
+    pub reason: String,
+    /// A caught banknote (settled by refund or dismissal) rather than a sale.
+    pub caught: Option<Fen>,
+}

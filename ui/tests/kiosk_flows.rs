@@ -1,0 +1,460 @@
+//! Whole customer and operator flows through the kiosk's window, driven by AccessKit labels as a
+//! person would: the demo kiosk of `config/demo.toml` with its real engine, journal and plugins,
+//! on the simulators (virtual cards in the rig's pcscd, the validator, printer and PIN pad on
+//! ptys, the reference backends and the acquirer on loopback). `./dev test` starts the rig.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use selfvend_host::config::KioskConfig;
+use selfvend_host::journal::Journal;
+use selfvend_host::kiosk::{AccountStatus, ResultView, Screen, Timeouts, View};
+use selfvend_host::money::Fen;
+use selfvend_ui::app::KioskApp;
+use selfvend_ui::demo::{DEMO_PAN, Demo};
+use selfvend_ui::fonts;
+
+/// The demo uses both of the rig's vpcd slots: one flow at a time.
+static RIG: Mutex<()> = Mutex::new(());
+
+const ZHANG_SAN: &str = "Insert 张三 · Hengtai SLE4442";
+const CHEN_XIAOMING: &str = "Insert 陈小明 · Lanling CPU";
+const WANG_WU: &str = "Insert 王五 · account closed";
+
+struct Flow {
+    h: Harness<'static, KioskApp>,
+    _rig: std::sync::MutexGuard<'static, ()>,
+}
+
+fn quick() -> Timeouts {
+    Timeouts {
+        result: Duration::from_millis(300),
+        housekeeping: Duration::from_secs(2),
+        ..Timeouts::default()
+    }
+}
+
+impl Flow {
+    fn start(timeouts: Timeouts) -> Flow {
+        let rig = RIG.lock().unwrap_or_else(|p| p.into_inner());
+        let port = std::env::var("SELFVEND_VPCD_PORT")
+            .expect("SELFVEND_VPCD_PORT: run the tests with ./dev test, which starts the PC/SC rig")
+            .parse()
+            .unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut config = KioskConfig::load(&root.join("config/demo.toml")).unwrap();
+        let demo = Demo::start(&mut config, port).unwrap();
+        let kiosk = selfvend_ui::kiosk::start(&config, timeouts, || {}).unwrap();
+        let h = Harness::builder()
+            .with_size(egui::vec2(1600.0, 800.0))
+            .with_context_setup(|ctx| selfvend_ui::setup(ctx, Path::new(fonts::CJK_FONT)).unwrap())
+            .build_ui_state(
+                |ui, app: &mut KioskApp| app.kiosk_ui(ui),
+                KioskApp::new(kiosk, Some(demo)),
+            );
+        let mut flow = Flow { h, _rig: rig };
+        flow.wait("the attract screen", |s| *s == Screen::Attract);
+        flow
+    }
+
+    fn demo(&mut self) -> &mut Demo {
+        self.h.state_mut().demo.as_mut().unwrap()
+    }
+
+    /// Draws frames until the kiosk shows what `shows` wants; returns that screen.
+    fn wait(&mut self, what: &str, shows: impl Fn(&Screen) -> bool) -> Screen {
+        self.wait_view(what, |v| shows(&v.screen)).screen
+    }
+
+    fn wait_view(&mut self, what: &str, shows: impl Fn(&View) -> bool) -> View {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.h.step();
+            let view = self.h.state().kiosk.view();
+            if shows(&view) {
+                self.h.step();
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; the kiosk shows {view:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Draws frames until `done` holds of the flow (its journal, its simulators).
+    fn wait_until(&mut self, what: &str, done: impl Fn(&mut Flow) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "waited for {what}");
+            self.h.step();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn press(&mut self, label: &str) {
+        self.h.get_by_label(label).click();
+        self.h.step();
+        self.h.step();
+    }
+
+    fn shows(&self, label: &str) -> bool {
+        self.h.query_by_label(label).is_some()
+    }
+
+    fn result(&mut self) -> ResultView {
+        match self.wait("a result", |s| matches!(s, Screen::Result(_))) {
+            Screen::Result(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The demo's journal, opened beside the kiosk's own connection.
+    fn journal(&mut self) -> Journal {
+        Journal::open(&self.demo().dir.path().join("data/journal.sqlite")).unwrap()
+    }
+
+    fn sale_states(&mut self) -> Vec<(u64, String, u64)> {
+        self.journal()
+            .sales(selfvend_host::sale::SALE_STATES, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.serial, s.state, s.paid_fen))
+            .collect()
+    }
+
+    /// Inserts a card, waits for its account and picks the ¥`yuan` preset.
+    fn choose(&mut self, card: &str, yuan: u64) {
+        self.press(card);
+        self.wait("the account", |s| matches!(s, Screen::Account(_)));
+        self.press(&format!("{yuan}.00 元"));
+    }
+
+    fn pay_cash(&mut self, card: &str, yuan: u64) {
+        self.choose(card, yuan);
+        self.wait("the payment choice", |s| matches!(s, Screen::Method { .. }));
+        self.press("现金支付");
+        self.wait("the banknote screen", |s| {
+            matches!(s, Screen::Paying { .. })
+        });
+    }
+
+    fn take_card_out(&mut self) {
+        self.press("Pull the meter card");
+        self.wait("the attract screen", |s| *s == Screen::Attract);
+    }
+}
+
+#[test]
+fn a_cash_sale_from_card_to_receipt() {
+    let mut f = Flow::start(quick());
+    f.choose(ZHANG_SAN, 50);
+    assert!(f.shows("张三"));
+    f.wait("the payment choice with bank cards offered", |s| {
+        matches!(s, Screen::Method { bank: true, .. })
+    });
+    f.press("现金支付");
+    f.wait("the banknote screen", |s| {
+        *s == Screen::Paying {
+            due: Fen(5000),
+            paid: Fen(0),
+        }
+    });
+    f.press("¥20");
+    f.wait("¥20 paid", |s| {
+        *s == Screen::Paying {
+            due: Fen(5000),
+            paid: Fen(2000),
+        }
+    });
+    assert!(f.shows("已投：20.00 元"));
+    f.press("¥10");
+    f.press("¥20");
+    let result = f.result();
+    assert!(
+        matches!(result, ResultView::Credited { paid: Fen(5000), energy_wh } if energy_wh > 0),
+        "{result:?}"
+    );
+    assert!(f.shows("购电成功"));
+    let receipt = f.demo().last_receipt();
+    assert!(
+        receipt.contains(&"实收金额：50.00元".to_string()),
+        "{receipt:?}"
+    );
+    assert!(
+        receipt.contains(&"购电成功，请将电卡插入电表".to_string()),
+        "{receipt:?}"
+    );
+    assert_eq!(f.sale_states(), [(1, "written".to_string(), 5000)]);
+    f.take_card_out();
+}
+
+#[test]
+fn a_bank_card_sale_with_the_pin_on_the_pad() {
+    let mut f = Flow::start(quick());
+    f.choose(CHEN_XIAOMING, 100);
+    f.wait("bank cards offered", |s| {
+        matches!(s, Screen::Method { bank: true, .. })
+    });
+    f.press("银行卡支付");
+    f.wait("the bank card prompt", |s| {
+        matches!(s, Screen::BankCard { .. })
+    });
+    assert!(f.shows("请插入银行卡"));
+    f.press("Insert bank card");
+    f.wait("the PIN prompt", |s| {
+        matches!(s, Screen::Pin { digits: 0, .. })
+    });
+    f.press("PIN 135790 + Enter");
+    let result = f.result();
+    assert!(
+        matches!(
+            result,
+            ResultView::Credited {
+                paid: Fen(10000),
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    let receipt = f.demo().last_receipt();
+    assert!(
+        receipt
+            .iter()
+            .any(|l| l.starts_with("银行卡支付：622202") && l.ends_with("0128")),
+        "{receipt:?}"
+    );
+    assert_eq!(f.demo().acquirer.balance(DEMO_PAN), Some(100_000 - 10_000));
+    assert_eq!(f.sale_states(), [(1, "written".to_string(), 10000)]);
+    f.press("Pull bank card");
+    f.take_card_out();
+}
+
+#[test]
+fn a_wrong_pin_is_declined_and_the_customer_pays_cash_instead() {
+    let mut f = Flow::start(quick());
+    f.choose(ZHANG_SAN, 20);
+    f.wait("bank cards offered", |s| {
+        matches!(s, Screen::Method { bank: true, .. })
+    });
+    f.press("银行卡支付");
+    f.press("Insert bank card");
+    f.wait("the PIN prompt", |s| matches!(s, Screen::Pin { .. }));
+    f.press("Wrong PIN + Enter");
+    let screen = f.wait("the payment choice again", |s| {
+        matches!(
+            s,
+            Screen::Method {
+                notice: Some(_),
+                ..
+            }
+        )
+    });
+    assert_eq!(
+        f.demo().acquirer.balance(DEMO_PAN),
+        Some(100_000),
+        "{screen:?}"
+    );
+    f.press("Pull bank card");
+    f.press("现金支付");
+    f.press("¥20");
+    assert!(matches!(
+        f.result(),
+        ResultView::Credited {
+            paid: Fen(2000),
+            ..
+        }
+    ));
+    f.take_card_out();
+}
+
+#[test]
+fn a_closed_account_is_refused_before_any_money_goes_in() {
+    let mut f = Flow::start(quick());
+    f.press(WANG_WU);
+    f.wait(
+        "the closed account",
+        |s| matches!(s, Screen::Account(a) if a.status == AccountStatus::Closed),
+    );
+    assert!(f.shows("该户已销户，不能购电，请到营业厅办理"));
+    assert!(f.h.query_by_label("50.00 元").is_none());
+    f.press("取消");
+    assert_eq!(f.result(), ResultView::Cancelled { caught: Fen(0) });
+    assert!(f.shows("请取回电卡"));
+    assert!(f.sale_states().is_empty());
+    f.take_card_out();
+}
+
+#[test]
+fn a_backend_down_after_the_cash_went_in_leaves_a_pending_sale_on_the_receipt() {
+    let mut f = Flow::start(quick());
+    f.pay_cash(ZHANG_SAN, 50);
+    f.demo().set_backends_down(true);
+    f.press("¥50");
+    let result = f.result();
+    assert_eq!(result, ResultView::Pending { paid: Fen(5000) });
+    assert!(f.shows("交易待处理"));
+    let receipt = f.demo().last_receipt();
+    assert!(
+        receipt.contains(&"交易待处理：结果确认后自动补售电".to_string()),
+        "{receipt:?}"
+    );
+    assert_eq!(f.sale_states(), [(1, "never-reached".to_string(), 5000)]);
+    f.take_card_out();
+}
+
+#[test]
+fn a_card_pulled_during_its_write_is_written_when_it_comes_back() {
+    let mut f = Flow::start(quick());
+    f.pay_cash(CHEN_XIAOMING, 20);
+    f.demo().tear_next_write();
+    f.press("¥20");
+    let result = f.result();
+    assert!(
+        matches!(
+            result,
+            ResultView::NotWritten {
+                paid: Fen(2000),
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert!(f.shows("已购电，未写入电卡"));
+    f.take_card_out();
+    f.press(CHEN_XIAOMING);
+    f.wait(
+        "the account, the earlier sale written",
+        |s| matches!(s, Screen::Account(a) if a.rewritten == Some(1)),
+    );
+    assert!(f.shows("上次购电已补写入电卡"));
+    assert_eq!(f.sale_states(), [(1, "written".to_string(), 2000)]);
+    f.press("取消");
+    f.result();
+    f.take_card_out();
+}
+
+#[test]
+fn an_idle_customer_gets_the_card_back_but_money_in_is_always_sold() {
+    let mut f = Flow::start(Timeouts {
+        choose: Duration::from_secs(2),
+        banknotes: Duration::from_secs(2),
+        ..quick()
+    });
+    // Nothing paid: the account screen counts down and hands the card back.
+    f.press(ZHANG_SAN);
+    f.wait_view("a countdown on the account", |v| {
+        matches!(v.screen, Screen::Account(_)) && v.countdown.is_some()
+    });
+    assert_eq!(f.result(), ResultView::Cancelled { caught: Fen(0) });
+    f.take_card_out();
+    // ¥20 in of ¥50, then nothing: the ¥20 is sold, never cancelled.
+    f.pay_cash(ZHANG_SAN, 50);
+    f.press("¥20");
+    f.wait("¥20 paid", |s| {
+        matches!(
+            s,
+            Screen::Paying {
+                paid: Fen(2000),
+                ..
+            }
+        )
+    });
+    assert!(f.shows("按已投金额购电"));
+    assert!(f.h.query_by_label("取消").is_none());
+    let result = f.result();
+    assert!(
+        matches!(
+            result,
+            ResultView::Credited {
+                paid: Fen(2000),
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert_eq!(f.sale_states(), [(1, "written".to_string(), 2000)]);
+    f.take_card_out();
+}
+
+#[test]
+fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
+    let mut f = Flow::start(quick());
+    f.pay_cash(ZHANG_SAN, 50);
+    f.press("Jam a ¥50 in the stacker");
+    f.wait_until("the caught banknote handed to an operator", |f| {
+        f.journal().manual_items(false).unwrap().len() == 1
+    });
+    f.press("取消");
+    let result = f.result();
+    assert_eq!(result, ResultView::Cancelled { caught: Fen(5000) });
+    let receipt = f.demo().last_receipt();
+    assert!(
+        receipt.contains(&"50.00元纸币卡在机内未入账".to_string()),
+        "{receipt:?}"
+    );
+    f.take_card_out();
+
+    f.press("维护");
+    f.wait("the operator PIN", |s| {
+        matches!(s, Screen::OperatorPin { .. })
+    });
+    for digit in ["1", "2", "3", "4", "5", "6"] {
+        f.press(digit);
+    }
+    f.press("登录");
+    let screen = f.wait("the operator screen", |s| matches!(s, Screen::Operator(_)));
+    let Screen::Operator(op) = screen else {
+        unreachable!()
+    };
+    assert_eq!(op.items.len(), 1, "{op:?}");
+    assert_eq!(op.items[0].caught, Some(Fen(5000)));
+    for device in [
+        "card reader",
+        "bank card reader",
+        "receipt printer",
+        "PIN pad",
+        "acquirer",
+    ] {
+        assert!(
+            op.devices.iter().any(|d| d.name == device && d.ok),
+            "{device}: {:?}",
+            op.devices
+        );
+    }
+    assert!(op.plugins.iter().any(|p| p.name == "iso8583"));
+    let item = op.items[0].id;
+    f.press(&format!("退款 #{item}"));
+    f.wait(
+        "the item settled",
+        |s| matches!(s, Screen::Operator(op) if op.items.is_empty()),
+    );
+    f.press("开始清机");
+    f.wait(
+        "clearing",
+        |s| matches!(s, Screen::Operator(op) if op.period_state == "clearing"),
+    );
+    f.press("结束清机");
+    let screen = f.wait(
+        "period 2",
+        |s| matches!(s, Screen::Operator(op) if op.period == 2),
+    );
+    let Screen::Operator(op) = screen else {
+        unreachable!()
+    };
+    assert!(
+        op.message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("period 1 closed"),
+        "{op:?}"
+    );
+    assert!(f.demo().last_receipt().iter().any(|l| l.contains("清机")));
+    f.press("退出");
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+}
