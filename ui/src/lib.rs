@@ -19,3 +19,14 @@ pub fn setup(ctx: &egui::Context, cjk_font: &Path) -> Result<(), fonts::FontErro
     ctx.set_visuals(egui::Visuals::light());
     Ok(())
 }
+
+/// Runs `add` in a central panel over the whole window, whatever margin `ui` was given (a test
+/// harness gives one), so a screen is laid out exactly as the kiosk's window lays it out.
+pub fn whole_window_ui<R>(ui: &mut egui::Ui, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
+    let all = ui.ctx().content_rect();
+    ui.scope_builder(egui::UiBuilder::new().max_rect(all), |ui| {
+        ui.set_clip_rect(all);
+        egui::CentralPanel::default().show(ui, add).inner
+    })
+    .inner
+}

@@ -32,16 +32,14 @@ fn harness(lang: Lang, screen: Screen) -> Harness<'static, Shown> {
         .build_ui_state(
             |ui, shown: &mut Shown| {
                 // As the kiosk's window shows it: one panel over the whole screen.
-                let pressed = egui::CentralPanel::default()
-                    .show(ui, |ui| {
-                        let view = View {
-                            screen: shown.screen.clone(),
-                            countdown: shown.countdown,
-                            seq: 0,
-                        };
-                        screen_ui(ui, shown.lang, &view, &mut shown.keypad)
-                    })
-                    .inner;
+                let pressed = selfvend_ui::whole_window_ui(ui, |ui| {
+                    let view = View {
+                        screen: shown.screen.clone(),
+                        countdown: shown.countdown,
+                        seq: 0,
+                    };
+                    screen_ui(ui, shown.lang, &view, &mut shown.keypad)
+                });
                 if let Some(action) = pressed {
                     if action == Action::SwitchLanguage {
                         shown.lang = shown.lang.other();
