@@ -52,12 +52,28 @@ pub struct Readers {
     ctx: Context,
 }
 
+/// Ends a [`Readers::wait`] blocked in another thread early (it returns as if it timed out).
+#[derive(Clone)]
+pub struct Waker(Context);
+
+impl Waker {
+    pub fn wake(&self) {
+        // Nothing is waiting: nothing to end.
+        let _ = self.0.cancel();
+    }
+}
+
 impl Readers {
     /// Connects to pcscd.
     pub fn establish() -> Result<Readers, ReaderError> {
         Context::establish(Scope::User)
             .map(|ctx| Readers { ctx })
             .map_err(|e| ReaderError::NoService(e.to_string()))
+    }
+
+    /// A waker for this context's waits.
+    pub fn waker(&self) -> Waker {
+        Waker(self.ctx.clone())
     }
 
     /// The readers pcscd knows now.
@@ -103,7 +119,7 @@ impl Readers {
         loop {
             match self.ctx.get_status_change(timeout, &mut states) {
                 Ok(()) => {}
-                Err(pcsc::Error::Timeout) => return Ok(false),
+                Err(pcsc::Error::Timeout | pcsc::Error::Cancelled) => return Ok(false),
                 Err(e) => return Err(fail("waiting for a card", e)),
             }
             let state = states[0].event_state();

@@ -23,7 +23,7 @@ pub use view::{
 
 use crate::backend::{Account, Purchase};
 use crate::bank_card;
-use crate::card_reader::Readers;
+use crate::card_reader::{Readers, Waker};
 use crate::cash_acceptor::CashAcceptor;
 use crate::clearing;
 use crate::config::KioskConfig;
@@ -115,6 +115,8 @@ pub enum Operate {
 /// The running kiosk: its worker thread and what it shows.
 pub struct Kiosk {
     commands: Sender<Command>,
+    /// Ends the worker's wait on the card reader, so a command is taken at once.
+    waker: Waker,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
 }
@@ -174,6 +176,7 @@ impl Kiosk {
             stopping: Default::default(),
         });
         let (commands, inbox) = mpsc::channel();
+        let waker = devices.readers.waker();
         let worker = Worker {
             config,
             engine,
@@ -190,6 +193,7 @@ impl Kiosk {
             .expect("spawning the kiosk's worker thread");
         Kiosk {
             commands,
+            waker,
             shared,
             worker: Some(worker),
         }
@@ -203,6 +207,7 @@ impl Kiosk {
     pub fn send(&self, command: Command) {
         // A worker that stopped shows it in its view; nothing else to do with the command.
         let _ = self.commands.send(command);
+        self.waker.wake();
     }
 }
 
@@ -211,6 +216,7 @@ impl Drop for Kiosk {
         self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.waker.wake();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
@@ -235,8 +241,9 @@ enum Watch<'a> {
     Out(&'a str),
 }
 
-/// How often a wait looks at its card reader and its inbox.
-const TICK: Duration = Duration::from_millis(100);
+/// The longest a wait blocks on the card reader before it looks at its inbox again. A command
+/// wakes it at once; this bounds the rare command sent just before the wait began.
+const TICK: Duration = Duration::from_secs(1);
 
 struct Worker {
     config: KioskConfig,
@@ -304,8 +311,21 @@ impl Worker {
                         .set(|v| v.countdown = Some(left.as_secs_f64().ceil() as u64));
                 }
             }
+            // Until the countdown's next whole second, the deadline, or a tick.
+            let block = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let to_next_second = Duration::from_nanos(left.subsec_nanos().into());
+                    if shown && !to_next_second.is_zero() {
+                        to_next_second.min(TICK)
+                    } else {
+                        left.min(TICK)
+                    }
+                }
+                None => TICK,
+            };
             let (reader, present) = match watch {
-                Watch::None => match self.inbox.recv_timeout(TICK) {
+                Watch::None => match self.inbox.recv_timeout(block) {
                     Ok(c) => return Event::Command(c),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return Event::Stopping,
@@ -318,7 +338,7 @@ impl Worker {
                 Err(mpsc::TryRecvError::Disconnected) => return Event::Stopping,
                 Err(mpsc::TryRecvError::Empty) => {}
             }
-            match self.devices.readers.wait(reader, present, Some(TICK)) {
+            match self.devices.readers.wait(reader, present, Some(block)) {
                 Ok(true) => return Event::Card,
                 Ok(false) => {}
                 Err(e) => {

@@ -19,7 +19,7 @@ mod payment_v1;
 pub use acquirer::{AcquirerCallError, AcquirerSession};
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -138,6 +138,7 @@ fn log_note(tail: &str) -> String {
 /// The runtime: one engine for every plugin, a linker per plugin kind.
 pub struct PluginRuntime {
     engine: Engine,
+    ticker: Arc<EpochTicker>,
     card_linker: Linker<PluginState>,
     backend_linker: Linker<PluginState>,
     acquirer_linker: Linker<PluginState>,
@@ -165,7 +166,7 @@ impl PluginRuntime {
         limits: PluginLimits,
     ) -> Result<Self, PluginError> {
         let engine = engine(&limits).map_err(|e| PluginError::Engine(e.to_string()))?;
-        start_epoch_ticker(&engine);
+        let ticker = EpochTicker::start(&engine);
         let cache = CodeCache::open(cache_dir, &engine)?;
         let link_err =
             |e: wasmtime::Error| PluginError::Engine(format!("linking host functions: {e}"));
@@ -183,6 +184,7 @@ impl PluginRuntime {
             .map_err(link_err)?;
         Ok(PluginRuntime {
             engine,
+            ticker,
             card_linker,
             backend_linker,
             acquirer_linker,
@@ -267,6 +269,7 @@ impl PluginRuntime {
             load_time,
             pre,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             limits: self.limits.clone(),
         })
     }
@@ -304,19 +307,65 @@ fn engine(limits: &PluginLimits) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Advances the engine's epoch on a background thread for as long as the engine lives.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("plugin-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch thread at start-up");
+/// Advances the engine's epoch on a background thread while any plugin instance exists, so an
+/// idle kiosk does not wake every tick; the thread ends soon after the engine is dropped.
+struct EpochTicker {
+    instances: Mutex<usize>,
+    woken: Condvar,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Arc<EpochTicker> {
+        let ticker = Arc::new(EpochTicker {
+            instances: Mutex::new(0),
+            woken: Condvar::new(),
+        });
+        let weak = engine.weak();
+        let shared = ticker.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                loop {
+                    let mut instances = shared.instances.lock().unwrap_or_else(|p| p.into_inner());
+                    while *instances == 0 {
+                        // Woken by a new instance, or each second to see whether the engine is gone.
+                        let (guard, _) = shared
+                            .woken
+                            .wait_timeout(instances, Duration::from_secs(1))
+                            .unwrap_or_else(|p| p.into_inner());
+                        instances = guard;
+                        if weak.upgrade().is_none() {
+                            return;
+                        }
+                    }
+                    drop(instances);
+                    let Some(engine) = weak.upgrade() else {
+                        return;
+                    };
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch thread at start-up");
+        ticker
+    }
+
+    /// Counts an instance for as long as the returned guard lives.
+    fn ticking(self: &Arc<Self>) -> Ticking {
+        *self.instances.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.woken.notify_one();
+        Ticking(self.clone())
+    }
+}
+
+/// Keeps the epoch advancing while a plugin instance lives.
+struct Ticking(Arc<EpochTicker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        *self.0.instances.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+    }
 }
 
 /// Where a plugin's compiled code came from.
@@ -347,6 +396,7 @@ pub struct Plugin {
     pub load_time: Duration,
     pre: Pre,
     engine: Engine,
+    ticker: Arc<EpochTicker>,
     limits: PluginLimits,
 }
 
@@ -444,6 +494,7 @@ impl Plugin {
         });
         Sandbox {
             store,
+            _ticking: self.ticker.ticking(),
             plugin: self.name.clone(),
             limits: self.limits.clone(),
             discarded: false,
@@ -542,6 +593,7 @@ impl ResourceLimiter for MemoryCap {
 /// A store and the bookkeeping that turns its failures into `PluginError`s.
 struct Sandbox {
     store: Store<PluginState>,
+    _ticking: Ticking,
     plugin: String,
     limits: PluginLimits,
     discarded: bool,

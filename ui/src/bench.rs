@@ -2,6 +2,7 @@
 
 mod clearing;
 mod sale;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         sales: usize,
     },
+    /// The kiosk's window: frame CPU time through a scripted sale, idle CPU on the attract
+    /// screen, start to attract screen, resident memory. Runs the demo (`./dev run bench ui`).
+    Ui {
+        /// Seconds on the attract screen to measure idle CPU over.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+    },
 }
 
 pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
@@ -121,6 +129,7 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
         } => bench_card(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
         BenchCommand::Cash { notes } => bench_cash(notes)?,
         BenchCommand::Clearing { sales } => clearing::run(sales)?,
+        BenchCommand::Ui { idle_secs } => ui::run(config, idle_secs)?,
     }
     Ok(ExitCode::SUCCESS)
 }
