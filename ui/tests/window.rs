@@ -43,16 +43,18 @@ fn xvfb() -> (Killed, String) {
             continue;
         }
         let display = format!(":{n}");
-        let server = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1600x800x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb (Debian package xvfb; ./dev installs it)");
+        let server = Killed(
+            Command::new("Xvfb")
+                .args([&display, "-screen", "0", "1600x800x24", "-nolisten", "tcp"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Xvfb (Debian package xvfb; ./dev installs it)"),
+        );
         let socket = format!("/tmp/.X11-unix/X{n}");
         for _ in 0..100 {
             if Path::new(&socket).exists() {
-                return (Killed(server), display);
+                return (server, display);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
