@@ -717,14 +717,16 @@ impl Worker {
                 .resolve_manual(item, resolution, "operator screen")
                 .map(|done| format!("item {item}: {done}"))
                 .map_err(|e| text(&e)),
-            Operate::Reprint => match self.engine.reprint_last(self.devices.printer.as_mut()) {
-                Ok(Some((serial, true))) => Ok(format!("receipt of sale {serial} reprinted")),
-                Ok(Some((serial, false))) => Err(format!(
-                    "the copy of sale {serial}'s receipt was cut short (see the printer)"
-                )),
-                Ok(None) => Err("no receipt has been printed yet".into()),
-                Err(e) => Err(text(&e)),
-            },
+            Operate::Reprint => {
+                let reprinted = self.engine.reprint_last(self.devices.printer.as_mut());
+                match reprinted.map_err(|e| text(&e))? {
+                    Some((_, true)) => Ok("the last receipt was printed again".into()),
+                    Some((_, false)) => {
+                        Err("the copy of the last receipt was cut short (see the printer)".into())
+                    }
+                    None => Err("no receipt has been printed yet".into()),
+                }
+            }
             Operate::SignOn => {
                 let link = self
                     .devices

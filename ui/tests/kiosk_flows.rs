@@ -434,6 +434,20 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
         "the item settled",
         |s| matches!(s, Screen::Operator(op) if op.items.is_empty()),
     );
+    f.press("重印凭条");
+    f.wait("the copy printed", |s| {
+        matches!(s, Screen::Operator(op) if op.message.as_deref() == Some("the last receipt was printed again"))
+    });
+    let copy = f.demo().last_receipt();
+    assert_eq!(
+        copy.first().map(String::as_str),
+        Some("（重印 / COPY）"),
+        "{copy:?}"
+    );
+    assert!(
+        copy.contains(&"50.00元纸币卡在机内未入账".to_string()),
+        "{copy:?}"
+    );
     f.press("开始清机");
     f.wait(
         "clearing",
