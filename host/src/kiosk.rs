@@ -11,6 +11,7 @@
 
 mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -115,8 +116,6 @@ pub enum Operate {
 /// The running kiosk: its worker thread and what it shows.
 pub struct Kiosk {
     commands: Sender<Command>,
-    /// Ends the worker's wait on the card reader, so a command is taken at once.
-    waker: Waker,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
 }
@@ -125,7 +124,12 @@ struct Shared {
     view: Mutex<View>,
     /// Told of every change to the view (a window's repaint request).
     changed: Box<dyn Fn() + Send + Sync>,
-    stopping: std::sync::atomic::AtomicBool,
+    stopping: AtomicBool,
+    /// Ends the worker's wait on the card reader, so a command is taken at once.
+    waker: Mutex<Waker>,
+    /// The worker is blocked in that wait (waking it at any other time could end a card
+    /// exchange's own wait in the same PC/SC context).
+    waiting: AtomicBool,
 }
 
 impl Shared {
@@ -152,7 +156,13 @@ impl Shared {
     }
 
     fn stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            self.waker.lock().unwrap_or_else(|p| p.into_inner()).wake();
+        }
     }
 }
 
@@ -168,15 +178,16 @@ impl Kiosk {
     ) -> Kiosk {
         let shared = Arc::new(Shared {
             view: Mutex::new(View {
-                screen: Screen::Reading,
+                screen: Screen::Starting,
                 countdown: None,
                 seq: 0,
             }),
             changed: Box::new(changed),
-            stopping: Default::default(),
+            stopping: AtomicBool::new(false),
+            waker: Mutex::new(devices.readers.waker()),
+            waiting: AtomicBool::new(false),
         });
         let (commands, inbox) = mpsc::channel();
-        let waker = devices.readers.waker();
         let worker = Worker {
             config,
             engine,
@@ -186,6 +197,7 @@ impl Kiosk {
             shared: shared.clone(),
             acceptor_error: None,
             last_housekeeping: None,
+            reader_fault: None,
         };
         let worker = std::thread::Builder::new()
             .name("kiosk".into())
@@ -193,7 +205,6 @@ impl Kiosk {
             .expect("spawning the kiosk's worker thread");
         Kiosk {
             commands,
-            waker,
             shared,
             worker: Some(worker),
         }
@@ -207,16 +218,14 @@ impl Kiosk {
     pub fn send(&self, command: Command) {
         // A worker that stopped shows it in its view; nothing else to do with the command.
         let _ = self.commands.send(command);
-        self.waker.wake();
+        self.shared.wake();
     }
 }
 
 impl Drop for Kiosk {
     fn drop(&mut self) {
-        self.shared
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.waker.wake();
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.wake();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
@@ -255,6 +264,20 @@ struct Worker {
     /// Why the acceptor last failed, for the operator's device list.
     acceptor_error: Option<String>,
     last_housekeeping: Option<Instant>,
+    /// What is wrong with the card reader, while something is (logged when it changes).
+    reader_fault: Option<String>,
+}
+
+/// A worker that stops for any reason other than the kiosk's own stop leaves the window saying
+/// so, rather than a screen frozen mid-sale.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.shared.stopping() {
+            self.shared.show(Screen::OutOfService {
+                why: "the kiosk's controller stopped; see the log".into(),
+            });
+        }
+    }
 }
 
 impl Worker {
@@ -333,14 +356,24 @@ impl Worker {
                 Watch::In(r) => (r, true),
                 Watch::Out(r) => (r, false),
             };
+            // Raised before the inbox is looked at: a command sent after the look wakes the wait.
+            self.shared.waiting.store(true, Ordering::SeqCst);
             match self.inbox.try_recv() {
-                Ok(c) => return Event::Command(c),
+                Ok(c) => {
+                    self.shared.waiting.store(false, Ordering::SeqCst);
+                    return Event::Command(c);
+                }
                 Err(mpsc::TryRecvError::Disconnected) => return Event::Stopping,
                 Err(mpsc::TryRecvError::Empty) => {}
             }
-            match self.devices.readers.wait(reader, present, Some(block)) {
-                Ok(true) => return Event::Card,
-                Ok(false) => {}
+            let waited = self.devices.readers.wait(reader, present, Some(block));
+            self.shared.waiting.store(false, Ordering::SeqCst);
+            match waited {
+                Ok(true) => {
+                    self.reader_back();
+                    return Event::Card;
+                }
+                Ok(false) => self.reader_back(),
                 Err(e) => {
                     self.out_of_service(e.to_string());
                     return Event::TimedOut;
@@ -349,11 +382,26 @@ impl Worker {
         }
     }
 
-    /// Shows why the kiosk cannot sell, for a while, and logs it once.
+    /// The card reader answers again.
+    fn reader_back(&mut self) {
+        if let Some(fault) = self.reader_fault.take() {
+            tracing::info!("the card reader answers again (after: {fault})");
+        }
+    }
+
+    /// Shows why the kiosk cannot sell, logs it when it changes, and connects to pcscd afresh
+    /// (a restarted pcscd leaves the old context dead).
     fn out_of_service(&mut self, why: String) {
-        tracing::error!("out of service: {why}");
-        self.shared.show(Screen::OutOfService { why });
+        if self.reader_fault.as_deref() != Some(why.as_str()) {
+            tracing::error!("out of service: {why}");
+        }
+        self.shared.show(Screen::OutOfService { why: why.clone() });
+        self.reader_fault = Some(why);
         std::thread::sleep(Duration::from_secs(2));
+        if let Ok(readers) = Readers::establish() {
+            *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = readers.waker();
+            self.devices.readers = readers;
+        }
     }
 
     /// Recovery, re-sell, write confirmations, queued period reports, bank reversals and the
@@ -392,9 +440,16 @@ impl Worker {
         }
     }
 
+    /// Shows `screen`. Commands pressed on an earlier screen are dropped: they were meant for
+    /// what the customer saw then.
+    fn screen(&mut self, screen: Screen) {
+        while self.inbox.try_recv().is_ok() {}
+        self.shared.show(screen);
+    }
+
     /// One customer, from the card going in to the card coming out.
     fn session(&mut self) {
-        self.shared.show(Screen::Reading);
+        self.screen(Screen::Reading);
         let reader = self.devices.card_reader.clone();
         let started = self
             .devices
@@ -411,7 +466,7 @@ impl Worker {
         };
         let mut refusal = None;
         let quote = loop {
-            self.shared.show(Screen::Account(account_view(
+            self.screen(Screen::Account(account_view(
                 &self.config,
                 &s,
                 refusal.clone(),
@@ -434,27 +489,25 @@ impl Worker {
                     self.hand_back(s);
                     return self.finish(ResultView::Cancelled { caught: Fen(0) });
                 }
-                Event::Card | Event::Stopping => {
-                    self.hand_back(s);
-                    return;
-                }
+                Event::Card | Event::Stopping => return self.hand_back(s),
                 Event::Command(_) => {}
             }
         };
         let due = quote.amount;
         let mut notice = None;
         loop {
-            if !self.bank_open() {
+            let bank = self.bank_open();
+            if !bank && notice.is_none() {
                 return self.pay_cash(s, due);
             }
-            self.shared.show(Screen::Method {
+            self.screen(Screen::Method {
                 due,
-                bank: true,
+                bank,
                 notice: notice.take(),
             });
             match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
                 Event::Command(Command::PayCash) => return self.pay_cash(s, due),
-                Event::Command(Command::PayCard) => match self.pay_card(&mut s, due) {
+                Event::Command(Command::PayCard) if bank => match self.pay_card(&mut s, due) {
                     Ok(()) => return self.complete(s),
                     Err(why) => notice = Some(why),
                 },
@@ -475,10 +528,20 @@ impl Worker {
             && matches!(self.engine.signed_on(), Ok(Some(_)))
     }
 
+    /// Whether the meter card is in its reader now (an unanswering reader says no).
+    fn meter_card_in(&self) -> bool {
+        let absent =
+            self.devices
+                .readers
+                .wait(&self.devices.card_reader, false, Some(Duration::ZERO));
+        matches!(absent, Ok(false))
+    }
+
     /// Banknotes until `due` is paid. Money in is always sold: when the customer stops, asks
-    /// to buy with what is in, or pulls the card.
+    /// to buy with what is in, or pulls the card. A banknote already drawn in is finished
+    /// (credited or given back) before the session moves on.
     fn pay_cash(&mut self, mut s: CashSession, due: Fen) {
-        self.shared.show(Screen::Paying { due, paid: Fen(0) });
+        self.screen(Screen::Paying { due, paid: Fen(0) });
         let Worker {
             engine,
             devices,
@@ -499,10 +562,11 @@ impl Worker {
                     last_paid = paid;
                     last_note = Instant::now();
                 }
+                // With money in, the wait ends in a sale, not a cancellation: no countdown.
                 let left = timeouts.banknotes.saturating_sub(last_note.elapsed());
                 shared.set(|v| {
                     v.screen = Screen::Paying { due, paid };
-                    v.countdown = Some(left.as_secs_f64().ceil() as u64);
+                    v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
                 });
                 let asked = inbox.try_recv().ok();
                 let gone = matches!(
@@ -519,15 +583,27 @@ impl Worker {
                 }
             },
         );
-        if let Err(e) = taken {
-            self.acceptor_error = Some(e.to_string());
-            tracing::error!("taking banknotes: {e}");
-        }
+        let failed = match taken {
+            Ok(_) => {
+                self.acceptor_error = None;
+                None
+            }
+            Err(e) => {
+                tracing::error!("taking banknotes: {e}");
+                self.acceptor_error = Some(e.to_string());
+                Some(e)
+            }
+        };
         if s.paid() > Fen(0) {
             return self.complete(s);
         }
         let caught: u64 = s.caught.iter().map(|(_, f)| f.0).sum();
         self.hand_back(s);
+        if let Some(e) = failed {
+            return self.finish(ResultView::Refused {
+                reason: customer_reason(&e),
+            });
+        }
         if !card_out || caught > 0 {
             self.finish(ResultView::Cancelled {
                 caught: Fen(caught),
@@ -535,30 +611,45 @@ impl Worker {
         }
     }
 
-    /// A bank-card payment of `due`: card, PIN, debit. `Err` says why nothing was debited (or
-    /// why what was is being reversed), for the payment choice to show.
+    /// A bank-card payment of `due`: card, PIN, debit, and the card handed back. `Err` says why
+    /// nothing was debited (or why what was is being reversed), for the payment choice to show.
     fn pay_card(&mut self, s: &mut CashSession, due: Fen) -> Result<(), String> {
-        let (Some(bank_reader), Some(link)) =
-            (self.devices.bank_reader.clone(), self.devices.bank.as_ref())
-        else {
+        let Some(bank_reader) = self.devices.bank_reader.clone() else {
             return Err("bank cards are not taken".into());
         };
-        let pad = link.pin_pad().clone();
-        self.shared.show(Screen::BankCard { due });
+        // A card left by someone before goes back to its owner, never into this payment.
+        self.take_bank_card(&bank_reader);
+        self.screen(Screen::BankCard { due });
         match self.wait(Watch::In(&bank_reader), Some(self.timeouts.bank_card)) {
             Event::Card => {}
-            Event::TimedOut | Event::Command(_) | Event::Stopping => {
-                return Err("no bank card was inserted".into());
-            }
+            Event::Command(Command::Cancel) => return Err("cancelled".into()),
+            _ => return Err("no bank card was inserted".into()),
         }
-        self.shared.show(Screen::Reading);
+        let paid = self.debit(s, due, &bank_reader);
+        self.take_bank_card(&bank_reader);
+        paid
+    }
+
+    /// Reads the bank card in `bank_reader`, has the PIN entered and asks for the debit.
+    fn debit(&mut self, s: &mut CashSession, due: Fen, bank_reader: &str) -> Result<(), String> {
+        let link = self
+            .devices
+            .bank
+            .as_ref()
+            .ok_or("bank cards are not taken")?;
+        let pad = link.pin_pad().clone();
+        // Reversals owed go first, before the customer is asked for anything.
+        if let Err(e) = self.engine.forward_reversals(link) {
+            tracing::warn!("bank-card reversals: {e}");
+        }
+        self.screen(Screen::Reading);
         let card = self
             .devices
             .readers
-            .connect(&bank_reader)
+            .connect(bank_reader)
             .map_err(|e| e.to_string())
             .and_then(|mut pc| bank_card::read(&mut pc).map_err(|e| e.to_string()))?;
-        self.shared.show(Screen::Pin { due, digits: 0 });
+        self.screen(Screen::Pin { due, digits: 0 });
         let shared = self.shared.clone();
         let entry = pad
             .lock()
@@ -572,17 +663,16 @@ impl Worker {
             PinEntry::Cancelled => return Err("PIN entry was cancelled".into()),
             PinEntry::TimedOut => return Err("no PIN was entered in time".into()),
         };
-        // The meter card must still be in to take the customer's money for it.
-        if matches!(
-            self.devices
-                .readers
-                .wait(&self.devices.card_reader, false, Some(Duration::ZERO)),
-            Ok(true)
-        ) {
-            return Err("the meter card was taken out".into());
+        // The customer's money is taken only for a meter card still here to be written.
+        if !self.meter_card_in() {
+            return Err("the meter card was taken out; nothing was debited".into());
         }
-        self.shared.show(Screen::Debiting { due });
-        let link = self.devices.bank.as_ref().expect("checked above");
+        self.screen(Screen::Debiting { due });
+        let link = self
+            .devices
+            .bank
+            .as_ref()
+            .ok_or("bank cards are not taken")?;
         match self.engine.pay_by_card(s, link, &card, Some(&block)) {
             Ok(CardPayment::Approved { .. }) => Ok(()),
             Ok(CardPayment::Declined(d)) => Err(d.message),
@@ -590,9 +680,25 @@ impl Worker {
         }
     }
 
+    /// Asks for the bank card back and waits for it (the sale goes on after a while: a debit
+    /// made is sold whether or not the card was taken).
+    fn take_bank_card(&mut self, bank_reader: &str) {
+        if matches!(
+            self.devices
+                .readers
+                .wait(bank_reader, false, Some(Duration::ZERO)),
+            Ok(false)
+        ) {
+            self.screen(Screen::TakeBankCard);
+            while let Event::Command(_) =
+                self.wait(Watch::Out(bank_reader), Some(self.timeouts.bank_card))
+            {}
+        }
+    }
+
     /// Sells what is paid, writes the card, prints the receipt, and shows how it ended.
     fn complete(&mut self, mut s: CashSession) {
-        self.shared.show(Screen::Processing(Step::Sell));
+        self.screen(Screen::Processing(Step::Sell));
         let paid = s.paid();
         let result = match self.engine.complete(&mut s, self.devices.printer.as_mut()) {
             Ok(done) => match done.outcome {
@@ -610,10 +716,14 @@ impl Worker {
                 },
                 Outcome::Pending { .. } => ResultView::Pending { paid },
             },
-            // The payment is in the journal; recovery finishes what was left.
+            // The payment is in the journal (an open payment goes to an operator at the next
+            // start; a sale with a serial is finished by recovery), but no receipt says so.
             Err(e) => {
                 tracing::error!("completing a paid sale: {e}");
-                ResultView::Pending { paid }
+                ResultView::Fault {
+                    paid,
+                    card: s.card().card_serial.clone(),
+                }
             }
         };
         self.finish(result);
@@ -626,14 +736,24 @@ impl Worker {
         }
     }
 
-    /// Shows how the session ended until the card is taken, and a little longer.
+    /// Shows how the session ended until the card is taken, and a little longer; then runs the
+    /// housekeeping if it is due.
     fn finish(&mut self, result: ResultView) {
-        self.shared.show(Screen::Result(result));
+        self.screen(Screen::Result(result));
         let reader = self.devices.card_reader.clone();
-        if let Event::Card = self.wait(Watch::Out(&reader), None) {
-            // A next customer's card ends it early (the attract screen's wait takes it).
-            self.wait_for(Watch::In(&reader), Some(self.timeouts.result), false);
+        loop {
+            match self.wait(Watch::Out(&reader), None) {
+                // A button pressed on an earlier screen does not end this one.
+                Event::Command(_) => {}
+                Event::Card => {
+                    // A next customer's card ends it early (the attract screen's wait takes it).
+                    self.wait_for(Watch::In(&reader), Some(self.timeouts.result), false);
+                    break;
+                }
+                Event::TimedOut | Event::Stopping => break,
+            }
         }
+        self.housekeeping();
     }
 
     /// The operator's PIN, then the operator's screens until sign-out.
@@ -786,24 +906,44 @@ impl Worker {
             }
             Err(e) => view.message = Some(e.to_string()),
         }
-        if let Ok(items) = journal.manual_items(false) {
-            view.items = items
+        let items = journal.manual_items(false).and_then(|items| {
+            items
                 .into_iter()
-                .map(|i| ItemLine {
-                    id: i.id,
-                    serial: i.serial,
-                    reason: i.reason,
-                    caught: i.caught_fen.map(Fen),
+                .map(|i| {
+                    // What the engine takes for each kind of item.
+                    let resolutions = if i.caught_fen.is_some() {
+                        vec![Resolution::Refund, Resolution::Dismiss]
+                    } else if i.serial.is_some() {
+                        vec![Resolution::Resell, Resolution::Refund]
+                    } else if journal.item_payment(i.id)?.is_some() {
+                        vec![Resolution::Refund]
+                    } else {
+                        // A bank-card reversal: confirmed with the acquirer, then dismissed.
+                        vec![Resolution::Dismiss]
+                    };
+                    Ok(ItemLine {
+                        id: i.id,
+                        serial: i.serial,
+                        reason: i.reason,
+                        caught: i.caught_fen.map(Fen),
+                        resolutions,
+                    })
                 })
-                .collect();
-        }
-        let last = journal.last_id().unwrap_or(0);
-        if let Ok(entries) = journal.entries((last - 29).max(1), 30) {
-            view.journal = entries
-                .iter()
-                .rev()
-                .map(|e| format!("{:>6}  {}  {}", e.id, e.at, e.kind))
-                .collect();
+                .collect()
+        });
+        let entries = journal
+            .last_id()
+            .and_then(|last| journal.entries((last - 29).max(1), 30));
+        match (items, entries) {
+            (Ok(items), Ok(entries)) => {
+                view.items = items;
+                view.journal = entries
+                    .iter()
+                    .rev()
+                    .map(|e| format!("{:>6}  {}  {}", e.id, e.at, e.kind))
+                    .collect();
+            }
+            (Err(e), _) | (_, Err(e)) => view.message = Some(format!("reading the journal: {e}")),
         }
         view
     }

@@ -170,6 +170,9 @@ impl Default for ResellPolicy {
     }
 }
 
+/// How long a banknote already drawn in is waited for once the customer stops paying.
+const NOTE_IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
+
 /// Every state a sale can be in (the journal's `sales.state`).
 pub const SALE_STATES: &[&str] = &[
     "intent",
@@ -521,38 +524,65 @@ impl SaleEngine {
         }
         acceptor.enable(&Denomination::ALL)?;
         let mut last_note = Instant::now();
-        while s.paid < due && last_note.elapsed() < patience {
+        let mut in_flight = false;
+        let mut stop = false;
+        while !stop && s.paid < due && last_note.elapsed() < patience {
             let before = s.paid;
-            let mut handler = Cashier {
-                journal: &mut self.journal,
-                payment: s.payment,
-                card: &s.data.card_serial,
-                caught: &mut s.caught,
-                paid: &mut s.paid,
-                due,
-                failed: None,
-            };
-            // The poll's time, less the journal's inside it, is waiting on the acceptor.
-            let started = Instant::now();
-            let journal_before = handler.journal.stats().commit_time;
-            let polled = acceptor.poll(&mut handler);
-            let journal_time = handler.journal.stats().commit_time - journal_before;
-            self.waited
-                .set(self.waited.get() + started.elapsed().saturating_sub(journal_time));
-            if let Some(e) = handler.failed.take() {
-                let _ = acceptor.enable(&[]);
-                return Err(e.into());
-            }
-            polled?;
+            self.poll_cash(s, acceptor, due, &mut in_flight)?;
             if s.paid > before {
                 last_note = Instant::now();
             }
-            if !go_on(s.paid) {
+            stop = !go_on(s.paid);
+        }
+        let inhibited = acceptor.enable(&[]);
+        // A banknote already drawn in finishes here, credited to this customer or given back;
+        // left in the acceptor, it would be offered to the next customer's session.
+        let draining = Instant::now();
+        loop {
+            self.poll_cash(s, acceptor, due, &mut in_flight)?;
+            if !in_flight || draining.elapsed() > NOTE_IN_FLIGHT_LIMIT {
                 break;
             }
         }
-        acceptor.enable(&[])?;
+        inhibited?;
         Ok(s.paid)
+    }
+
+    /// One poll of the acceptor for session `s`; `in_flight` follows a banknote from being
+    /// drawn in until it is credited or given back.
+    fn poll_cash(
+        &mut self,
+        s: &mut CashSession,
+        acceptor: &mut dyn CashAcceptor,
+        due: Fen,
+        in_flight: &mut bool,
+    ) -> Result<(), SaleError> {
+        let mut handler = Cashier {
+            journal: &mut self.journal,
+            payment: s.payment,
+            card: &s.data.card_serial,
+            caught: &mut s.caught,
+            paid: &mut s.paid,
+            due,
+            in_flight,
+            failed: None,
+        };
+        // The poll's time, less the journal's inside it, is waiting on the acceptor.
+        let started = Instant::now();
+        let journal_before = handler.journal.stats().commit_time;
+        let polled = acceptor.poll(&mut handler);
+        let journal_time = handler.journal.stats().commit_time - journal_before;
+        self.waited
+            .set(self.waited.get() + started.elapsed().saturating_sub(journal_time));
+        if let Some(e) = handler.failed.take() {
+            let _ = acceptor.enable(&[]);
+            return Err(e.into());
+        }
+        if let Err(e) = polled {
+            let _ = acceptor.enable(&[]);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Sells what was paid, writes it onto the card, confirms it and prints the receipt.
@@ -1443,11 +1473,18 @@ struct Cashier<'a> {
     caught: &'a mut Vec<(i64, Fen)>,
     paid: &'a mut Fen,
     due: Fen,
+    /// A banknote is between being drawn in and being credited or given back.
+    in_flight: &'a mut bool,
     failed: Option<JournalError>,
 }
 
 impl CashHandler for Cashier<'_> {
     fn event(&mut self, event: &CashEvent) -> Result<(), NotRecorded> {
+        *self.in_flight = match event {
+            CashEvent::Accepting | CashEvent::Escrow(_) => true,
+            CashEvent::Stacked(_) => *self.in_flight,
+            _ => false,
+        };
         let recorded = match event {
             CashEvent::Credited(note) => {
                 let fen = note.value();

@@ -54,16 +54,15 @@ pub fn operator_ui(
             for item in &op.items {
                 ui.label(format!("#{} {}", item.id, item.reason));
                 ui.horizontal(|ui| {
-                    let mut offer = |label: &str, r: Resolution| {
+                    for resolution in &item.resolutions {
+                        let label = match resolution {
+                            Resolution::Refund => w.refund,
+                            Resolution::Resell => w.resell,
+                            Resolution::Dismiss => w.dismiss,
+                        };
                         if ui.button(format!("{label} #{}", item.id)).clicked() {
-                            press(Operate::Resolve(item.id, r));
+                            press(Operate::Resolve(item.id, *resolution));
                         }
-                    };
-                    offer(w.refund, Resolution::Refund);
-                    if item.caught.is_some() {
-                        offer(w.dismiss, Resolution::Dismiss);
-                    } else if item.serial.is_some() {
-                        offer(w.resell, Resolution::Resell);
                     }
                 });
             }

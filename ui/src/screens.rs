@@ -55,6 +55,18 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
     ui.separator();
     let send = |c: Command| Some(Action::Send(c));
     let pressed = match &view.screen {
+        Screen::Starting => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.starting).size(56.0).strong());
+            });
+            None
+        }
+        Screen::TakeBankCard => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.take_bank_card).size(64.0).strong());
+            });
+            None
+        }
         Screen::Attract => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.insert_card).size(72.0).strong());
@@ -125,13 +137,15 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             }
         })
         .and_then(send),
-        Screen::BankCard { due } => {
-            centred(ui, |ui| {
-                ui.label(RichText::new(w.insert_bank_card).size(64.0).strong());
-                ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
-            });
-            None
-        }
+        Screen::BankCard { due } => centred(ui, |ui| {
+            ui.label(RichText::new(w.insert_bank_card).size(64.0).strong());
+            ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+            ui.add_space(24.0);
+            ui.add(Button::new(w.cancel).min_size(BIG))
+                .clicked()
+                .then_some(Command::Cancel)
+        })
+        .and_then(send),
         Screen::Pin { due, digits } => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.enter_pin).size(56.0).strong());
@@ -244,6 +258,11 @@ fn result_ui(ui: &mut Ui, w: &Words, result: &ResultView) {
         ResultView::Refused { reason } => {
             headline(ui, w.refused);
             ui.label(reason);
+        }
+        ResultView::Fault { paid: fen, card } => {
+            headline(ui, w.fault);
+            paid(ui, fen);
+            ui.label(format!("{}{}{card}", w.fault_detail, w.sep));
         }
         ResultView::Cancelled { caught } => {
             headline(ui, w.cancelled);

@@ -98,7 +98,7 @@ impl Flow {
     }
 
     fn press(&mut self, label: &str) {
-        self.h.get_by_label(label).click();
+        self.h.get_by_label(label).click_accesskit();
         self.h.step();
         self.h.step();
     }
@@ -211,6 +211,9 @@ fn a_bank_card_sale_with_the_pin_on_the_pad() {
         matches!(s, Screen::Pin { digits: 0, .. })
     });
     f.press("PIN 135790 + Enter");
+    f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
+    assert!(f.shows("请取回银行卡"));
+    f.press("Pull bank card");
     let result = f.result();
     assert!(
         matches!(
@@ -231,7 +234,6 @@ fn a_bank_card_sale_with_the_pin_on_the_pad() {
     );
     assert_eq!(f.demo().acquirer.balance(DEMO_PAN), Some(100_000 - 10_000));
     assert_eq!(f.sale_states(), [(1, "written".to_string(), 10000)]);
-    f.press("Pull bank card");
     f.take_card_out();
 }
 
@@ -246,6 +248,8 @@ fn a_wrong_pin_is_declined_and_the_customer_pays_cash_instead() {
     f.press("Insert bank card");
     f.wait("the PIN prompt", |s| matches!(s, Screen::Pin { .. }));
     f.press("Wrong PIN + Enter");
+    f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
+    f.press("Pull bank card");
     let screen = f.wait("the payment choice again", |s| {
         matches!(
             s,
@@ -260,7 +264,6 @@ fn a_wrong_pin_is_declined_and_the_customer_pays_cash_instead() {
         Some(100_000),
         "{screen:?}"
     );
-    f.press("Pull bank card");
     f.press("现金支付");
     f.press("¥20");
     assert!(matches!(

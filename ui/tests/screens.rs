@@ -9,6 +9,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use selfvend_host::kiosk::{Command, DeviceLine, ItemLine, OperatorView, PluginLine, View};
 use selfvend_host::money::Fen;
+use selfvend_host::sale::Resolution;
 use selfvend_ui::fonts;
 use selfvend_ui::lang::Lang;
 use selfvend_ui::screens::{
@@ -108,6 +109,7 @@ fn operator() -> OperatorView {
             serial: None,
             reason: "纸币器故障，50.00 元纸币可能在机内且未入账（卡号 3701000000000001）".into(),
             caught: Some(Fen(5000)),
+            resolutions: vec![Resolution::Refund, Resolution::Dismiss],
         }],
         journal: vec!["    42  2026-11-25T01:02:03.000Z  clearing-started".into()],
         message: Some("period 3 is being cleared; sales are stopped".into()),
@@ -116,6 +118,7 @@ fn operator() -> OperatorView {
 
 fn every_screen() -> Vec<(&'static str, Screen)> {
     vec![
+        ("starting", Screen::Starting),
         ("attract", Screen::Attract),
         ("reading", Screen::Reading),
         ("account", Screen::Account(zhang_san())),
@@ -158,6 +161,7 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
             },
         ),
         ("debiting", Screen::Debiting { due: Fen(5000) }),
+        ("take-bank-card", Screen::TakeBankCard),
         ("processing", Screen::Processing(Step::Write)),
         (
             "credited",
@@ -193,6 +197,13 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
         (
             "cancelled-caught",
             Screen::Result(ResultView::Cancelled { caught: Fen(5000) }),
+        ),
+        (
+            "fault",
+            Screen::Result(ResultView::Fault {
+                paid: Fen(5000),
+                card: "3701000000000001".into(),
+            }),
         ),
         (
             "out-of-service",

@@ -3,7 +3,7 @@
 
 pub use crate::backend::AccountStatus;
 use crate::money::Fen;
-use crate::sale::Step;
+use crate::sale::{Resolution, Step};
 
 /// The whole picture: a screen, and how long it waits for the customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct View {
 /// One screen of the kiosk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Screen {
+    /// Recovering what the journal shows unfinished, signing on: not yet taking cards.
+    Starting,
     /// Waiting for a meter card.
     Attract,
     /// The kiosk cannot sell: a device or the journal failed. Why, for the operator.
@@ -52,6 +54,8 @@ pub enum Screen {
     Debiting {
         due: Fen,
     },
+    /// The bank card is still in its reader: take it.
+    TakeBankCard,
     /// The sale under way: the step it is at.
     Processing(Step),
     /// How it ended.
@@ -112,6 +116,12 @@ pub enum ResultView {
     Cancelled {
         caught: Fen,
     },
+    /// Paid, and the kiosk failed to finish: the payment is in its journal for an operator,
+    /// found by the card's serial.
+    Fault {
+        paid: Fen,
+        card: String,
+    },
 }
 
 /// The operator's screens: the kiosk's devices, clearing, what needs a hand, the journal.
@@ -153,4 +163,6 @@ pub struct ItemLine {
     pub reason: String,
     /// A caught banknote (settled by refund or dismissal) rather than a sale.
     pub caught: Option<Fen>,
+    /// What the engine accepts for this item.
+    pub resolutions: Vec<Resolution>,
 }
