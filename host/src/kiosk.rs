@@ -83,8 +83,8 @@ impl Default for Timeouts {
 /// What the customer or the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Buy this much electricity, in money.
-    Buy(Fen),
+    /// Buy this much electricity, in money or in energy.
+    Buy(Purchase),
     PayCash,
     PayCard,
     /// Stop inserting banknotes and buy with what is in.
@@ -472,8 +472,8 @@ impl Worker {
                 refusal.clone(),
             )));
             match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
-                Event::Command(Command::Buy(fen)) => {
-                    match self.engine.quote(&mut s, Purchase::Money(fen)) {
+                Event::Command(Command::Buy(purchase)) => {
+                    match self.engine.quote(&mut s, purchase) {
                         Ok(quote) => break quote,
                         Err(e @ (SaleError::Refused(_) | SaleError::OutOfLimits(..))) => {
                             refusal = Some(customer_reason(&e));
@@ -1030,15 +1030,10 @@ fn account_view(config: &KioskConfig, s: &CashSession, refusal: Option<String>) 
         meter_number: a.meter_number.clone(),
         address: a.address.clone(),
         status: a.status,
-        last_purchase: a.last_purchase.as_ref().map(|p| {
-            format!(
-                "{} {} 元 {}.{:03} kWh",
-                p.at,
-                p.amount,
-                p.energy.0 / 1000,
-                p.energy.0 % 1000
-            )
-        }),
+        last_purchase: a
+            .last_purchase
+            .as_ref()
+            .map(|p| format!("{} ¥{} {}", p.at, p.amount, p.energy)),
         arrears: a.arrears,
         price_fen_per_kwh: a.price_fen_per_kwh,
         min: config.limits.min_purchase_fen,

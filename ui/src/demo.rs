@@ -274,7 +274,7 @@ impl Demo {
         ui.separator();
         ui.label(RichText::new("Banknotes").strong());
         ui.horizontal_wrapped(|ui| {
-            for yuan in [10, 20, 50, 100] {
+            for yuan in [1, 5, 10, 20, 50, 100] {
                 if ui.button(format!("¥{yuan}")).clicked() {
                     self.validator.act(Action::Insert(yuan));
                 }

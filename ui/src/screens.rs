@@ -3,11 +3,12 @@
 //! an [`Action`]. Touch only: large targets, numbers on a keypad.
 
 use eframe::egui::{self, Align, Button, Color32, Layout, RichText, Ui, vec2};
+use selfvend_host::backend::Purchase;
 use selfvend_host::kiosk::Command;
 pub use selfvend_host::kiosk::{
     AccountStatus, AccountView, OperatorView, ResultView, Screen, View,
 };
-use selfvend_host::money::Fen;
+use selfvend_host::money::{Fen, Wh};
 pub use selfvend_host::sale::Step;
 
 use crate::lang::{Lang, Words};
@@ -28,6 +29,8 @@ const BIG: egui::Vec2 = egui::Vec2::new(220.0, 96.0);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keypad {
     pub digits: String,
+    /// The customer buys kilowatt-hours rather than an amount of money.
+    pub by_energy: bool,
 }
 
 /// Draws `view` in `lang`; returns what was pressed, if anything.
@@ -122,6 +125,12 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
                     .size(56.0)
                     .color(Color32::DARK_GREEN),
             );
+            ui.label(format!(
+                "{}{}{}",
+                w.still_due,
+                w.sep,
+                w.money(Fen(due.0.saturating_sub(paid.0)))
+            ));
             ui.label(w.accepted_notes);
             ui.label(w.no_change);
             ui.add_space(24.0);
@@ -300,8 +309,8 @@ fn account_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -
         if let Some(refusal) = &view.refusal {
             right.label(RichText::new(refusal).size(32.0).color(Color32::DARK_RED));
         }
-        if let Some(fen) = amount_ui(right, w, view, keypad) {
-            action = Some(Action::Send(Command::Buy(fen)));
+        if let Some(purchase) = amount_ui(right, w, view, keypad) {
+            action = Some(Action::Send(Command::Buy(purchase)));
         }
     });
     action
@@ -334,33 +343,90 @@ fn account_details_ui(ui: &mut Ui, w: &Words, view: &AccountView) {
     }
 }
 
-/// Presets and the keypad; only amounts within the account's limits can be confirmed.
-fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -> Option<Fen> {
+/// A preset's button: smaller than [`BIG`], so presets and keypad fit beside the account.
+const PRESET: egui::Vec2 = egui::Vec2::new(200.0, 72.0);
+
+/// Energy offered as one touch, in kWh.
+const ENERGY_PRESETS: [u64; 4] = [50, 100, 200, 500];
+
+/// Presets and the keypad, in money or in kWh at the account's price; only purchases whose
+/// price is within the limits can be confirmed.
+fn amount_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -> Option<Purchase> {
     let mut chosen = None;
-    ui.label(RichText::new(w.choose_amount).size(36.0));
+    let price = u64::from(view.price_fen_per_kwh.max(1));
+    // What the backend's price makes of each: the engine prices it again when it quotes.
+    let cost = |p: Purchase| match p {
+        Purchase::Money(fen) => fen,
+        Purchase::Energy(wh) => Fen((wh.0 * price).div_ceil(1000)),
+    };
+    let energy = |p: Purchase| match p {
+        Purchase::Money(fen) => Wh(fen.0 * 1000 / price),
+        Purchase::Energy(wh) => wh,
+    };
+    let allowed = |p: Purchase| (view.min..=view.max).contains(&cost(p));
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(w.choose_amount).size(36.0));
+        let other = if keypad.by_energy {
+            w.by_money
+        } else {
+            w.by_energy
+        };
+        if ui.button(other).clicked() {
+            keypad.by_energy = !keypad.by_energy;
+            keypad.digits.clear();
+        }
+    });
+    let presets: Vec<Purchase> = if keypad.by_energy {
+        ENERGY_PRESETS
+            .iter()
+            .map(|k| Purchase::Energy(Wh(k * 1000)))
+            .collect()
+    } else {
+        PRESETS.iter().map(|f| Purchase::Money(*f)).collect()
+    };
     egui::Grid::new("presets").show(ui, |ui| {
-        let offered = PRESETS
-            .into_iter()
-            .filter(|p| *p >= view.min && *p <= view.max);
-        for (i, preset) in offered.enumerate() {
-            if ui.add(Button::new(w.money(preset)).min_size(BIG)).clicked() {
-                chosen = Some(preset);
-            }
+        for (i, preset) in presets.into_iter().filter(|p| allowed(*p)).enumerate() {
+            let label = match preset {
+                Purchase::Money(fen) => w.money(fen),
+                Purchase::Energy(wh) => format!("{} kWh", wh.0 / 1000),
+            };
+            let hint = match preset {
+                Purchase::Money(_) => format!("≈ {}", energy(preset)),
+                Purchase::Energy(_) => w.money(cost(preset)),
+            };
+            ui.vertical(|ui| {
+                if ui.add(Button::new(label).min_size(PRESET)).clicked() {
+                    chosen = Some(preset);
+                }
+                ui.label(RichText::new(hint).small().color(Color32::GRAY));
+            });
             if i % 2 == 1 {
                 ui.end_row();
             }
         }
     });
-    ui.label(format!(
-        "{}{}{} {}",
-        w.other_amount, w.sep, keypad.digits, w.yuan
-    ));
-    let valid = |digits: &str| {
-        let typed = digits.parse::<u64>().ok().map(|y| Fen(y * 100));
-        typed.filter(|f| *f >= view.min && *f <= view.max)
+    let by_energy = keypad.by_energy;
+    let typed = |digits: &str| {
+        let n = digits.parse::<u64>().ok()?;
+        let p = if by_energy {
+            Purchase::Energy(Wh(n * 1000))
+        } else {
+            Purchase::Money(Fen(n * 100))
+        };
+        allowed(p).then_some(p)
     };
-    if keypad_ui(ui, w, keypad, 5, w.confirm, |d| valid(d).is_some()) {
-        chosen = valid(&keypad.digits);
+    let unit = if keypad.by_energy { "kWh" } else { w.yuan };
+    let summary = match typed(&keypad.digits) {
+        Some(p) if keypad.by_energy => format!(" = {}", w.money(cost(p))),
+        Some(p) => format!(" ≈ {}", energy(p)),
+        None => String::new(),
+    };
+    ui.label(format!(
+        "{}{}{} {unit}{summary}",
+        w.other_amount, w.sep, keypad.digits
+    ));
+    if keypad_ui(ui, w, keypad, 5, w.confirm, |d| typed(d).is_some()) {
+        chosen = typed(&keypad.digits);
     }
     chosen
 }
@@ -375,7 +441,7 @@ pub fn keypad_ui(
     confirm: &str,
     acceptable: impl Fn(&str) -> bool,
 ) -> bool {
-    const KEY: egui::Vec2 = egui::Vec2::new(120.0, 64.0);
+    const KEY: egui::Vec2 = egui::Vec2::new(120.0, 56.0);
     let mut confirmed = false;
     egui::Grid::new(("keypad", confirm)).show(ui, |ui| {
         for row in [["1", "2", "3"], ["4", "5", "6"], ["7", "8", "9"]] {

@@ -475,3 +475,39 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     f.press("退出");
     f.wait("the attract screen", |s| *s == Screen::Attract);
 }
+
+#[test]
+fn a_purchase_by_energy_is_priced_by_the_backend_and_paid_in_small_notes() {
+    let mut f = Flow::start(quick());
+    f.press(ZHANG_SAN);
+    f.wait("the account", |s| matches!(s, Screen::Account(_)));
+    f.press("按电量购买");
+    // 50 kWh at 张三's ¥0.56/kWh.
+    assert!(f.shows("28.00 元"));
+    f.press("50 kWh");
+    f.wait("the payment choice", |s| matches!(s, Screen::Method { .. }));
+    f.press("现金支付");
+    f.wait("the banknote screen", |s| {
+        *s == Screen::Paying {
+            due: Fen(2800),
+            paid: Fen(0),
+        }
+    });
+    for note in ["¥20", "¥5", "¥1", "¥1", "¥1"] {
+        f.press(note);
+    }
+    let result = f.result();
+    assert_eq!(
+        result,
+        ResultView::Credited {
+            paid: Fen(2800),
+            energy_wh: 50_000
+        }
+    );
+    assert!(
+        f.demo()
+            .last_receipt()
+            .contains(&"购电电量：50.000kWh".to_string())
+    );
+    f.take_card_out();
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use selfvend_host::backend::Purchase;
 use selfvend_host::kiosk::{Command, DeviceLine, ItemLine, OperatorView, PluginLine, View};
 use selfvend_host::money::Fen;
 use selfvend_host::sale::Resolution;
@@ -287,7 +288,7 @@ fn an_amount_is_chosen_by_a_preset_or_on_the_keypad_within_the_limits() {
 }
 
 fn buy(fen: u64) -> Action {
-    Action::Send(Command::Buy(Fen(fen)))
+    Action::Send(Command::Buy(Purchase::Money(Fen(fen))))
 }
 
 #[test]

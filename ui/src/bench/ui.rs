@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eframe::egui;
+use selfvend_host::backend::Purchase;
 use selfvend_host::config::KioskConfig;
 use selfvend_host::kiosk::{Command as KioskCommand, Screen, Timeouts};
 use selfvend_host::money::Fen;
@@ -221,7 +222,8 @@ fn frames(config_path: &Path, port: u16) -> anyhow::Result<()> {
     until(&mut app, "the account", &|s| {
         matches!(s, Screen::Account(_))
     })?;
-    app.kiosk.send(KioskCommand::Buy(Fen(5000)));
+    app.kiosk
+        .send(KioskCommand::Buy(Purchase::Money(Fen(5000))));
     until(&mut app, "the payment choice", &|s| {
         matches!(s, Screen::Method { .. })
     })?;
