@@ -847,28 +847,16 @@ impl Worker {
                     None => Err("no receipt has been printed yet".into()),
                 }
             }
-            Operate::SignOn => {
-                let link = self
-                    .devices
-                    .bank
-                    .as_ref()
-                    .ok_or("no acquirer is configured")?;
-                self.engine
-                    .sign_on(link)
-                    .map(|batch| format!("signed on, batch {batch}"))
-                    .map_err(|e| text(&e))
-            }
-            Operate::Settle => {
-                let link = self
-                    .devices
-                    .bank
-                    .as_ref()
-                    .ok_or("no acquirer is configured")?;
-                self.engine
-                    .settle(link)
-                    .map(|s| format!("settlement: {s:?}"))
-                    .map_err(|e| text(&e))
-            }
+            Operate::SignOn => self
+                .engine
+                .sign_on(bank_link(&self.devices)?)
+                .map(|batch| format!("signed on, batch {batch}"))
+                .map_err(|e| text(&e)),
+            Operate::Settle => self
+                .engine
+                .settle(bank_link(&self.devices)?)
+                .map(|s| format!("settlement: {s:?}"))
+                .map_err(|e| text(&e)),
             Operate::SignOut => Ok(String::new()),
         }
     }
@@ -1012,6 +1000,14 @@ impl Worker {
         }
         lines
     }
+}
+
+/// The acquirer link, for the operator's bank commands.
+fn bank_link(devices: &KioskDevices) -> Result<&BankLink, String> {
+    devices
+        .bank
+        .as_ref()
+        .ok_or_else(|| "no acquirer is configured".to_string())
 }
 
 /// Why a session cannot go on, in words for the customer.
