@@ -139,9 +139,9 @@ fn the_kiosk_binary_opens_its_window_on_the_attract_screen() {
     assert_eq!((photo.width(), photo.height()), (1600, 800));
     drop(kiosk);
     // For people: the real window, demo panel and all.
-    photo
-        .save(root().join("docs/screens/window-attract.png"))
-        .unwrap();
+    let pictures = root().join("docs/screens");
+    std::fs::create_dir_all(&pictures).unwrap();
+    photo.save(pictures.join("window-attract.png")).unwrap();
 
     rendered(Screen::Attract)
         .save("/tmp/ref-attract.png")
