@@ -106,7 +106,8 @@ pub enum Operate {
     /// What the operator counted in the cash box.
     Count(Fen),
     EndClearing,
-    Resolve(i64, Resolution),
+    /// Settles an item, with the operator's reason (kept in the journal).
+    Resolve(i64, Resolution, String),
     Reprint,
     SignOn,
     Settle,
@@ -832,9 +833,9 @@ impl Worker {
                     answers.join("; ")
                 ))
             }
-            Operate::Resolve(item, resolution) => self
+            Operate::Resolve(item, resolution, reason) => self
                 .engine
-                .resolve_manual(item, resolution, "operator screen")
+                .resolve_manual(item, resolution, &format!("{reason} (operator screen)"))
                 .map(|done| format!("item {item}: {done}"))
                 .map_err(|e| text(&e)),
             Operate::Reprint => {

@@ -51,6 +51,20 @@ pub fn operator_ui(
             if op.items.is_empty() {
                 ui.label(w.nothing_open);
             }
+            if !op.items.is_empty() {
+                ui.label(w.choose_reason);
+                ui.horizontal_wrapped(|ui| {
+                    for (i, reason) in w.reasons.iter().enumerate() {
+                        if ui
+                            .selectable_label(keypad.reason == Some(i), *reason)
+                            .clicked()
+                        {
+                            keypad.reason = Some(i);
+                        }
+                    }
+                });
+            }
+            let reason = keypad.reason.map(|i| w.reasons[i]);
             for item in &op.items {
                 ui.label(format!("#{} {}", item.id, item.reason));
                 ui.horizontal(|ui| {
@@ -60,8 +74,11 @@ pub fn operator_ui(
                             Resolution::Resell => w.resell,
                             Resolution::Dismiss => w.dismiss,
                         };
-                        if ui.button(format!("{label} #{}", item.id)).clicked() {
-                            press(Operate::Resolve(item.id, *resolution));
+                        let button = Button::new(format!("{label} #{}", item.id));
+                        if ui.add_enabled(reason.is_some(), button).clicked()
+                            && let Some(reason) = reason
+                        {
+                            press(Operate::Resolve(item.id, *resolution, reason.to_string()));
                         }
                     }
                 });

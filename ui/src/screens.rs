@@ -31,6 +31,8 @@ pub struct Keypad {
     pub digits: String,
     /// The customer buys kilowatt-hours rather than an amount of money.
     pub by_energy: bool,
+    /// The operator's reason for settling an item, one of [`Words::reasons`].
+    pub reason: Option<usize>,
 }
 
 /// Draws `view` in `lang`; returns what was pressed, if anything.

@@ -428,10 +428,16 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     }
     assert!(op.plugins.iter().any(|p| p.name == "iso8583"));
     let item = op.items[0].id;
+    f.press("钱箱清点核实");
     f.press(&format!("退款 #{item}"));
     f.wait(
         "the item settled",
         |s| matches!(s, Screen::Operator(op) if op.items.is_empty()),
+    );
+    let settled = f.journal().manual_items(true).unwrap();
+    assert_eq!(
+        settled[0].resolution.as_deref(),
+        Some("refunded: 钱箱清点核实 (operator screen)")
     );
     f.press("重印凭条");
     f.wait("the copy printed", |s| {
