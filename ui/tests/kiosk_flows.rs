@@ -513,3 +513,46 @@ fn a_purchase_by_energy_is_priced_by_the_backend_and_paid_in_small_notes() {
     );
     f.take_card_out();
 }
+
+#[test]
+fn a_card_pulled_with_money_in_is_sold_and_written_when_it_comes_back() {
+    let mut f = Flow::start(quick());
+    f.pay_cash(ZHANG_SAN, 50);
+    f.press("¥20");
+    f.wait("¥20 paid", |s| {
+        matches!(
+            s,
+            Screen::Paying {
+                paid: Fen(2000),
+                ..
+            }
+        )
+    });
+    // The customer walks off with the card: the ¥20 is sold all the same.
+    f.press("Pull the meter card");
+    let result = f.result();
+    assert!(
+        matches!(
+            result,
+            ResultView::NotWritten {
+                paid: Fen(2000),
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert_printed(
+        &f.demo().last_receipt(),
+        "已购电但未写入电卡：请再次插卡补写",
+    );
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+    f.press(ZHANG_SAN);
+    f.wait(
+        "the account, the ¥20 written",
+        |s| matches!(s, Screen::Account(a) if a.rewritten == Some(1)),
+    );
+    assert_eq!(f.sale_states(), [(1, "written".to_string(), 2000)]);
+    f.press("取消");
+    f.result();
+    f.take_card_out();
+}
