@@ -426,3 +426,51 @@ fn a_refused_sale_owes_a_refund_and_a_sold_one_never_gets_one() {
         1000
     );
 }
+
+#[test]
+fn a_banknote_drawn_in_as_the_customer_stops_is_finished_in_that_session() {
+    let mut k = Kiosk::new();
+    let card = zhang_san(&k);
+    let (_inserted, channel) = k.insert(&card);
+    let mut s = k.engine.start(channel).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(5000))).unwrap();
+    // The acceptor powers up and settles with nothing inserted.
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_millis(300))
+        .unwrap();
+    assert_eq!(paid, Fen(0));
+    // The customer stops (cancels, pulls the card) at the very poll that starts drawing a
+    // banknote in.
+    k.validator.act(Action::Insert(20));
+    let paid = k
+        .engine
+        .take_cash_watched(&mut s, &mut k.acceptor, PATIENCE, &mut |_| false)
+        .unwrap();
+    // The note was finished in this session: credited to this customer, or refused by the
+    // inhibited acceptor and on its way back to them; never left to the next customer.
+    assert!(k.validator.inhibited());
+    let rows = k.engine.journal().entries(1, 1000).unwrap();
+    let credited = rows.iter().any(|e| e.kind == "banknote-credited");
+    let refused = rows.iter().any(|e| {
+        e.kind == "cash-acceptor"
+            && e.body["event"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("rejected"))
+    });
+    assert!(
+        credited != refused,
+        "{:#?}",
+        rows.iter().map(|e| (&e.kind, &e.body)).collect::<Vec<_>>()
+    );
+    assert_eq!(paid, if credited { Fen(2000) } else { Fen(0) });
+    if !credited {
+        return;
+    }
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(
+        matches!(done.outcome, Outcome::Credited { .. }),
+        "{:?}",
+        done.outcome
+    );
+}
