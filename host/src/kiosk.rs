@@ -817,7 +817,12 @@ impl Worker {
                     .reconciliations
                     .iter()
                     .map(|r| match &r.result {
-                        Ok(rec) => format!("{}: {rec:?}", r.backend),
+                        Ok(rec) if rec.matched => format!("{}: reconciled", r.backend),
+                        Ok(rec) => format!(
+                            "{}: does NOT reconcile: {}",
+                            r.backend,
+                            rec.differences.join("; ")
+                        ),
                         Err(why) => format!("{}: {why} (sent again later)", r.backend),
                     })
                     .collect();
@@ -856,7 +861,18 @@ impl Worker {
             Operate::Settle => self
                 .engine
                 .settle(bank_link(&self.devices)?)
-                .map(|s| format!("settlement: {s:?}"))
+                .map(|s| {
+                    format!(
+                        "settlement {}: the acquirer counts {} purchases, {} yuan",
+                        if s.balanced {
+                            "balanced"
+                        } else {
+                            "NOT balanced (see the journal)"
+                        },
+                        s.acquirer_count,
+                        s.acquirer_amount
+                    )
+                })
                 .map_err(|e| text(&e)),
             Operate::SignOut => Ok(String::new()),
         }

@@ -458,6 +458,15 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
         "clearing",
         |s| matches!(s, Screen::Operator(op) if op.period_state == "clearing"),
     );
+    f.press("钱箱已取出");
+    f.press("钱箱已放回");
+    // The jammed note was found and refunded: the box holds nothing the kiosk credited.
+    f.press("0");
+    f.press("录入清点金额");
+    f.wait("the count taken", |s| {
+        matches!(s, Screen::Operator(op)
+            if op.message.as_deref() == Some("counted 0.00 yuan; expected 0.00 yuan"))
+    });
     f.press("结束清机");
     let screen = f.wait(
         "period 2",
@@ -473,7 +482,18 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
             .starts_with("period 1 closed"),
         "{op:?}"
     );
+    let message = op.message.as_deref().unwrap_or("");
+    assert!(
+        message.contains("jinan-power: reconciled")
+            && message.contains("guangzhou-power: reconciled"),
+        "{message}"
+    );
     assert!(f.demo().last_receipt().iter().any(|l| l.contains("清机")));
+    f.press("银行结算");
+    f.wait("the bank batch settled", |s| {
+        matches!(s, Screen::Operator(op)
+            if op.message.as_deref().is_some_and(|m| m.starts_with("settlement")))
+    });
     f.press("退出");
     f.wait("the attract screen", |s| *s == Screen::Attract);
 }
