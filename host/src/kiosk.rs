@@ -302,7 +302,10 @@ impl Worker {
             }
         }
         while !self.shared.stopping() {
-            self.shared.show(Screen::Attract);
+            // While the reader is out of service, that stays on the screen until it answers.
+            if self.reader_fault.is_none() {
+                self.shared.show(Screen::Attract);
+            }
             match self.wait_for(Watch::In(&reader), Some(self.timeouts.housekeeping), false) {
                 Event::Card => self.session(),
                 Event::Command(Command::Operator) => self.operator(),
@@ -387,6 +390,9 @@ impl Worker {
     fn reader_back(&mut self) {
         if let Some(fault) = self.reader_fault.take() {
             tracing::info!("the card reader answers again (after: {fault})");
+            if matches!(self.shared.view().screen, Screen::OutOfService { .. }) {
+                self.shared.show(Screen::Attract);
+            }
         }
     }
 
