@@ -298,6 +298,7 @@ impl Worker {
             match self.wait_for(Watch::Out(&reader), None, false) {
                 Event::Card => break,
                 Event::Stopping => return,
+                Event::Command(Command::Operator) => self.operator(),
                 Event::Command(_) | Event::TimedOut => {}
             }
         }

@@ -77,19 +77,14 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
                 ui.label(RichText::new(w.insert_card).size(72.0).strong());
                 ui.label(w.insert_card_hint);
             });
-            // The operator's way in, small and out of the customer's way.
-            ui.with_layout(Layout::bottom_up(Align::Max), |ui| {
-                ui.button(w.service).clicked().then_some(Command::Operator)
-            })
-            .inner
-            .and_then(send)
+            service_ui(ui, w).and_then(send)
         }
         Screen::OutOfService { why } => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.out_of_service).size(72.0).strong());
                 ui.label(RichText::new(why).color(Color32::GRAY));
             });
-            None
+            service_ui(ui, w).and_then(send)
         }
         Screen::Reading => {
             centred(ui, |ui| {
@@ -205,6 +200,14 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
         Screen::Operator(op) => crate::operator::operator_ui(ui, w, op, keypad).and_then(send),
     };
     action.or(pressed)
+}
+
+/// The operator's way in, small and out of the customer's way.
+fn service_ui(ui: &mut Ui, w: &Words) -> Option<Command> {
+    ui.with_layout(Layout::bottom_up(Align::Max), |ui| {
+        ui.button(w.service).clicked().then_some(Command::Operator)
+    })
+    .inner
 }
 
 /// One line, the step under way in blue: 售电 → 写卡 → 打印.

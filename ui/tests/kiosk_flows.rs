@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use selfvend_host::config::KioskConfig;
+use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
 use selfvend_host::kiosk::{AccountStatus, ResultView, Screen, Timeouts, View};
 use selfvend_host::money::Fen;
@@ -48,6 +48,14 @@ fn quick() -> Timeouts {
 
 impl Flow {
     fn start(timeouts: Timeouts) -> Flow {
+        let mut flow = Flow::start_with(timeouts, |_| {});
+        flow.wait("the attract screen", |s| *s == Screen::Attract);
+        flow
+    }
+
+    /// The demo kiosk, its config changed by `adjust` after the demo pointed it at the
+    /// simulators.
+    fn start_with(timeouts: Timeouts, adjust: impl FnOnce(&mut KioskConfig)) -> Flow {
         let rig = RIG.lock().unwrap_or_else(|p| p.into_inner());
         let port = std::env::var("SELFVEND_VPCD_PORT")
             .expect("SELFVEND_VPCD_PORT: run the tests with ./dev test, which starts the PC/SC rig")
@@ -56,6 +64,7 @@ impl Flow {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut config = KioskConfig::load(&root.join("config/demo.toml")).unwrap();
         let demo = Demo::start(&mut config, port).unwrap();
+        adjust(&mut config);
         let kiosk = selfvend_ui::kiosk::start(&config, timeouts, || {}).unwrap();
         let h = Harness::builder()
             .with_size(egui::vec2(1600.0, 800.0))
@@ -64,9 +73,7 @@ impl Flow {
                 |ui, app: &mut KioskApp| app.kiosk_ui(ui),
                 KioskApp::new(kiosk, Some(demo)),
             );
-        let mut flow = Flow { h, _rig: rig };
-        flow.wait("the attract screen", |s| *s == Screen::Attract);
-        flow
+        Flow { h, _rig: rig }
     }
 
     fn demo(&mut self) -> &mut Demo {
@@ -575,4 +582,48 @@ fn a_card_pulled_with_money_in_is_sold_and_written_when_it_comes_back() {
     f.press("取消");
     f.result();
     f.take_card_out();
+}
+
+#[test]
+fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_there() {
+    let mut f = Flow::start_with(quick(), |config| {
+        config.devices.card_reader = Some(ReaderDevice {
+            reader: "selfvend vpcd 00 07".into(),
+        });
+    });
+    let screen = f.wait("out of service", |s| {
+        matches!(s, Screen::OutOfService { .. })
+    });
+    let Screen::OutOfService { why } = screen else {
+        unreachable!()
+    };
+    assert!(why.contains("selfvend vpcd 00 07"), "{why}");
+    assert!(f.shows("暂停服务"));
+    // It does not flicker back to the attract screen while the reader stays away.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        f.h.step();
+        let screen = f.h.state().kiosk.view().screen;
+        assert!(matches!(screen, Screen::OutOfService { .. }), "{screen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The operator can still get in, and sees why.
+    f.press("维护");
+    f.wait("the operator PIN", |s| {
+        matches!(s, Screen::OperatorPin { .. })
+    });
+    for digit in ["1", "2", "3", "4", "5", "6"] {
+        f.press(digit);
+    }
+    f.press("登录");
+    let screen = f.wait("the operator screen", |s| matches!(s, Screen::Operator(_)));
+    let Screen::Operator(op) = screen else {
+        unreachable!()
+    };
+    let reader = op.devices.iter().find(|d| d.name == "card reader").unwrap();
+    assert!(
+        !reader.ok && reader.detail.contains("is not connected"),
+        "{reader:?}"
+    );
+    f.press("退出");
 }
