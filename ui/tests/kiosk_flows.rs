@@ -12,7 +12,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
-use selfvend_host::kiosk::{AccountStatus, ResultView, Screen, Timeouts, View};
+use selfvend_host::kiosk::{AccountStatus, OperatorView, ResultView, Screen, Timeouts, View};
 use selfvend_host::money::Fen;
 use selfvend_ui::app::KioskApp;
 use selfvend_ui::demo::{DEMO_PAN, Demo};
@@ -159,6 +159,67 @@ impl Flow {
         });
     }
 
+    /// 维护, the demo operator's PIN on the keypad, 登录: the operator screen.
+    fn sign_in_as_operator(&mut self) -> Box<OperatorView> {
+        self.press("维护");
+        self.wait("the operator PIN", |s| {
+            matches!(s, Screen::OperatorPin { .. })
+        });
+        for digit in ["1", "2", "3", "4", "5", "6"] {
+            self.press(digit);
+        }
+        self.press("登录");
+        match self.wait("the operator screen", |s| matches!(s, Screen::Operator(_))) {
+            Screen::Operator(op) => op,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Chooses ¥`yuan` for `card`, pays by bank card, inserts 王芳's card: the PIN prompt.
+    fn reach_the_pin_pad(&mut self, card: &str, yuan: u64) {
+        self.choose(card, yuan);
+        self.wait("bank cards offered", |s| {
+            matches!(s, Screen::Method { bank: true, .. })
+        });
+        self.press("银行卡支付");
+        self.wait("the bank card prompt", |s| {
+            matches!(s, Screen::BankCard { .. })
+        });
+        assert!(self.shows("请插入银行卡"));
+        self.press("Insert bank card");
+        self.wait("the PIN prompt", |s| {
+            matches!(s, Screen::Pin { digits: 0, .. })
+        });
+    }
+
+    /// The result says sold and not written, and so does the receipt.
+    fn sold_not_written(&mut self, paid: Fen) {
+        let result = self.result();
+        assert!(
+            matches!(result, ResultView::NotWritten { paid: p, .. } if p == paid),
+            "{result:?}"
+        );
+        assert!(self.shows("已购电，未写入电卡"));
+        assert_printed(
+            &self.demo().last_receipt(),
+            "已购电但未写入电卡：请再次插卡补写",
+        );
+    }
+
+    /// `card` goes back in: sale 1, of `paid`, is written onto it before the account shows.
+    fn written_on_return(&mut self, card: &str, paid: Fen) {
+        self.press(card);
+        self.wait(
+            "the account, the earlier sale written",
+            |s| matches!(s, Screen::Account(a) if a.rewritten == Some(1)),
+        );
+        assert!(self.shows("上次购电已补写入电卡"));
+        assert_eq!(self.sale_states(), [(1, "written".to_string(), paid.0)]);
+        self.press("取消");
+        self.result();
+        self.take_card_out();
+    }
+
     fn take_card_out(&mut self) {
         self.press("Pull the meter card");
         self.wait("the attract screen", |s| *s == Screen::Attract);
@@ -206,19 +267,8 @@ fn a_cash_sale_from_card_to_receipt() {
 #[test]
 fn a_bank_card_sale_with_the_pin_on_the_pad() {
     let mut f = Flow::start(quick());
-    f.choose(CHEN_XIAOMING, 100);
-    f.wait("bank cards offered", |s| {
-        matches!(s, Screen::Method { bank: true, .. })
-    });
-    f.press("银行卡支付");
-    f.wait("the bank card prompt", |s| {
-        matches!(s, Screen::BankCard { .. })
-    });
-    assert!(f.shows("请插入银行卡"));
-    f.press("Insert bank card");
-    f.wait("the PIN prompt", |s| {
-        matches!(s, Screen::Pin { digits: 0, .. })
-    });
+    f.reach_the_pin_pad(CHEN_XIAOMING, 100);
+    assert!(f.shows("请在密码键盘上输入银行卡密码"));
     f.press("PIN 135790 + Enter");
     f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
     assert!(f.shows("请取回银行卡"));
@@ -249,13 +299,7 @@ fn a_bank_card_sale_with_the_pin_on_the_pad() {
 #[test]
 fn a_wrong_pin_is_declined_and_the_customer_pays_cash_instead() {
     let mut f = Flow::start(quick());
-    f.choose(ZHANG_SAN, 20);
-    f.wait("bank cards offered", |s| {
-        matches!(s, Screen::Method { bank: true, .. })
-    });
-    f.press("银行卡支付");
-    f.press("Insert bank card");
-    f.wait("the PIN prompt", |s| matches!(s, Screen::Pin { .. }));
+    f.reach_the_pin_pad(ZHANG_SAN, 20);
     f.press("Wrong PIN + Enter");
     f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
     f.press("Pull bank card");
@@ -323,29 +367,9 @@ fn a_card_pulled_during_its_write_is_written_when_it_comes_back() {
     f.pay_cash(CHEN_XIAOMING, 20);
     f.demo().tear_next_write();
     f.press("¥20");
-    let result = f.result();
-    assert!(
-        matches!(
-            result,
-            ResultView::NotWritten {
-                paid: Fen(2000),
-                ..
-            }
-        ),
-        "{result:?}"
-    );
-    assert!(f.shows("已购电，未写入电卡"));
+    f.sold_not_written(Fen(2000));
     f.take_card_out();
-    f.press(CHEN_XIAOMING);
-    f.wait(
-        "the account, the earlier sale written",
-        |s| matches!(s, Screen::Account(a) if a.rewritten == Some(1)),
-    );
-    assert!(f.shows("上次购电已补写入电卡"));
-    assert_eq!(f.sale_states(), [(1, "written".to_string(), 2000)]);
-    f.press("取消");
-    f.result();
-    f.take_card_out();
+    f.written_on_return(CHEN_XIAOMING, Fen(2000));
 }
 
 #[test]
@@ -406,18 +430,7 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     assert_printed(&receipt, "50.00元纸币卡在机内未入账");
     f.take_card_out();
 
-    f.press("维护");
-    f.wait("the operator PIN", |s| {
-        matches!(s, Screen::OperatorPin { .. })
-    });
-    for digit in ["1", "2", "3", "4", "5", "6"] {
-        f.press(digit);
-    }
-    f.press("登录");
-    let screen = f.wait("the operator screen", |s| matches!(s, Screen::Operator(_)));
-    let Screen::Operator(op) = screen else {
-        unreachable!()
-    };
+    let op = f.sign_in_as_operator();
     assert_eq!(op.items.len(), 1, "{op:?}");
     assert_eq!(op.items[0].caught, Some(Fen(5000)));
     for device in [
@@ -557,31 +570,9 @@ fn a_card_pulled_with_money_in_is_sold_and_written_when_it_comes_back() {
     });
     // The customer walks off with the card: the ¥20 is sold all the same.
     f.press("Pull the meter card");
-    let result = f.result();
-    assert!(
-        matches!(
-            result,
-            ResultView::NotWritten {
-                paid: Fen(2000),
-                ..
-            }
-        ),
-        "{result:?}"
-    );
-    assert_printed(
-        &f.demo().last_receipt(),
-        "已购电但未写入电卡：请再次插卡补写",
-    );
+    f.sold_not_written(Fen(2000));
     f.wait("the attract screen", |s| *s == Screen::Attract);
-    f.press(ZHANG_SAN);
-    f.wait(
-        "the account, the ¥20 written",
-        |s| matches!(s, Screen::Account(a) if a.rewritten == Some(1)),
-    );
-    assert_eq!(f.sale_states(), [(1, "written".to_string(), 2000)]);
-    f.press("取消");
-    f.result();
-    f.take_card_out();
+    f.written_on_return(ZHANG_SAN, Fen(2000));
 }
 
 #[test]
@@ -608,18 +599,7 @@ fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_th
         std::thread::sleep(Duration::from_millis(50));
     }
     // The operator can still get in, and sees why.
-    f.press("维护");
-    f.wait("the operator PIN", |s| {
-        matches!(s, Screen::OperatorPin { .. })
-    });
-    for digit in ["1", "2", "3", "4", "5", "6"] {
-        f.press(digit);
-    }
-    f.press("登录");
-    let screen = f.wait("the operator screen", |s| matches!(s, Screen::Operator(_)));
-    let Screen::Operator(op) = screen else {
-        unreachable!()
-    };
+    let op = f.sign_in_as_operator();
     let reader = op.devices.iter().find(|d| d.name == "card reader").unwrap();
     assert!(
         !reader.ok && reader.detail.contains("is not connected"),
