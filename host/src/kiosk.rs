@@ -293,7 +293,14 @@ impl Worker {
         let reader = self.devices.card_reader.clone();
         // A card left in from before is taken out before the first session starts. Every
         // session ends with its card out (or the next customer's card just in).
-        self.shared.show(Screen::Attract);
+        let left_in = self
+            .devices
+            .readers
+            .wait(&reader, false, Some(Duration::ZERO));
+        self.shared.show(match left_in {
+            Ok(false) => Screen::TakeCard,
+            _ => Screen::Attract,
+        });
         loop {
             match self.wait_for(Watch::Out(&reader), None, false) {
                 Event::Card => break,

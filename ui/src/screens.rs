@@ -72,6 +72,12 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             });
             None
         }
+        Screen::TakeCard => {
+            centred(ui, |ui| {
+                ui.label(RichText::new(w.take_card_out).size(64.0).strong());
+            });
+            service_ui(ui, w).and_then(send)
+        }
         Screen::Attract => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.insert_card).size(72.0).strong());

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use selfvend_host::card_reader::Readers;
 use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
 use selfvend_host::kiosk::{AccountStatus, OperatorView, ResultView, Screen, Timeouts, View};
 use selfvend_host::money::Fen;
 use selfvend_ui::app::KioskApp;
-use selfvend_ui::demo::{DEMO_PAN, Demo};
+use selfvend_ui::demo::{DEMO_PAN, Demo, METER_READER};
 use selfvend_ui::fonts;
 
 /// The demo uses both of the rig's vpcd slots: one flow at a time.
@@ -48,14 +49,14 @@ fn quick() -> Timeouts {
 
 impl Flow {
     fn start(timeouts: Timeouts) -> Flow {
-        let mut flow = Flow::start_with(timeouts, |_| {});
+        let mut flow = Flow::start_with(timeouts, |_, _| {});
         flow.wait("the attract screen", |s| *s == Screen::Attract);
         flow
     }
 
-    /// The demo kiosk, its config changed by `adjust` after the demo pointed it at the
-    /// simulators.
-    fn start_with(timeouts: Timeouts, adjust: impl FnOnce(&mut KioskConfig)) -> Flow {
+    /// The demo kiosk; `before` may change its config (already pointed at the simulators) and
+    /// use the simulators before the kiosk starts.
+    fn start_with(timeouts: Timeouts, before: impl FnOnce(&mut KioskConfig, &mut Demo)) -> Flow {
         let rig = RIG.lock().unwrap_or_else(|p| p.into_inner());
         let port = std::env::var("SELFVEND_VPCD_PORT")
             .expect("SELFVEND_VPCD_PORT: run the tests with ./dev test, which starts the PC/SC rig")
@@ -63,8 +64,8 @@ impl Flow {
             .unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut config = KioskConfig::load(&root.join("config/demo.toml")).unwrap();
-        let demo = Demo::start(&mut config, port).unwrap();
-        adjust(&mut config);
+        let mut demo = Demo::start(&mut config, port).unwrap();
+        before(&mut config, &mut demo);
         let kiosk = selfvend_ui::kiosk::start(&config, timeouts, || {}).unwrap();
         let h = Harness::builder()
             .with_size(egui::vec2(1600.0, 800.0))
@@ -229,8 +230,11 @@ impl Flow {
 #[test]
 fn a_cash_sale_from_card_to_receipt() {
     let mut f = Flow::start(quick());
-    f.choose(ZHANG_SAN, 50);
+    f.press(ZHANG_SAN);
+    f.wait("the account", |s| matches!(s, Screen::Account(_)));
     assert!(f.shows("张三"));
+    assert!(f.shows("山东省济南市历下区泉城路1号3单元502室"));
+    f.press("50.00 元");
     f.wait("the payment choice with bank cards offered", |s| {
         matches!(s, Screen::Method { bank: true, .. })
     });
@@ -577,7 +581,7 @@ fn a_card_pulled_with_money_in_is_sold_and_written_when_it_comes_back() {
 
 #[test]
 fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_there() {
-    let mut f = Flow::start_with(quick(), |config| {
+    let mut f = Flow::start_with(quick(), |config, _| {
         config.devices.card_reader = Some(ReaderDevice {
             reader: "selfvend vpcd 00 07".into(),
         });
@@ -606,4 +610,25 @@ fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_th
         "{reader:?}"
     );
     f.press("退出");
+}
+
+#[test]
+fn a_card_left_in_when_the_kiosk_starts_is_asked_out_first() {
+    let mut f = Flow::start_with(quick(), |_, demo| {
+        demo.insert_meter_card(0).unwrap();
+        let readers = Readers::establish().unwrap();
+        assert!(
+            readers
+                .wait(METER_READER, true, Some(Duration::from_secs(10)))
+                .unwrap()
+        );
+    });
+    f.wait("the card asked out", |s| *s == Screen::TakeCard);
+    assert!(f.shows("请取出读卡器中的电卡"));
+    f.take_card_out();
+    f.press(ZHANG_SAN);
+    f.wait("the account", |s| matches!(s, Screen::Account(_)));
+    f.press("取消");
+    f.result();
+    f.take_card_out();
 }

@@ -163,6 +163,7 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
         ),
         ("debiting", Screen::Debiting { due: Fen(5000) }),
         ("take-bank-card", Screen::TakeBankCard),
+        ("take-card", Screen::TakeCard),
         ("processing", Screen::Processing(Step::Write)),
         (
             "credited",

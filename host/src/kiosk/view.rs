@@ -56,6 +56,8 @@ pub enum Screen {
     },
     /// The bank card is still in its reader: take it.
     TakeBankCard,
+    /// A meter card was in the reader when the kiosk started: take it out to begin.
+    TakeCard,
     /// The sale under way: the step it is at.
     Processing(Step),
     /// How it ended.
