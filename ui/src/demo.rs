@@ -300,7 +300,7 @@ impl Demo {
                 self.pull_bank_card();
             }
         });
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             if ui.button(format!("PIN {DEMO_PIN} + Enter")).clicked() {
                 self.pad.act(&PadAction::pin(DEMO_PIN));
             }
