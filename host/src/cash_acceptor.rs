@@ -209,6 +209,13 @@ pub enum CashEvent {
     },
     /// The fault is over; the acceptor is back to idle (or to inhibited).
     FaultCleared(Fault),
+    /// What became of a banknote after the engine handed it to an operator
+    /// ([`CashAcceptor::hand_over`]): it reached the cash box (`stacked`) or was given back.
+    /// Credited to no one: its operator item settles it.
+    LateOutcome {
+        note: Option<Denomination>,
+        stacked: bool,
+    },
 }
 
 impl fmt::Display for CashEvent {
@@ -250,6 +257,21 @@ impl fmt::Display for CashEvent {
                 f.write_str(&uncredited(note))
             }
             CashEvent::FaultCleared(fault) => write!(f, "cleared: {fault}"),
+            CashEvent::LateOutcome { note, stacked } => {
+                let note =
+                    note.map_or_else(|| "a banknote".to_string(), |d| format!("the {d} banknote"));
+                if *stacked {
+                    write!(
+                        f,
+                        "{note} handed to an operator reached the cash box (not credited)"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{note} handed to an operator was given back (not credited)"
+                    )
+                }
+            }
         }
     }
 }
@@ -276,6 +298,11 @@ pub trait CashAcceptor {
     /// Asks the acceptor what it is doing, reports what changed to `handler` and answers the
     /// acceptor as the handler decided. Call it in a loop; the driver paces the polls.
     fn poll(&mut self, handler: &mut dyn CashHandler) -> Result<(), CashError>;
+    /// Stops following the banknote in flight: the engine has handed it to an operator because
+    /// its fate could not be learnt in time. What the acceptor later says of it is reported as
+    /// [`CashEvent::LateOutcome`], never as a credit, so it reaches no later session. Returns
+    /// the note, when the driver knows its value.
+    fn hand_over(&mut self) -> Option<Denomination>;
 }
 
 /// Why the acceptor could not be talked to. Each names the port.

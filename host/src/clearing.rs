@@ -8,21 +8,21 @@
 //! as a `clearing-mismatch` row, never hidden. Lifetime counters are never touched here.
 
 use hmac::{Hmac, Mac};
+use rusqlite::OptionalExtension;
 use serde_json::json;
 use sha2::Sha256;
 
 use crate::backend::{BusinessTotal, BusinessType, PeriodReport, Reconciliation};
 use crate::config::{BackendEntry, KioskConfig, PinHash};
 use crate::journal::{
-    Batch, Journal, JournalError, Period, Reconciliation as JournalReconciliation,
+    Batch, BatchResult, Journal, JournalError, Period, Reconciliation as JournalReconciliation,
 };
 use crate::money::Fen;
 use crate::plugin::Plugin;
 use crate::receipt_printer::{Line, Receipt};
 
-/// Wrong operator PINs in a row that lock PIN entry, and for how long (as a bank's PIN pad).
-const PIN_TRIES: i64 = 5;
-const LOCKOUT_SECS: i64 = 15 * 60;
+/// Wrong operator PINs in a row so far; the policy says how many lock PIN entry, and for how
+/// long (as a bank's PIN pad).
 const PINS_REFUSED_IN_A_ROW: &str = "operator.pins_refused_in_a_row";
 
 /// Rounds `selfvend clearing hash-pin` uses: a fraction of a second per PIN check on a kiosk.
@@ -192,6 +192,20 @@ pub struct ClearingReport {
     pub businesses: Vec<BusinessTotals>,
     pub utilities: Vec<UtilitySales>,
     pub cash: CashBox,
+    /// Banknotes the acceptor may hold uncredited (operator items still open when the report
+    /// was made): to be checked against the count.
+    #[serde(default)]
+    pub caught: CaughtNotes,
+}
+
+/// Open operator items for banknotes the acceptor did not credit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaughtNotes {
+    /// Notes of known value: how many, and their sum.
+    pub known: u64,
+    pub known_fen: Fen,
+    /// Notes of unknown value.
+    pub unknown: u64,
 }
 
 /// What a backend said to its period report.
@@ -223,20 +237,34 @@ pub fn start(
     if period.state != "open" {
         return Err(ClearingError::AlreadyClearing(period.id));
     }
-    // The acceptor is enabled only while a payment is open; none may be when sales stop.
-    if let Some((payment, _, _)) = journal.open_payments()?.first() {
-        return Err(ClearingError::PaymentOpen(*payment));
-    }
     let mut report = tally(journal, config, &period)?;
     report.state = "clearing".into();
-    journal.commit(|b| {
-        b.append(
-            "clearing-started",
-            &json!({"period": period.id, "report": report}),
-        )?;
-        b.set_period_state(period.id, "clearing")?;
-        Ok(())
-    })?;
+    journal
+        .commit(|b| {
+            // The acceptor is enabled only while a payment is open; none may be when sales
+            // stop. Checked in this commit: the kiosk may open one at any moment.
+            let open: Option<i64> = b
+                .sql()
+                .query_row(
+                    "SELECT id FROM payments WHERE state = 'open' ORDER BY id LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(payment) = open {
+                return Ok(Err(ClearingError::PaymentOpen(payment)));
+            }
+            b.append(
+                "clearing-started",
+                &json!({"period": period.id, "report": report}),
+            )?;
+            b.set_period_state(period.id, "open", "clearing")?;
+            Ok(Ok(()))
+        })
+        .map_err(|e| match e {
+            JournalError::Conflict { .. } => ClearingError::AlreadyClearing(period.id),
+            e => e.into(),
+        })??;
     fail::fail_point!("clearing.after-started");
     Ok(report)
 }
@@ -402,11 +430,7 @@ fn requests(
 
 /// Queues each backend's report of `period`, unless that backend already answered it with
 /// matching totals; each is journaled `reconcile-intent`.
-fn queue(
-    b: &mut Batch<'_>,
-    period: i64,
-    requests: &[(String, PeriodReport)],
-) -> rusqlite::Result<()> {
+fn queue(b: &mut Batch<'_>, period: i64, requests: &[(String, PeriodReport)]) -> BatchResult<()> {
     for (backend, request) in requests {
         let matched: bool = b.sql().query_row(
             "SELECT count(*) FROM reconciliations
@@ -594,6 +618,7 @@ fn tally(
             counted,
             difference: Difference::between(expected, counted),
         },
+        caught: journal.caught_notes()?,
     })
 }
 
@@ -663,13 +688,13 @@ fn authenticate(
         return Err(ClearingError::NoOperatorPin(config.path.clone()));
     };
     let refused = journal.counter(PINS_REFUSED_IN_A_ROW)?;
-    if refused >= PIN_TRIES {
+    if refused >= i64::from(config.policy.operator_pin_tries) {
         let since = match journal.last_entry("clearing-pin-refused")? {
             Some(last) => journal.seconds_since(&last.at)?,
             None => None,
         };
         // An unreadable time keeps the lock: it is never lifted by a guess.
-        let left = LOCKOUT_SECS - since.unwrap_or(0);
+        let left = config.policy.operator_lockout.as_secs() as i64 - since.unwrap_or(0);
         if left > 0 {
             return Err(ClearingError::PinLocked {
                 refused,
@@ -774,6 +799,18 @@ impl ClearingReport {
             }
         }
         r.push(Line::new(format!("收入纸币：{}张", self.cash.banknotes)));
+        if self.caught.known > 0 {
+            r.push(Line::new(format!(
+                "待核实纸币：{}张 {}元（未入账）",
+                self.caught.known, self.caught.known_fen
+            )));
+        }
+        if self.caught.unknown > 0 {
+            r.push(Line::new(format!(
+                "待核实纸币：{}张 面额未知（未入账）",
+                self.caught.unknown
+            )));
+        }
         r.push(Line::new(format!("应有现金：{}元", self.cash.expected)));
         r.push(Line::new(match self.cash.counted {
             Some(c) => format!("清点现金：{c}元"),

@@ -15,6 +15,9 @@ use crate::backend::Endpoint;
 use crate::money::Fen;
 use crate::plugin::PluginLimits;
 
+mod policy;
+pub use policy::Policy;
+
 /// A configuration the kiosk refuses, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -41,6 +44,8 @@ pub struct KioskConfig {
     pub operator: Option<Operator>,
     /// The bank-card acquirer; without it the kiosk takes cash only.
     pub acquirer: Option<AcquirerEntry>,
+    /// Retries, limits and lockouts (`[policy]`).
+    pub policy: Policy,
 }
 
 /// The bank-card acquirer: which dialect speaks to it, where it is, and who the kiosk is to it.
@@ -301,6 +306,8 @@ struct File {
     operator: Option<Operator>,
     #[serde(default)]
     acquirer: Option<Spanned<AcquirerFile>>,
+    #[serde(default)]
+    policy: Option<policy::PolicyFile>,
 }
 
 #[derive(Deserialize)]
@@ -527,6 +534,10 @@ impl KioskConfig {
             },
             None => PluginLimits::default(),
         };
+        let policy = match file.policy {
+            Some(p) => p.check().map_err(|(span, why)| at(Some(span), why))?,
+            None => Policy::default(),
+        };
         let mut kiosk = file.kiosk;
         kiosk.data_dir = resolve(&kiosk.data_dir);
         kiosk.plugin_cache = kiosk.plugin_cache.as_deref().map(resolve);
@@ -541,6 +552,7 @@ impl KioskConfig {
             limits,
             operator: file.operator,
             acquirer,
+            policy,
         })
     }
 

@@ -223,6 +223,11 @@ enum Phase {
     Rejecting,
     /// A banknote outside the currency table is being given back.
     ReturningUnknown,
+    /// A note found in escrow that this driver never saw drawn in (it was there before the
+    /// driver started: the kiosk restarted): given back without asking anyone.
+    Refusing(Denomination),
+    /// The engine handed the note in flight to an operator ([`CashAcceptor::hand_over`]).
+    HandedOver(Option<Denomination>),
 }
 
 impl Phase {
@@ -522,7 +527,8 @@ impl Id003Acceptor {
                     Phase::Escrow {
                         note,
                         decision: Some(EscrowDecision::Return),
-                    } => self.report(handler, CashEvent::Returned(note))?,
+                    }
+                    | Phase::Refusing(note) => self.report(handler, CashEvent::Returned(note))?,
                     _ => {}
                 }
                 self.phase = Phase::Idle;
@@ -550,6 +556,14 @@ impl Id003Acceptor {
                         note: seen,
                         decision: Some(decision),
                     } if seen == note => self.answer_escrow(decision)?,
+                    // Never seen drawn in: it was inserted before this driver was watching (a
+                    // restart), so it is nobody's to decide: given back.
+                    Phase::Idle | Phase::Refusing(_) => {
+                        self.phase = Phase::Refusing(note);
+                        self.answer_escrow(EscrowDecision::Return)?;
+                    }
+                    // Handed to an operator: it goes back, and its item settles it.
+                    Phase::HandedOver(_) => self.answer_escrow(EscrowDecision::Return)?,
                     _ => {
                         self.report(handler, CashEvent::Escrow(note))?;
                         let decision = handler.decide(note);
@@ -569,6 +583,17 @@ impl Id003Acceptor {
             Status::VendValid => match self.phase {
                 // Our ACK was lost and the validator says it again: the note is credited already.
                 Phase::Credited(_) | Phase::CreditedUnknown => self.acknowledge()?,
+                Phase::HandedOver(note) => {
+                    self.report(
+                        handler,
+                        CashEvent::LateOutcome {
+                            note,
+                            stacked: true,
+                        },
+                    )?;
+                    self.phase = Phase::CreditedUnknown;
+                    self.acknowledge()?;
+                }
                 Phase::Escrow { note, .. } | Phase::Stacking(note) => {
                     self.report(handler, CashEvent::Credited(note))?;
                     self.phase = Phase::Credited(note);
@@ -592,12 +617,23 @@ impl Id003Acceptor {
                     self.phase = Phase::Rejecting;
                 }
             }
-            Status::Returning => {
-                if let Phase::Escrow { note, .. } | Phase::Stacking(note) = self.phase {
+            Status::Returning => match self.phase {
+                Phase::Escrow { note, .. } | Phase::Stacking(note) | Phase::Refusing(note) => {
                     self.report(handler, CashEvent::Returned(note))?;
                     self.phase = Phase::Returning;
                 }
-            }
+                Phase::HandedOver(note) => {
+                    self.report(
+                        handler,
+                        CashEvent::LateOutcome {
+                            note,
+                            stacked: false,
+                        },
+                    )?;
+                    self.phase = Phase::Returning;
+                }
+                _ => {}
+            },
             Status::PowerUp
             | Status::PowerUpWithBillInAcceptor
             | Status::PowerUpWithBillInStacker => {
@@ -650,6 +686,12 @@ impl CashAcceptor for Id003Acceptor {
         self.mask = mask;
         self.inhibited = accept.is_empty();
         self.configure()
+    }
+
+    fn hand_over(&mut self) -> Option<Denomination> {
+        let note = self.phase.uncredited();
+        self.phase = Phase::HandedOver(note);
+        note
     }
 
     fn poll(&mut self, handler: &mut dyn CashHandler) -> Result<(), CashError> {

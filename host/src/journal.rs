@@ -12,10 +12,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 /// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -148,6 +148,44 @@ CREATE TABLE debits (
 );
 CREATE INDEX debits_by_state ON debits (state);
 "#,
+    r#"
+-- A banknote the engine decided to stack and the acceptor has not yet credited or given back:
+-- its value, on its session's payment. One found at start may be in the cash box uncredited.
+ALTER TABLE payments ADD COLUMN escrow_fen INTEGER;
+-- Re-writes of a granted sale onto its card that the card refused, bounded before an operator.
+ALTER TABLE sales ADD COLUMN rewrite_attempts INTEGER NOT NULL DEFAULT 0;
+-- A written sale whose last acknowledged confirmation said "not written" must be confirmed
+-- again as written (journals before v4 kept it as confirmed).
+UPDATE sales SET confirmed = 0 WHERE state = 'written' AND confirmed = 1 AND serial IN (
+    SELECT json_extract(body, '$.serial') FROM audit
+    WHERE kind = 'write-confirm-intent' AND json_extract(body, '$.written') = 0);
+-- Debits gain `reversal-ended`: an operator confirmed with the acquirer what became of a
+-- reversal it never acknowledged, and the kiosk stops sending it.
+CREATE TABLE debits_v4 (
+    id INTEGER PRIMARY KEY,
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    batch INTEGER NOT NULL,
+    stan INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    pan_masked TEXT NOT NULL,
+    card_json TEXT,
+    state TEXT NOT NULL CHECK (state IN
+        ('intent', 'approved', 'declined', 'failed', 'reversing', 'reversed', 'reversal-ended')),
+    serial INTEGER REFERENCES sales(serial),
+    rrn TEXT,
+    reversal_attempts INTEGER NOT NULL DEFAULT 0,
+    audit_id INTEGER NOT NULL REFERENCES audit(id),
+    -- How often the acquirer answered this debit's reversal and refused it.
+    reversal_refusals INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (batch, stan)
+);
+INSERT INTO debits_v4 SELECT *, 0 FROM debits;
+DROP TABLE debits;
+ALTER TABLE debits_v4 RENAME TO debits;
+CREATE INDEX debits_by_state ON debits (state);
+-- The debit a reversal item is about.
+ALTER TABLE manual_items ADD COLUMN debit_id INTEGER REFERENCES debits(id);
+"#,
 ];
 
 /// A new backend sale, as [`Batch::record_sale`] records it.
@@ -193,6 +231,8 @@ pub struct NewItem<'a> {
     pub payment: Option<i64>,
     /// A banknote the acceptor did not credit, which may be in the kiosk.
     pub caught_fen: Option<u64>,
+    /// The debit a reversal item is about.
+    pub debit: Option<i64>,
     pub card_serial: Option<&'a str>,
     pub reason: &'a str,
 }
@@ -261,8 +301,22 @@ pub struct ManualItem {
     pub reason: String,
     pub state: String,
     pub resolution: Option<String>,
-    /// A banknote the acceptor did not credit, which may be in the kiosk.
+    /// A banknote the acceptor did not credit, which may be in the kiosk (0: of unknown value).
     pub caught_fen: Option<u64>,
+    /// The payment with no sale the item is about.
+    pub payment_id: Option<i64>,
+    /// The debit whose reversal the item is about.
+    pub debit_id: Option<i64>,
+}
+
+/// A payment left open: money possibly taken, no sale allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPayment {
+    pub id: i64,
+    pub card_serial: String,
+    pub paid_fen: u64,
+    /// A banknote decided for stacking and never seen credited or given back.
+    pub escrow_fen: Option<u64>,
 }
 
 /// Where one backend sale stands.
@@ -280,8 +334,12 @@ pub struct SaleRow {
     pub resell_attempts: u32,
     /// Whether an automatic re-sell may be tried now (its backoff has passed).
     pub resell_due: bool,
-    /// Whether the backend acknowledged the write confirmation.
+    /// Whether the backend acknowledged the write confirmation of the current state.
     pub confirmed: bool,
+    /// Re-writes the card refused so far.
+    pub rewrite_attempts: u32,
+    /// When the sale entered its state (its audit row's time, UTC).
+    pub state_at: String,
 }
 
 /// The lifetime counter of audit rows written.
@@ -314,6 +372,9 @@ pub enum JournalError {
     /// The commit did not happen; the journal is stopped.
     #[error("journal {path}: commit failed, the journal is stopped: {cause}")]
     CommitFailed { path: PathBuf, cause: String },
+    /// A compare-and-set found a row in another state than expected: nothing was written.
+    #[error("journal {path}: {what}")]
+    Conflict { path: PathBuf, what: String },
     /// A commit failed earlier; nothing more is written until the kiosk restarts.
     #[error("journal {path} is stopped since a failed commit ({reason}); restart the kiosk")]
     Stopped { path: PathBuf, reason: String },
@@ -355,6 +416,26 @@ pub struct Verification {
     pub problems: Vec<Problem>,
 }
 
+/// Why a commit's batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The database failed: the journal stops.
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    /// A row was not in the state the batch expected (someone else acted on it first): nothing
+    /// of the batch is written and the journal carries on.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What a step of a batch returns.
+pub type BatchResult<T> = Result<T, BatchError>;
+
+/// A list of states as the JSON array the compare-and-set statements read with `json_each`.
+fn states_json(states: &[&str]) -> String {
+    serde_json::to_string(states).expect("a list of names is JSON")
+}
+
 /// Writes one commit's worth of entries; see [`Journal::commit`].
 pub struct Batch<'j> {
     tx: rusqlite::Transaction<'j>,
@@ -363,7 +444,7 @@ pub struct Batch<'j> {
 
 impl Batch<'_> {
     /// Appends one audit row to the chain.
-    pub fn append(&mut self, kind: &str, body: &serde_json::Value) -> rusqlite::Result<i64> {
+    pub fn append(&mut self, kind: &str, body: &serde_json::Value) -> BatchResult<i64> {
         let (id, at): (i64, String) = self
             .tx
             .prepare_cached(
@@ -384,14 +465,14 @@ impl Batch<'_> {
     }
 
     /// Allocates the next kiosk serial, recorded by the audit row `audit_id`.
-    pub fn allocate_serial(&mut self, audit_id: i64) -> rusqlite::Result<u64> {
+    pub fn allocate_serial(&mut self, audit_id: i64) -> BatchResult<u64> {
         self.tx
             .execute("INSERT INTO serials (audit_id) VALUES (?1)", [audit_id])?;
         Ok(self.tx.last_insert_rowid() as u64)
     }
 
     /// Adds `by` to a counter (names starting `lifetime.` can never go down).
-    pub fn count(&mut self, name: &str, by: i64) -> rusqlite::Result<()> {
+    pub fn count(&mut self, name: &str, by: i64) -> BatchResult<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO counters (name, value) VALUES (?1, ?2)
@@ -402,7 +483,7 @@ impl Batch<'_> {
     }
 
     /// Sets a counter outright (period counters are reset when a period closes).
-    pub fn set_counter(&mut self, name: &str, value: i64) -> rusqlite::Result<()> {
+    pub fn set_counter(&mut self, name: &str, value: i64) -> BatchResult<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO counters (name, value) VALUES (?1, ?2)
@@ -413,7 +494,7 @@ impl Batch<'_> {
     }
 
     /// Records a new backend sale under `serial`, in state `intent`, in the current period.
-    pub fn record_sale(&mut self, sale: &NewSale<'_>, audit_id: i64) -> rusqlite::Result<()> {
+    pub fn record_sale(&mut self, sale: &NewSale<'_>, audit_id: i64) -> BatchResult<()> {
         self.tx.prepare_cached("INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
                                 request_json, audit_id)
              VALUES (?1, (SELECT max(id) FROM periods), ?2, ?3, ?4, ?5, 'intent', ?6, ?7)")?.execute(params![
@@ -430,26 +511,28 @@ impl Batch<'_> {
 
     /// Counts one more automatic re-sell attempt of sale `serial` and sets when the next may
     /// be made, `delay_secs` from now; returns the attempts so far.
-    pub fn count_resell_attempt(&mut self, serial: u64, delay_secs: u64) -> rusqlite::Result<u32> {
-        self.tx.query_row(
+    pub fn count_resell_attempt(&mut self, serial: u64, delay_secs: u64) -> BatchResult<u32> {
+        Ok(self.tx.query_row(
             "UPDATE sales SET resell_attempts = resell_attempts + 1,
                     next_resell_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
              WHERE serial = ?1 RETURNING resell_attempts",
             params![serial as i64, format!("+{delay_secs} seconds")],
             |r| r.get(0),
-        )
+        )?)
     }
 
-    /// Marks sale `serial`'s write confirmation as acknowledged by the backend.
-    pub fn sale_confirmed(&mut self, serial: u64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE sales SET confirmed = 1 WHERE serial = ?1")?
-            .execute([serial as i64])?;
-        Ok(())
+    /// Marks sale `serial`'s write confirmation as acknowledged by the backend, if the sale is
+    /// still in `state`, the fact the confirmation told; returns whether it was.
+    pub fn sale_confirmed(&mut self, serial: u64, state: &str) -> BatchResult<bool> {
+        let changed = self
+            .tx
+            .prepare_cached("UPDATE sales SET confirmed = 1 WHERE serial = ?1 AND state = ?2")?
+            .execute(params![serial as i64, state])?;
+        Ok(changed == 1)
     }
 
     /// Records a banknote the acceptor took, in the current period.
-    pub fn record_banknote(&mut self, fen: u64, audit_id: i64) -> rusqlite::Result<()> {
+    pub fn record_banknote(&mut self, fen: u64, audit_id: i64) -> BatchResult<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO banknotes (period_id, fen, audit_id)
@@ -460,7 +543,7 @@ impl Batch<'_> {
     }
 
     /// Opens the payment of a session for `card_serial`; returns its id.
-    pub fn open_payment(&mut self, card_serial: &str, audit_id: i64) -> rusqlite::Result<i64> {
+    pub fn open_payment(&mut self, card_serial: &str, audit_id: i64) -> BatchResult<i64> {
         self.tx
             .prepare_cached(
                 "INSERT INTO payments (period_id, card_serial, state, audit_id)
@@ -470,39 +553,66 @@ impl Batch<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Adds a credited banknote to payment `id`.
-    pub fn add_to_payment(&mut self, id: i64, fen: u64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE payments SET paid_fen = paid_fen + ?2 WHERE id = ?1")?
+    /// Adds a credited banknote to payment `id`, which must be open; the note is no longer in
+    /// escrow.
+    pub fn add_to_payment(&mut self, id: i64, fen: u64) -> BatchResult<()> {
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE payments SET paid_fen = paid_fen + ?2, escrow_fen = NULL
+                 WHERE id = ?1 AND state = 'open'",
+            )?
             .execute(params![id, fen as i64])?;
+        self.expect_one(
+            changed,
+            || self.state_of("payments", "id", id, "payment"),
+            "open",
+        )
+    }
+
+    /// Records the banknote payment `id` is about to take (`Some`), or that none is between
+    /// escrow and credit any more (`None`).
+    pub fn set_escrow(&mut self, id: i64, fen: Option<u64>) -> BatchResult<()> {
+        self.tx
+            .prepare_cached("UPDATE payments SET escrow_fen = ?2 WHERE id = ?1")?
+            .execute(params![id, fen.map(|f| f as i64)])?;
         Ok(())
     }
 
-    /// Moves payment `id` to `state` (`sold` with the sale's serial, `abandoned`, `refunded`).
+    /// Moves payment `id` from `from` to `state` (`sold` with the sale's serial, `abandoned`,
+    /// `refunded`); a payment no longer in `from` is a [`BatchError::Conflict`].
     pub fn close_payment(
         &mut self,
         id: i64,
+        from: &str,
         state: &str,
         serial: Option<u64>,
         audit_id: i64,
-    ) -> rusqlite::Result<()> {
-        self.tx
+    ) -> BatchResult<()> {
+        let changed = self
+            .tx
             .prepare_cached(
-                "UPDATE payments SET state = ?2, serial = coalesce(?3, serial), audit_id = ?4
-             WHERE id = ?1",
+                "UPDATE payments SET state = ?2, serial = coalesce(?3, serial), audit_id = ?4,
+                        escrow_fen = NULL
+             WHERE id = ?1 AND state = ?5",
             )?
-            .execute(params![id, state, serial.map(|s| s as i64), audit_id])?;
-        Ok(())
+            .execute(params![id, state, serial.map(|s| s as i64), audit_id, from])?;
+        self.expect_one(
+            changed,
+            || self.state_of("payments", "id", id, "payment"),
+            from,
+        )
     }
 
     /// Opens an item for an operator about a sale or, when no sale was allocated, a payment;
     /// returns its id.
-    pub fn open_manual_item(&mut self, item: &NewItem<'_>, audit_id: i64) -> rusqlite::Result<i64> {
+    pub fn open_manual_item(&mut self, item: &NewItem<'_>, audit_id: i64) -> BatchResult<i64> {
         self.tx
             .prepare_cached(
                 "INSERT INTO manual_items
-                    (serial, payment_id, card_serial, reason, state, audit_id, caught_fen)
-                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6)",
+                    (serial, payment_id, card_serial, reason, state, audit_id, caught_fen,
+                     debit_id)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7)",
             )?
             .execute(params![
                 item.serial.map(|s| s as i64),
@@ -510,32 +620,79 @@ impl Batch<'_> {
                 item.card_serial,
                 item.reason,
                 audit_id,
-                item.caught_fen.map(|f| f as i64)
+                item.caught_fen.map(|f| f as i64),
+                item.debit
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Closes an open operator item with what was done; returns how many rows changed (0 when
-    /// there is no such open item).
+    /// Closes an open operator item with what was done; an item no longer open (settled by
+    /// someone else meanwhile) is a [`BatchError::Conflict`].
     pub fn resolve_manual_item(
         &mut self,
         id: i64,
         resolution: &str,
         audit_id: i64,
-    ) -> rusqlite::Result<usize> {
-        self.tx
+    ) -> BatchResult<()> {
+        let changed = self
+            .tx
             .prepare_cached(
                 "UPDATE manual_items SET state = 'resolved', resolution = ?2, audit_id = ?3
              WHERE id = ?1 AND state = 'open'",
             )?
-            .execute(params![id, resolution, audit_id])
+            .execute(params![id, resolution, audit_id])?;
+        self.expect_one(
+            changed,
+            || self.state_of("manual_items", "id", id, "operator item"),
+            "open",
+        )
     }
 
-    /// Sets period `id`'s state (`open` → `clearing`).
-    pub fn set_period_state(&mut self, id: i64, state: &str) -> rusqlite::Result<usize> {
-        self.tx
-            .prepare_cached("UPDATE periods SET state = ?2 WHERE id = ?1")?
-            .execute(params![id, state])
+    /// Moves period `id` from `from` to `state` (`open` → `clearing`).
+    pub fn set_period_state(&mut self, id: i64, from: &str, state: &str) -> BatchResult<()> {
+        let changed = self
+            .tx
+            .prepare_cached("UPDATE periods SET state = ?2 WHERE id = ?1 AND state = ?3")?
+            .execute(params![id, state, from])?;
+        self.expect_one(
+            changed,
+            || self.state_of("periods", "id", id, "period"),
+            from,
+        )
+    }
+
+    /// `Ok` when a compare-and-set changed its one row; otherwise the row was not in `expected`
+    /// (`now` says what it is): someone else acted on it first.
+    fn expect_one(
+        &self,
+        changed: usize,
+        now: impl FnOnce() -> String,
+        expected: &str,
+    ) -> BatchResult<()> {
+        if changed == 1 {
+            return Ok(());
+        }
+        Err(BatchError::Conflict(format!(
+            "{}, not {expected}: it was acted on meanwhile",
+            now()
+        )))
+    }
+
+    /// `what 5 is `state``, for a conflict's message.
+    fn state_of(&self, table: &str, key: &str, id: i64, what: &str) -> String {
+        let state: Option<String> = self
+            .tx
+            .query_row(
+                &format!("SELECT state FROM {table} WHERE {key} = ?1"),
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap_or(None);
+        match state {
+            Some(state) => format!("{what} {id} is {state}"),
+            None => format!("there is no {what} {id}"),
+        }
     }
 
     /// Closes period `id` with its report (and the operator's count, if entered) and opens the
@@ -545,15 +702,21 @@ impl Batch<'_> {
         id: i64,
         counted_fen: Option<u64>,
         report: &str,
-    ) -> rusqlite::Result<i64> {
-        self.tx
+    ) -> BatchResult<i64> {
+        let changed = self
+            .tx
             .prepare_cached(
                 "UPDATE periods SET state = 'closed',
                     closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
                     counted_fen = ?2, report = ?3
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'clearing'",
             )?
             .execute(params![id, counted_fen.map(|c| c as i64), report])?;
+        self.expect_one(
+            changed,
+            || self.state_of("periods", "id", id, "period"),
+            "clearing",
+        )?;
         self.tx
             .prepare_cached(
                 "INSERT INTO periods (opened_at, state)
@@ -570,7 +733,7 @@ impl Batch<'_> {
         backend: &str,
         request_json: &str,
         audit_id: i64,
-    ) -> rusqlite::Result<()> {
+    ) -> BatchResult<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO reconciliations (period_id, backend, request_json, state, audit_id)
@@ -591,7 +754,7 @@ impl Batch<'_> {
         state: &str,
         answer_json: &str,
         audit_id: i64,
-    ) -> rusqlite::Result<()> {
+    ) -> BatchResult<()> {
         self.tx
             .prepare_cached(
                 "UPDATE reconciliations SET state = ?3, answer_json = ?4, audit_id = ?5
@@ -603,7 +766,7 @@ impl Batch<'_> {
 
     /// Records a bank-card debit about to be sent, in state `intent`, in the current period;
     /// returns its id.
-    pub fn record_debit(&mut self, d: &NewDebit<'_>, audit_id: i64) -> rusqlite::Result<i64> {
+    pub fn record_debit(&mut self, d: &NewDebit<'_>, audit_id: i64) -> BatchResult<i64> {
         self.tx
             .prepare_cached(
                 "INSERT INTO debits (period_id, batch, stan, amount_fen, pan_masked, card_json,
@@ -621,58 +784,130 @@ impl Batch<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Moves debit `id` to `state`, with its sale and approval once there are; a debit that
-    /// can no longer be reversed (`declined`, `failed`, `reversed`, or sold) forgets the card.
+    /// Moves debit `id` from one of `from` to `state`, with its sale and approval once there
+    /// are; a debit that can no longer be reversed (`declined`, `failed`, `reversed`,
+    /// `reversal-ended`, or sold) forgets the card.
     pub fn debit_state(
         &mut self,
         id: i64,
+        from: &[&str],
         state: &str,
         serial: Option<u64>,
         rrn: Option<&str>,
         audit_id: i64,
-    ) -> rusqlite::Result<()> {
-        self.tx
+    ) -> BatchResult<()> {
+        let changed = self
+            .tx
             .prepare_cached(
                 "UPDATE debits SET state = ?2, serial = coalesce(?3, serial),
                         rrn = coalesce(?4, rrn), audit_id = ?5,
                         card_json = CASE WHEN ?2 IN ('intent', 'reversing') THEN card_json END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?6))",
             )?
-            .execute(params![id, state, serial.map(|s| s as i64), rrn, audit_id])?;
-        Ok(())
+            .execute(params![
+                id,
+                state,
+                serial.map(|s| s as i64),
+                rrn,
+                audit_id,
+                states_json(from)
+            ])?;
+        self.expect_one(
+            changed,
+            || self.state_of("debits", "id", id, "debit"),
+            &from.join(" or "),
+        )
     }
 
-    /// Counts one more try at reversing debit `id`.
-    pub fn count_reversal_attempt(&mut self, id: i64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached(
-                "UPDATE debits SET reversal_attempts = reversal_attempts + 1 WHERE id = ?1",
-            )?
-            .execute([id])?;
-        Ok(())
+    /// Counts one more try at reversing debit `id`, `refused` by the acquirer or not; returns
+    /// the refusals so far.
+    pub fn count_reversal_attempt(&mut self, id: i64, refused: bool) -> BatchResult<u32> {
+        Ok(self.tx.query_row(
+            "UPDATE debits SET reversal_attempts = reversal_attempts + 1,
+                    reversal_refusals = reversal_refusals + ?2
+             WHERE id = ?1 RETURNING reversal_refusals",
+            params![id, i64::from(refused)],
+            |r| r.get(0),
+        )?)
     }
 
-    /// Moves a sale to `state` (with its grant, once there is one), as audit row `audit_id` says.
+    /// Moves a sale from one of `from` to `state` (with its grant, once there is one), as audit
+    /// row `audit_id` says. A sale that becomes `written` owes the backend a new confirmation.
+    /// A sale in none of `from` is a [`BatchError::Conflict`].
     pub fn sale_state(
         &mut self,
         serial: u64,
+        from: &[&str],
         state: &str,
         grant_json: Option<&str>,
         audit_id: i64,
-    ) -> rusqlite::Result<()> {
-        self.tx
+    ) -> BatchResult<()> {
+        let changed = self
+            .tx
             .prepare_cached(
-                "UPDATE sales SET state = ?2, grant_json = coalesce(?3, grant_json), audit_id = ?4
-             WHERE serial = ?1",
+                "UPDATE sales SET state = ?2, grant_json = coalesce(?3, grant_json), audit_id = ?4,
+                        confirmed = CASE WHEN ?2 = 'written' THEN 0 ELSE confirmed END
+             WHERE serial = ?1 AND state IN (SELECT value FROM json_each(?5))",
             )?
-            .execute(params![serial as i64, state, grant_json, audit_id])?;
-        Ok(())
+            .execute(params![
+                serial as i64,
+                state,
+                grant_json,
+                audit_id,
+                states_json(from)
+            ])?;
+        self.expect_one(
+            changed,
+            || self.state_of("sales", "serial", serial as i64, "sale"),
+            &from.join(" or "),
+        )
+    }
+
+    /// Counts one more re-write of sale `serial` the card refused; returns the count so far.
+    pub fn count_rewrite_attempt(&mut self, serial: u64) -> BatchResult<u32> {
+        Ok(self.tx.query_row(
+            "UPDATE sales SET rewrite_attempts = rewrite_attempts + 1 WHERE serial = ?1
+             RETURNING rewrite_attempts",
+            [serial as i64],
+            |r| r.get(0),
+        )?)
     }
 
     /// The statement-level access the engine's own tables will need.
     pub fn sql(&self) -> &rusqlite::Transaction<'_> {
         &self.tx
     }
+}
+
+fn sale_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SaleRow> {
+    Ok(SaleRow {
+        serial: r.get::<_, i64>(0)? as u64,
+        card_serial: r.get(1)?,
+        utility: r.get(2)?,
+        paid_fen: r.get::<_, i64>(3)? as u64,
+        state: r.get(4)?,
+        grant_json: r.get(5)?,
+        request_json: r.get(6)?,
+        resell_attempts: r.get(7)?,
+        resell_due: r.get(8)?,
+        confirmed: r.get(9)?,
+        rewrite_attempts: r.get(10)?,
+        state_at: r.get(11)?,
+    })
+}
+
+fn item_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManualItem> {
+    Ok(ManualItem {
+        id: r.get(0)?,
+        serial: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+        card_serial: r.get(2)?,
+        reason: r.get(3)?,
+        state: r.get(4)?,
+        resolution: r.get(5)?,
+        caught_fen: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
+        payment_id: r.get(7)?,
+        debit_id: r.get(8)?,
+    })
 }
 
 /// An audit row as stored: id, at, kind, body, prev_hash, hash.
@@ -723,6 +958,9 @@ impl Journal {
             cause,
         };
         let mut db = Connection::open(path).map_err(open)?;
+        // The kiosk and an operator's CLI write one journal: a commit waits for the other's.
+        db.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open)?;
         db.execute_batch(
             // secure_delete: a card number wiped from a debit does not linger in free pages.
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;
@@ -777,10 +1015,11 @@ impl Journal {
     }
 
     /// Runs `f` in one durable transaction. If the commit fails the journal stops: this call
-    /// and every later one return an error, and the caller must make no further effect.
+    /// and every later one return an error, and the caller must make no further effect. A
+    /// [`BatchError::Conflict`] rolls the batch back and leaves the journal running.
     pub fn commit<R>(
         &mut self,
-        f: impl FnOnce(&mut Batch<'_>) -> rusqlite::Result<R>,
+        f: impl FnOnce(&mut Batch<'_>) -> BatchResult<R>,
     ) -> Result<R, JournalError> {
         if let Some(reason) = &self.stopped {
             return Err(JournalError::Stopped {
@@ -789,7 +1028,7 @@ impl Journal {
             });
         }
         let started = std::time::Instant::now();
-        let result = (|| {
+        let result = (|| -> BatchResult<R> {
             let tx = self
                 .db
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -816,8 +1055,11 @@ impl Journal {
                 self.pending_notes.clear();
                 Ok(r)
             }
-            Err(cause) => {
-                let cause: rusqlite::Error = cause;
+            Err(BatchError::Conflict(what)) => Err(JournalError::Conflict {
+                path: self.path.clone(),
+                what,
+            }),
+            Err(BatchError::Sql(cause)) => {
                 self.stopped = Some(cause.to_string());
                 Err(JournalError::CommitFailed {
                     path: self.path.clone(),
@@ -968,40 +1210,63 @@ impl Journal {
         states: &[&str],
         card_serial: Option<&str>,
     ) -> Result<Vec<SaleRow>, JournalError> {
+        let read = |cause| self.read_error(cause);
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT serial, card_serial, utility, paid_fen, state, grant_json, request_json,
+                        resell_attempts,
+                        coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1),
+                        confirmed, rewrite_attempts,
+                        (SELECT at FROM audit WHERE id = sales.audit_id)
+                 FROM sales WHERE state IN (SELECT value FROM json_each(?1))
+                   AND (?2 IS NULL OR card_serial = ?2)
+                 ORDER BY serial",
+            )
+            .map_err(read)?;
+        stmt.query_map(params![states_json(states), card_serial], sale_row)
+            .map_err(read)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(read)
+    }
+
+    /// Sale `serial`, in whatever state.
+    pub fn sale(&self, serial: u64) -> Result<Option<SaleRow>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT serial, card_serial, utility, paid_fen, state, grant_json, request_json,
+                        resell_attempts,
+                        coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1),
+                        confirmed, rewrite_attempts,
+                        (SELECT at FROM audit WHERE id = sales.audit_id)
+                 FROM sales WHERE serial = ?1",
+                [serial as i64],
+                sale_row,
+            )
+            .optional()
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Sales in `state` that no operator item was ever opened about.
+    pub fn sales_without_item(&self, state: &str) -> Result<Vec<SaleRow>, JournalError> {
+        let read = |cause| self.read_error(cause);
         let mut stmt = self
             .db
             .prepare(
                 "SELECT serial, card_serial, utility, paid_fen, state, grant_json, request_json,
                         resell_attempts,
                         coalesce(next_resell_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 1),
-                        confirmed
-                 FROM sales WHERE (?1 IS NULL OR card_serial = ?1) ORDER BY serial",
+                        confirmed, rewrite_attempts,
+                        (SELECT at FROM audit WHERE id = sales.audit_id)
+                 FROM sales WHERE state = ?1
+                   AND NOT EXISTS (SELECT 1 FROM manual_items m WHERE m.serial = sales.serial)
+                 ORDER BY serial",
             )
-            .map_err(|cause| self.read_error(cause))?;
-        let rows = stmt
-            .query_map([card_serial], |r| {
-                Ok(SaleRow {
-                    serial: r.get::<_, i64>(0)? as u64,
-                    card_serial: r.get(1)?,
-                    utility: r.get(2)?,
-                    paid_fen: r.get::<_, i64>(3)? as u64,
-                    state: r.get(4)?,
-                    grant_json: r.get(5)?,
-                    request_json: r.get(6)?,
-                    resell_attempts: r.get(7)?,
-                    resell_due: r.get(8)?,
-                    confirmed: r.get(9)?,
-                })
-            })
-            .map_err(|cause| self.read_error(cause))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let row = row.map_err(|c| self.read_error(c))?;
-            if states.contains(&row.state.as_str()) {
-                out.push(row);
-            }
-        }
-        Ok(out)
+            .map_err(read)?;
+        stmt.query_map([state], sale_row)
+            .map_err(read)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(read)
     }
 
     /// The period money is counted in now (open, or being cleared).
@@ -1067,17 +1332,23 @@ impl Journal {
         })
     }
 
-    /// Payments left open (money possibly taken, no sale allocated): (id, card, paid fen).
-    pub fn open_payments(&self) -> Result<Vec<(i64, String, u64)>, JournalError> {
+    /// Payments left open (money possibly taken, no sale allocated).
+    pub fn open_payments(&self) -> Result<Vec<OpenPayment>, JournalError> {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT id, card_serial, paid_fen FROM payments WHERE state = 'open' ORDER BY id",
+                "SELECT id, card_serial, paid_fen, escrow_fen FROM payments WHERE state = 'open'
+                 ORDER BY id",
             )
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                Ok(OpenPayment {
+                    id: r.get(0)?,
+                    card_serial: r.get(1)?,
+                    paid_fen: r.get::<_, i64>(2)? as u64,
+                    escrow_fen: r.get::<_, Option<i64>>(3)?.map(|f| f as u64),
+                })
             })
             .map_err(|cause| self.read_error(cause))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -1102,25 +1373,30 @@ impl Journal {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT id, serial, card_serial, reason, state, resolution, caught_fen
+                "SELECT id, serial, card_serial, reason, state, resolution, caught_fen, payment_id,
+                        debit_id
                  FROM manual_items
                  WHERE ?1 OR state = 'open' ORDER BY id",
             )
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
-            .query_map([all], |r| {
-                Ok(ManualItem {
-                    id: r.get(0)?,
-                    serial: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                    card_serial: r.get(2)?,
-                    reason: r.get(3)?,
-                    state: r.get(4)?,
-                    resolution: r.get(5)?,
-                    caught_fen: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
-                })
-            })
+            .query_map([all], item_row)
             .map_err(|cause| self.read_error(cause))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|cause| self.read_error(cause))
+    }
+
+    /// Operator item `id`, open or resolved.
+    pub fn manual_item(&self, id: i64) -> Result<Option<ManualItem>, JournalError> {
+        self.db
+            .query_row(
+                "SELECT id, serial, card_serial, reason, state, resolution, caught_fen, payment_id,
+                        debit_id
+                 FROM manual_items WHERE id = ?1",
+                [id],
+                item_row,
+            )
+            .optional()
             .map_err(|cause| self.read_error(cause))
     }
 
@@ -1237,6 +1513,26 @@ impl Journal {
         .map_err(read)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(read)
+    }
+
+    /// Open operator items for banknotes the acceptor did not credit.
+    pub fn caught_notes(&self) -> Result<crate::clearing::CaughtNotes, JournalError> {
+        self.db
+            .query_row(
+                "SELECT count(*) FILTER (WHERE caught_fen > 0),
+                        coalesce(sum(caught_fen), 0),
+                        count(*) FILTER (WHERE caught_fen = 0)
+                 FROM manual_items WHERE state = 'open' AND caught_fen IS NOT NULL",
+                [],
+                |r| {
+                    Ok(crate::clearing::CaughtNotes {
+                        known: r.get::<_, i64>(0)? as u64,
+                        known_fen: crate::money::Fen(r.get::<_, i64>(1)? as u64),
+                        unknown: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .map_err(|cause| self.read_error(cause))
     }
 
     /// The banknotes period `id` took: how many, and their sum in fen.

@@ -669,9 +669,13 @@ impl Worker {
         let entry = pad
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_pin(&card.pan, 4, 12, self.timeouts.pin, &mut |digits| {
-                shared.show(Screen::Pin { due, digits })
-            })
+            .get_pin(
+                &card.pan,
+                self.config.policy.customer_pin_min_digits,
+                self.config.policy.customer_pin_max_digits,
+                self.timeouts.pin,
+                &mut |digits| shared.show(Screen::Pin { due, digits }),
+            )
             .map_err(|e| e.to_string())?;
         let block = match entry {
             PinEntry::Entered(block) => block,
@@ -925,34 +929,29 @@ impl Worker {
             }
             Err(e) => view.message = Some(e.to_string()),
         }
-        let items = journal.manual_items(false).and_then(|items| {
-            items
-                .into_iter()
-                .map(|i| {
-                    // What the engine takes for each kind of item.
-                    let resolutions = if i.caught_fen.is_some() {
-                        vec![Resolution::Refund, Resolution::Dismiss]
-                    } else if i.serial.is_some() {
-                        vec![Resolution::Resell, Resolution::Refund]
-                    } else if journal.item_payment(i.id)?.is_some() {
-                        vec![Resolution::Refund]
-                    } else {
-                        // A bank-card reversal: confirmed with the acquirer, then dismissed.
-                        vec![Resolution::Dismiss]
-                    };
-                    Ok(ItemLine {
-                        id: i.id,
-                        serial: i.serial,
-                        reason: i.reason,
-                        caught: i.caught_fen.map(Fen),
-                        resolutions,
+        let items = journal
+            .manual_items(false)
+            .map_err(SaleError::from)
+            .and_then(|items| {
+                items
+                    .into_iter()
+                    .map(|i| {
+                        // What the engine takes for each kind of item.
+                        let resolutions = self.engine.resolutions(&i)?;
+                        Ok(ItemLine {
+                            id: i.id,
+                            serial: i.serial,
+                            reason: i.reason,
+                            caught: i.caught_fen.map(Fen),
+                            resolutions,
+                        })
                     })
-                })
-                .collect()
-        });
+                    .collect::<Result<Vec<_>, SaleError>>()
+            });
         let entries = journal
             .last_id()
-            .and_then(|last| journal.entries((last - 29).max(1), 30));
+            .and_then(|last| journal.entries((last - 29).max(1), 30))
+            .map_err(SaleError::from);
         match (items, entries) {
             (Ok(items), Ok(entries)) => {
                 view.items = items;

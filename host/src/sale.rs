@@ -9,13 +9,18 @@
 //!
 //! Each outcome is journaled and printed on the receipt. A sale granted but not written is
 //! written when its card comes back; a sale whose outcome is unknown is asked about by
-//! [`SaleEngine::recover`] at start. Automatic re-sell, refunds, manual handling and clearing
-//! build on the same rows.
+//! [`SaleEngine::recover`] at start. Every state change is one commit with its audit row,
+//! compare-and-set on the state it leaves.
+//!
+//! This file holds the session's steps and the backend sale; beside it: `cashier` (banknotes),
+//! `bank` (the bank-card payment), `recovery` (what is finished between customers), `operator`
+//! (operator items) and `receipt`.
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use crate::authority::BackendAuthority;
@@ -23,22 +28,26 @@ use crate::backend::{
     Account, BackendError, BackendGrant, CardRef, PaymentKind, Purchase, Refusal, SaleRequest,
     SaleStatus, WriteConfirmation,
 };
-use crate::card::{CardData, CreditGrant, VerifyOutcome};
-use crate::cash_acceptor::{
-    CashAcceptor, CashError, CashEvent, CashHandler, Denomination, EscrowDecision, NotRecorded,
-};
+use crate::card::{CardData, CardError, CreditGrant, VerifyOutcome};
+use crate::cash_acceptor::CashError;
 use crate::clearing;
 use crate::codecs::{self, IdentifyError};
-use crate::config::{BackendEntry, KioskConfig};
-use crate::journal::{Journal, JournalError, NewItem, NewSale};
+use crate::config::{BackendEntry, KioskConfig, Policy};
+use crate::journal::{Batch, BatchResult, Journal, JournalError, NewItem, NewSale};
 use crate::money::{Fen, Wh};
 use crate::plugin::{
     BackendSession, CardCodecSession, CodecError, DialectError, Plugin, PluginError, SharedCard,
 };
-use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
+use crate::receipt_printer::{Receipt, ReceiptPrinter};
 
 mod bank;
+mod cashier;
+mod operator;
+mod receipt;
+mod recovery;
 pub use bank::{BankLink, CardPayment};
+pub use receipt::ReceiptOf;
+use receipt::yuan;
 
 /// Why a step of the sale could not be taken. Every one leaves the journal consistent.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +80,13 @@ pub enum SaleError {
     Plugin(#[from] PluginError),
     #[error("no open operator item {0}")]
     NoSuchItem(i64),
+    /// Someone else (the kiosk's housekeeping, another operator) acted on the item first.
+    #[error("item {item}: {what}; nothing was done")]
+    Conflict { item: i64, what: String },
+    #[error(
+        "item {0} is a banknote of unknown value: count the cash box at clearing, then dismiss it          (a customer's note of known value is refunded through its own item)"
+    )]
+    UnknownNote(i64),
     /// A refund needs proof the sale never took place at the backend.
     #[error(
         "sale {serial} is {state}: the backend sold it, or may have; no refund (re-write the card, \
@@ -153,26 +169,6 @@ pub enum Resolution {
     Dismiss,
 }
 
-/// How often a sale that never reached its backend is sent again before an operator is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResellPolicy {
-    pub max_attempts: u32,
-    /// The wait before the second try; each later wait doubles.
-    pub first_delay: Duration,
-}
-
-impl Default for ResellPolicy {
-    fn default() -> Self {
-        ResellPolicy {
-            max_attempts: 3,
-            first_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How long a banknote already drawn in is waited for once the customer stops paying.
-const NOTE_IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
-
 /// Every state a sale can be in (the journal's `sales.state`).
 pub const SALE_STATES: &[&str] = &[
     "intent",
@@ -253,7 +249,7 @@ pub struct SaleEngine {
     backends: Vec<BackendEntry>,
     min_purchase: Fen,
     max_purchase: Fen,
-    resell: ResellPolicy,
+    policy: Policy,
     progress: Option<Box<dyn FnMut(Step) + Send>>,
 }
 
@@ -275,7 +271,7 @@ impl SaleEngine {
             backends: config.backends.clone(),
             min_purchase: config.limits.min_purchase_fen,
             max_purchase: config.limits.max_purchase_fen,
-            resell: ResellPolicy::default(),
+            policy: config.policy.clone(),
             progress: None,
         }
     }
@@ -289,12 +285,6 @@ impl SaleEngine {
         if let Some(progress) = &mut self.progress {
             progress(step);
         }
-    }
-
-    /// Sets how automatic re-sell retries.
-    pub fn with_resell_policy(mut self, policy: ResellPolicy) -> Self {
-        self.resell = policy;
-        self
     }
 
     pub fn journal(&self) -> &Journal {
@@ -481,110 +471,6 @@ impl SaleEngine {
 
     /// Takes banknotes until the quote is paid or `patience` passes without one; returns what
     /// was paid. A note worth more than what is left is given back (the kiosk gives no change).
-    pub fn take_cash(
-        &mut self,
-        s: &mut CashSession,
-        acceptor: &mut dyn CashAcceptor,
-        patience: Duration,
-    ) -> Result<Fen, SaleError> {
-        self.take_cash_watched(s, acceptor, patience, &mut |_| true)
-    }
-
-    /// [`take_cash`](Self::take_cash), with `go_on` told what is paid after every poll of the
-    /// acceptor; it stops taking banknotes when `go_on` says `false`.
-    pub fn take_cash_watched(
-        &mut self,
-        s: &mut CashSession,
-        acceptor: &mut dyn CashAcceptor,
-        patience: Duration,
-        go_on: &mut dyn FnMut(Fen) -> bool,
-    ) -> Result<Fen, SaleError> {
-        let due = s.quote.map_or(Fen(0), |q| q.amount);
-        if s.bank.is_some() {
-            return Err(SaleError::WrongStep("this session is paid by bank card"));
-        }
-        if s.payment.is_none() {
-            let card = s.data.card_serial.clone();
-            let opened = self.journal.commit(|b| {
-                // Checked in the commit itself: an operator's CLI may start clearing at any
-                // moment, and then the acceptor stays inhibited.
-                let (period, state): (i64, String) = b.sql().query_row(
-                    "SELECT id, state FROM periods ORDER BY id DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                if state != "open" {
-                    return Ok(Err(SaleError::Clearing(period)));
-                }
-                let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
-                Ok(Ok(b.open_payment(&card, id)?))
-            })?;
-            s.payment = Some(opened?);
-            fail::fail_point!("sale.after-payment-opened");
-        }
-        acceptor.enable(&Denomination::ALL)?;
-        let mut last_note = Instant::now();
-        let mut in_flight = false;
-        let mut stop = false;
-        while !stop && s.paid < due && last_note.elapsed() < patience {
-            let before = s.paid;
-            self.poll_cash(s, acceptor, due, &mut in_flight)?;
-            if s.paid > before {
-                last_note = Instant::now();
-            }
-            stop = !go_on(s.paid);
-        }
-        let inhibited = acceptor.enable(&[]);
-        // A banknote already drawn in finishes here, credited to this customer or given back;
-        // left in the acceptor, it would be offered to the next customer's session.
-        let draining = Instant::now();
-        loop {
-            self.poll_cash(s, acceptor, due, &mut in_flight)?;
-            if !in_flight || draining.elapsed() > NOTE_IN_FLIGHT_LIMIT {
-                break;
-            }
-        }
-        inhibited?;
-        Ok(s.paid)
-    }
-
-    /// One poll of the acceptor for session `s`; `in_flight` follows a banknote from being
-    /// drawn in until it is credited or given back.
-    fn poll_cash(
-        &mut self,
-        s: &mut CashSession,
-        acceptor: &mut dyn CashAcceptor,
-        due: Fen,
-        in_flight: &mut bool,
-    ) -> Result<(), SaleError> {
-        let mut handler = Cashier {
-            journal: &mut self.journal,
-            payment: s.payment,
-            card: &s.data.card_serial,
-            caught: &mut s.caught,
-            paid: &mut s.paid,
-            due,
-            in_flight,
-            failed: None,
-        };
-        // The poll's time, less the journal's inside it, is waiting on the acceptor.
-        let started = Instant::now();
-        let journal_before = handler.journal.stats().commit_time;
-        let polled = acceptor.poll(&mut handler);
-        let journal_time = handler.journal.stats().commit_time - journal_before;
-        self.waited
-            .set(self.waited.get() + started.elapsed().saturating_sub(journal_time));
-        if let Some(e) = handler.failed.take() {
-            let _ = acceptor.enable(&[]);
-            return Err(e.into());
-        }
-        if let Err(e) = polled {
-            let _ = acceptor.enable(&[]);
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
     /// Sells what was paid, writes it onto the card, confirms it and prints the receipt.
     pub fn complete(
         &mut self,
@@ -604,7 +490,7 @@ impl SaleEngine {
                     let (serial, request, id) =
                         sale_intent(b, terminal_id, session, PaymentKind::Cash)?;
                     if let Some(payment) = payment {
-                        b.close_payment(payment, "sold", Some(serial), id)?;
+                        b.close_payment(payment, "open", "sold", Some(serial), id)?;
                     }
                     Ok((serial, request))
                 })?
@@ -612,7 +498,7 @@ impl SaleEngine {
         };
         fail::fail_point!("sale.after-sale-intent");
         self.step(Step::Sell);
-        let outcome = match self.sell(s, &request) {
+        let outcome = match self.sell(s, &request)? {
             Ok(grant) => {
                 fail::fail_point!("sale.after-grant-recorded");
                 self.step(Step::Write);
@@ -623,44 +509,17 @@ impl SaleEngine {
                     Outcome::GrantedNotWritten { serial, grant }
                 }
             }
-            Err(SaleOutcome::Refused(refusal)) => {
-                // The backend's refusal is the proof a refund needs: an operator pays it out.
-                self.journal.commit(|b| {
-                    let id = b.append(
-                        "refund-owed",
-                        &json!({"serial": serial, "fen": s.paid.0, "reason": refusal.message}),
-                    )?;
-                    b.open_manual_item(
-                        &NewItem {
-                            serial: Some(serial),
-                            payment: None,
-                            caught_fen: None,
-                            card_serial: Some(&s.data.card_serial),
-                            reason: &format!(
-                                "退款 {} 元：售电被拒（{}）",
-                                yuan(s.paid),
-                                refusal.message
-                            ),
-                        },
-                        id,
-                    )
-                })?;
-                Outcome::Refused { serial, refusal }
-            }
-            // Never reached the backend: sold again automatically (补售电) under the same serial.
+            // The refund item was opened with the refusal, in the same commit.
+            Err(SaleOutcome::Refused(refusal)) => Outcome::Refused { serial, refusal },
+            // Never reached the backend: sold again automatically (补售电) under the same
+            // serial; unknown: asked about by recovery.
             Err(SaleOutcome::NeverReached(why)) | Err(SaleOutcome::Unknown(why)) => {
                 Outcome::Pending { serial, why }
             }
         };
         let receipt = self.receipt(s, &outcome);
-        // The receipt itself is kept with its intent, so it can be printed again.
-        self.journal.append(
-            "receipt-intent",
-            json!({"serial": serial, "receipt": receipt}),
-        )?;
-        fail::fail_point!("sale.after-receipt-intent");
         self.step(Step::Print);
-        let printed = self.print(printer, serial, &receipt)?;
+        let printed = self.print_receipt(printer, ReceiptOf::Sale(serial), &receipt)?;
         self.journal.note(
             "session-ended",
             json!({"serial": serial, "outcome": outcome_name(&outcome)}),
@@ -693,115 +552,55 @@ impl SaleEngine {
                     "payment-cancelled",
                     &json!({"payment": payment, "card": card}),
                 )?;
-                b.close_payment(payment, "abandoned", None, id)
+                b.close_payment(payment, "open", "abandoned", None, id)
             })?;
+            fail::fail_point!("sale.after-cancel");
         }
         if s.caught.is_empty() {
             return Ok(None);
         }
-        let mut r = Receipt::new()
-            .with(Line::new("自助售电凭证").bold().double().centred())
-            .with(Line::new(format!("终端号：{}", self.terminal_id)))
-            .with(Line::new(format!("卡号：{}", s.data.card_serial)))
-            .with(Line::new("未售电"));
-        caught_lines(&mut r, &s.caught);
-        self.journal.append(
-            "receipt-intent",
-            json!({"payment": s.payment, "receipt": r}),
-        )?;
-        let printed = self.wait(|| printer.print(&r));
-        match printed {
-            Ok(_) => {
-                self.journal
-                    .note("receipt-printed", json!({"payment": s.payment}));
-                self.journal.flush()?;
-                Ok(Some(true))
-            }
-            Err(e) => {
-                self.journal.append(
-                    "receipt-unfinished",
-                    json!({"payment": s.payment, "why": e.to_string()}),
-                )?;
-                Ok(Some(false))
-            }
-        }
-    }
-
-    /// Prints `receipt`; a receipt cut short is journaled for a reprint, not lost.
-    fn print(
-        &mut self,
-        printer: &mut dyn ReceiptPrinter,
-        serial: u64,
-        receipt: &Receipt,
-    ) -> Result<bool, SaleError> {
-        match self.wait(|| printer.print(receipt)) {
-            Ok(_) => {
-                self.journal
-                    .note("receipt-printed", json!({"serial": serial}));
-                Ok(true)
-            }
-            Err(e) => {
-                self.journal.append(
-                    "receipt-unfinished",
-                    json!({"serial": serial, "why": e.to_string()}),
-                )?;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Prints the last sale's receipt again, marked as a copy; `None` when there was none.
-    /// Returns the sale's serial and whether the copy came out whole.
-    pub fn reprint_last(
-        &mut self,
-        printer: &mut dyn ReceiptPrinter,
-    ) -> Result<Option<(u64, bool)>, SaleError> {
-        let Some(entry) = self.journal.last_entry("receipt-intent")? else {
-            return Ok(None);
-        };
-        let serial = entry.body["serial"].as_u64().unwrap_or_default();
-        let original: Receipt = serde_json::from_value(entry.body["receipt"].clone())
-            .map_err(|e| SaleError::Corrupt(format!("receipt of sale {serial}: {e}")))?;
-        let mut copy = Receipt::new().with(Line::new("（重印 / COPY）").centred());
-        for line in original.lines() {
-            copy.push(line.clone());
-        }
-        self.journal
-            .append("receipt-reprint-intent", json!({"serial": serial}))?;
-        let printed = self.print(printer, serial, &copy)?;
+        let receipt = self.unsold_receipt(&s);
+        let printed = self.print_receipt(printer, ReceiptOf::Payment(s.payment), &receipt)?;
         self.journal.flush()?;
-        Ok(Some((serial, printed)))
+        Ok(Some(printed))
     }
 
     /// The backend sale under `request.kiosk_serial`; an unknown outcome is asked about once.
+    /// The answer is journaled (a refusal with its refund item) before it is returned.
     fn sell(
         &mut self,
         s: &CashSession,
         request: &SaleRequest,
-    ) -> Result<BackendGrant, SaleOutcome> {
+    ) -> Result<Result<BackendGrant, SaleOutcome>, SaleError> {
         let serial = request.kiosk_serial;
         let answer = self.send(&s.backend, s.dialect, request);
         fail::fail_point!("sale.after-sale-sent");
         let answer = match answer {
             Err(SaleOutcome::Unknown(why)) => {
-                let _ = self
-                    .journal
-                    .append("sale-unknown", json!({"serial": serial, "why": why}));
-                self.ask_status(s, serial)
-                    .unwrap_or(Err(SaleOutcome::Unknown(why)))
+                self.journal
+                    .append("sale-unknown", json!({"serial": serial, "why": why}))?;
+                match self.ask_status(&s.backend, s.dialect, serial) {
+                    Some(SaleStatus::Granted(g)) => Ok(g),
+                    Some(SaleStatus::Refused(r)) => Err(SaleOutcome::Refused(r)),
+                    // "No such sale" may be a request still on its way: recovery asks again.
+                    _ => Err(SaleOutcome::Unknown(why)),
+                }
             }
             other => other,
         };
-        self.record_answer(serial, &answer)
-            .map_err(|e| SaleOutcome::Unknown(e.to_string()))?;
-        answer
+        self.record_answer(serial, &["intent"], &answer, "售电")?;
+        Ok(answer)
     }
 
-    /// Journals what the backend said of sale `serial`, and moves the sale to match.
+    /// Journals what the backend said of sale `serial`, which must still be in one of `from`,
+    /// and moves the sale to match. A refusal opens its refund item in the same commit; `what`
+    /// names the attempt on the item (售电, 补售电).
     fn record_answer(
         &mut self,
         serial: u64,
+        from: &[&str],
         answer: &Result<BackendGrant, SaleOutcome>,
+        what: &str,
     ) -> Result<(), JournalError> {
         self.journal.commit(|b| {
             match answer {
@@ -812,386 +611,34 @@ impl SaleEngine {
                                 "purchase_count": grant.purchase_count,
                                 "amount_fen": grant.amount.0, "energy_wh": grant.energy.0}),
                     )?;
-                    let grant = serde_json::to_string(grant).unwrap_or_default();
-                    b.sale_state(serial, "granted", Some(&grant), id)?;
+                    let grant = serde_json::to_string(grant).expect("a grant serializes");
+                    b.sale_state(serial, from, "granted", Some(&grant), id)?;
                 }
                 Err(SaleOutcome::Refused(r)) => {
                     let id = b.append(
                         "sale-refused",
                         &json!({"serial": serial, "reason": r.message}),
                     )?;
-                    b.sale_state(serial, "refused", None, id)?;
+                    b.sale_state(serial, from, "refused", None, id)?;
+                    // The backend's refusal is the proof a refund needs: an operator pays it.
+                    owe_refund(b, serial, Some(&r.message), what)?;
                 }
                 Err(SaleOutcome::NeverReached(why)) => {
                     let id =
                         b.append("sale-never-reached", &json!({"serial": serial, "why": why}))?;
-                    b.sale_state(serial, "never-reached", None, id)?;
+                    b.sale_state(serial, from, "never-reached", None, id)?;
                 }
                 Err(SaleOutcome::Unknown(why)) => {
                     let id = b.append("sale-pending", &json!({"serial": serial, "why": why}))?;
-                    b.sale_state(serial, "pending", None, id)?;
+                    b.sale_state(serial, from, "pending", None, id)?;
                 }
             }
             Ok(())
-        })
-    }
-
-    /// Finishes what the journal shows unfinished: open payments go to an operator, write
-    /// confirmations and closed periods' reports are sent again, and a sale whose outcome at
-    /// the backend is not known is asked about. Run at start, before the first customer.
-    pub fn recover(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
-        self.recover_payments()?;
-        self.retry_confirmations()?;
-        // Each answer, or why there is none, is in the journal; an unanswered one stays queued.
-        clearing::send_queued(&mut self.journal, &self.backends, &self.dialects)?;
-        let mut resolved = Vec::new();
-        for sale in self.journal.sales(&["intent", "pending"], None)? {
-            let Some(backend) = self
-                .backends
-                .iter()
-                .find(|b| b.utility_codes.contains(&sale.utility))
-                .cloned()
-            else {
-                continue;
-            };
-            let Some(dialect) = self.dialects.iter().position(|d| d.name == backend.dialect) else {
-                continue;
-            };
-            let status = self
-                .backend_session(&backend, dialect)?
-                .sale_status(&self.terminal_id, sale.serial);
-            let answer = match status {
-                Ok(SaleStatus::Granted(g)) => Ok(g),
-                Ok(SaleStatus::Refused(r)) => Err(SaleOutcome::Refused(r)),
-                // The backend has never seen this serial, and the kiosk will not send it again.
-                Ok(SaleStatus::NotFound) => Err(SaleOutcome::NeverReached(
-                    "the backend has no sale under this serial".into(),
-                )),
-                // Still unknown: asked again at the next start.
-                Err(_) => continue,
-            };
-            self.record_answer(sale.serial, &answer)?;
-            let state = match answer {
-                Ok(_) => "granted",
-                Err(SaleOutcome::Refused(_)) => "refused",
-                Err(_) => "never-reached",
-            };
-            resolved.push((sale.serial, state.to_string()));
-        }
-        Ok(resolved)
-    }
-
-    /// A payment still open at start belongs to a session that stopped before its sale had a
-    /// serial: nothing was sent to a backend, so the money goes to an operator, who may refund
-    /// it. Returns the payments handed over: (payment id, fen).
-    pub fn recover_payments(&mut self) -> Result<Vec<(i64, Fen)>, SaleError> {
-        let mut handed = Vec::new();
-        for (id, card, paid) in self.journal.open_payments()? {
-            self.journal.commit(|b| {
-                let audit = b.append(
-                    "payment-abandoned",
-                    &json!({"payment": id, "card": card, "paid_fen": paid}),
-                )?;
-                b.close_payment(id, "abandoned", None, audit)?;
-                if paid > 0 {
-                    b.open_manual_item(
-                        &NewItem {
-                            serial: None,
-                            payment: Some(id),
-                            caught_fen: None,
-                            card_serial: Some(&card),
-                            reason: &format!(
-                                "顾客已投币 {} 元，未售电（卡号 {card}）：请退款或到营业厅购电",
-                                yuan(Fen(paid))
-                            ),
-                        },
-                        audit,
-                    )?;
-                }
-                Ok(())
-            })?;
-            if paid > 0 {
-                handed.push((id, Fen(paid)));
-            }
-        }
-        Ok(handed)
-    }
-
-    /// Automatic re-sell (补售电): each sale that never reached its backend is sent again,
-    /// unchanged and under its own serial, once its backoff has passed; after the policy's
-    /// tries it goes to an operator. Returns each sale tried and where it stands now.
-    pub fn resell(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
-        let mut tried = Vec::new();
-        for sale in self.journal.sales(&["never-reached"], None)? {
-            if !sale.resell_due {
-                continue;
-            }
-            let Ok(request) = serde_json::from_str::<SaleRequest>(&sale.request_json) else {
-                continue;
-            };
-            let Some((backend, dialect)) = self.route(&sale.utility) else {
-                continue;
-            };
-            let attempt = sale.resell_attempts + 1;
-            let delay = self.resell.first_delay.as_secs() << sale.resell_attempts.min(16);
-            self.journal.commit(|b| {
-                b.append(
-                    "resell-attempt",
-                    &json!({"serial": sale.serial, "attempt": attempt}),
-                )?;
-                b.count_resell_attempt(sale.serial, delay)
-            })?;
-            let answer = self.send(&backend, dialect, &request);
-            self.record_answer(sale.serial, &answer)?;
-            let state = match answer {
-                Ok(_) => "granted",
-                Err(SaleOutcome::Refused(refusal)) => {
-                    self.journal.commit(|b| {
-                        let id = b.append(
-                            "refund-owed",
-                            &json!({"serial": sale.serial, "fen": sale.paid_fen,
-                                    "reason": refusal.message}),
-                        )?;
-                        b.open_manual_item(
-                            &NewItem {
-                                serial: Some(sale.serial),
-                                payment: None,
-                                caught_fen: None,
-                                card_serial: Some(&sale.card_serial),
-                                reason: &format!(
-                                    "退款 {} 元：补售电被拒（{}）",
-                                    yuan(Fen(sale.paid_fen)),
-                                    refusal.message
-                                ),
-                            },
-                            id,
-                        )
-                    })?;
-                    "refused"
-                }
-                Err(SaleOutcome::NeverReached(_)) if attempt >= self.resell.max_attempts => {
-                    self.journal.commit(|b| {
-                        let id = b.append(
-                            "resell-exhausted",
-                            &json!({"serial": sale.serial, "attempts": attempt}),
-                        )?;
-                        b.sale_state(sale.serial, "manual", None, id)?;
-                        b.open_manual_item(
-                            &NewItem {
-                                serial: Some(sale.serial),
-                                payment: None,
-                                caught_fen: None,
-                                card_serial: Some(&sale.card_serial),
-                                reason: &format!(
-                                    "补售电 {attempt} 次未成功：请人工补售电或退款 {} 元",
-                                    yuan(Fen(sale.paid_fen))
-                                ),
-                            },
-                            id,
-                        )
-                    })?;
-                    "manual"
-                }
-                Err(SaleOutcome::NeverReached(_)) => "never-reached",
-                Err(SaleOutcome::Unknown(_)) => "pending",
-            };
-            tried.push((sale.serial, state.to_string()));
-        }
-        Ok(tried)
-    }
-
-    /// An operator settles item `id`. A refund is paid only with proof the sale never took
-    /// place at the backend (it refused, or it was never reached); a re-sell sends the sale
-    /// once more under its own serial.
-    pub fn resolve_manual(
-        &mut self,
-        id: i64,
-        resolution: Resolution,
-        operator_note: &str,
-    ) -> Result<String, SaleError> {
-        let item = self
-            .journal
-            .manual_items(false)?
-            .into_iter()
-            .find(|i| i.id == id)
-            .ok_or(SaleError::NoSuchItem(id))?;
-        if let Some(caught) = item.caught_fen {
-            return self.resolve_caught(id, caught, resolution, operator_note);
-        }
-        if let Some((payment, paid, state)) = self.journal.item_payment(id)? {
-            // Money taken with no sale ever sent: a refund is all there is to do.
-            if resolution != Resolution::Refund || state != "abandoned" {
-                return Err(SaleError::NotASale {
-                    item: id,
-                    what: format!("a payment with no sale ({state})"),
-                });
-            }
-            self.journal.commit(|b| {
-                let audit = b.append(
-                    "refund-paid",
-                    &json!({"payment": payment, "fen": paid, "item": id, "note": operator_note}),
-                )?;
-                b.close_payment(payment, "refunded", None, audit)?;
-                b.count("lifetime.refunded_fen", paid as i64)?;
-                b.resolve_manual_item(id, &format!("refunded: {operator_note}"), audit)
-            })?;
-            return Ok(format!(
-                "item {id}: {} yuan refunded for payment {payment}",
-                yuan(Fen(paid))
-            ));
-        }
-        // No sale, payment or banknote: a reversal the acquirer never acknowledged. The operator
-        // confirms it with the acquirer and closes the item; it is still sent until then.
-        if item.serial.is_none() {
-            if resolution != Resolution::Dismiss {
-                return Err(SaleError::ReversalItem(id));
-            }
-            self.journal.commit(|b| {
-                let audit = b.append(
-                    "manual-dismissed",
-                    &json!({"item": id, "note": operator_note}),
-                )?;
-                b.resolve_manual_item(id, &format!("dismissed: {operator_note}"), audit)
-            })?;
-            return Ok(format!("item {id}: closed"));
-        }
-        let sale = match item.serial {
-            Some(serial) => self
-                .journal
-                .sales(SALE_STATES, None)?
-                .into_iter()
-                .find(|s| s.serial == serial),
-            None => None,
-        };
-        match (resolution, sale) {
-            (Resolution::Refund, Some(sale))
-                if matches!(sale.state.as_str(), "refused" | "never-reached" | "manual") =>
-            {
-                self.journal.commit(|b| {
-                    let audit = b.append(
-                        "refund-paid",
-                        &json!({"serial": sale.serial, "fen": sale.paid_fen,
-                                "item": id, "note": operator_note}),
-                    )?;
-                    b.sale_state(sale.serial, "refunded", None, audit)?;
-                    b.count("lifetime.refunded_fen", sale.paid_fen as i64)?;
-                    b.resolve_manual_item(id, &format!("refunded: {operator_note}"), audit)
-                })?;
-                Ok(format!(
-                    "item {id}: {} yuan refunded for sale {}",
-                    yuan(Fen(sale.paid_fen)),
-                    sale.serial
-                ))
-            }
-            (Resolution::Refund, Some(sale)) => Err(SaleError::RefundRefused {
-                serial: sale.serial,
-                state: sale.state,
-            }),
-            (Resolution::Resell, Some(sale)) if sale.state == "manual" => {
-                let request = serde_json::from_str::<SaleRequest>(&sale.request_json)
-                    .map_err(|e| SaleError::Corrupt(e.to_string()))?;
-                let (backend, dialect) =
-                    self.route(&sale.utility)
-                        .ok_or_else(|| SaleError::NotServed {
-                            utility: sale.utility.clone(),
-                            card_serial: sale.card_serial.clone(),
-                        })?;
-                let answer = self.send(&backend, dialect, &request);
-                self.record_answer(sale.serial, &answer)?;
-                match answer {
-                    Ok(grant) => {
-                        self.journal.commit(|b| {
-                            let audit = b.append(
-                                "manual-resell",
-                                &json!({"serial": sale.serial, "item": id, "note": operator_note}),
-                            )?;
-                            b.resolve_manual_item(id, &format!("re-sold: {operator_note}"), audit)
-                        })?;
-                        Ok(format!(
-                            "item {id}: sale {} re-sold ({}); it is written when card {} is next inserted",
-                            sale.serial, grant.backend_sale_id, sale.card_serial
-                        ))
-                    }
-                    Err(SaleOutcome::Refused(r)) => Err(SaleError::Refused(r)),
-                    Err(SaleOutcome::NeverReached(why) | SaleOutcome::Unknown(why)) => {
-                        Err(SaleError::Backend {
-                            backend: backend.name.clone(),
-                            cause: DialectError::Backend(BackendError::Unreachable(why)),
-                        })
-                    }
-                }
-            }
-            (Resolution::Resell, Some(sale)) => Err(SaleError::ResellRefused {
-                serial: sale.serial,
-                state: sale.state,
-            }),
-            (Resolution::Dismiss, Some(_)) => Err(SaleError::DismissRefused(id)),
-            (_, None) => Err(SaleError::NoSuchItem(id)),
-        }
-    }
-
-    /// Settles a banknote the acceptor did not credit: paid back (the operator found it in
-    /// the kiosk) or dismissed (it was not there); it was never sold, so never re-sold.
-    fn resolve_caught(
-        &mut self,
-        id: i64,
-        fen: u64,
-        resolution: Resolution,
-        operator_note: &str,
-    ) -> Result<String, SaleError> {
-        let (kind, done) = match resolution {
-            Resolution::Refund => ("refund-paid", "refunded"),
-            Resolution::Dismiss => ("manual-dismissed", "dismissed"),
-            Resolution::Resell => {
-                return Err(SaleError::NotASale {
-                    item: id,
-                    what: "a banknote the acceptor did not credit".into(),
-                });
-            }
-        };
-        self.journal.commit(|b| {
-            let audit = b.append(
-                kind,
-                &json!({"item": id, "caught_fen": fen, "note": operator_note}),
-            )?;
-            if resolution == Resolution::Refund {
-                b.count("lifetime.caught_refunded_fen", fen as i64)?;
-            }
-            b.resolve_manual_item(id, &format!("{done}: {operator_note}"), audit)
         })?;
-        Ok(match resolution {
-            Resolution::Refund => format!(
-                "item {id}: {} yuan refunded for a banknote the acceptor did not credit",
-                yuan(Fen(fen))
-            ),
-            _ => format!("item {id}: closed, nothing paid back"),
-        })
-    }
-
-    /// An operator raises an item about sale `serial` (a customer's complaint, say).
-    pub fn raise_manual(&mut self, serial: u64, reason: &str) -> Result<i64, SaleError> {
-        let card = self
-            .journal
-            .sales(SALE_STATES, None)?
-            .into_iter()
-            .find(|s| s.serial == serial)
-            .map(|s| s.card_serial);
-        Ok(self.journal.commit(|b| {
-            let id = b.append(
-                "manual-raised",
-                &json!({"serial": serial, "reason": reason}),
-            )?;
-            b.open_manual_item(
-                &NewItem {
-                    serial: Some(serial),
-                    payment: None,
-                    caught_fen: None,
-                    card_serial: card.as_deref(),
-                    reason,
-                },
-                id,
-            )
-        })?)
+        if let Err(SaleOutcome::Refused(_)) = answer {
+            fail::fail_point!("sale.after-refusal-recorded");
+        }
+        Ok(())
     }
 
     /// The backend and dialect that serve `utility`.
@@ -1228,21 +675,30 @@ impl SaleEngine {
         }
     }
 
-    /// Writes a grant sold earlier but never written onto this card, before anything else.
+    /// Writes a grant sold earlier but never written onto this card, before anything else;
+    /// one the card has refused as often as the policy allows is left to an operator.
     fn rewrite_outstanding(&mut self, s: &mut CashSession) -> Result<Option<u64>, SaleError> {
+        let max = self.policy.rewrite_max_attempts;
         let outstanding = self
             .journal
             .sales(&["granted"], Some(&s.data.card_serial))?;
-        let Some(sale) = outstanding.into_iter().next() else {
-            return Ok(None);
-        };
-        let Some(grant) = sale
-            .grant_json
-            .as_deref()
-            .and_then(|g| serde_json::from_str::<BackendGrant>(g).ok())
+        let Some(sale) = outstanding
+            .into_iter()
+            .find(|sale| sale.rewrite_attempts < max)
         else {
             return Ok(None);
         };
+        let grant: BackendGrant = sale
+            .grant_json
+            .as_deref()
+            .ok_or_else(|| {
+                SaleError::Corrupt(format!("sale {} is granted with no grant", sale.serial))
+            })
+            .and_then(|g| {
+                serde_json::from_str(g).map_err(|e| {
+                    SaleError::Corrupt(format!("the grant of sale {}: {e}", sale.serial))
+                })
+            })?;
         self.journal.append(
             "rewrite-started",
             json!({"serial": sale.serial, "card": s.data.card_serial}),
@@ -1259,21 +715,30 @@ impl SaleEngine {
         Ok(None)
     }
 
-    /// Asks the backend what became of the sale under `serial`.
+    /// Asks the backend what became of the sale under `serial`; `None` when it did not say
+    /// (noted in the journal).
     fn ask_status(
         &mut self,
-        s: &CashSession,
+        backend: &BackendEntry,
+        dialect: usize,
         serial: u64,
-    ) -> Option<Result<BackendGrant, SaleOutcome>> {
-        let mut b = self.backend_session(&s.backend, s.dialect).ok()?;
-        match self
-            .wait(|| b.sale_status(&self.terminal_id, serial))
-            .ok()?
-        {
-            SaleStatus::Granted(g) => Some(Ok(g)),
-            SaleStatus::Refused(r) => Some(Err(SaleOutcome::Refused(r))),
-            // Never reached the backend: the same serial can be sold again, once.
-            SaleStatus::NotFound => None,
+    ) -> Option<SaleStatus> {
+        let asked = self
+            .backend_session(backend, dialect)
+            .map_err(|e| e.to_string())
+            .and_then(|mut b| {
+                self.wait(|| b.sale_status(&self.terminal_id, serial))
+                    .map_err(|e| e.to_string())
+            });
+        match asked {
+            Ok(status) => Some(status),
+            Err(why) => {
+                self.journal.note(
+                    "sale-status-unanswered",
+                    json!({"serial": serial, "why": why}),
+                );
+                None
+            }
         }
     }
 
@@ -1309,17 +774,14 @@ impl SaleEngine {
             Ok(VerifyOutcome::Written) => true,
             Ok(VerifyOutcome::NotWritten) => false,
             Err(e) => {
-                self.journal.append(
-                    "card-write-failed",
-                    json!({"serial": serial, "codec": s.codec_name, "why": e.to_string()}),
-                )?;
+                self.write_failed(s, serial, &e)?;
                 false
             }
         };
         if written {
             self.journal.commit(|b| {
                 let id = b.append("card-written", &json!({"serial": serial}))?;
-                b.sale_state(serial, "written", None, id)?;
+                b.sale_state(serial, &["granted"], "written", None, id)?;
                 b.count("lifetime.credited_fen", grant.amount.0 as i64)
             })?;
         }
@@ -1335,14 +797,64 @@ impl SaleEngine {
         Ok(written)
     }
 
+    /// Journals a write that failed. A card that refuses the grant itself is counted: at the
+    /// policy's limit an operator is told (the card needs the utility's counter) and the kiosk
+    /// stops re-writing it.
+    fn write_failed(
+        &mut self,
+        s: &CashSession,
+        serial: u64,
+        e: &CodecError,
+    ) -> Result<(), SaleError> {
+        let refused = matches!(e, CodecError::Card(CardError::GrantRejected(_)));
+        let (max, why, card) = (
+            self.policy.rewrite_max_attempts,
+            e.to_string(),
+            s.data.card_serial.clone(),
+        );
+        self.journal.commit(|b| {
+            b.append(
+                "card-write-failed",
+                &json!({"serial": serial, "codec": s.codec_name, "why": why}),
+            )?;
+            if !refused {
+                return Ok(());
+            }
+            let tries = b.count_rewrite_attempt(serial)?;
+            if tries == max {
+                let id = b.append(
+                    "rewrite-exhausted",
+                    &json!({"serial": serial, "attempts": tries}),
+                )?;
+                b.open_manual_item(
+                    &NewItem {
+                        serial: Some(serial),
+                        payment: None,
+                        caught_fen: None,
+                        debit: None,
+                        card_serial: Some(&card),
+                        reason: &format!(
+                            "电卡 {tries} 次拒绝写入交易 {serial:08} 的购电（{why}）：已售电，\
+                             请到营业厅补写卡"
+                        ),
+                    },
+                    id,
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Sends a write confirmation; one the backend did not acknowledge is sent again by
-    /// [`SaleEngine::recover`]. The customer's credit does not depend on it.
+    /// [`SaleEngine::recover`]. The customer's credit does not depend on it. Returns whether
+    /// the backend acknowledged it (for the sale's state now).
     fn confirm(
         &mut self,
         backend: &BackendEntry,
         dialect: usize,
         confirmation: &WriteConfirmation,
-    ) -> Result<(), SaleError> {
+    ) -> Result<bool, SaleError> {
         let serial = confirmation.kiosk_serial;
         self.journal.append(
             "write-confirm-intent",
@@ -1357,48 +869,29 @@ impl SaleEngine {
                     .map_err(|e| e.to_string())
             });
         match sent {
-            Ok(()) => self.journal.commit(|b| {
-                b.append("write-confirmed", &json!({"serial": serial}))?;
-                b.sale_confirmed(serial)
-            })?,
-            Err(why) => self.journal.note(
-                "write-confirm-failed",
-                json!({"serial": serial, "why": why}),
-            ),
-        }
-        Ok(())
-    }
-
-    /// Sends again every write confirmation the backend has not acknowledged; returns the
-    /// serials now confirmed.
-    pub fn retry_confirmations(&mut self) -> Result<Vec<u64>, SaleError> {
-        let mut confirmed = Vec::new();
-        for sale in self.journal.sales(&["granted", "written"], None)? {
-            if sale.confirmed {
-                continue;
+            Ok(()) => {
+                // Acknowledged for the fact it told: written, or granted and not written.
+                let told = if confirmation.written {
+                    "written"
+                } else {
+                    "granted"
+                };
+                Ok(self.journal.commit(|b| {
+                    b.append(
+                        "write-confirmed",
+                        &json!({"serial": serial, "written": confirmation.written}),
+                    )?;
+                    b.sale_confirmed(serial, told)
+                })?)
             }
-            let Some((backend, dialect)) = self.route(&sale.utility) else {
-                continue;
-            };
-            let confirmation = WriteConfirmation {
-                terminal_id: self.terminal_id.clone(),
-                kiosk_serial: sale.serial,
-                card_serial: sale.card_serial.clone(),
-                written: sale.state == "written",
-                return_data: None,
-            };
-            self.confirm(&backend, dialect, &confirmation)?;
-            if self
-                .journal
-                .sales(&[sale.state.as_str()], Some(&sale.card_serial))?
-                .iter()
-                .any(|s| s.serial == sale.serial && s.confirmed)
-            {
-                confirmed.push(sale.serial);
+            Err(why) => {
+                self.journal.note(
+                    "write-confirm-failed",
+                    json!({"serial": serial, "why": why}),
+                );
+                Ok(false)
             }
         }
-        self.journal.flush()?;
-        Ok(confirmed)
     }
 
     fn backend_session(
@@ -1407,53 +900,6 @@ impl SaleEngine {
         dialect: usize,
     ) -> Result<BackendSession, SaleError> {
         Ok(self.dialects[dialect].backend_session(backend.endpoint.clone())?)
-    }
-
-    /// The receipt: what was bought and exactly what happens to the customer's money.
-    fn receipt(&self, s: &CashSession, outcome: &Outcome) -> Receipt {
-        let serial = match outcome {
-            Outcome::Credited { serial, .. }
-            | Outcome::GrantedNotWritten { serial, .. }
-            | Outcome::Refused { serial, .. }
-            | Outcome::Pending { serial, .. } => *serial,
-        };
-        let mut r = Receipt::new()
-            .with(Line::new("自助售电凭证").bold().double().centred())
-            .with(Line::new(format!("终端号：{}", self.terminal_id)))
-            .with(Line::new(format!("流水号：{serial:08}")))
-            .with(Line::new(format!("户名：{}", s.account.customer_name)))
-            .with(Line::new(format!("户号：{}", s.account.customer_number)))
-            .with(Line::new(format!("表号：{}", s.data.meter_number)))
-            .with(Line::new(format!("卡号：{}", s.data.card_serial)))
-            .with(Line::new(format!("实收金额：{}元", yuan(s.paid))));
-        if let Some(bank) = &s.bank {
-            r.push(Line::new(format!("银行卡支付：{}", bank.pan_masked)));
-            r.push(Line::new(format!("参考号：{}", bank.rrn)));
-        }
-        match outcome {
-            Outcome::Credited { grant, .. } => {
-                r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
-                r.push(Line::new(format!("购电次数：{}", grant.purchase_count)));
-                r.push(Line::new(format!("交易编号：{}", grant.backend_sale_id)));
-                r.push(Line::new("购电成功，请将电卡插入电表").bold());
-            }
-            Outcome::GrantedNotWritten { grant, .. } => {
-                r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
-                r.push(Line::new(format!("交易编号：{}", grant.backend_sale_id)));
-                r.push(Line::new("已购电但未写入电卡：请再次插卡补写").bold());
-                r.push(Line::new("请保留此凭条"));
-            }
-            Outcome::Refused { refusal, .. } => {
-                r.push(Line::new(format!("售电失败：{}", refusal.message)).bold());
-                r.push(Line::new("款项待退还，请保留此凭条联系营业厅"));
-            }
-            Outcome::Pending { .. } => {
-                r.push(Line::new("交易待处理：结果确认后自动补售电").bold());
-                r.push(Line::new("请保留此凭条"));
-            }
-        }
-        caught_lines(&mut r, &s.caught);
-        r
     }
 }
 
@@ -1464,117 +910,58 @@ enum SaleOutcome {
     Unknown(String),
 }
 
-/// The engine's side of the cash acceptor for one session: a banknote is journaled at escrow
-/// before it is stacked, and credited in the journal before the validator is acknowledged.
-struct Cashier<'a> {
-    journal: &'a mut Journal,
-    payment: Option<i64>,
-    card: &'a str,
-    caught: &'a mut Vec<(i64, Fen)>,
-    paid: &'a mut Fen,
-    due: Fen,
-    /// A banknote is between being drawn in and being credited or given back.
-    in_flight: &'a mut bool,
-    failed: Option<JournalError>,
-}
-
-impl CashHandler for Cashier<'_> {
-    fn event(&mut self, event: &CashEvent) -> Result<(), NotRecorded> {
-        *self.in_flight = match event {
-            CashEvent::Accepting | CashEvent::Escrow(_) => true,
-            CashEvent::Stacked(_) => *self.in_flight,
-            _ => false,
-        };
-        let recorded = match event {
-            CashEvent::Credited(note) => {
-                let fen = note.value();
-                let payment = self.payment;
-                let r = self.journal.commit(|b| {
-                    let id = b.append("banknote-credited", &json!({"fen": fen.0}))?;
-                    b.record_banknote(fen.0, id)?;
-                    if let Some(payment) = payment {
-                        b.add_to_payment(payment, fen.0)?;
-                    }
-                    b.count("lifetime.cash_fen", fen.0 as i64)
-                });
-                if r.is_ok() {
-                    *self.paid = Fen(self.paid.0 + fen.0);
-                    fail::fail_point!("sale.after-banknote-credited");
-                }
-                r.map(|_| ())
-            }
-            CashEvent::Returned(note) => self
-                .journal
-                .append("banknote-returned", json!({"fen": note.value().0}))
-                .map(|_| ()),
-            // The customer's banknote may be in the kiosk without having been credited: an
-            // operator checks the box and pays it back (the receipt says so).
-            CashEvent::Fault {
-                note: Some(note), ..
-            }
-            | CashEvent::PowerUpWithBillInStacker { note: Some(note) } => {
-                let fen = note.value();
-                let (payment, card) = (self.payment, self.card);
-                let reason = format!(
-                    "纸币器故障，{} 元纸币可能在机内且未入账（卡号 {card}）：请开箱核实后退还",
-                    yuan(fen)
-                );
-                let r = self.journal.commit(|b| {
-                    let audit = b.append(
-                        "banknote-caught",
-                        &json!({"fen": fen.0, "payment": payment, "event": event.to_string()}),
-                    )?;
-                    b.open_manual_item(
-                        &NewItem {
-                            serial: None,
-                            payment,
-                            caught_fen: Some(fen.0),
-                            card_serial: Some(card),
-                            reason: &reason,
-                        },
-                        audit,
-                    )
-                });
-                r.map(|item| self.caught.push((item, fen)))
-            }
-            CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
-            other => self
-                .journal
-                .append("cash-acceptor", json!({"event": other.to_string()}))
-                .map(|_| ()),
-        };
-        recorded.map_err(|e| {
-            let why = e.to_string();
-            self.failed = Some(e);
-            NotRecorded(why)
-        })
-    }
-
-    fn decide(&mut self, note: Denomination) -> EscrowDecision {
-        if Fen(self.paid.0 + note.value().0) > self.due {
-            return EscrowDecision::Return;
-        }
-        match self
-            .journal
-            .append("banknote-escrowed", json!({"fen": note.value().0}))
-        {
-            Ok(_) => EscrowDecision::Stack,
-            Err(e) => {
-                self.failed = Some(e);
-                EscrowDecision::Return
-            }
-        }
+/// The sale state an answer leaves a sale in.
+fn answer_state(answer: &Result<BackendGrant, SaleOutcome>) -> &'static str {
+    match answer {
+        Ok(_) => "granted",
+        Err(SaleOutcome::Refused(_)) => "refused",
+        Err(SaleOutcome::NeverReached(_)) => "never-reached",
+        Err(SaleOutcome::Unknown(_)) => "pending",
     }
 }
 
-/// The receipt's lines for banknotes caught in the acceptor: each note and its work order.
-fn caught_lines(r: &mut Receipt, caught: &[(i64, Fen)]) {
-    for (item, fen) in caught {
-        r.push(Line::new(format!("{}元纸币卡在机内未入账", yuan(*fen))).bold());
-        r.push(Line::new(format!(
-            "已登记待核实退还（工单{item}），请保留此凭条"
-        )));
-    }
+/// Opens the refund a refused sale owes: its `refund-owed` row and an operator item, in the
+/// caller's commit. `reason` is the backend's words (the last `sale-refused` row's if `None`).
+fn owe_refund(
+    b: &mut Batch<'_>,
+    serial: u64,
+    reason: Option<&str>,
+    what: &str,
+) -> BatchResult<i64> {
+    let (paid, card): (i64, String) = b.sql().query_row(
+        "SELECT paid_fen, card_serial FROM sales WHERE serial = ?1",
+        [serial as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let reason = match reason {
+        Some(reason) => reason.to_string(),
+        None => b
+            .sql()
+            .query_row(
+                "SELECT json_extract(body, '$.reason') FROM audit WHERE kind = 'sale-refused'
+                 AND json_extract(body, '$.serial') = ?1 ORDER BY id DESC LIMIT 1",
+                [serial as i64],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten()
+            .unwrap_or_else(|| "后台拒绝".into()),
+    };
+    let id = b.append(
+        "refund-owed",
+        &json!({"serial": serial, "fen": paid, "reason": reason}),
+    )?;
+    b.open_manual_item(
+        &NewItem {
+            serial: Some(serial),
+            payment: None,
+            caught_fen: None,
+            debit: None,
+            card_serial: Some(&card),
+            reason: &format!("退款 {} 元：{what}被拒（{reason}）", yuan(Fen(paid as u64))),
+        },
+        id,
+    )
 }
 
 /// Journals the intent of session `s`'s backend sale under a fresh serial, paid by `payment`;
@@ -1584,7 +971,7 @@ fn sale_intent(
     terminal_id: &str,
     s: &CashSession,
     payment: PaymentKind,
-) -> rusqlite::Result<(u64, SaleRequest, i64)> {
+) -> BatchResult<(u64, SaleRequest, i64)> {
     let purchase = match s.quote {
         Some(q) if q.amount == s.paid => q.purchase,
         _ => Purchase::Money(s.paid),
@@ -1615,7 +1002,7 @@ fn sale_intent(
             card_serial: &card.card_serial,
             utility: &card.utility_code,
             paid_fen: paid.0,
-            request_json: &serde_json::to_string(&request).unwrap_or_default(),
+            request_json: &serde_json::to_string(&request).expect("a sale request serializes"),
         },
         id,
     )?;
@@ -1652,12 +1039,4 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::Refused { .. } => "refused",
         Outcome::Pending { .. } => "pending",
     }
-}
-
-fn yuan(f: Fen) -> String {
-    format!("{}.{:02}", f.0 / 100, f.0 % 100)
-}
-
-fn kwh(w: Wh) -> String {
-    format!("{}.{:03}", w.0 / 1000, w.0 % 1000)
 }

@@ -16,7 +16,7 @@ use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
 use selfvend_host::plugin::{Plugin, SharedCard};
-use selfvend_host::sale::{CashSession, Outcome, ResellPolicy, SaleEngine};
+use selfvend_host::sale::{CashSession, Outcome, SaleEngine};
 use selfvend_sim::encryption_machine::EncryptionMachine;
 use selfvend_sim::escpos_printer::{Printout, SimulatedPrinter};
 use selfvend_sim::id003_validator::{Action, SimulatedValidator};
@@ -73,8 +73,20 @@ impl std::ops::DerefMut for Kiosk {
     }
 }
 
+/// The rigs' `[policy]`: tests re-sell without waiting, and take a backend's "no such sale" at
+/// once (its request cannot be in flight: the rig's kiosk stopped, or the backend answered).
+const RIG_POLICY: [(&str, &str); 2] = [
+    ("resell_first_delay_secs", "0"),
+    ("unknown_outcome_settle_secs", "0"),
+];
+
 impl World {
     pub fn new() -> World {
+        World::with_policy(&[])
+    }
+
+    /// A world whose kiosk has these `[policy]` keys beside (or instead of) the rig's.
+    pub fn with_policy(policy: &[(&str, &str)]) -> World {
         let slot = ReaderSlot::take();
         let dir = tempfile::tempdir().unwrap();
         let jinan =
@@ -98,6 +110,14 @@ impl World {
             "[operator]\npin_hash = \"{}\"\n",
             clearing::hash_pin(OPERATOR_PIN, PinHash::MIN_ITERATIONS).unwrap()
         );
+        toml += "[policy]\n";
+        for (key, value) in RIG_POLICY
+            .iter()
+            .filter(|(k, _)| !policy.iter().any(|(p, _)| p == k))
+            .chain(policy)
+        {
+            toml += &format!("{key} = {value}\n");
+        }
         for (name, role, file) in &files {
             toml += &format!(
                 "[[plugin]]\nname = \"{name}\"\nrole = \"{role}\"\nfile = \"{}\"\n",
@@ -154,7 +174,12 @@ impl Default for World {
 impl Kiosk {
     /// A world, and a kiosk in this process with its engine and devices open.
     pub fn new() -> Kiosk {
-        let world = World::new();
+        Kiosk::with_policy(&[])
+    }
+
+    /// [`Kiosk::new`], with these `[policy]` keys (see [`World::with_policy`]).
+    pub fn with_policy(policy: &[(&str, &str)]) -> Kiosk {
+        let world = World::with_policy(policy);
         let engine = engine(&world.plugins, &world.config, &world.files, &world.journal);
         let acceptor = Id003Acceptor::open(
             Path::new(world.validator.path()),
@@ -282,11 +307,6 @@ pub fn engine(
         load(&["hengtai-sle4442", "lanling-cpu"]),
         load(&["fixed-text", "json-http"]),
     )
-    // Tests re-sell without waiting.
-    .with_resell_policy(ResellPolicy {
-        max_attempts: 3,
-        first_delay: Duration::ZERO,
-    })
 }
 
 /// 张三's memory card, as issued.

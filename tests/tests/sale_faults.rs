@@ -118,7 +118,7 @@ fn a_receipt_cut_short_by_paper_out_is_recorded_for_a_reprint_and_the_sale_stand
     k.printer_sim.paper_in();
     assert_eq!(
         k.engine.reprint_last(&mut k.printer).unwrap(),
-        Some((1, true))
+        Some((selfvend_host::sale::ReceiptOf::Sale(1), true))
     );
     let copy = k.printed_lines();
     assert_eq!(copy.first().map(String::as_str), Some("（重印 / COPY）"));

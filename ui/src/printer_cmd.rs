@@ -60,13 +60,10 @@ fn reprint(config: &KioskConfig, port: Option<PathBuf>) -> anyhow::Result<ExitCo
     let mut engine = selfvend_ui::kiosk::sale_engine(config)?;
     match engine.reprint_last(&mut printer)? {
         None => println!("no receipt has been printed yet"),
-        Some((serial, true)) => println!(
-            "reprinted the receipt of sale {serial} on {}",
-            port.display()
-        ),
-        Some((serial, false)) => {
+        Some((of, true)) => println!("reprinted the receipt of {of} on {}", port.display()),
+        Some((of, false)) => {
             println!(
-                "the copy of sale {serial}'s receipt was cut short on {} (see the journal)",
+                "the copy of the receipt of {of} was cut short on {} (see the journal)",
                 port.display()
             );
             return Ok(ExitCode::FAILURE);

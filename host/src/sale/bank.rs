@@ -13,7 +13,7 @@ use super::{BankPaid, CashSession, SaleEngine, SaleError, sale_intent};
 use crate::backend::PaymentKind;
 use crate::bank_card::BankCard;
 use crate::config::AcquirerEntry;
-use crate::journal::{NewDebit, NewItem};
+use crate::journal::{BatchResult, NewDebit, NewItem};
 use crate::money::Fen;
 use crate::payment::{
     AcquirerError, Decline, PurchaseOutcome, PurchaseRequest, ReversalReason, ReversalRequest,
@@ -30,10 +30,12 @@ const BATCH: &str = "acquirer.batch";
 /// The batch open for debits; 0 while not signed on (before a sign-on completes, after a
 /// balanced settlement).
 const OPEN_BATCH: &str = "acquirer.open_batch";
+/// The last batch settled and balanced: a sign-on opens the next one only after it, so a
+/// sign-on in the middle of a batch (new keys) keeps the batch and none of its debits is left
+/// out of its settlement.
+const SETTLED_BATCH: &str = "acquirer.settled_batch";
 /// Purchases a batch can hold: settlement counts them in three digits.
 const MAX_BATCH_PURCHASES: u32 = 999;
-/// Failed tries at a reversal after which an operator is told to check with the acquirer.
-const REVERSAL_ALERT: u32 = 5;
 
 /// The kiosk's link to its acquirer: the dialect plugin, where the acquirer is and who the
 /// kiosk is to it, and the PIN pad that holds the keys.
@@ -101,10 +103,19 @@ impl SaleEngine {
         Ok(())
     }
 
-    /// Signs on with the acquirer: a new batch opens and the working keys it issues are loaded
-    /// into the PIN pad (which checks them). Returns the batch.
+    /// Signs on with the acquirer: the working keys it issues are loaded into the PIN pad
+    /// (which checks them). The batch is the one still open for settlement, or the next after a
+    /// settled one. Returns the batch.
     pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {
-        let batch = (self.journal.counter(BATCH)? % MAX_STAN + 1) as u32;
+        let (last, settled) = (
+            self.journal.counter(BATCH)?,
+            self.journal.counter(SETTLED_BATCH)?,
+        );
+        let batch = if last == 0 || last == settled {
+            (last % MAX_STAN + 1) as u32
+        } else {
+            last as u32
+        };
         // Not signed on from here until the keys are in the PIN pad: a stop in between leaves
         // the kiosk to sign on again, never to debit into a batch the acquirer has moved past.
         let stan = self.journal.commit(|b| {
@@ -134,8 +145,10 @@ impl SaleEngine {
             )?;
             b.set_counter(OPEN_BATCH, i64::from(batch))
         })?;
-        // Reversals owed from before (an acquirer that lost its keys refused them) go now.
-        self.forward_reversals(link)?;
+        fail::fail_point!("bank.after-sign-on");
+        // Reversals owed from before (an acquirer that lost its keys refused them) go now; a
+        // refusal right after a sign-on is not the keys' fault and does not close the batch.
+        self.send_reversals(link, true)?;
         Ok(batch)
     }
 
@@ -239,7 +252,14 @@ impl SaleEngine {
                     b.count("lifetime.bank_debited_fen", amount.0 as i64)?;
                     let (serial, request, _) =
                         sale_intent(b, &terminal_id, session, PaymentKind::BankCard)?;
-                    b.debit_state(debit, "approved", Some(serial), Some(&approval.rrn), id)?;
+                    b.debit_state(
+                        debit,
+                        &["intent"],
+                        "approved",
+                        Some(serial),
+                        Some(&approval.rrn),
+                        id,
+                    )?;
                     Ok((serial, request))
                 });
                 let (serial, request) = recorded.inspect_err(|_| s.paid = Fen(0))?;
@@ -259,7 +279,7 @@ impl SaleEngine {
                         &json!({"batch": batch, "stan": stan,
                                 "code": decline.response_code, "message": decline.message}),
                     )?;
-                    b.debit_state(debit, "declined", None, None, id)
+                    b.debit_state(debit, &["intent"], "declined", None, None, id)
                 })?;
                 Ok(CardPayment::Declined(decline))
             }
@@ -272,7 +292,7 @@ impl SaleEngine {
                             "debit-unknown",
                             &json!({"batch": batch, "stan": stan, "why": why}),
                         )?;
-                        b.debit_state(debit, "reversing", None, None, id)
+                        b.debit_state(debit, &["intent"], "reversing", None, None, id)
                     })?;
                     self.forward_reversals(link)?;
                     return Err(SaleError::DebitReversed(amount));
@@ -290,7 +310,7 @@ impl SaleEngine {
                 "debit-failed",
                 &json!({"batch": batch, "stan": stan, "why": why}),
             )?;
-            b.debit_state(id, "failed", None, None, audit)
+            b.debit_state(id, &["intent"], "failed", None, None, audit)
         })?;
         Ok(())
     }
@@ -344,9 +364,11 @@ impl SaleEngine {
             // A settled batch takes no more debits, whether or not the next sign-on works.
             if balanced {
                 b.set_counter(OPEN_BATCH, 0)?;
+                b.set_counter(SETTLED_BATCH, i64::from(batch))?;
             }
             Ok(())
         })?;
+        fail::fail_point!("bank.after-settlement");
         if balanced {
             self.sign_on(link)?;
         }
@@ -367,7 +389,7 @@ impl SaleEngine {
                     &json!({"batch": d.batch, "stan": d.stan,
                             "why": "the kiosk stopped before the acquirer's answer"}),
                 )?;
-                b.debit_state(d.id, "reversing", None, None, id)
+                b.debit_state(d.id, &["intent"], "reversing", None, None, id)
             })?;
         }
         self.forward_reversals(link)?;
@@ -375,8 +397,20 @@ impl SaleEngine {
     }
 
     /// Sends every reversal not yet acknowledged (store and forward). Returns how many the
-    /// acquirer acknowledged now; the rest are sent again next time.
+    /// acquirer acknowledged now; the rest are sent again next time, until the acquirer takes
+    /// them or an operator ends them (`resolve_manual` on their item).
     pub fn forward_reversals(&mut self, link: &BankLink) -> Result<usize, SaleError> {
+        self.send_reversals(link, false)
+    }
+
+    /// [`forward_reversals`](Self::forward_reversals); `just_signed_on` says a refusal cannot be
+    /// for want of keys.
+    fn send_reversals(
+        &mut self,
+        link: &BankLink,
+        just_signed_on: bool,
+    ) -> Result<usize, SaleError> {
+        let alert = self.policy.reversal_alert_attempts;
         let mut acknowledged = 0;
         for d in self.journal.debits(&["reversing"])? {
             let card: BankCard = match d.card_json.as_deref().map(card_of) {
@@ -400,20 +434,24 @@ impl SaleEngine {
             let answer = self.wait(|| link.session().map(|mut a| a.reversal(&request)))?;
             match answer {
                 Ok(()) => {
-                    self.journal.commit(|b| {
+                    let done = self.journal.commit(|b| {
                         let id = b.append(
                             "debit-reversed",
                             &json!({"batch": d.batch, "stan": d.stan, "fen": d.amount_fen}),
                         )?;
-                        b.debit_state(d.id, "reversed", None, None, id)
-                    })?;
-                    acknowledged += 1;
+                        b.debit_state(d.id, &["reversing"], "reversed", None, None, id)
+                    });
+                    match done {
+                        Ok(()) => acknowledged += 1,
+                        // An operator ended it meanwhile: the acquirer's word changes nothing.
+                        Err(crate::journal::JournalError::Conflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    fail::fail_point!("bank.after-reversal-answer");
                 }
                 Err(e) => {
                     let e = AcquirerError::from(e);
-                    // An acquirer that answers and refuses (no keys, a MAC it rejects) wants a
-                    // sign-on: no more debits until there is one.
-                    let sign_on_again = matches!(e, AcquirerError::Refused(_));
+                    let refused = matches!(e, AcquirerError::Refused(_));
                     let why = e.to_string();
                     let tries = d.reversal_attempts + 1;
                     self.journal.commit(|b| {
@@ -421,21 +459,26 @@ impl SaleEngine {
                             "reversal-unacknowledged",
                             &json!({"batch": d.batch, "stan": d.stan, "why": why}),
                         )?;
-                        b.count_reversal_attempt(d.id)?;
-                        if sign_on_again {
+                        let refusals = b.count_reversal_attempt(d.id, refused)?;
+                        // An acquirer that answers and refuses (no keys, a MAC it rejects) wants
+                        // a sign-on: no more debits until there is one. Refused again after it,
+                        // it is not the keys: the batch stays open and an operator is told.
+                        if refused && refusals == 1 && !just_signed_on {
                             b.set_counter(OPEN_BATCH, 0)?;
                         }
-                        // Still sent every time; an operator is told once to check with the bank.
-                        if tries == REVERSAL_ALERT {
+                        // Still sent every time; an operator is told once to check with the
+                        // acquirer, and ends it from the item.
+                        if tries == alert {
                             b.open_manual_item(
                                 &NewItem {
                                     serial: None,
                                     payment: None,
                                     caught_fen: None,
+                                    debit: Some(d.id),
                                     card_serial: None,
                                     reason: &format!(
                                         "冲正未获收单确认（卡号 {}，金额 {} 元，批次 {:06}，流水 {:06}）：\
-                                         请联系收单机构核实",
+                                         请联系收单机构核实，再结束此冲正",
                                         d.pan_masked,
                                         Fen(d.amount_fen),
                                         d.batch,
@@ -455,19 +498,19 @@ impl SaleEngine {
 }
 
 /// A counter's value inside a commit (0 when never counted).
-fn counter_in(b: &mut crate::journal::Batch<'_>, name: &str) -> rusqlite::Result<i64> {
-    b.sql()
+fn counter_in(b: &mut crate::journal::Batch<'_>, name: &str) -> BatchResult<i64> {
+    Ok(b.sql()
         .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
             r.get(0)
         })
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(0),
             e => Err(e),
-        })
+        })?)
 }
 
 /// The next trace number, counted in the journal in the commit that uses it.
-fn next_stan(b: &mut crate::journal::Batch<'_>) -> rusqlite::Result<u32> {
+fn next_stan(b: &mut crate::journal::Batch<'_>) -> BatchResult<u32> {
     let next = counter_in(b, STAN)? % MAX_STAN + 1;
     b.set_counter(STAN, next)?;
     Ok(next as u32)

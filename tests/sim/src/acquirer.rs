@@ -278,6 +278,11 @@ struct Books {
     references_issued: u64,
     sign_ons: u32,
     reversals_received: u32,
+    /// The response code for a reversal whose purchase the acquirer never saw (`00` when
+    /// unset; many acquirers answer `25`, unable to locate the original).
+    unknown_reversal_code: Option<&'static str>,
+    /// While set, every reversal is refused with this code and nothing is done.
+    refuse_reversals: Option<&'static str>,
 }
 
 /// An answer before it is signed, with the key to sign it (none on 0810, and none when the
@@ -506,7 +511,16 @@ impl Books {
             answer.set(39, "30");
             return;
         };
+        if let Some(code) = self.refuse_reversals {
+            answer.set(39, code);
+            return;
+        }
         self.reversals_received += 1;
+        let known = self.purchases.iter().any(|p| p.is(terminal, batch, f.stan));
+        if let (false, Some(code)) = (known, self.unknown_reversal_code) {
+            answer.set(39, code);
+            return;
+        }
         let mut rrn = None;
         if let Some(p) = self
             .purchases
@@ -749,6 +763,17 @@ impl Acquirer {
     /// sign on again, and is answered `77` (without a MAC: there is no key) until it does.
     pub fn forget_sessions(&self) {
         lock(&self.shared.books).sessions.clear();
+    }
+
+    /// Answers a reversal of a purchase it never saw with `code` (`25`: unable to locate the
+    /// original) instead of `00`.
+    pub fn answer_unknown_reversals_with(&self, code: &'static str) {
+        lock(&self.shared.books).unknown_reversal_code = Some(code);
+    }
+
+    /// Refuses every reversal with `code`, doing nothing, until called with `None`.
+    pub fn refuse_reversals(&self, code: Option<&'static str>) {
+        lock(&self.shared.books).refuse_reversals = code;
     }
 
     /// Sign-ons answered `00`.

@@ -23,7 +23,7 @@ use selfvend_host::money::Fen;
 use selfvend_host::pin_pad::{PinEntry, PinPad};
 use selfvend_host::plugin::trust::TrustStore;
 use selfvend_host::plugin::{Plugin, PluginRuntime, SharedCard};
-use selfvend_host::sale::{BankLink, CardPayment, ResellPolicy, SaleEngine};
+use selfvend_host::sale::{BankLink, CardPayment, SaleEngine};
 
 struct Args {
     config: PathBuf,
@@ -116,11 +116,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         journal,
         load(PluginRole::CardCodec)?,
         load(PluginRole::BackendDialect)?,
-    )
-    .with_resell_policy(ResellPolicy {
-        max_attempts: 3,
-        first_delay: Duration::ZERO,
-    });
+    );
     engine.recover()?;
     let link = match &config.acquirer {
         Some(acquirer) => Some(bank_link(&config, acquirer, &runtime)?),

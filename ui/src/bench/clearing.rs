@@ -81,7 +81,7 @@ fn fill(journal: &mut Journal, sales: usize) -> anyhow::Result<()> {
                 },
                 audit,
             )?;
-            b.sale_state(serial, STATES[i % STATES.len()], None, audit)?;
+            b.sale_state(serial, &["intent"], STATES[i % STATES.len()], None, audit)?;
             if cash {
                 b.record_banknote(Fen(paid).0, audit)?;
             }

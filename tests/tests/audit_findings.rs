@@ -1,0 +1,543 @@
+//! The holes an audit of the money paths found, each as the customer or the utility would meet
+//! it, on the real rigs: the reference backend over TCP, virtual cards in pcscd, the ID-003
+//! validator on a pty, the acquirer. Each test failed before its fix.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use selfvend_host::backend::Purchase;
+use selfvend_host::cash_acceptor::{
+    CashAcceptor, CashError, CashEvent, CashHandler, Denomination, EscrowDecision, NotRecorded,
+};
+use selfvend_host::money::Fen;
+use selfvend_host::sale::{CardPayment, Outcome, Resolution, SaleError};
+use selfvend_sim::acquirer::{Fault as AcquirerFault, MessageType};
+use selfvend_sim::id003_validator::{Action, SimulatedValidator};
+use selfvend_sim::reference_backend::ledger::{Buy, CardInfo, Payment};
+use selfvend_sim::reference_backend::{Call, Fault, Request};
+use selfvend_sim::vpcd::lock;
+use selfvend_tests::bank_rig::{BALANCE_FEN, Bank, PAN, PIN, read_bank_card};
+use selfvend_tests::kiosk_rig::{
+    Kiosk, PATIENCE, chen_xiaoming, memory_card, sale_states, zhang_san,
+};
+
+/// Another terminal sells to 张三's card first, so the kiosk's own sale is refused.
+fn counter_sells_first(k: &Kiosk) {
+    k.jinan
+        .ledger()
+        .handle(&Request::Sale {
+            terminal_id: "COUNTER-1".into(),
+            kiosk_serial: 1,
+            card: CardInfo {
+                card_serial: "3701000000000001".into(),
+                ..Default::default()
+            },
+            buy: Buy::Money(1000),
+            payment: Payment::Cash,
+            paid_fen: 1000,
+        })
+        .unwrap();
+}
+
+// Defect 1: a refused sale is always owed its refund item.
+
+#[test]
+fn a_refusal_that_recovery_learns_of_opens_its_refund_item() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    counter_sells_first(&k);
+    // The backend refuses, and neither the refusal nor the status asked after it arrives.
+    k.jinan.inject(Call::Sale, Fault::DropReply);
+    k.jinan.inject(Call::SaleStatus, Fault::DropReply);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Pending { serial: 1, .. }));
+    drop(s);
+    drop(inserted);
+
+    assert_eq!(k.engine.recover().unwrap(), [(1, "refused".to_string())]);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].serial, Some(1));
+    assert_eq!(
+        items[0].reason,
+        "退款 10.00 元：售电被拒（上次购电尚未写入卡内，请先补写卡）"
+    );
+    assert_eq!(
+        k.engine
+            .resolve_manual(items[0].id, Resolution::Refund, "paid back at the counter")
+            .unwrap(),
+        "item 1: 10.00 yuan refunded for sale 1"
+    );
+}
+
+#[test]
+fn a_refused_sale_found_without_its_refund_item_gets_one_at_start() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    counter_sells_first(&k);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Refused { serial: 1, .. }));
+    drop(s);
+    drop(inserted);
+    // A journal written by a kiosk that stopped between the refusal and its item.
+    let deleted = std::process::Command::new("sqlite3")
+        .arg(&k.journal)
+        .arg("DELETE FROM manual_items")
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    k.restart();
+
+    k.engine.recover().unwrap();
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0].reason,
+        "退款 10.00 元：售电被拒（上次购电尚未写入卡内，请先补写卡）"
+    );
+    // Once is enough.
+    k.engine.recover().unwrap();
+    assert_eq!(k.engine.journal().manual_items(false).unwrap().len(), 1);
+}
+
+// Defects 2 and 3: a banknote in flight never reaches the next customer.
+
+/// An ID-003 acceptor whose line does `trouble` on the first poll after the engine decided to
+/// stack a note (garbage, a bad CRC, silence).
+struct LineTrouble<'a> {
+    acceptor: &'a mut dyn CashAcceptor,
+    validator: Arc<SimulatedValidator>,
+    trouble: Option<Action>,
+    stacked: bool,
+}
+
+impl CashAcceptor for LineTrouble<'_> {
+    fn enable(&mut self, accept: &[Denomination]) -> Result<(), CashError> {
+        self.acceptor.enable(accept)
+    }
+
+    fn poll(&mut self, handler: &mut dyn CashHandler) -> Result<(), CashError> {
+        if self.stacked
+            && let Some(trouble) = self.trouble.take()
+        {
+            self.validator.act(trouble);
+        }
+        let mut watch = WatchStack {
+            handler,
+            stacked: &mut self.stacked,
+        };
+        self.acceptor.poll(&mut watch)
+    }
+
+    fn hand_over(&mut self) -> Option<Denomination> {
+        self.acceptor.hand_over()
+    }
+}
+
+struct WatchStack<'a> {
+    handler: &'a mut dyn CashHandler,
+    stacked: &'a mut bool,
+}
+
+impl CashHandler for WatchStack<'_> {
+    fn event(&mut self, event: &CashEvent) -> Result<(), NotRecorded> {
+        self.handler.event(event)
+    }
+
+    fn decide(&mut self, note: Denomination) -> EscrowDecision {
+        let decision = self.handler.decide(note);
+        *self.stacked |= decision == EscrowDecision::Stack;
+        decision
+    }
+}
+
+/// Whatever the acceptor reports, for a test to read.
+#[derive(Default)]
+struct Heard(Vec<CashEvent>);
+
+impl CashHandler for Heard {
+    fn event(&mut self, event: &CashEvent) -> Result<(), NotRecorded> {
+        self.0.push(*event);
+        Ok(())
+    }
+
+    fn decide(&mut self, _: Denomination) -> EscrowDecision {
+        EscrowDecision::Return
+    }
+}
+
+#[test]
+fn a_line_error_while_a_note_is_stacked_credits_it_to_that_customer_and_no_other() {
+    for trouble in [Action::Garbage, Action::BadCrc, Action::Silence(1)] {
+        let mut k = Kiosk::new();
+        let first = zhang_san(&k);
+        let second = chen_xiaoming(&k);
+        let (inserted, card) = k.insert(&first);
+        let mut s = k.engine.start(card).unwrap();
+        k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+        k.validator.act(Action::Insert(10));
+        let mut line = LineTrouble {
+            acceptor: &mut k.acceptor,
+            validator: k.world.validator.clone(),
+            trouble: Some(trouble),
+            stacked: false,
+        };
+        let taken = k.engine.take_cash(&mut s, &mut line, PATIENCE);
+        // The line's error is reported, after the note was settled: it is this customer's.
+        assert!(taken.is_err(), "{trouble:?}: {taken:?}");
+        assert_eq!(s.paid(), Fen(1000), "{trouble:?}");
+        let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+        assert!(
+            matches!(done.outcome, Outcome::Credited { serial: 1, .. }),
+            "{trouble:?}: {:?}",
+            done.outcome
+        );
+        drop(s);
+        drop(inserted);
+
+        // The next customer pays 20 yuan and is credited 20 yuan, not 30.
+        let (_inserted, card) = k.insert(&second);
+        let mut s = k.engine.start(card).unwrap();
+        k.engine.quote(&mut s, Purchase::Money(Fen(2000))).unwrap();
+        k.validator.act(Action::Insert(20));
+        let paid = k
+            .engine
+            .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+            .unwrap();
+        assert_eq!(paid, Fen(2000), "{trouble:?}");
+        assert_eq!(k.validator.tally().credited, [10, 20], "{trouble:?}");
+        assert_eq!(
+            k.engine.journal().counter("lifetime.cash_fen").unwrap(),
+            3000
+        );
+    }
+}
+
+#[test]
+fn a_note_whose_fate_stays_unknown_is_an_operator_item_on_that_customers_receipt() {
+    let mut k = Kiosk::with_policy(&[("note_in_flight_limit_secs", "1")]);
+    let first = zhang_san(&k);
+    let (inserted, card) = k.insert(&first);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::Insert(10));
+    // The validator goes deaf for longer than the kiosk waits for a note in flight.
+    let mut line = LineTrouble {
+        acceptor: &mut k.acceptor,
+        validator: k.world.validator.clone(),
+        trouble: Some(Action::Silence(8)),
+        stacked: false,
+    };
+    let taken = k.engine.take_cash(&mut s, &mut line, PATIENCE);
+    assert!(
+        matches!(taken, Err(SaleError::Cash(CashError::Timeout { .. }))),
+        "{taken:?}"
+    );
+    assert_eq!(s.paid(), Fen(0));
+    assert_eq!(s.caught.len(), 1);
+    assert_eq!(s.caught[0].1, Fen(1000));
+    k.printer_sim.take_printed();
+    k.engine.cancel(s, &mut k.printer).unwrap();
+    let lines = k.printed_lines();
+    assert!(
+        lines.contains(&"10.00元纸币卡在机内未入账".to_string()),
+        "{lines:?}"
+    );
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].caught_fen, Some(1000));
+    assert_eq!(items[0].card_serial.as_deref(), Some("3701000000000001"));
+    drop(inserted);
+
+    // The line comes back and the validator finishes the note: it is nobody's credit.
+    let mut heard = Heard::default();
+    for _ in 0..40 {
+        let _ = k.acceptor.poll(&mut heard);
+        if k.validator.is_idle() {
+            break;
+        }
+    }
+    assert!(
+        heard.0.contains(&CashEvent::LateOutcome {
+            note: Some(Denomination::Cny10),
+            stacked: true
+        }),
+        "{:?}",
+        heard.0
+    );
+    assert!(
+        !heard
+            .0
+            .iter()
+            .any(|e| matches!(e, CashEvent::Credited(_) | CashEvent::CreditedUnknown)),
+        "{:?}",
+        heard.0
+    );
+    // The next customer pays 20 yuan and is credited exactly that.
+    let second = chen_xiaoming(&k);
+    let (_inserted, card) = k.insert(&second);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(2000))).unwrap();
+    k.validator.act(Action::Insert(20));
+    assert_eq!(
+        k.engine
+            .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+            .unwrap(),
+        Fen(2000)
+    );
+    // Clearing shows the note the operator has to look for.
+    let report = selfvend_host::clearing::report(k.engine.journal(), &k.config, None).unwrap();
+    assert_eq!(
+        (report.caught.known, report.caught.known_fen),
+        (1, Fen(1000))
+    );
+}
+
+// Defect 4: the backend's last word on a card write is the latest fact.
+
+#[test]
+fn a_rewrite_after_a_not_written_confirmation_is_confirmed_as_written_until_acknowledged() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    lock(&memory).tear_after_bytes = Some(3);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(
+        done.outcome,
+        Outcome::GrantedNotWritten { serial: 1, .. }
+    ));
+    drop(s);
+    drop(inserted);
+    assert_eq!(
+        k.jinan.ledger().confirmations("K-SALE-01", 1),
+        [(false, None)]
+    );
+
+    // The card comes back and is written; the confirmation of that is lost.
+    lock(&memory).tear_after_bytes = None;
+    k.jinan.refuse_connections(false);
+    let (inserted, card) = k.insert(&memory);
+    k.jinan.inject(Call::ConfirmWrite, Fault::Garbage);
+    let s = k.engine.start(card).unwrap();
+    assert_eq!(s.rewritten, Some(1));
+    drop(s);
+    drop(inserted);
+    assert_eq!(sale_states(&k), [(1, "written".to_string())]);
+
+    // Sent again until the backend acknowledges "written".
+    assert_eq!(k.engine.retry_confirmations().unwrap(), [1]);
+    let said = k.jinan.ledger().confirmations("K-SALE-01", 1);
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[2].0,
+        "the backend's last word is not written: {said:?}"
+    );
+    assert_eq!(k.engine.retry_confirmations().unwrap(), Vec::<u64>::new());
+}
+
+// Defect 5: an operator's refund and the kiosk's re-sell never both happen.
+
+#[test]
+fn a_refund_racing_the_housekeeping_resell_is_refused_once_the_resell_has_the_sale() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    k.jinan.refuse_connections(true);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Pending { serial: 1, .. }));
+    drop(s);
+    drop(inserted);
+    assert_eq!(sale_states(&k), [(1, "never-reached".to_string())]);
+    // The customer complains at the counter; an operator raises an item to refund them.
+    let item = k
+        .engine
+        .raise_manual(1, "customer asks for the money back")
+        .unwrap();
+
+    // The backend is back and slow: the housekeeping's re-sell is out when the operator's
+    // CLI (another engine on the same journal) tries the refund.
+    k.jinan.refuse_connections(false);
+    k.jinan
+        .inject(Call::Sale, Fault::Delay(Duration::from_millis(1500)));
+    let mut operator = selfvend_tests::kiosk_rig::engine(
+        &k.world.plugins,
+        &k.world.config,
+        &k.world.files,
+        &k.world.journal,
+    );
+    let refund = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        operator
+            .resolve_manual(item, Resolution::Refund, "CLI refund")
+            .map_err(Box::new)
+    });
+    let resold = k.engine.resell().unwrap();
+    let refund = refund.join().unwrap();
+    assert_eq!(resold, [(1, "granted".to_string())]);
+    match refund.map_err(|e| *e) {
+        Err(SaleError::RefundRefused { serial: 1, state }) => assert_eq!(state, "pending"),
+        other => panic!("a refund was paid while the sale was being re-sold: {other:?}"),
+    }
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(
+        k.engine.journal().counter("lifetime.refunded_fen").unwrap(),
+        0
+    );
+}
+
+#[test]
+fn an_item_settled_twice_is_settled_once() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, s) = k.paid_session(&memory, 1000);
+    drop(s);
+    drop(inserted);
+    k.restart();
+    k.engine.recover().unwrap();
+    let item = k.engine.journal().manual_items(false).unwrap()[0].id;
+    let mut cli = selfvend_tests::kiosk_rig::engine(
+        &k.world.plugins,
+        &k.world.config,
+        &k.world.files,
+        &k.world.journal,
+    );
+    cli.resolve_manual(item, Resolution::Refund, "CLI").unwrap();
+    let again = k.engine.resolve_manual(item, Resolution::Refund, "screen");
+    assert!(matches!(again, Err(SaleError::NoSuchItem(_))), "{again:?}");
+    assert_eq!(
+        k.engine.journal().counter("lifetime.refunded_fen").unwrap(),
+        1000
+    );
+}
+
+// Defect 6: a reversal the acquirer refuses does not shut bank cards out, and an operator can
+// end one that is never taken.
+
+#[test]
+fn a_refused_reversal_keeps_bank_cards_on_and_an_operator_ends_it() {
+    let mut k = Kiosk::new();
+    let bank = Bank::new(&k.plugins);
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    let card = memory_card(&k);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    bank.acquirer
+        .inject(MessageType::Purchase, AcquirerFault::DropReply);
+    bank.acquirer.refuse_reversals(Some("A0"));
+    let pin = bank.enter_pin(&bank_card, PIN);
+    assert!(matches!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin)),
+        Err(SaleError::DebitReversed(_))
+    ));
+    // Refused as if for want of keys: the kiosk signs on again...
+    assert_eq!(k.engine.signed_on().unwrap(), None);
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    // ...and refused again just after, it is not the keys: bank cards stay on.
+    assert_eq!(k.engine.signed_on().unwrap(), Some(1));
+    for _ in 0..3 {
+        assert_eq!(k.engine.forward_reversals(&bank.link).unwrap(), 0);
+    }
+    assert_eq!(k.engine.signed_on().unwrap(), Some(1));
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    // The acquirer debited the card and never reversed it: the operator confirms with the
+    // acquirer (who refunds the cardholder by its own process) and ends the reversal.
+    assert_eq!(
+        k.engine.resolutions(&items[0]).unwrap(),
+        [Resolution::Dismiss]
+    );
+    k.engine
+        .resolve_manual(items[0].id, Resolution::Dismiss, "acquirer ticket 4711")
+        .unwrap();
+    let received = bank.acquirer.reversals_received();
+    assert_eq!(k.engine.forward_reversals(&bank.link).unwrap(), 0);
+    assert_eq!(bank.acquirer.reversals_received(), received);
+    assert_eq!(
+        k.engine
+            .journal()
+            .debits(&["reversal-ended"])
+            .unwrap()
+            .len(),
+        1
+    );
+    // Nothing holds the settlement any more.
+    bank.acquirer.refuse_reversals(None);
+    let settled = k.engine.settle(&bank.link).unwrap();
+    assert_eq!(settled.acquirer_count, 1);
+    assert!(
+        !settled.balanced,
+        "the debit the acquirer kept is in its count, not ours"
+    );
+}
+
+// Defect 7: a sign-on in the middle of a batch keeps the batch.
+
+#[test]
+fn a_sign_on_in_the_middle_of_a_batch_leaves_no_debit_unsettled() {
+    let mut k = Kiosk::new();
+    let bank = Bank::new(&k.plugins);
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    let card = memory_card(&k);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let pin = bank.enter_pin(&bank_card, PIN);
+    assert_eq!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
+            .unwrap(),
+        CardPayment::Approved { serial: 1 }
+    );
+    k.engine.complete(&mut s, &mut k.printer).unwrap();
+    // New working keys mid-batch (an acquirer's daily key change).
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    let settled = k.engine.settle(&bank.link).unwrap();
+    assert!(settled.balanced);
+    assert_eq!(
+        (settled.acquirer_count, settled.acquirer_amount),
+        (1, Fen(1000))
+    );
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
+    // Settled, the next sign-on opens the next batch.
+    assert_eq!(k.engine.signed_on().unwrap(), Some(2));
+}
+
+// Defect 8: a sale whose backend left the config is handed to an operator.
+
+#[test]
+fn a_sale_whose_backend_left_the_config_goes_to_an_operator_once() {
+    let mut k = Kiosk::new();
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    k.jinan.inject(Call::Sale, Fault::DropReply);
+    k.jinan.inject(Call::SaleStatus, Fault::DropReply);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Pending { serial: 1, .. }));
+    drop(s);
+    drop(inserted);
+    // The utility moves 3701 to another kiosk's config; this one no longer knows its backend.
+    k.world.config.backends.retain(|b| b.name != "jinan-power");
+    k.restart();
+    for _ in 0..2 {
+        k.engine.recover().unwrap();
+    }
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0].reason,
+        "交易 00000001（10.00 元，pending）无法完成：本机已不再配置单位 3701 的后台，请恢复配置\
+         或联系供电单位核实"
+    );
+    // Its outcome is unknown: no refund without proof.
+    assert!(matches!(
+        k.engine.resolve_manual(items[0].id, Resolution::Refund, ""),
+        Err(SaleError::RefundRefused { .. })
+    ));
+}
