@@ -278,12 +278,16 @@ pub fn count(journal: &mut Journal, counted: Fen) -> Result<CashBox, ClearingErr
             "clearing-counted",
             &json!({"period": period.id, "counted_fen": counted.0}),
         )?;
-        b.sql().execute(
-            "UPDATE periods SET counted_fen = ?2 WHERE id = ?1",
+        let changed = b.sql().execute(
+            "UPDATE periods SET counted_fen = ?2 WHERE id = ?1 AND state = 'clearing'",
             rusqlite::params![period.id, counted.0 as i64],
         )?;
-        Ok(())
-    })?;
+        if changed == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(ClearingError::NotClearing(period.id)))
+        }
+    })??;
     fail::fail_point!("clearing.after-counted");
     let (banknotes, taken) = journal.banknotes_taken(period.id)?;
     let expected = Fen(taken);

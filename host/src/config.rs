@@ -583,6 +583,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cash_acceptor::Denomination;
 
     const GOOD: &str = r#"
 [kiosk]
@@ -690,5 +691,62 @@ address = "127.0.0.1:9101"
             parse(&GOOD.replace("dialect = \"text-dialect\"", "dialect = \"nope\"")).unwrap_err();
         assert_eq!(err.line, Some(22));
         assert_eq!(err.message, "no [[plugin]] is named `nope`");
+    }
+
+    #[test]
+    fn the_policy_defaults_to_todays_behaviour_and_each_value_is_checked_with_its_line() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.policy.accepted_notes.len(), 6);
+        let c = parse(&format!(
+            "{GOOD}\n[policy]\nresell_max_attempts = 5\nnote_in_flight_limit_secs = 12\n\
+             accepted_yuan = [100, 50, 10]\ncustomer_pin_min_digits = 6\n"
+        ))
+        .unwrap();
+        assert_eq!(c.policy.resell_max_attempts, 5);
+        assert_eq!(c.policy.note_in_flight_limit, Duration::from_secs(12));
+        assert_eq!(
+            c.policy.accepted_notes,
+            [
+                Denomination::Cny10,
+                Denomination::Cny50,
+                Denomination::Cny100
+            ]
+        );
+        assert_eq!(
+            (
+                c.policy.customer_pin_min_digits,
+                c.policy.customer_pin_max_digits
+            ),
+            (6, 12)
+        );
+        for (bad, line, message) in [
+            (
+                "accepted_yuan = [10, 2]",
+                27,
+                "accepted_yuan: 2 is not a banknote the kiosk takes (1, 5, 10, 20, 50 or 100)",
+            ),
+            (
+                "accepted_yuan = []",
+                27,
+                "accepted_yuan: at least one banknote must be taken",
+            ),
+            (
+                "accepted_yuan = [10, 10]",
+                27,
+                "accepted_yuan: CNY 10 is listed twice",
+            ),
+            ("note_in_flight_limit_secs = 0", 27, "0 is outside 1..=600"),
+            (
+                "customer_pin_min_digits = 8\ncustomer_pin_max_digits = 6",
+                27,
+                "customer_pin_min_digits 8 is above customer_pin_max_digits 6",
+            ),
+            ("resell_tries = 3", 27, "unknown field `resell_tries`"),
+        ] {
+            let err = parse(&format!("{GOOD}\n[policy]\n{bad}\n")).unwrap_err();
+            assert_eq!(err.line, Some(line), "{bad}");
+            assert!(err.message.starts_with(message), "{bad}: {}", err.message);
+        }
     }
 }

@@ -223,10 +223,11 @@ enum Phase {
     Rejecting,
     /// A banknote outside the currency table is being given back.
     ReturningUnknown,
-    /// A note found in escrow that this driver never saw drawn in (it was there before the
-    /// driver started: the kiosk restarted): given back without asking anyone.
-    Refusing(Denomination),
-    /// The engine handed the note in flight to an operator ([`CashAcceptor::hand_over`]).
+    /// A note nobody in this session owns: the engine handed it to an operator
+    /// ([`CashAcceptor::hand_over`]), or it was found in escrow without ever being seen drawn in
+    /// (there before the driver started: the kiosk restarted, and the journal's escrow item
+    /// says it may be in the kiosk). It is stacked, never credited, so it lands where its
+    /// operator item says it is.
     HandedOver(Option<Denomination>),
 }
 
@@ -527,8 +528,7 @@ impl Id003Acceptor {
                     Phase::Escrow {
                         note,
                         decision: Some(EscrowDecision::Return),
-                    }
-                    | Phase::Refusing(note) => self.report(handler, CashEvent::Returned(note))?,
+                    } => self.report(handler, CashEvent::Returned(note))?,
                     _ => {}
                 }
                 self.phase = Phase::Idle;
@@ -536,7 +536,8 @@ impl Id003Acceptor {
             Status::Initializing | Status::Holding => {}
             Status::Accepting => {
                 self.clear_fault(handler)?;
-                if self.phase != Phase::Accepting {
+                // The one note in the path is still the one handed over.
+                if self.phase != Phase::Accepting && !matches!(self.phase, Phase::HandedOver(_)) {
                     self.report(handler, CashEvent::Accepting)?;
                     self.phase = Phase::Accepting;
                 }
@@ -556,14 +557,13 @@ impl Id003Acceptor {
                         note: seen,
                         decision: Some(decision),
                     } if seen == note => self.answer_escrow(decision)?,
-                    // Never seen drawn in: it was inserted before this driver was watching (a
-                    // restart), so it is nobody's to decide: given back.
-                    Phase::Idle | Phase::Refusing(_) => {
-                        self.phase = Phase::Refusing(note);
-                        self.answer_escrow(EscrowDecision::Return)?;
+                    // Never seen drawn in (it was there before this driver was watching), or
+                    // handed to an operator: nobody's to decide, and never given to whoever
+                    // stands at the kiosk now. Stacked, where its operator item says it may be.
+                    Phase::Idle | Phase::HandedOver(_) => {
+                        self.phase = Phase::HandedOver(Some(note));
+                        self.answer_escrow(EscrowDecision::Stack)?;
                     }
-                    // Handed to an operator: it goes back, and its item settles it.
-                    Phase::HandedOver(_) => self.answer_escrow(EscrowDecision::Return)?,
                     _ => {
                         self.report(handler, CashEvent::Escrow(note))?;
                         let decision = handler.decide(note);
@@ -618,7 +618,7 @@ impl Id003Acceptor {
                 }
             }
             Status::Returning => match self.phase {
-                Phase::Escrow { note, .. } | Phase::Stacking(note) | Phase::Refusing(note) => {
+                Phase::Escrow { note, .. } | Phase::Stacking(note) => {
                     self.report(handler, CashEvent::Returned(note))?;
                     self.phase = Phase::Returning;
                 }

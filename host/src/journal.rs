@@ -159,8 +159,9 @@ ALTER TABLE sales ADD COLUMN rewrite_attempts INTEGER NOT NULL DEFAULT 0;
 UPDATE sales SET confirmed = 0 WHERE state = 'written' AND confirmed = 1 AND serial IN (
     SELECT json_extract(body, '$.serial') FROM audit
     WHERE kind = 'write-confirm-intent' AND json_extract(body, '$.written') = 0);
--- Debits gain `reversal-ended`: an operator confirmed with the acquirer what became of a
--- reversal it never acknowledged, and the kiosk stops sending it.
+-- Debits gain the two ends an operator gives a reversal the acquirer never acknowledged, once
+-- they have asked the acquirer: `reversal-ended` (no debit stands) and `kept` (the debit stands
+-- and the customer was paid back by the operator; settlement counts it).
 CREATE TABLE debits_v4 (
     id INTEGER PRIMARY KEY,
     period_id INTEGER NOT NULL REFERENCES periods(id),
@@ -170,7 +171,8 @@ CREATE TABLE debits_v4 (
     pan_masked TEXT NOT NULL,
     card_json TEXT,
     state TEXT NOT NULL CHECK (state IN
-        ('intent', 'approved', 'declined', 'failed', 'reversing', 'reversed', 'reversal-ended')),
+        ('intent', 'approved', 'declined', 'failed', 'reversing', 'reversed', 'reversal-ended',
+         'kept')),
     serial INTEGER REFERENCES sales(serial),
     rrn TEXT,
     reversal_attempts INTEGER NOT NULL DEFAULT 0,
@@ -235,6 +237,45 @@ pub struct NewItem<'a> {
     pub debit: Option<i64>,
     pub card_serial: Option<&'a str>,
     pub reason: &'a str,
+}
+
+impl<'a> NewItem<'a> {
+    /// An item about sale `serial`, for the customer with `card`.
+    pub fn sale(serial: u64, card: Option<&'a str>, reason: &'a str) -> Self {
+        NewItem {
+            serial: Some(serial),
+            payment: None,
+            caught_fen: None,
+            debit: None,
+            card_serial: card,
+            reason,
+        }
+    }
+
+    /// An item about a banknote of `fen` (0: of unknown value) the acceptor may hold without
+    /// having credited it; `payment` and `card` when it is a known customer's.
+    pub fn caught(fen: u64, payment: Option<i64>, card: Option<&'a str>, reason: &'a str) -> Self {
+        NewItem {
+            serial: None,
+            payment,
+            caught_fen: Some(fen),
+            debit: None,
+            card_serial: card,
+            reason,
+        }
+    }
+
+    /// An item about payment `payment`, money taken with no sale made.
+    pub fn payment(payment: i64, card: &'a str, reason: &'a str) -> Self {
+        NewItem {
+            serial: None,
+            payment: Some(payment),
+            caught_fen: None,
+            debit: None,
+            card_serial: Some(card),
+            reason,
+        }
+    }
 }
 
 /// A clearing period.
@@ -1568,5 +1609,97 @@ impl Journal {
                 |r| r.get(0),
             )
             .map_err(|cause| self.read_error(cause))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal as a v3 kiosk left it: a reversal still owed, and a sale written after its
+    /// failed write had been confirmed as "not written".
+    fn v3_journal(path: &Path) {
+        let db = Connection::open(path).unwrap();
+        for migration in &MIGRATIONS[..3] {
+            db.execute_batch(migration).unwrap();
+        }
+        db.pragma_update(None, "user_version", 3).unwrap();
+        db.execute_batch(
+            r#"
+            INSERT INTO audit VALUES (1, '2026-11-30T01:00:00.000Z', 'write-confirm-intent',
+                '{"serial":1,"written":false}', '0', 'h1');
+            INSERT INTO audit VALUES (2, '2026-11-30T01:00:01.000Z', 'write-confirmed',
+                '{"serial":1}', 'h1', 'h2');
+            INSERT INTO serials VALUES (1, 1), (2, 1);
+            INSERT INTO sales (serial, period_id, payment, card_serial, utility, paid_fen, state,
+                request_json, confirmed, audit_id)
+                VALUES (1, 1, 'cash', 'C1', '3701', 1000, 'written', '{}', 1, 2),
+                       (2, 1, 'cash', 'C2', '3701', 500, 'written', '{}', 1, 2);
+            INSERT INTO debits (id, period_id, batch, stan, amount_fen, pan_masked, card_json,
+                state, reversal_attempts, audit_id)
+                VALUES (7, 1, 1, 12, 2000, '622202*********0128', '{"pan":"x"}', 'reversing', 6, 2);
+            "#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_v3_journal_is_migrated_keeping_its_debits_and_owing_the_latest_confirmation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        v3_journal(&path);
+        let mut journal = Journal::open(&path).unwrap();
+        let debits = journal.debits(&["reversing"]).unwrap();
+        assert_eq!(debits.len(), 1);
+        assert_eq!(
+            (
+                debits[0].id,
+                debits[0].stan,
+                debits[0].amount_fen,
+                debits[0].reversal_attempts
+            ),
+            (7, 12, 2000, 6)
+        );
+        assert_eq!(debits[0].card_json.as_deref(), Some(r#"{"pan":"x"}"#));
+        // Sale 1's last acknowledged word was "not written": it is confirmed again; sale 2's
+        // was "written" and stands.
+        let unconfirmed: Vec<u64> = journal
+            .sales(&["written"], None)
+            .unwrap()
+            .into_iter()
+            .filter(|s| !s.confirmed)
+            .map(|s| s.serial)
+            .collect();
+        assert_eq!(unconfirmed, [1]);
+        // The new ends of a reversal are states the table takes.
+        journal
+            .commit(|b| {
+                b.debit_state(7, &["reversing"], "kept", None, None, 2)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(journal.debits(&["kept"]).unwrap()[0].card_json, None);
+    }
+
+    #[test]
+    fn a_state_change_from_a_state_the_row_has_left_is_a_conflict_and_the_journal_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        v3_journal(&path);
+        let mut journal = Journal::open(&path).unwrap();
+        let conflict = journal.commit(|b| {
+            let id = b.append("refund-paid", &serde_json::json!({"serial": 1}))?;
+            b.sale_state(1, &["refused", "never-reached"], "refunded", None, id)
+        });
+        match conflict {
+            Err(JournalError::Conflict { what, .. }) => assert_eq!(
+                what,
+                "sale 1 is written, not refused or never-reached: it was acted on meanwhile"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // Nothing of the batch was written, and the journal still commits.
+        assert_eq!(journal.last_entry("refund-paid").unwrap(), None);
+        journal.append("note", serde_json::json!({})).unwrap();
     }
 }

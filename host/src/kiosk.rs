@@ -734,6 +734,7 @@ impl Worker {
                     reason: refusal.message,
                 },
                 Outcome::Pending { .. } => ResultView::Pending { paid },
+                Outcome::Unsold { reason, .. } => ResultView::RefundOwed { paid, reason },
             },
             // The payment is in the journal (an open payment goes to an operator at the next
             // start; a sale with a serial is finished by recovery), but no receipt says so.

@@ -859,6 +859,13 @@ impl BackendSession {
                         ))
                         .into())
                     }
+                    // Sent, a change cannot be "not supported": the backend may have made it.
+                    (net::BackendError::NotSupported, None) if sent && changes_state => {
+                        Err(net::BackendError::OutcomeUnknown(format!(
+                            "{call}: request sent, then the dialect said the call is not supported"
+                        ))
+                        .into())
+                    }
                     // A reply that does not parse says nothing of whether a change was made.
                     (net::BackendError::MalformedReply(why), None) if sent && changes_state => {
                         Err(net::BackendError::OutcomeUnknown(format!(

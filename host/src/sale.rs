@@ -100,7 +100,8 @@ pub enum SaleError {
     #[error("item {item} is about {what}, not a sale: it is refunded, never re-sold")]
     NotASale { item: i64, what: String },
     #[error(
-        "item {0} is about a bank-card reversal: confirm it with the acquirer, then dismiss it"
+        "item {0} is about a bank-card reversal: ask the acquirer, then dismiss it (no debit \
+         stands) or refund it (the debit stands; the customer is paid back here)"
     )]
     ReversalItem(i64),
     #[error("the journal holds a sale it cannot read back: {0}")]
@@ -158,6 +159,9 @@ pub enum Outcome {
     Refused { serial: u64, refusal: Refusal },
     /// The sale's outcome at the backend is not known yet: resolved by asking the backend.
     Pending { serial: u64, why: String },
+    /// Less was paid than quoted, and what was paid cannot be sold (below the purchase limits,
+    /// or the backend will not sell it): no sale was sent, and the money is owed back.
+    Unsold { payment: i64, reason: String },
 }
 
 /// What an operator does with an item the kiosk could not finish.
@@ -208,6 +212,8 @@ pub struct CashSession {
     dialect: usize,
     pub account: Account,
     quote: Option<Quote>,
+    /// The purchase limits for this account: the kiosk's, narrowed by the backend's can-buy.
+    limits: (Fen, Fen),
     paid: Fen,
     /// The serial of an earlier sale written onto this card as it came in.
     pub rewritten: Option<u64>,
@@ -405,6 +411,7 @@ impl SaleEngine {
             dialect,
             account,
             quote: None,
+            limits: (self.min_purchase, self.max_purchase),
             paid: Fen(0),
             rewritten: None,
             caught: Vec::new(),
@@ -456,6 +463,16 @@ impl SaleEngine {
                 .append("purchase-refused", json!({"reason": refusal.message}))?;
             return Err(SaleError::Refused(refusal));
         }
+        // The backend's own limits narrow the kiosk's (a maximum of 0 states none).
+        let min = self.min_purchase.max(check.min);
+        let max = match check.max {
+            Fen(0) => self.max_purchase,
+            backend => self.max_purchase.min(backend),
+        };
+        s.limits = (min, max);
+        if amount < min || amount > max {
+            return Err(SaleError::OutOfLimits(amount, min, max));
+        }
         let quote = Quote {
             purchase,
             amount,
@@ -469,8 +486,6 @@ impl SaleEngine {
         Ok(quote)
     }
 
-    /// Takes banknotes until the quote is paid or `patience` passes without one; returns what
-    /// was paid. A note worth more than what is left is given back (the kiosk gives no change).
     /// Sells what was paid, writes it onto the card, confirms it and prints the receipt.
     pub fn complete(
         &mut self,
@@ -483,6 +498,9 @@ impl SaleEngine {
             None => {
                 if s.paid == Fen(0) {
                     return Err(SaleError::NothingPaid);
+                }
+                if let Some(reason) = self.unsellable(s)? {
+                    return self.unsold(s, printer, reason);
                 }
                 let (terminal_id, payment) = (self.terminal_id.as_str(), s.payment);
                 let session: &CashSession = s;
@@ -524,6 +542,75 @@ impl SaleEngine {
             "session-ended",
             json!({"serial": serial, "outcome": outcome_name(&outcome)}),
         );
+        self.journal.flush()?;
+        Ok(Completion {
+            outcome,
+            receipt,
+            printed,
+        })
+    }
+
+    /// Why what was paid cannot be sold when it is less than the quote (the quote itself was
+    /// checked): below the purchase limits, or refused by the backend's can-buy check. A
+    /// backend that cannot be asked is no reason: the sale goes ahead and is re-sold or
+    /// refunded by the usual rules.
+    fn unsellable(&mut self, s: &CashSession) -> Result<Option<String>, SaleError> {
+        if s.quote.is_some_and(|q| q.amount == s.paid) {
+            return Ok(None);
+        }
+        let (min, max) = s.limits;
+        if s.paid < min || s.paid > max {
+            return Ok(Some(format!(
+                "实收金额 {} 元不在购电金额 {} 元至 {} 元之内",
+                yuan(s.paid),
+                yuan(min),
+                yuan(max)
+            )));
+        }
+        let asked = self
+            .backend_session(&s.backend, s.dialect)
+            .ok()
+            .and_then(|mut b| {
+                self.wait(|| b.can_buy(&card_ref(&s.data), Purchase::Money(s.paid)))
+                    .ok()
+            });
+        Ok(asked.and_then(|check| check.refusal).map(|r| r.message))
+    }
+
+    /// Ends a paid session whose money cannot be sold: the payment goes to an operator for a
+    /// refund, in one commit, and the receipt says so.
+    fn unsold(
+        &mut self,
+        s: &mut CashSession,
+        printer: &mut dyn ReceiptPrinter,
+        reason: String,
+    ) -> Result<Completion, SaleError> {
+        let payment = s
+            .payment
+            .ok_or(SaleError::WrongStep("cash was paid with no payment open"))?;
+        let (card, paid) = (s.data.card_serial.clone(), s.paid);
+        self.journal.commit(|b| {
+            let id = b.append(
+                "sale-not-made",
+                &json!({"payment": payment, "paid_fen": paid.0, "reason": reason}),
+            )?;
+            b.close_payment(payment, "open", "abandoned", None, id)?;
+            b.open_manual_item(
+                &NewItem::payment(
+                    payment,
+                    &card,
+                    &format!(
+                        "顾客已投币 {} 元，未售电（{reason}）：请退款（卡号 {card}）",
+                        yuan(paid)
+                    ),
+                ),
+                id,
+            )?;
+            Ok(())
+        })?;
+        let outcome = Outcome::Unsold { payment, reason };
+        let receipt = self.receipt(s, &outcome);
+        let printed = self.print_receipt(printer, ReceiptOf::Payment(Some(payment)), &receipt)?;
         self.journal.flush()?;
         Ok(Completion {
             outcome,
@@ -602,7 +689,7 @@ impl SaleEngine {
         answer: &Result<BackendGrant, SaleOutcome>,
         what: &str,
     ) -> Result<(), JournalError> {
-        self.journal.commit(|b| {
+        let recorded = self.journal.commit(|b| {
             match answer {
                 Ok(grant) => {
                     let id = b.append(
@@ -634,11 +721,52 @@ impl SaleEngine {
                 }
             }
             Ok(())
-        })?;
+        });
+        match (recorded, answer) {
+            // The sale moved on meanwhile, but the backend sold it: that is never dropped.
+            (Err(JournalError::Conflict { .. }), Ok(grant)) => self.late_grant(serial, grant)?,
+            (recorded, _) => recorded?,
+        }
         if let Err(SaleOutcome::Refused(_)) = answer {
             fail::fail_point!("sale.after-refusal-recorded");
         }
         Ok(())
+    }
+
+    /// A grant that arrived after sale `serial` moved on (another process recorded another
+    /// outcome meanwhile). A sale not yet paid back becomes granted (no refund can follow); one
+    /// already refunded goes to an operator, to have the utility void the sale.
+    fn late_grant(&mut self, serial: u64, grant: &BackendGrant) -> Result<(), JournalError> {
+        let grant_json = serde_json::to_string(grant).expect("a grant serializes");
+        self.journal.commit(|b| {
+            let (state, card): (String, String) = b.sql().query_row(
+                "SELECT state, card_serial FROM sales WHERE serial = ?1",
+                [serial as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let body = json!({"serial": serial, "sale_id": grant.backend_sale_id,
+                              "purchase_count": grant.purchase_count,
+                              "amount_fen": grant.amount.0, "energy_wh": grant.energy.0,
+                              "late": true});
+            match state.as_str() {
+                "granted" | "written" => Ok(()),
+                "refunded" => {
+                    let id = b.append("sale-granted-after-refund", &body)?;
+                    b.open_manual_item(
+                        &NewItem::sale(serial, Some(&card), &format!(
+                                "交易 {serial:08} 已退款，但后台随后售电（{}）：请联系供电单位冲销该笔售电",
+                                grant.backend_sale_id
+                            )),
+                        id,
+                    )?;
+                    Ok(())
+                }
+                from => {
+                    let id = b.append("sale-granted", &body)?;
+                    b.sale_state(serial, &[from], "granted", Some(&grant_json), id)
+                }
+            }
+        })
     }
 
     /// The backend and dialect that serve `utility`.
@@ -827,17 +955,14 @@ impl SaleEngine {
                     &json!({"serial": serial, "attempts": tries}),
                 )?;
                 b.open_manual_item(
-                    &NewItem {
-                        serial: Some(serial),
-                        payment: None,
-                        caught_fen: None,
-                        debit: None,
-                        card_serial: Some(&card),
-                        reason: &format!(
+                    &NewItem::sale(
+                        serial,
+                        Some(&card),
+                        &format!(
                             "电卡 {tries} 次拒绝写入交易 {serial:08} 的购电（{why}）：已售电，\
                              请到营业厅补写卡"
                         ),
-                    },
+                    ),
                     id,
                 )?;
             }
@@ -952,14 +1077,11 @@ fn owe_refund(
         &json!({"serial": serial, "fen": paid, "reason": reason}),
     )?;
     b.open_manual_item(
-        &NewItem {
-            serial: Some(serial),
-            payment: None,
-            caught_fen: None,
-            debit: None,
-            card_serial: Some(&card),
-            reason: &format!("退款 {} 元：{what}被拒（{reason}）", yuan(Fen(paid as u64))),
-        },
+        &NewItem::sale(
+            serial,
+            Some(&card),
+            &format!("退款 {} 元：{what}被拒（{reason}）", yuan(Fen(paid as u64))),
+        ),
         id,
     )
 }
@@ -1038,5 +1160,6 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::GrantedNotWritten { .. } => "granted-not-written",
         Outcome::Refused { .. } => "refused",
         Outcome::Pending { .. } => "pending",
+        Outcome::Unsold { .. } => "unsold",
     }
 }

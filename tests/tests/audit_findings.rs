@@ -446,34 +446,35 @@ fn a_refused_reversal_keeps_bank_cards_on_and_an_operator_ends_it() {
     assert_eq!(k.engine.signed_on().unwrap(), Some(1));
     let items = k.engine.journal().manual_items(false).unwrap();
     assert_eq!(items.len(), 1);
-    // The acquirer debited the card and never reversed it: the operator confirms with the
-    // acquirer (who refunds the cardholder by its own process) and ends the reversal.
+    // The acquirer debited the card and never took the reversal: the operator asks it, learns
+    // the debit stands, and pays the customer back; the kiosk stops sending the reversal.
     assert_eq!(
         k.engine.resolutions(&items[0]).unwrap(),
-        [Resolution::Dismiss]
+        [Resolution::Refund, Resolution::Dismiss]
     );
-    k.engine
-        .resolve_manual(items[0].id, Resolution::Dismiss, "acquirer ticket 4711")
-        .unwrap();
+    assert_eq!(
+        k.engine
+            .resolve_manual(items[0].id, Resolution::Refund, "acquirer ticket 4711")
+            .unwrap(),
+        "item 1: debit 1 stands at the acquirer; 10.00 yuan refunded"
+    );
     let received = bank.acquirer.reversals_received();
     assert_eq!(k.engine.forward_reversals(&bank.link).unwrap(), 0);
     assert_eq!(bank.acquirer.reversals_received(), received);
+    assert_eq!(k.engine.journal().debits(&["kept"]).unwrap().len(), 1);
     assert_eq!(
-        k.engine
-            .journal()
-            .debits(&["reversal-ended"])
-            .unwrap()
-            .len(),
-        1
+        k.engine.journal().counter("lifetime.refunded_fen").unwrap(),
+        1000
     );
-    // Nothing holds the settlement any more.
+    // Nothing holds the settlement any more, and it balances with the debit that stands.
     bank.acquirer.refuse_reversals(None);
     let settled = k.engine.settle(&bank.link).unwrap();
-    assert_eq!(settled.acquirer_count, 1);
-    assert!(
-        !settled.balanced,
-        "the debit the acquirer kept is in its count, not ours"
+    assert!(settled.balanced);
+    assert_eq!(
+        (settled.acquirer_count, settled.acquirer_amount),
+        (1, Fen(1000))
     );
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
 }
 
 // Defect 7: a sign-on in the middle of a batch keeps the batch.
@@ -540,4 +541,60 @@ fn a_sale_whose_backend_left_the_config_goes_to_an_operator_once() {
         k.engine.resolve_manual(items[0].id, Resolution::Refund, ""),
         Err(SaleError::RefundRefused { .. })
     ));
+}
+
+// Defect 8: a grant the card refuses is re-written a bounded number of times.
+
+#[test]
+fn a_grant_the_card_refuses_is_rewritten_a_bounded_number_of_times_then_handed_over() {
+    let mut k = Kiosk::with_policy(&[("rewrite_max_attempts", "2")]);
+    let memory = zhang_san(&k);
+    let (inserted, mut s) = k.paid_session(&memory, 1000);
+    lock(&memory).tear_after_bytes = Some(3);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(
+        done.outcome,
+        Outcome::GrantedNotWritten { serial: 1, .. }
+    ));
+    drop(s);
+    drop(inserted);
+    lock(&memory).tear_after_bytes = None;
+    // A grant this card cannot hold (a token of the wrong length): it refuses it every time.
+    let spoiled = std::process::Command::new("sqlite3")
+        .arg(&k.journal)
+        .arg("UPDATE sales SET grant_json = json_set(grant_json, '$.token', json('[1,2,3,4,5,6]'))")
+        .status()
+        .unwrap();
+    assert!(spoiled.success());
+    for _ in 0..3 {
+        let (inserted, card) = k.insert(&memory);
+        let s = k.engine.start(card).unwrap();
+        assert_eq!(s.rewritten, None);
+        drop(s);
+        drop(inserted);
+    }
+    let tries = k
+        .journal_kinds()
+        .iter()
+        .filter(|kind| *kind == "rewrite-started")
+        .count();
+    assert_eq!(tries, 2, "two re-writes the card refused, then no more");
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(
+        items[0]
+            .reason
+            .starts_with("电卡 2 次拒绝写入交易 00000001 的购电"),
+        "{}",
+        items[0].reason
+    );
+    // The backend sold it: no refund, and the item closes once the counter has written it.
+    assert!(matches!(
+        k.engine.resolve_manual(items[0].id, Resolution::Refund, ""),
+        Err(SaleError::RefundRefused { .. })
+    ));
+    assert_eq!(
+        k.engine.resolutions(&items[0]).unwrap(),
+        [Resolution::Dismiss]
+    );
 }

@@ -107,18 +107,16 @@ impl SaleEngine {
     /// (which checks them). The batch is the one still open for settlement, or the next after a
     /// settled one. Returns the batch.
     pub fn sign_on(&mut self, link: &BankLink) -> Result<u32, SaleError> {
-        let (last, settled) = (
-            self.journal.counter(BATCH)?,
-            self.journal.counter(SETTLED_BATCH)?,
-        );
-        let batch = if last == 0 || last == settled {
-            (last % MAX_STAN + 1) as u32
-        } else {
-            last as u32
-        };
         // Not signed on from here until the keys are in the PIN pad: a stop in between leaves
         // the kiosk to sign on again, never to debit into a batch the acquirer has moved past.
-        let stan = self.journal.commit(|b| {
+        // The batch is chosen in the commit: a settlement may come from another process.
+        let (batch, stan) = self.journal.commit(|b| {
+            let (last, settled) = (counter_in(b, BATCH)?, counter_in(b, SETTLED_BATCH)?);
+            let batch = if last == 0 || last == settled {
+                (last % MAX_STAN + 1) as u32
+            } else {
+                last as u32
+            };
             let stan = next_stan(b)?;
             b.append(
                 "sign-on-intent",
@@ -126,7 +124,7 @@ impl SaleEngine {
             )?;
             b.set_counter(BATCH, i64::from(batch))?;
             b.set_counter(OPEN_BATCH, 0)?;
-            Ok(stan)
+            Ok((batch, stan))
         })?;
         let keys = self.wait(|| {
             link.session()?
@@ -321,20 +319,35 @@ impl SaleEngine {
     pub fn settle(&mut self, link: &BankLink) -> Result<Settlement, SaleError> {
         let batch = self.signed_on()?.ok_or(SaleError::NotSignedOn)?;
         self.no_reversals_pending(link)?;
-        let (count, amount) = self
-            .journal
-            .debits(&["approved"])?
-            .iter()
-            .filter(|d| d.batch == batch)
-            .fold((0u32, 0u64), |(c, a), d| (c + 1, a + d.amount_fen));
-        let stan = self.journal.commit(|b| {
+        // Totalled and closed to new debits in one commit, so no debit another process (the
+        // kiosk, while an operator settles from the CLI) makes in it is left out. A sign-on
+        // opens it again if the settlement does not balance.
+        let (stan, count, amount) = self.journal.commit(|b| {
+            if counter_in(b, OPEN_BATCH)? != i64::from(batch) {
+                return Ok(Err(SaleError::NotSignedOn));
+            }
+            let undecided: i64 = b.sql().query_row(
+                "SELECT count(*) FROM debits WHERE batch = ?1 AND state IN ('intent', 'reversing')",
+                [batch],
+                |r| r.get(0),
+            )?;
+            if undecided > 0 {
+                return Ok(Err(SaleError::ReversalsPending(undecided as usize)));
+            }
+            let (count, amount): (u32, i64) = b.sql().query_row(
+                "SELECT count(*), coalesce(sum(amount_fen), 0) FROM debits
+                     WHERE batch = ?1 AND state IN ('approved', 'kept')",
+                [batch],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let stan = next_stan(b)?;
             b.append(
                 "settlement-intent",
                 &json!({"batch": batch, "stan": stan, "count": count, "fen": amount}),
             )?;
-            Ok(stan)
-        })?;
+            b.set_counter(OPEN_BATCH, 0)?;
+            Ok(Ok((stan, count, amount as u64)))
+        })??;
         let request = SettlementRequest {
             terminal: link.entry.terminal.clone(),
             stan,
@@ -363,15 +376,13 @@ impl SaleEngine {
             )?;
             // A settled batch takes no more debits, whether or not the next sign-on works.
             if balanced {
-                b.set_counter(OPEN_BATCH, 0)?;
                 b.set_counter(SETTLED_BATCH, i64::from(batch))?;
             }
             Ok(())
         })?;
         fail::fail_point!("bank.after-settlement");
-        if balanced {
-            self.sign_on(link)?;
-        }
+        // The next batch after a balanced one; the same again after one that is not.
+        self.sign_on(link)?;
         Ok(Settlement {
             balanced,
             ..settled
@@ -455,6 +466,17 @@ impl SaleEngine {
                     let why = e.to_string();
                     let tries = d.reversal_attempts + 1;
                     self.journal.commit(|b| {
+                        // Acknowledged or ended meanwhile (another process): nothing to count.
+                        let (state, alerted): (String, bool) = b.sql().query_row(
+                            "SELECT state, EXISTS (SELECT 1 FROM manual_items
+                                                   WHERE debit_id = debits.id AND state = 'open')
+                             FROM debits WHERE id = ?1",
+                            [d.id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )?;
+                        if state != "reversing" {
+                            return Ok(());
+                        }
                         let id = b.append(
                             "reversal-unacknowledged",
                             &json!({"batch": d.batch, "stan": d.stan, "why": why}),
@@ -466,9 +488,9 @@ impl SaleEngine {
                         if refused && refusals == 1 && !just_signed_on {
                             b.set_counter(OPEN_BATCH, 0)?;
                         }
-                        // Still sent every time; an operator is told once to check with the
-                        // acquirer, and ends it from the item.
-                        if tries == alert {
+                        // Still sent every time; an operator is told (once, while the item is
+                        // open) to check with the acquirer, and ends it from the item.
+                        if tries >= alert && !alerted {
                             b.open_manual_item(
                                 &NewItem {
                                     serial: None,

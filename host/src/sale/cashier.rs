@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use super::{CashSession, SaleEngine, SaleError, yuan};
@@ -118,18 +119,19 @@ impl SaleEngine {
     ) -> Result<(), SaleError> {
         let started = Instant::now();
         let mut inhibited = false;
-        let mut line_ok = failure.is_none();
+        // A good poll since the acceptor was inhibited: it may have started drawing a note in
+        // since the last one.
+        let mut heard = false;
         loop {
             if !inhibited {
                 match acceptor.enable(&[]) {
                     Ok(()) => inhibited = true,
                     Err(e) => {
-                        line_ok = false;
                         failure.get_or_insert(e);
                     }
                 }
             }
-            if inhibited && line_ok && *in_flight == InFlight::None {
+            if inhibited && heard && *in_flight == InFlight::None {
                 return Ok(());
             }
             if started.elapsed() > self.policy.note_in_flight_limit {
@@ -145,10 +147,10 @@ impl SaleEngine {
                 continue;
             }
             match self.poll_cash(s, acceptor, due, in_flight) {
-                Ok(()) => line_ok = true,
+                Ok(()) => heard = true,
                 Err(PollError::Journal(e)) => return Err(e.into()),
                 Err(PollError::Line(e)) => {
-                    line_ok = false;
+                    heard = false;
                     failure.get_or_insert(e);
                 }
             }
@@ -177,28 +179,12 @@ impl SaleEngine {
             ),
             None => format!("纸币器未能确认一张面额未知的纸币的去向（卡号 {card}）：请清机时核对"),
         };
-        let item = self.journal.commit(|b| {
-            let audit = b.append(
-                "banknote-caught",
-                &json!({"fen": fen, "payment": payment,
-                        "event": "the acceptor did not settle the note in flight in time"}),
-            )?;
-            if let Some(payment) = payment {
-                b.set_escrow(payment, None)?;
-            }
-            b.open_manual_item(
-                &NewItem {
-                    serial: None,
-                    payment,
-                    caught_fen: Some(fen),
-                    debit: None,
-                    card_serial: Some(&card),
-                    reason: &reason,
-                },
-                audit,
-            )
-        })?;
-        fail::fail_point!("sale.after-banknote-caught");
+        let item = open_caught(
+            &mut self.journal,
+            "the acceptor did not settle the note in flight in time",
+            payment,
+            &NewItem::caught(fen, payment, Some(&card), &reason),
+        )?;
         s.caught.push((item, Fen(fen)));
         Ok(())
     }
@@ -261,40 +247,67 @@ impl Cashier<'_> {
     ) -> Result<(), JournalError> {
         let fen = note.map_or(0, |n| n.value().0);
         let (payment, card) = (self.payment, self.card);
-        let reason = match note {
-            Some(n) => format!(
+        let reason = match (note, owner) {
+            (Some(n), true) => format!(
                 "纸币器故障，{} 元纸币可能在机内且未入账（卡号 {card}）：请开箱核实后退还",
                 yuan(n.value())
             ),
-            None => "纸币器报告一张面额未知的纸币进入钞箱而未入账（终端重启前投入）：请清机时核对"
-                .to_string(),
-        };
-        let item = self.journal.commit(|b| {
-            let audit = b.append(
-                "banknote-caught",
-                &json!({"fen": fen, "payment": if owner { payment } else { None },
-                        "event": event.to_string()}),
-            )?;
-            if let Some(payment) = payment {
-                b.set_escrow(payment, None)?;
+            (Some(n), false) => format!(
+                "一张 {} 元纸币进入钞箱而未入账，没有对应的顾客：请清机时核对",
+                yuan(n.value())
+            ),
+            (None, _) => {
+                "纸币器报告一张面额未知的纸币进入钞箱而未入账（终端重启前投入）：请清机时核对"
+                    .to_string()
             }
-            b.open_manual_item(
-                &NewItem {
-                    serial: None,
-                    payment: if owner { payment } else { None },
-                    caught_fen: Some(fen),
-                    debit: None,
-                    card_serial: owner.then_some(card),
-                    reason: &reason,
-                },
-                audit,
-            )
-        })?;
-        fail::fail_point!("sale.after-banknote-caught");
+        };
+        let item = open_caught(
+            self.journal,
+            &event.to_string(),
+            payment,
+            &NewItem::caught(
+                fen,
+                payment.filter(|_| owner),
+                owner.then_some(card),
+                &reason,
+            ),
+        )?;
         if owner {
             self.caught.push((item, Fen(fen)));
         }
         Ok(())
+    }
+}
+
+impl Cashier<'_> {
+    /// A note nobody in this session owns reached the cash box: the open item of its value (or
+    /// of unknown value) that accounts for it is noted; without one, an item is opened.
+    fn arrived(
+        &mut self,
+        event: &CashEvent,
+        note: Option<Denomination>,
+    ) -> Result<(), JournalError> {
+        let fen = note.map_or(0, |n| n.value().0);
+        let item = self.journal.commit(|b| {
+            let item: Option<i64> = b
+                .sql()
+                .query_row(
+                    "SELECT id FROM manual_items WHERE state = 'open' AND caught_fen IN (?1, 0)
+                     ORDER BY caught_fen DESC, id LIMIT 1",
+                    [fen as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            b.append(
+                "banknote-arrived",
+                &json!({"fen": fen, "item": item, "event": event.to_string()}),
+            )?;
+            Ok(item)
+        })?;
+        match item {
+            Some(_) => Ok(()),
+            None => self.caught(event, note, false),
+        }
     }
 }
 
@@ -350,6 +363,13 @@ impl CashHandler for Cashier<'_> {
             CashEvent::CreditedUnknown | CashEvent::PowerUpWithBillInStacker { note: None } => {
                 self.caught(event, None, false)
             }
+            // A note nobody in this session owns reached the cash box: its operator item (from
+            // the hand-over, or from a stop between escrow and credit) says so; one without an
+            // item gets one.
+            CashEvent::LateOutcome {
+                note,
+                stacked: true,
+            } => self.arrived(event, *note),
             CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
             other => self.journal.commit(|b| {
                 b.append("cash-acceptor", &json!({"event": other.to_string()}))?;
@@ -400,4 +420,27 @@ impl CashHandler for Cashier<'_> {
             }
         }
     }
+}
+
+/// Opens an operator item for a banknote the acceptor may hold without having credited it,
+/// with its `banknote-caught` row (`event` says how it came to be); the note is no longer
+/// between escrow and credit on `escrow_of`.
+fn open_caught(
+    journal: &mut Journal,
+    event: &str,
+    escrow_of: Option<i64>,
+    item: &NewItem<'_>,
+) -> Result<i64, JournalError> {
+    let id = journal.commit(|b| {
+        let audit = b.append(
+            "banknote-caught",
+            &json!({"fen": item.caught_fen, "payment": item.payment, "event": event}),
+        )?;
+        if let Some(payment) = escrow_of {
+            b.set_escrow(payment, None)?;
+        }
+        b.open_manual_item(item, audit)
+    })?;
+    fail::fail_point!("sale.after-banknote-caught");
+    Ok(id)
 }

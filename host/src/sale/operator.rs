@@ -21,8 +21,9 @@ impl SaleEngine {
                 (Some(0), ..) => vec![Dismiss],
                 (Some(_), ..) => vec![Refund, Dismiss],
                 (None, Some(_), ..) => vec![Refund],
-                // A reversal: confirmed with the acquirer, then ended.
-                (None, None, Some(_), _) | (None, None, None, None) => vec![Dismiss],
+                // A reversal: the acquirer says whether the debit stands (refunded here) or not.
+                (None, None, Some(_), _) => vec![Refund, Dismiss],
+                (None, None, None, None) => vec![Dismiss],
                 (None, None, None, Some(serial)) => {
                     match self.journal.sale(serial)?.map(|s| s.state).as_deref() {
                         Some("refused" | "never-reached") => vec![Refund],
@@ -124,8 +125,10 @@ impl SaleEngine {
         ))
     }
 
-    /// A reversal the acquirer never acknowledged: the operator has confirmed with the acquirer
-    /// what became of the debit, and the kiosk stops sending it (and settles without it).
+    /// A reversal the acquirer never acknowledged: the operator has asked the acquirer what
+    /// became of the debit, and the kiosk stops sending it. `Dismiss`: no debit stands (it is
+    /// left out of settlement). `Refund`: the debit stands, so the operator pays the customer
+    /// back and settlement counts it.
     fn end_reversal(
         &mut self,
         item: &ManualItem,
@@ -133,36 +136,46 @@ impl SaleEngine {
         resolution: Resolution,
         operator_note: &str,
     ) -> Result<String, SaleError> {
-        if resolution != Resolution::Dismiss {
-            return Err(SaleError::ReversalItem(item.id));
-        }
-        self.journal.commit(|b| {
-            let state: String =
-                b.sql()
-                    .query_row("SELECT state FROM debits WHERE id = ?1", [debit], |r| {
-                        r.get(0)
-                    })?;
-            let audit = b.append(
-                "reversal-ended",
-                &json!({"debit": debit, "item": item.id, "state": state, "note": operator_note}),
+        let (kind, state, done) = match resolution {
+            Resolution::Dismiss => ("reversal-ended", "reversal-ended", "no debit stands"),
+            Resolution::Refund => ("reversal-kept", "kept", "the debit stands, refunded"),
+            Resolution::Resell => return Err(SaleError::ReversalItem(item.id)),
+        };
+        let fen = self.journal.commit(|b| {
+            let (now, fen): (String, i64) = b.sql().query_row(
+                "SELECT state, amount_fen FROM debits WHERE id = ?1",
+                [debit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            // Acknowledged meanwhile: nothing left to end.
-            if state != "reversed" {
-                b.debit_state(
-                    debit,
-                    &["intent", "reversing"],
-                    "reversal-ended",
-                    None,
-                    None,
-                    audit,
-                )?;
+            // Taken by the acquirer meanwhile: nothing stands, nothing to pay back.
+            if now == "reversed" && resolution == Resolution::Refund {
+                return Ok(Err(SaleError::ReversalItem(item.id)));
             }
-            b.resolve_manual_item(item.id, &format!("reversal ended: {operator_note}"), audit)
-        })?;
-        Ok(format!(
-            "item {}: reversal of debit {debit} ended; it is no longer sent",
-            item.id
-        ))
+            let audit = b.append(
+                kind,
+                &json!({"debit": debit, "item": item.id, "fen": fen, "was": now,
+                        "note": operator_note}),
+            )?;
+            if now != "reversed" {
+                b.debit_state(debit, &["intent", "reversing"], state, None, None, audit)?;
+            }
+            if resolution == Resolution::Refund {
+                b.count("lifetime.refunded_fen", fen)?;
+            }
+            b.resolve_manual_item(item.id, &format!("{done}: {operator_note}"), audit)?;
+            Ok(Ok(fen as u64))
+        })??;
+        Ok(match resolution {
+            Resolution::Refund => format!(
+                "item {}: debit {debit} stands at the acquirer; {} yuan refunded",
+                item.id,
+                yuan(Fen(fen))
+            ),
+            _ => format!(
+                "item {}: reversal of debit {debit} ended; it is no longer sent",
+                item.id
+            ),
+        })
     }
 
     /// An item about sale `serial`.
@@ -375,17 +388,7 @@ impl SaleEngine {
                 "manual-raised",
                 &json!({"serial": serial, "reason": reason}),
             )?;
-            b.open_manual_item(
-                &NewItem {
-                    serial: Some(serial),
-                    payment: None,
-                    caught_fen: None,
-                    debit: None,
-                    card_serial: card.as_deref(),
-                    reason,
-                },
-                id,
-            )
+            b.open_manual_item(&NewItem::sale(serial, card.as_deref(), reason), id)
         })?)
     }
 }

@@ -114,17 +114,19 @@ impl SaleEngine {
         r
     }
 
+    /// The receipt: what was bought and exactly what happens to the customer's money.
     pub(super) fn receipt(&self, s: &CashSession, outcome: &Outcome) -> Receipt {
-        let serial = match outcome {
+        let reference = match outcome {
             Outcome::Credited { serial, .. }
             | Outcome::GrantedNotWritten { serial, .. }
             | Outcome::Refused { serial, .. }
-            | Outcome::Pending { serial, .. } => *serial,
+            | Outcome::Pending { serial, .. } => format!("流水号：{serial:08}"),
+            Outcome::Unsold { payment, .. } => format!("付款号：{payment}"),
         };
         let mut r = Receipt::new()
             .with(Line::new("自助售电凭证").bold().double().centred())
             .with(Line::new(format!("终端号：{}", self.terminal_id)))
-            .with(Line::new(format!("流水号：{serial:08}")))
+            .with(Line::new(reference))
             .with(Line::new(format!("户名：{}", s.account.customer_name)))
             .with(Line::new(format!("户号：{}", s.account.customer_number)))
             .with(Line::new(format!("表号：{}", s.data.meter_number)))
@@ -154,6 +156,10 @@ impl SaleEngine {
             Outcome::Pending { .. } => {
                 r.push(Line::new("交易待处理：结果确认后自动补售电").bold());
                 r.push(Line::new("请保留此凭条"));
+            }
+            Outcome::Unsold { reason, .. } => {
+                r.push(Line::new(format!("未售电：{reason}")).bold());
+                r.push(Line::new("款项待退还，请保留此凭条联系营业厅"));
             }
         }
         caught_lines(&mut r, &s.caught);

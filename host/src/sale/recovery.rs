@@ -22,6 +22,13 @@ impl SaleEngine {
         self.retry_confirmations()?;
         // Each answer, or why there is none, is in the journal; an unanswered one stays queued.
         clearing::send_queued(&mut self.journal, &self.backends, &self.dialects)?;
+        // A sale granted and not yet written cannot be re-written once its backend is gone
+        // (the card is refused at start): an operator is told.
+        for sale in self.journal.sales(&["granted"], None)? {
+            if self.route(&sale.utility).is_none() {
+                self.unrouted(&sale)?;
+            }
+        }
         let mut resolved = Vec::new();
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some((backend, dialect)) = self.route(&sale.utility) else {
@@ -73,18 +80,15 @@ impl SaleEngine {
                 b.close_payment(p.id, "open", "abandoned", None, audit)?;
                 if p.paid_fen > 0 {
                     b.open_manual_item(
-                        &NewItem {
-                            serial: None,
-                            payment: Some(p.id),
-                            caught_fen: None,
-                            debit: None,
-                            card_serial: Some(&p.card_serial),
-                            reason: &format!(
+                        &NewItem::payment(
+                            p.id,
+                            &p.card_serial,
+                            &format!(
                                 "顾客已投币 {} 元，未售电（卡号 {}）：请退款或到营业厅购电",
                                 yuan(Fen(p.paid_fen)),
                                 p.card_serial
                             ),
-                        },
+                        ),
                         audit,
                     )?;
                 }
@@ -95,19 +99,17 @@ impl SaleEngine {
                                 "event": "the kiosk stopped between escrow and credit"}),
                     )?;
                     b.open_manual_item(
-                        &NewItem {
-                            serial: None,
-                            payment: Some(p.id),
-                            caught_fen: Some(fen),
-                            debit: None,
-                            card_serial: Some(&p.card_serial),
-                            reason: &format!(
+                        &NewItem::caught(
+                            fen,
+                            Some(p.id),
+                            Some(&p.card_serial),
+                            &format!(
                                 "终端中断时 {} 元纸币正在入钞，可能在机内且未入账（卡号 {}）：\
                                  请开箱核实后退还",
                                 yuan(Fen(fen)),
                                 p.card_serial
                             ),
-                        },
+                        ),
                         id,
                     )?;
                 }
@@ -162,13 +164,10 @@ impl SaleEngine {
                 &json!({"serial": sale.serial, "utility": sale.utility, "state": sale.state}),
             )?;
             b.open_manual_item(
-                &NewItem {
-                    serial: Some(sale.serial),
-                    payment: None,
-                    caught_fen: None,
-                    debit: None,
-                    card_serial: Some(&sale.card_serial),
-                    reason: &format!(
+                &NewItem::sale(
+                    sale.serial,
+                    Some(&sale.card_serial),
+                    &format!(
                         "交易 {:08}（{} 元，{}）无法完成：本机已不再配置单位 {} 的后台，请恢复配置\
                          或联系供电单位核实",
                         sale.serial,
@@ -176,7 +175,7 @@ impl SaleEngine {
                         sale.state,
                         sale.utility
                     ),
-                },
+                ),
                 id,
             )?;
             Ok(())
@@ -265,17 +264,14 @@ impl SaleEngine {
             )?;
             b.sale_state(sale.serial, &[from], "manual", None, id)?;
             b.open_manual_item(
-                &NewItem {
-                    serial: Some(sale.serial),
-                    payment: None,
-                    caught_fen: None,
-                    debit: None,
-                    card_serial: Some(&sale.card_serial),
-                    reason: &format!(
+                &NewItem::sale(
+                    sale.serial,
+                    Some(&sale.card_serial),
+                    &format!(
                         "补售电 {attempts} 次未成功：请人工补售电或退款 {} 元",
                         yuan(Fen(sale.paid_fen))
                     ),
-                },
+                ),
                 id,
             )?;
             Ok(())
