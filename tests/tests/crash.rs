@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use selfvend_host::clearing::{self, Business, Difference, Tally};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
-use selfvend_sim::acquirer::PurchaseState;
+use selfvend_sim::acquirer::{Fault as AcquirerFault, PurchaseState};
 use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::MeterInsert;
 use selfvend_sim::pin_pad::PadAction;
@@ -24,8 +24,9 @@ use selfvend_tests::kiosk_rig::{
 };
 use selfvend_tests::selfvend_bin;
 
-const FAILPOINTS: [&str; 9] = [
+const FAILPOINTS: [&str; 10] = [
     "sale.after-payment-opened",
+    "sale.after-banknote-escrowed",
     "sale.after-banknote-credited",
     "sale.after-sale-intent",
     "sale.after-sale-sent",
@@ -128,16 +129,24 @@ fn meter_takes_once(card: &dyn TestCard, w: &World, written: u64, point: &str) {
     }
 }
 
+/// One number from the journal, read by the sqlite3 shell (an outside reader); a query the
+/// shell refuses fails the test rather than reading as 0.
 fn sql(journal: &std::path::Path, query: &str) -> u64 {
     let out = Command::new("sqlite3")
         .arg(journal)
         .arg(query)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3 {query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
         .trim()
         .parse()
-        .unwrap_or(0)
+        .unwrap_or_else(|e| panic!("sqlite3 {query}: {stdout:?} is not a number: {e}"))
 }
 
 #[test]
@@ -182,8 +191,12 @@ fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
         }
         // Killed before its sale had a serial, nothing was sold; killed after, the sale is
         // finished by recovery: sold once, written once.
-        let before_the_sale =
-            point == "sale.after-payment-opened" || point == "sale.after-banknote-credited";
+        let before_the_sale = matches!(
+            point,
+            "sale.after-payment-opened"
+                | "sale.after-banknote-escrowed"
+                | "sale.after-banknote-credited"
+        );
         let written = count("written");
         assert_eq!(written, u64::from(!before_the_sale), "{point}");
         // One backend sale per serial, and only for sales the journal knows were made.
@@ -211,14 +224,31 @@ fn every_failpoint(issue: impl Fn(&World) -> Box<dyn TestCard>) {
             "SELECT coalesce(sum(paid_fen), 0) FROM payments WHERE state = 'abandoned'",
         );
         assert_eq!(taken, in_sales + handed, "{point}: money unaccounted for");
-        let expected_taken = if point == "sale.after-payment-opened" {
-            0
-        } else {
-            1000
-        };
-        assert_eq!(taken, expected_taken, "{point}");
+        let credited =
+            point != "sale.after-payment-opened" && point != "sale.after-banknote-escrowed";
+        assert_eq!(taken, if credited { 1000 } else { 0 }, "{point}");
+        // The validator's own tally: acknowledged only what the journal credited (killed
+        // between the credit and its ACK, the validator still offers the note's VEND VALID).
+        let unacknowledged = u64::from(point == "sale.after-banknote-credited");
+        assert_eq!(
+            w.validator.tally().credited.len() as u64 + unacknowledged,
+            taken / 1000,
+            "{point}: the validator and the journal disagree"
+        );
         if handed > 0 {
             assert_eq!(journal.manual_items(false).unwrap().len(), 1, "{point}");
+        }
+        // Stopped between escrow and credit: the note may be in the kiosk, with its value and
+        // its customer's card on an operator item.
+        if point == "sale.after-banknote-escrowed" {
+            let items = journal.manual_items(false).unwrap();
+            assert_eq!(items.len(), 1, "{point}");
+            assert_eq!(items[0].caught_fen, Some(1000), "{point}");
+            assert_eq!(
+                items[0].card_serial.as_deref(),
+                Some(card.serial()),
+                "{point}"
+            );
         }
         meter_takes_once(&*card, &w, written, point);
     }
@@ -309,6 +339,9 @@ fn killed_at_every_failpoint_of_a_bank_card_sale_no_debit_is_left_without_a_sale
         let w = World::new();
         // The kiosk process opens the PIN pad (exclusively); this one does not.
         let bank = BankSims::start(&w.plugins);
+        // An acquirer that answers a reversal of a purchase it never saw with 25 (no such
+        // original): proof that no debit stands.
+        bank.acquirer.answer_unknown_reversals_with("25");
         let config = bank.kiosk_config(&w);
         // The kiosk's second reader holds 王芳's bank card throughout.
         let bank_slot = ReaderSlot::take();
@@ -370,4 +403,246 @@ fn killed_at_every_failpoint_of_a_bank_card_sale_no_debit_is_left_without_a_sale
         assert_eq!(card.purchase_count(), written, "{point}");
         meter_takes_once(&card, &w, written, point);
     }
+}
+
+/// A sale that never reached its backend (it refused connections), then re-sold by the kiosk,
+/// which is killed at each failpoint of the re-sell: restarted, the sale is made exactly once.
+#[test]
+fn killed_while_re_selling_the_sale_is_made_once() {
+    for point in ["sale.after-resell-attempt", "sale.after-resell-answer"] {
+        let w = World::new();
+        let card = MemoryCard(zhang_san(&w));
+        let _inserted = card.insert(&w);
+        w.validator.act(Action::Insert(10));
+        // Stopped after the sale's intent: restarted, the backend has no such sale, so it is
+        // re-sold, and the kiosk is killed in the middle of that.
+        let status = kiosk(&w, Some("sale.after-sale-intent"), false);
+        assert_eq!(status.signal(), Some(9), "{point}");
+
+        let status = kiosk(&w, Some(point), true);
+        assert_eq!(status.signal(), Some(9), "{point}: not killed there");
+        assert!(kiosk(&w, None, true).success(), "{point}: recovery failed");
+
+        assert_eq!(
+            sql(
+                &w.journal,
+                "SELECT count(*) FROM sales WHERE state = 'written'"
+            ),
+            1,
+            "{point}"
+        );
+        assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 1, "{point}");
+        assert_eq!(card.purchase_count(), 1, "{point}");
+        assert_eq!(
+            sql(&w.journal, "SELECT count(*) FROM manual_items"),
+            0,
+            "{point}"
+        );
+        assert!(
+            Journal::open(&w.journal)
+                .unwrap()
+                .verify()
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+        meter_takes_once(&card, &w, 1, point);
+    }
+}
+
+/// Killed after its sale's intent, the kiosk cannot know whether the request went out: the
+/// backend's "no such sale" proves nothing until the policy's time has passed, then the sale is
+/// re-sold once.
+#[test]
+fn no_such_sale_is_not_taken_as_never_reached_while_the_request_may_be_in_flight() {
+    let w = World::with_policy(&[("unknown_outcome_settle_secs", "3600")]);
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    w.validator.act(Action::Insert(10));
+    let status = kiosk(&w, Some("sale.after-sale-intent"), false);
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk(&w, None, true).success());
+    // Asked, the backend has no such sale: still unknown, so neither re-sold nor refundable.
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'intent'"
+        ),
+        1
+    );
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 0);
+
+    // Once the request cannot be in flight any more, "no such sale" is proof: re-sold once.
+    let toml = std::fs::read_to_string(&w.config.path).unwrap().replace(
+        "unknown_outcome_settle_secs = 3600",
+        "unknown_outcome_settle_secs = 0",
+    );
+    let settled = w.config.path.with_file_name("kiosk-settled.toml");
+    std::fs::write(&settled, toml).unwrap();
+    assert!(kiosk_with(&w, &settled, None, true, None).success());
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'written'"
+        ),
+        1
+    );
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 1);
+    meter_takes_once(&card, &w, 1, "settled");
+}
+
+/// A banknote jammed on its way to the cash box becomes an operator item; killed right after,
+/// the item is there at restart with the note's value and the customer's card, and the
+/// validator's own tally agrees that nothing was credited.
+#[test]
+fn killed_after_a_banknote_was_caught_its_item_stands() {
+    let w = World::new();
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    w.validator.act(Action::JamInStacker(10));
+    let status = kiosk(&w, Some("sale.after-banknote-caught"), false);
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk(&w, None, true).success());
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM manual_items WHERE state = 'open' AND caught_fen = 1000 \
+             AND card_serial = '3701000000000001'"
+        ),
+        1
+    );
+    assert_eq!(sql(&w.journal, "SELECT count(*) FROM sales"), 0);
+    assert!(w.validator.tally().credited.is_empty());
+}
+
+/// A bank debit with no answer is reversed; the kiosk is killed just before the reversal goes
+/// out and just after its answer: restarted, the reversal is taken once and the card is whole.
+#[test]
+fn killed_around_a_reversal_the_card_is_made_whole() {
+    for point in ["bank.before-reversal-sent", "bank.after-reversal-answer"] {
+        let w = World::new();
+        let bank = BankSims::start(&w.plugins);
+        let config = bank.kiosk_config(&w);
+        let bank_slot = ReaderSlot::take();
+        let _bank_card = Inserted::insert(
+            Arc::new(Mutex::new(UnionPayCard::wang_fang())),
+            bank_slot.address,
+        )
+        .unwrap();
+        assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+        let card = MemoryCard(zhang_san(&w));
+        let _inserted = card.insert(&w);
+        bank.pad_sim.act(&PadAction::pin(PIN));
+        bank.acquirer.inject(
+            selfvend_sim::acquirer::MessageType::Purchase,
+            AcquirerFault::DropReply,
+        );
+
+        let status = kiosk_with(&w, &config, Some(point), false, Some(&bank_slot.reader));
+        assert_eq!(status.signal(), Some(9), "{point}: not killed there");
+        assert!(
+            kiosk_with(&w, &config, None, true, None).success(),
+            "{point}: recovery failed"
+        );
+
+        let journal = Journal::open(&w.journal).unwrap();
+        assert!(journal.verify().unwrap().problems.is_empty(), "{point}");
+        assert!(
+            journal.debits(&["intent", "reversing"]).unwrap().is_empty(),
+            "{point}: a reversal is still owed"
+        );
+        assert_eq!(journal.debits(&["reversed"]).unwrap().len(), 1, "{point}");
+        assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN), "{point}");
+        assert_eq!(sql(&w.journal, "SELECT count(*) FROM sales"), 0, "{point}");
+        assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 0, "{point}");
+    }
+}
+
+/// Killed right after signing on, the kiosk starts signed on and sells by bank card.
+#[test]
+fn killed_after_signing_on_the_next_start_sells_in_that_batch() {
+    let w = World::new();
+    let bank = BankSims::start(&w.plugins);
+    let config = bank.kiosk_config(&w);
+    let bank_slot = ReaderSlot::take();
+    let _bank_card = Inserted::insert(
+        Arc::new(Mutex::new(UnionPayCard::wang_fang())),
+        bank_slot.address,
+    )
+    .unwrap();
+    assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    let status = kiosk_with(&w, &config, Some("bank.after-sign-on"), true, None);
+    assert_eq!(status.signal(), Some(9));
+    bank.pad_sim.act(&PadAction::pin(PIN));
+    assert!(kiosk_with(&w, &config, None, false, Some(&bank_slot.reader)).success());
+    assert_eq!(bank.acquirer.sign_ons(), 1);
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'written'"
+        ),
+        1
+    );
+    let approved = Journal::open(&w.journal)
+        .unwrap()
+        .debits(&["approved"])
+        .unwrap();
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0].batch, 1);
+}
+
+/// Killed between a note's escrow and its stacking, the kiosk leaves the note in the
+/// validator's escrow. Restarted, the note is an operator item with its value and its
+/// customer's card; the next customer's session stacks it without crediting it (it lands in
+/// the cash box, where the item says it is) and credits only what that customer pays.
+#[test]
+fn a_note_left_in_escrow_by_a_stop_reaches_the_cash_box_and_never_the_next_customer() {
+    let w = World::new();
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    w.validator.act(Action::Insert(10));
+    let status = kiosk(&w, Some("sale.after-banknote-escrowed"), false);
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk(&w, None, true).success());
+    let items = || {
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM manual_items WHERE state = 'open' AND caught_fen = 1000 \
+             AND card_serial = '3701000000000001'",
+        )
+    };
+    assert_eq!(items(), 1);
+
+    // The next customer pays 10 yuan.
+    w.validator.act(Action::Insert(10));
+    assert!(kiosk(&w, None, false).success());
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'written'"
+        ),
+        1
+    );
+    let journal = Journal::open(&w.journal).unwrap();
+    assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 1000);
+    assert_eq!(
+        sql(&w.journal, "SELECT coalesce(sum(paid_fen), 0) FROM sales"),
+        1000
+    );
+    // Both notes are in the cash box: one sold, one on the first customer's item.
+    let tally = w.validator.tally();
+    assert_eq!(tally.cash_box, [10, 10]);
+    assert!(tally.returned.is_empty());
+    assert_eq!(items(), 1);
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM audit WHERE kind = 'banknote-arrived'"
+        ),
+        1
+    );
+    meter_takes_once(&card, &w, 1, "next customer");
 }
