@@ -224,10 +224,10 @@ enum Phase {
     /// A banknote outside the currency table is being given back.
     ReturningUnknown,
     /// A note nobody in this session owns: the engine handed it to an operator
-    /// ([`CashAcceptor::hand_over`]), or it was found in escrow without ever being seen drawn in
-    /// (there before the driver started: the kiosk restarted, and the journal's escrow item
-    /// says it may be in the kiosk). It is stacked, never credited, so it lands where its
-    /// operator item says it is.
+    /// ([`CashAcceptor::hand_over`]), or it was in escrow at the driver's first status (there
+    /// before the driver started: the kiosk restarted, and the journal's escrow item says it
+    /// may be in the kiosk). It is stacked, never credited, so it lands where its operator item
+    /// says it is.
     HandedOver(Option<Denomination>),
 }
 
@@ -272,6 +272,9 @@ pub struct Id003Acceptor {
     fault: Option<Fault>,
     last_poll: Option<Instant>,
     waiting: Duration,
+    /// No status has been read since the port was opened: a note in escrow now was drawn in
+    /// before this driver was watching (the kiosk restarted with it there).
+    fresh: bool,
 }
 
 impl Id003Acceptor {
@@ -304,6 +307,7 @@ impl Id003Acceptor {
             fault: None,
             last_poll: None,
             waiting: Duration::ZERO,
+            fresh: true,
         })
     }
 
@@ -557,10 +561,12 @@ impl Id003Acceptor {
                         note: seen,
                         decision: Some(decision),
                     } if seen == note => self.answer_escrow(decision)?,
-                    // Never seen drawn in (it was there before this driver was watching), or
-                    // handed to an operator: nobody's to decide, and never given to whoever
-                    // stands at the kiosk now. Stacked, where its operator item says it may be.
-                    Phase::Idle | Phase::HandedOver(_) => {
+                    // There before this driver was watching, or handed to an operator: nobody's
+                    // to decide, and never given to whoever stands at the kiosk now. Stacked,
+                    // where its operator item says it may be.
+                    Phase::Idle | Phase::HandedOver(_)
+                        if self.fresh || self.phase != Phase::Idle =>
+                    {
                         self.phase = Phase::HandedOver(Some(note));
                         self.answer_escrow(EscrowDecision::Stack)?;
                     }
@@ -699,7 +705,11 @@ impl CashAcceptor for Id003Acceptor {
         let (_, reply) = self.exchange(command::STATUS_REQUEST, &[])?;
         let status =
             Status::parse(&reply).ok_or_else(|| self.unexpected("status request", &reply))?;
-        self.on_status(status, handler)
+        let handled = self.on_status(status, handler);
+        if handled.is_ok() {
+            self.fresh = false;
+        }
+        handled
     }
 }
 

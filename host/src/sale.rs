@@ -129,6 +129,12 @@ pub enum SaleError {
     PinPad(#[from] crate::pin_pad::PinPadError),
     #[error("the kiosk has not signed on with its acquirer; bank cards are not taken until it has")]
     NotSignedOn,
+    /// A settlement of this batch is out, or was left unanswered by a stop.
+    #[error(
+        "the settlement of bank-card batch {0} has no answer yet; run `selfvend bank settle` to \
+         send it again before signing on"
+    )]
+    Settling(u32),
     #[error("bank-card batch {0} is full (999 purchases): settle it (`selfvend bank settle`)")]
     BatchFull(u32),
     #[error(
@@ -256,6 +262,9 @@ pub struct SaleEngine {
     min_purchase: Fen,
     max_purchase: Fen,
     policy: Policy,
+    /// The open operator item that accounts for a banknote nobody owns (handed over, or left
+    /// between escrow and credit by a stop), until the acceptor says what became of it.
+    orphan_note: Option<i64>,
     progress: Option<Box<dyn FnMut(Step) + Send>>,
 }
 
@@ -278,6 +287,7 @@ impl SaleEngine {
             min_purchase: config.limits.min_purchase_fen,
             max_purchase: config.limits.max_purchase_fen,
             policy: config.policy.clone(),
+            orphan_note: None,
             progress: None,
         }
     }
@@ -675,20 +685,27 @@ impl SaleEngine {
             }
             other => other,
         };
-        self.record_answer(serial, &["intent"], &answer, "售电")?;
+        let stands = self.record_answer(serial, &["intent"], &answer, "售电")?;
+        if !stands {
+            // Refunded meanwhile by another process: nothing is written; an operator has it.
+            return Ok(Err(SaleOutcome::Unknown(
+                "the sale was refunded before the backend's grant was recorded".into(),
+            )));
+        }
         Ok(answer)
     }
 
     /// Journals what the backend said of sale `serial`, which must still be in one of `from`,
     /// and moves the sale to match. A refusal opens its refund item in the same commit; `what`
-    /// names the attempt on the item (售电, 补售电).
+    /// names the attempt on the item (售电, 补售电). Returns whether the sale stands as the
+    /// answer says (a grant for a sale refunded meanwhile does not: it is an operator's).
     fn record_answer(
         &mut self,
         serial: u64,
         from: &[&str],
         answer: &Result<BackendGrant, SaleOutcome>,
         what: &str,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         let recorded = self.journal.commit(|b| {
             match answer {
                 Ok(grant) => {
@@ -722,21 +739,25 @@ impl SaleEngine {
             }
             Ok(())
         });
-        match (recorded, answer) {
+        let stands = match (recorded, answer) {
             // The sale moved on meanwhile, but the backend sold it: that is never dropped.
             (Err(JournalError::Conflict { .. }), Ok(grant)) => self.late_grant(serial, grant)?,
-            (recorded, _) => recorded?,
-        }
+            (recorded, _) => {
+                recorded?;
+                true
+            }
+        };
         if let Err(SaleOutcome::Refused(_)) = answer {
             fail::fail_point!("sale.after-refusal-recorded");
         }
-        Ok(())
+        Ok(stands)
     }
 
     /// A grant that arrived after sale `serial` moved on (another process recorded another
     /// outcome meanwhile). A sale not yet paid back becomes granted (no refund can follow); one
-    /// already refunded goes to an operator, to have the utility void the sale.
-    fn late_grant(&mut self, serial: u64, grant: &BackendGrant) -> Result<(), JournalError> {
+    /// already refunded goes to an operator, to have the utility void the sale. Returns whether
+    /// the sale is granted now.
+    fn late_grant(&mut self, serial: u64, grant: &BackendGrant) -> Result<bool, JournalError> {
         let grant_json = serde_json::to_string(grant).expect("a grant serializes");
         self.journal.commit(|b| {
             let (state, card): (String, String) = b.sql().query_row(
@@ -749,7 +770,7 @@ impl SaleEngine {
                               "amount_fen": grant.amount.0, "energy_wh": grant.energy.0,
                               "late": true});
             match state.as_str() {
-                "granted" | "written" => Ok(()),
+                "granted" | "written" => Ok(true),
                 "refunded" => {
                     let id = b.append("sale-granted-after-refund", &body)?;
                     b.open_manual_item(
@@ -759,11 +780,12 @@ impl SaleEngine {
                             )),
                         id,
                     )?;
-                    Ok(())
+                    Ok(false)
                 }
                 from => {
                     let id = b.append("sale-granted", &body)?;
-                    b.sale_state(serial, &[from], "granted", Some(&grant_json), id)
+                    b.sale_state(serial, &[from], "granted", Some(&grant_json), id)?;
+                    Ok(true)
                 }
             }
         })

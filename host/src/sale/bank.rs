@@ -34,6 +34,9 @@ const OPEN_BATCH: &str = "acquirer.open_batch";
 /// sign-on in the middle of a batch (new keys) keeps the batch and none of its debits is left
 /// out of its settlement.
 const SETTLED_BATCH: &str = "acquirer.settled_batch";
+/// The batch whose settlement is out (0: none): no sign-on reopens it meanwhile, and a
+/// settlement left unanswered by a stop is sent again by the next `settle`.
+const SETTLING: &str = "acquirer.settling_batch";
 /// Purchases a batch can hold: settlement counts them in three digits.
 const MAX_BATCH_PURCHASES: u32 = 999;
 
@@ -111,6 +114,10 @@ impl SaleEngine {
         // the kiosk to sign on again, never to debit into a batch the acquirer has moved past.
         // The batch is chosen in the commit: a settlement may come from another process.
         let (batch, stan) = self.journal.commit(|b| {
+            let settling = counter_in(b, SETTLING)?;
+            if settling > 0 {
+                return Ok(Err(SaleError::Settling(settling as u32)));
+            }
             let (last, settled) = (counter_in(b, BATCH)?, counter_in(b, SETTLED_BATCH)?);
             let batch = if last == 0 || last == settled {
                 (last % MAX_STAN + 1) as u32
@@ -124,8 +131,8 @@ impl SaleEngine {
             )?;
             b.set_counter(BATCH, i64::from(batch))?;
             b.set_counter(OPEN_BATCH, 0)?;
-            Ok((batch, stan))
-        })?;
+            Ok(Ok((batch, stan)))
+        })??;
         let keys = self.wait(|| {
             link.session()?
                 .sign_on(&link.entry.terminal, stan, batch)
@@ -193,7 +200,7 @@ impl SaleEngine {
             }
             // Settlement counts a batch's purchases in three digits (field 48).
             let approved: u32 = b.sql().query_row(
-                "SELECT count(*) FROM debits WHERE batch = ?1 AND state = 'approved'",
+                "SELECT count(*) FROM debits WHERE batch = ?1 AND state IN ('approved', 'kept')",
                 [batch],
                 |r| r.get(0),
             )?;
@@ -317,13 +324,21 @@ impl SaleEngine {
     /// acquirer's. The answer is journaled (`settled`, or `settlement-unbalanced` with both
     /// sides' totals, for an operator); a balanced batch is followed by a sign-on to a new one.
     pub fn settle(&mut self, link: &BankLink) -> Result<Settlement, SaleError> {
-        let batch = self.signed_on()?.ok_or(SaleError::NotSignedOn)?;
-        self.no_reversals_pending(link)?;
+        // A settlement a stop left unanswered is sent again, as it was counted.
+        let settling = self.journal.counter(SETTLING)?;
+        let batch = match settling {
+            0 => self.signed_on()?.ok_or(SaleError::NotSignedOn)?,
+            batch => batch as u32,
+        };
+        if settling == 0 {
+            self.no_reversals_pending(link)?;
+        }
         // Totalled and closed to new debits in one commit, so no debit another process (the
         // kiosk, while an operator settles from the CLI) makes in it is left out. A sign-on
         // opens it again if the settlement does not balance.
         let (stan, count, amount) = self.journal.commit(|b| {
-            if counter_in(b, OPEN_BATCH)? != i64::from(batch) {
+            let resumed = counter_in(b, SETTLING)? == i64::from(batch);
+            if !resumed && counter_in(b, OPEN_BATCH)? != i64::from(batch) {
                 return Ok(Err(SaleError::NotSignedOn));
             }
             let undecided: i64 = b.sql().query_row(
@@ -346,6 +361,7 @@ impl SaleEngine {
                 &json!({"batch": batch, "stan": stan, "count": count, "fen": amount}),
             )?;
             b.set_counter(OPEN_BATCH, 0)?;
+            b.set_counter(SETTLING, i64::from(batch))?;
             Ok(Ok((stan, count, amount as u64)))
         })??;
         let request = SettlementRequest {
@@ -355,9 +371,18 @@ impl SaleEngine {
             count,
             amount: Fen(amount),
         };
-        let settled = self
-            .wait(|| link.session().map(|mut a| a.settle(&request)))?
-            .map_err(|e| link.error(e))?;
+        let settled = match self.wait(|| link.session().map(|mut a| a.settle(&request)))? {
+            Ok(settled) => settled,
+            // Not settled: the batch may be signed on to again and settled later.
+            Err(e) => {
+                let why = e.to_string();
+                self.journal.commit(|b| {
+                    b.append("settlement-failed", &json!({"batch": batch, "why": why}))?;
+                    b.set_counter(SETTLING, 0)
+                })?;
+                return Err(link.error(e));
+            }
+        };
         // Balanced by the kiosk's own count, not only by the acquirer's word.
         let balanced = settled.balanced
             && settled.acquirer_count == count
@@ -378,6 +403,7 @@ impl SaleEngine {
             if balanced {
                 b.set_counter(SETTLED_BATCH, i64::from(batch))?;
             }
+            b.set_counter(SETTLING, 0)?;
             Ok(())
         })?;
         fail::fail_point!("bank.after-settlement");
@@ -445,19 +471,49 @@ impl SaleEngine {
             let answer = self.wait(|| link.session().map(|mut a| a.reversal(&request)))?;
             match answer {
                 Ok(()) => {
-                    let done = self.journal.commit(|b| {
+                    self.journal.commit(|b| {
+                        let state: String = b.sql().query_row(
+                            "SELECT state FROM debits WHERE id = ?1",
+                            [d.id],
+                            |r| r.get(0),
+                        )?;
                         let id = b.append(
                             "debit-reversed",
-                            &json!({"batch": d.batch, "stan": d.stan, "fen": d.amount_fen}),
+                            &json!({"batch": d.batch, "stan": d.stan, "fen": d.amount_fen,
+                                    "was": state}),
                         )?;
-                        b.debit_state(d.id, &["reversing"], "reversed", None, None, id)
-                    });
-                    match done {
-                        Ok(()) => acknowledged += 1,
-                        // An operator ended it meanwhile: the acquirer's word changes nothing.
-                        Err(crate::journal::JournalError::Conflict { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                        match state.as_str() {
+                            "reversing" => {
+                                b.debit_state(d.id, &["reversing"], "reversed", None, None, id)
+                            }
+                            // An operator had been told the debit stands and paid the customer
+                            // back: the card is credited too now, so that refund is owed back.
+                            "kept" => {
+                                b.debit_state(d.id, &["kept"], "reversed", None, None, id)?;
+                                b.open_manual_item(
+                                    &NewItem {
+                                        serial: None,
+                                        payment: None,
+                                        caught_fen: None,
+                                        debit: Some(d.id),
+                                        card_serial: None,
+                                        reason: &format!(
+                                            "冲正在现金退款之后被收单机构接受（卡号 {}，金额 {} 元）：\
+                                             顾客已获退款两次，请追回 {} 元",
+                                            d.pan_masked,
+                                            Fen(d.amount_fen),
+                                            Fen(d.amount_fen)
+                                        ),
+                                    },
+                                    id,
+                                )?;
+                                Ok(())
+                            }
+                            // Ended by an operator (no debit stands): nothing changes.
+                            _ => Ok(()),
+                        }
+                    })?;
+                    acknowledged += 1;
                     fail::fail_point!("bank.after-reversal-answer");
                 }
                 Err(e) => {

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use super::{CashSession, SaleEngine, SaleError, yuan};
@@ -185,6 +184,7 @@ impl SaleEngine {
             payment,
             &NewItem::caught(fen, payment, Some(&card), &reason),
         )?;
+        self.orphan_note = Some(item);
         s.caught.push((item, Fen(fen)));
         Ok(())
     }
@@ -206,6 +206,7 @@ impl SaleEngine {
             paid: &mut s.paid,
             due,
             in_flight,
+            orphan: &mut self.orphan_note,
             failed: None,
         };
         // The poll's time, less the journal's inside it, is waiting on the acceptor.
@@ -216,7 +217,9 @@ impl SaleEngine {
         self.waited
             .set(self.waited.get() + started.elapsed().saturating_sub(journal_time));
         if let Some(e) = handler.failed.take() {
+            // Not recorded, the note in flight is nobody's from here: never the next customer's.
             let _ = acceptor.enable(&[]);
+            acceptor.hand_over();
             return Err(PollError::Journal(e));
         }
         polled.map_err(PollError::Line)
@@ -233,6 +236,8 @@ struct Cashier<'a> {
     paid: &'a mut Fen,
     due: Fen,
     in_flight: &'a mut InFlight,
+    /// The open operator item that accounts for a note nobody owns, awaiting its arrival.
+    orphan: &'a mut Option<i64>,
     failed: Option<JournalError>,
 }
 
@@ -280,34 +285,50 @@ impl Cashier<'_> {
 }
 
 impl Cashier<'_> {
-    /// A note nobody in this session owns reached the cash box: the open item of its value (or
-    /// of unknown value) that accounts for it is noted; without one, an item is opened.
+    /// What became of a note nobody in this session owns (`stacked` into the cash box, or given
+    /// back): the item that accounts for it (from a hand-over, or a stop between escrow and
+    /// credit) is noted, and learns the note's value if it had none; a stacked note no item
+    /// accounts for gets one, in the same commit.
     fn arrived(
         &mut self,
         event: &CashEvent,
         note: Option<Denomination>,
+        stacked: bool,
     ) -> Result<(), JournalError> {
         let fen = note.map_or(0, |n| n.value().0);
-        let item = self.journal.commit(|b| {
-            let item: Option<i64> = b
-                .sql()
-                .query_row(
-                    "SELECT id FROM manual_items WHERE state = 'open' AND caught_fen IN (?1, 0)
-                     ORDER BY caught_fen DESC, id LIMIT 1",
-                    [fen as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            b.append(
+        let orphan = *self.orphan;
+        let reason = match note {
+            Some(n) => format!(
+                "一张 {} 元纸币进入钞箱而未入账，没有对应的顾客：请清机时核对",
+                yuan(n.value())
+            ),
+            None => "纸币器报告一张面额未知的纸币进入钞箱而未入账（终端重启前投入）：请清机时核对"
+                .to_string(),
+        };
+        self.journal.commit(|b| {
+            let audit = b.append(
                 "banknote-arrived",
-                &json!({"fen": fen, "item": item, "event": event.to_string()}),
+                &json!({"fen": fen, "item": orphan, "stacked": stacked,
+                        "event": event.to_string()}),
             )?;
-            Ok(item)
+            match orphan {
+                Some(item) if fen > 0 => {
+                    b.sql().execute(
+                        "UPDATE manual_items SET caught_fen = ?2
+                         WHERE id = ?1 AND state = 'open' AND caught_fen = 0",
+                        rusqlite::params![item, fen as i64],
+                    )?;
+                }
+                Some(_) => {}
+                None if stacked => {
+                    b.open_manual_item(&NewItem::caught(fen, None, None, &reason), audit)?;
+                }
+                None => {}
+            }
+            Ok(())
         })?;
-        match item {
-            Some(_) => Ok(()),
-            None => self.caught(event, note, false),
-        }
+        *self.orphan = None;
+        Ok(())
     }
 }
 
@@ -359,26 +380,19 @@ impl CashHandler for Cashier<'_> {
                 self.caught(event, Some(*note), true)
             }
             // A note the acceptor took that this kiosk never saw in escrow (from before a
-            // restart): its value is unknown and it is nobody's credit; clearing shows it.
+            // restart): nobody's credit; its operator item says so, or one is opened.
             CashEvent::CreditedUnknown | CashEvent::PowerUpWithBillInStacker { note: None } => {
-                self.caught(event, None, false)
+                self.arrived(event, None, true)
             }
-            // A note nobody in this session owns reached the cash box: its operator item (from
-            // the hand-over, or from a stop between escrow and credit) says so; one without an
-            // item gets one.
-            CashEvent::LateOutcome {
-                note,
-                stacked: true,
-            } => self.arrived(event, *note),
+            // A note nobody in this session owns settled: the same.
+            CashEvent::LateOutcome { note, stacked } => self.arrived(event, *note, *stacked),
             CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
             other => self.journal.commit(|b| {
                 b.append("cash-acceptor", &json!({"event": other.to_string()}))?;
                 // A note given back by a reset, or settled after it was handed to an operator,
                 // is no longer between escrow and credit.
-                if let (
-                    CashEvent::PowerUpWithBillInAcceptor { .. } | CashEvent::LateOutcome { .. },
-                    Some(payment),
-                ) = (other, payment)
+                if let (CashEvent::PowerUpWithBillInAcceptor { .. }, Some(payment)) =
+                    (other, payment)
                 {
                     b.set_escrow(payment, None)?;
                 }

@@ -22,7 +22,18 @@ impl SaleEngine {
                 (Some(_), ..) => vec![Refund, Dismiss],
                 (None, Some(_), ..) => vec![Refund],
                 // A reversal: the acquirer says whether the debit stands (refunded here) or not.
-                (None, None, Some(_), _) => vec![Refund, Dismiss],
+                (None, None, Some(debit), _) => {
+                    let open = self
+                        .journal
+                        .debits(&["intent", "reversing"])?
+                        .iter()
+                        .any(|d| d.id == debit);
+                    if open {
+                        vec![Refund, Dismiss]
+                    } else {
+                        vec![Dismiss]
+                    }
+                }
                 (None, None, None, None) => vec![Dismiss],
                 (None, None, None, Some(serial)) => {
                     match self.journal.sale(serial)?.map(|s| s.state).as_deref() {

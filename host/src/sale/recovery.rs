@@ -46,7 +46,7 @@ impl SaleEngine {
                 _ => continue,
             };
             match self.record_answer(sale.serial, &[sale.state.as_str()], &answer, "售电") {
-                Ok(()) => {}
+                Ok(_) => {}
                 // Someone else (an operator's CLI) recorded it first.
                 Err(JournalError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -92,31 +92,34 @@ impl SaleEngine {
                         audit,
                     )?;
                 }
-                if let Some(fen) = p.escrow_fen {
-                    let id = b.append(
-                        "banknote-caught",
-                        &json!({"fen": fen, "payment": p.id,
+                let Some(fen) = p.escrow_fen else {
+                    return Ok(None);
+                };
+                let id = b.append(
+                    "banknote-caught",
+                    &json!({"fen": fen, "payment": p.id,
                                 "event": "the kiosk stopped between escrow and credit"}),
-                    )?;
-                    b.open_manual_item(
-                        &NewItem::caught(
-                            fen,
-                            Some(p.id),
-                            Some(&p.card_serial),
-                            &format!(
-                                "终端中断时 {} 元纸币正在入钞，可能在机内且未入账（卡号 {}）：\
+                )?;
+                b.open_manual_item(
+                    &NewItem::caught(
+                        fen,
+                        Some(p.id),
+                        Some(&p.card_serial),
+                        &format!(
+                            "终端中断时 {} 元纸币正在入钞，可能在机内且未入账（卡号 {}）：\
                                  请开箱核实后退还",
-                                yuan(Fen(fen)),
-                                p.card_serial
-                            ),
+                            yuan(Fen(fen)),
+                            p.card_serial
                         ),
-                        id,
-                    )?;
-                }
-                Ok(())
+                    ),
+                    id,
+                )
+                .map(Some)
             });
             match done {
-                Ok(()) => {}
+                // The note may still sit in the acceptor: its arrival is matched to this item.
+                Ok(Some(item)) => self.orphan_note = Some(item),
+                Ok(None) => {}
                 // Closed meanwhile by the session that owns it (another process).
                 Err(JournalError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
