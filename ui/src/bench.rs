@@ -2,6 +2,7 @@
 
 mod clearing;
 mod sale;
+mod soak;
 mod ui;
 
 use std::net::SocketAddr;
@@ -101,6 +102,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         idle_secs: u64,
     },
+    /// A whole demo kiosk through many customers with seeded purchases and faults, then the
+    /// money rules across the validator, the acquirer, the backends, the cards, the meters and
+    /// the journal (`./dev run bench soak`). Exits non-zero on a broken rule.
+    Soak {
+        #[arg(long, default_value_t = 60)]
+        customers: u64,
+        /// The seed of the customers and their faults (a run is replayed with its seed).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
@@ -130,6 +141,11 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
         BenchCommand::Cash { notes } => bench_cash(notes)?,
         BenchCommand::Clearing { sales } => clearing::run(sales)?,
         BenchCommand::Ui { idle_secs } => ui::run(config, idle_secs)?,
+        BenchCommand::Soak { customers, seed } => {
+            if !soak::run(config, customers, seed)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
