@@ -87,6 +87,11 @@ impl World {
 
     /// A world whose kiosk has these `[policy]` keys beside (or instead of) the rig's.
     pub fn with_policy(policy: &[(&str, &str)]) -> World {
+        World::configured(policy, "")
+    }
+
+    /// A world whose kiosk config has `policy` keys and then the tables in `extra`.
+    pub fn configured(policy: &[(&str, &str)], extra: &str) -> World {
         let slot = ReaderSlot::take();
         let dir = tempfile::tempdir().unwrap();
         let jinan =
@@ -131,6 +136,7 @@ impl World {
             jinan.fixed_text_address(),
             guangzhou.json_http_address()
         );
+        toml += extra;
         // Written out too, so the operator CLI can be run against this kiosk.
         let config_path = plugins.dir.path().join("kiosk.toml");
         std::fs::write(&config_path, &toml).unwrap();
@@ -179,7 +185,12 @@ impl Kiosk {
 
     /// [`Kiosk::new`], with these `[policy]` keys (see [`World::with_policy`]).
     pub fn with_policy(policy: &[(&str, &str)]) -> Kiosk {
-        let world = World::with_policy(policy);
+        Kiosk::configured(policy, "")
+    }
+
+    /// [`Kiosk::new`], with the config of [`World::configured`].
+    pub fn configured(policy: &[(&str, &str)], extra: &str) -> Kiosk {
+        let world = World::configured(policy, extra);
         let engine = engine(&world.plugins, &world.config, &world.files, &world.journal);
         let acceptor = Id003Acceptor::open(
             Path::new(world.validator.path()),

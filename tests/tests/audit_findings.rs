@@ -598,3 +598,49 @@ fn a_grant_the_card_refuses_is_rewritten_a_bounded_number_of_times_then_handed_o
         [Resolution::Dismiss]
     );
 }
+
+// Defect 8: a partial payment is checked before it is sold.
+
+#[test]
+fn a_partial_payment_below_the_minimum_is_not_sold_and_is_owed_back() {
+    let mut k = Kiosk::configured(
+        &[],
+        "[limits]\nmin_purchase_fen = 500\nmax_purchase_fen = 500000\n",
+    );
+    let memory = zhang_san(&k);
+    let (_inserted, card) = k.insert(&memory);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    // The customer puts in one yuan and walks away from the rest.
+    k.validator.act(Action::Insert(1));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(paid, Fen(100));
+    k.printer_sim.take_printed();
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let reason = "实收金额 1.00 元不在购电金额 5.00 元至 5000.00 元之内";
+    assert_eq!(
+        done.outcome,
+        Outcome::Unsold {
+            payment: 1,
+            reason: reason.to_string()
+        }
+    );
+    let lines = k.printed_lines();
+    assert!(lines.contains(&format!("未售电：{reason}")), "{lines:?}");
+    assert!(
+        lines.contains(&"款项待退还，请保留此凭条联系营业厅".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(k.jinan.ledger().sale_count("K-SALE-01"), 0);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        k.engine
+            .resolve_manual(items[0].id, Resolution::Refund, "paid back")
+            .unwrap(),
+        "item 1: 1.00 yuan refunded for payment 1"
+    );
+}
