@@ -265,6 +265,18 @@ impl<'a> NewItem<'a> {
         }
     }
 
+    /// An item about the reversal of debit `debit`.
+    pub fn reversal(debit: i64, reason: &'a str) -> Self {
+        NewItem {
+            serial: None,
+            payment: None,
+            caught_fen: None,
+            debit: Some(debit),
+            card_serial: None,
+            reason,
+        }
+    }
+
     /// An item about payment `payment`, money taken with no sale made.
     pub fn payment(payment: i64, card: &'a str, reason: &'a str) -> Self {
         NewItem {

@@ -521,15 +521,7 @@ fn killed_after_a_banknote_was_caught_its_item_stands() {
 fn killed_around_a_reversal_the_card_is_made_whole() {
     for point in ["bank.before-reversal-sent", "bank.after-reversal-answer"] {
         let w = World::new();
-        let bank = BankSims::start(&w.plugins);
-        let config = bank.kiosk_config(&w);
-        let bank_slot = ReaderSlot::take();
-        let _bank_card = Inserted::insert(
-            Arc::new(Mutex::new(UnionPayCard::wang_fang())),
-            bank_slot.address,
-        )
-        .unwrap();
-        assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+        let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
         let card = MemoryCard(zhang_san(&w));
         let _inserted = card.insert(&w);
         bank.pad_sim.act(&PadAction::pin(PIN));
@@ -562,15 +554,7 @@ fn killed_around_a_reversal_the_card_is_made_whole() {
 #[test]
 fn killed_after_signing_on_the_next_start_sells_in_that_batch() {
     let w = World::new();
-    let bank = BankSims::start(&w.plugins);
-    let config = bank.kiosk_config(&w);
-    let bank_slot = ReaderSlot::take();
-    let _bank_card = Inserted::insert(
-        Arc::new(Mutex::new(UnionPayCard::wang_fang())),
-        bank_slot.address,
-    )
-    .unwrap();
-    assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+    let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
     let card = MemoryCard(zhang_san(&w));
     let _inserted = card.insert(&w);
     let status = kiosk_with(&w, &config, Some("bank.after-sign-on"), true, None);
@@ -645,4 +629,19 @@ fn a_note_left_in_escrow_by_a_stop_reaches_the_cash_box_and_never_the_next_custo
         1
     );
     meter_takes_once(&card, &w, 1, "next customer");
+}
+
+/// The bank rig beside world `w`: the acquirer and PIN pad simulators, the kiosk's config with
+/// them, and 王芳's bank card held in a second reader throughout.
+fn bank_kiosk(w: &World) -> (BankSims, std::path::PathBuf, ReaderSlot, Inserted) {
+    let bank = BankSims::start(&w.plugins);
+    let config = bank.kiosk_config(w);
+    let bank_slot = ReaderSlot::take();
+    let bank_card = Inserted::insert(
+        Arc::new(Mutex::new(UnionPayCard::wang_fang())),
+        bank_slot.address,
+    )
+    .unwrap();
+    assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+    (bank, config, bank_slot, bank_card)
 }

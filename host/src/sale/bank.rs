@@ -491,20 +491,13 @@ impl SaleEngine {
                             "kept" => {
                                 b.debit_state(d.id, &["kept"], "reversed", None, None, id)?;
                                 b.open_manual_item(
-                                    &NewItem {
-                                        serial: None,
-                                        payment: None,
-                                        caught_fen: None,
-                                        debit: Some(d.id),
-                                        card_serial: None,
-                                        reason: &format!(
+                                    &NewItem::reversal(d.id, &format!(
                                             "冲正在现金退款之后被收单机构接受（卡号 {}，金额 {} 元）：\
                                              顾客已获退款两次，请追回 {} 元",
                                             d.pan_masked,
                                             Fen(d.amount_fen),
                                             Fen(d.amount_fen)
-                                        ),
-                                    },
+                                        )),
                                     id,
                                 )?;
                                 Ok(())
@@ -548,21 +541,14 @@ impl SaleEngine {
                         // open) to check with the acquirer, and ends it from the item.
                         if tries >= alert && !alerted {
                             b.open_manual_item(
-                                &NewItem {
-                                    serial: None,
-                                    payment: None,
-                                    caught_fen: None,
-                                    debit: Some(d.id),
-                                    card_serial: None,
-                                    reason: &format!(
+                                &NewItem::reversal(d.id, &format!(
                                         "冲正未获收单确认（卡号 {}，金额 {} 元，批次 {:06}，流水 {:06}）：\
                                          请联系收单机构核实，再结束此冲正",
                                         d.pan_masked,
                                         Fen(d.amount_fen),
                                         d.batch,
                                         d.stan
-                                    ),
-                                },
+                                    )),
                                 id,
                             )?;
                         }
