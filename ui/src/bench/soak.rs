@@ -140,6 +140,27 @@ impl Soak {
         }
     }
 
+    /// Why a card carries, or a meter took, more credits than its backend sold, if one does.
+    fn overcredited(&self) -> Option<String> {
+        CARDS.into_iter().enumerate().find_map(|(i, card)| {
+            let serial = ["3701000000000001", "4401000000000001"][i];
+            let books = u64::from(
+                self.demo.backends[i]
+                    .ledger()
+                    .card_purchase_count(serial)
+                    .unwrap_or(0),
+            );
+            let (on_card, taken) = (self.on_card(card), u64::from(self.meters[i].taken_count));
+            (on_card > books || taken > books || self.refused_by_meter > 0).then(|| {
+                format!(
+                    "{}: the backend sold {books}, the card carries {on_card}, the meter took \
+                     {taken}, the meter refused {}",
+                    self.demo.cards[card].0, self.refused_by_meter
+                )
+            })
+        })
+    }
+
     /// The purchase count card `card` carries.
     fn on_card(&self, card: usize) -> u64 {
         match &self.demo.cards[card].1 {
@@ -501,6 +522,7 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
     soak.housekeeping();
     let mut rng = Rng(seed);
     let mut faults: BTreeMap<FaultClass, u64> = BTreeMap::new();
+    let mut first_broken = None;
     let started = Instant::now();
     for customer in 0..customers {
         let card = CARDS[rng.below(2) as usize];
@@ -511,6 +533,13 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
         *faults.entry(fault).or_default() += 1;
         soak.customer(&mut rng, card, fen, by_kwh, bank, fault)
             .with_context(|| format!("seed {seed}, customer {customer} ({fault:?})"))?;
+        // Checked after every customer: no card ever carries, and no meter ever takes, a credit
+        // its backend did not sell.
+        if first_broken.is_none()
+            && let Some(why) = soak.overcredited()
+        {
+            first_broken = Some(format!("customer {customer} ({fault:?}): {why}"));
+        }
     }
     let elapsed = started.elapsed();
     soak.wind_down()?;
@@ -535,8 +564,15 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
         "customers/s: {:.2}",
         customers as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
     );
-    if let Some(first) = found.broken.first() {
+    // The first rule broken: at a customer when it showed there, else after the last one.
+    let first = first_broken.or_else(|| {
+        found
+            .broken
+            .first()
+            .map(|why| format!("after customer {}: {why}", customers.saturating_sub(1)))
+    });
+    if let Some(first) = &first {
         println!("broken (seed {seed}): {first}");
     }
-    Ok(found.broken.is_empty())
+    Ok(first.is_none())
 }
