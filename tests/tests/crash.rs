@@ -645,3 +645,52 @@ fn bank_kiosk(w: &World) -> (BankSims, std::path::PathBuf, ReaderSlot, Inserted)
     assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
     (bank, config, bank_slot, bank_card)
 }
+
+/// Killed right after the backend's refusal was journaled, the kiosk restarts with the refusal
+/// and its refund item, written together: the customer is owed the money, once, and the
+/// backend sold nothing.
+#[test]
+fn killed_after_a_refusal_the_refund_item_stands() {
+    let w = World::new();
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    // The backend already refused serial 1 of this terminal (an unknown card under it), so the
+    // kiosk's sale under that serial gets the same refusal, after its can-buy check passed.
+    w.jinan
+        .ledger()
+        .handle(&selfvend_sim::reference_backend::Request::Sale {
+            terminal_id: "K-SALE-01".into(),
+            kiosk_serial: 1,
+            card: selfvend_sim::reference_backend::ledger::CardInfo {
+                card_serial: "3701999999999999".into(),
+                ..Default::default()
+            },
+            buy: selfvend_sim::reference_backend::ledger::Buy::Money(1000),
+            payment: selfvend_sim::reference_backend::ledger::Payment::Cash,
+            paid_fen: 1000,
+        })
+        .unwrap_err();
+    w.validator.act(Action::Insert(10));
+    let status = kiosk(&w, Some("sale.after-refusal-recorded"), false);
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk(&w, None, true).success());
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'refused'"
+        ),
+        1
+    );
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM manual_items WHERE state = 'open' AND serial = 1"
+        ),
+        1
+    );
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 0);
+    assert_eq!(w.validator.tally().credited, [10]);
+    let journal = Journal::open(&w.journal).unwrap();
+    assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 1000);
+    assert!(journal.verify().unwrap().problems.is_empty());
+}
