@@ -694,3 +694,114 @@ fn killed_after_a_refusal_the_refund_item_stands() {
     assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 1000);
     assert!(journal.verify().unwrap().problems.is_empty());
 }
+
+/// Killed right after a customer whose only note jammed on its way to the cash box was sent
+/// away with nothing paid, the kiosk restarts with that payment closed and the note's operator
+/// item standing with its value and card: nothing is sold, and the note is in the box once the
+/// jam is cleared.
+#[test]
+fn killed_after_a_cancel_the_jammed_note_stays_an_operator_item() {
+    let w = World::new();
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    w.validator.act(Action::JamInStacker(10));
+    let status = kiosk(&w, Some("sale.after-cancel"), false);
+    assert_eq!(status.signal(), Some(9), "not killed at sale.after-cancel");
+    assert!(kiosk(&w, None, true).success());
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM payments WHERE state = 'abandoned'"
+        ),
+        1
+    );
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM payments WHERE state = 'open'"
+        ),
+        0
+    );
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM manual_items WHERE state = 'open' AND caught_fen = 1000 \
+             AND card_serial = '3701000000000001'"
+        ),
+        1
+    );
+    assert_eq!(sql(&w.journal, "SELECT count(*) FROM manual_items"), 1);
+    assert_eq!(sql(&w.journal, "SELECT count(*) FROM sales"), 0);
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 0);
+    assert_eq!(card.purchase_count(), 0);
+    assert!(w.validator.tally().credited.is_empty());
+    w.validator.act(Action::Clear);
+    assert_eq!(w.validator.tally().cash_box, [10]);
+    let journal = Journal::open(&w.journal).unwrap();
+    assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 0);
+    assert!(journal.verify().unwrap().problems.is_empty());
+}
+
+/// Killed right after a balanced settlement, before signing on to the next batch: restarted,
+/// the kiosk signs on to a new batch, its next debit goes there, and settling again settles
+/// that one. The acquirer settled each batch once, balanced, and no debit is left unsettled.
+#[test]
+fn killed_after_settling_the_next_batch_takes_the_next_debits_and_settles_them() {
+    let w = World::new();
+    let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    bank.pad_sim.act(&PadAction::pin(PIN));
+    assert!(kiosk_with(&w, &config, None, false, Some(&bank_slot.reader)).success());
+    assert!(matches!(
+        card.carry_to_meter(&w),
+        MeterInsert::Credited {
+            purchase_count: 1,
+            ..
+        }
+    ));
+    let settle = |kill_at: Option<&str>| {
+        let mut cmd = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--reader", &w.slot.reader])
+            .args(["--validator", w.validator.path()])
+            .args(["--printer", w.printer_sim.path()])
+            .args(["--fen", "0", "--settle"]);
+        if let Some(point) = kill_at {
+            cmd.env("SELFVEND_KILL_AT", point);
+        }
+        cmd.status().expect("run selfvend-sale-child")
+    };
+    assert_eq!(settle(Some("bank.after-settlement")).signal(), Some(9));
+
+    bank.pad_sim.act(&PadAction::pin(PIN));
+    assert!(kiosk_with(&w, &config, None, false, Some(&bank_slot.reader)).success());
+    assert!(settle(None).success());
+
+    let settled: Vec<(u32, u64, u64, bool)> = bank
+        .acquirer
+        .settlements()
+        .into_iter()
+        .map(|s| (s.batch, s.count, s.amount_fen, s.balanced))
+        .collect();
+    assert_eq!(settled, [(1, 1, 1000, true), (2, 1, 1000, true)]);
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 2000));
+    let journal = Journal::open(&w.journal).unwrap();
+    let batches: Vec<u32> = journal
+        .debits(&["approved"])
+        .unwrap()
+        .iter()
+        .map(|d| d.batch)
+        .collect();
+    assert_eq!(batches, [1, 2]);
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM audit WHERE kind = 'settled'"
+        ),
+        2
+    );
+    assert_eq!(card.purchase_count(), 2);
+    assert!(journal.verify().unwrap().problems.is_empty());
+}

@@ -50,6 +50,14 @@ fn sixty_customers_with_seeded_faults_lose_nothing_and_credit_once() {
             injected >= 30,
             "seed {seed}: only {injected} faults\n{stdout}"
         );
+        // Some customers' kiosk process was killed with SIGKILL at a failpoint.
+        let killed = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("kiosk processes: "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        assert!(killed >= 1, "seed {seed}: no kiosk process killed\n{stdout}");
         assert!(
             lines.iter().any(|l| l.starts_with("customers/s: ")),
             "seed {seed}:\n{stdout}"

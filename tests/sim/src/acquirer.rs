@@ -99,6 +99,17 @@ pub struct PurchaseRecord {
     pub state: PurchaseState,
 }
 
+/// A batch settlement the acquirer answered: its own totals of the batch, and whether the
+/// terminal's agreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementRecord {
+    pub terminal: String,
+    pub batch: u32,
+    pub count: u64,
+    pub amount_fen: u64,
+    pub balanced: bool,
+}
+
 /// Wrong PINs in a row after which a card's PIN is locked for good.
 const PIN_TRIES: u32 = 3;
 
@@ -277,6 +288,7 @@ struct Books {
     keys_issued: u64,
     references_issued: u64,
     sign_ons: u32,
+    settlements: Vec<SettlementRecord>,
     reversals_received: u32,
     /// The response code for a reversal whose purchase the acquirer never saw (`00` when
     /// unset; many acquirers answer `25`, unable to locate the original).
@@ -559,6 +571,13 @@ impl Books {
                 (a.saturating_add(p.amount_fen), n + 1)
             });
         let ours = format!("{:012}{:03}", amount.min(999_999_999_999), count.min(999));
+        self.settlements.push(SettlementRecord {
+            terminal: terminal.to_string(),
+            batch,
+            count,
+            amount_fen: amount,
+            balanced: ours == theirs,
+        });
         let balanced = if ours == theirs { '1' } else { '2' };
         answer.set(48, format!("{ours}{balanced}")).set(39, "00");
     }
@@ -774,6 +793,11 @@ impl Acquirer {
     /// Refuses every reversal with `code`, doing nothing, until called with `None`.
     pub fn refuse_reversals(&self, code: Option<&'static str>) {
         lock(&self.shared.books).refuse_reversals = code;
+    }
+
+    /// Every settlement answered, in arrival order.
+    pub fn settlements(&self) -> Vec<SettlementRecord> {
+        lock(&self.shared.books).settlements.clone()
     }
 
     /// Sign-ons answered `00`.

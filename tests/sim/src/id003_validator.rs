@@ -72,7 +72,8 @@ pub enum Action {
     ReplaceBox,
     /// The cash box fills up.
     BoxFull,
-    /// The operator clears a jam or empties a full cash box.
+    /// The operator clears a jam (a note stuck on its way to the cash box is pushed into it)
+    /// or empties a full cash box.
     Clear,
     /// The power goes and comes back (a note in the path stays there).
     PowerCycle,
@@ -87,8 +88,8 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether the action waits its turn behind banknotes (physical) or happens at once.
-    fn queued(self) -> bool {
+    /// Whether the action is a banknote in the customer's hand.
+    fn is_banknote(self) -> bool {
         matches!(
             self,
             Action::Insert(_)
@@ -98,9 +99,12 @@ impl Action {
                 | Action::PowerCycleWithBillInAcceptor(_)
                 | Action::PowerCycleWithBillInStacker(_)
                 | Action::MisreportedBanknote(_)
-                | Action::RemoveBox
-                | Action::BoxFull
         )
+    }
+
+    /// Whether the action waits its turn behind banknotes (physical) or happens at once.
+    fn queued(self) -> bool {
+        self.is_banknote() || matches!(self, Action::RemoveBox | Action::BoxFull)
     }
 }
 
@@ -172,6 +176,8 @@ struct Validator {
     /// C3: inhibited (no banknote is taken in at all).
     inhibited: bool,
     queue: VecDeque<Action>,
+    /// The yuan of the note stuck on its way to the cash box (stacker jam), if any.
+    jammed: Option<u32>,
     lose_next_ack: bool,
     garbage_next: bool,
     bad_crc_next: bool,
@@ -217,6 +223,7 @@ impl Validator {
             mask: 0,
             inhibited: true,
             queue: VecDeque::new(),
+            jammed: None,
             lose_next_ack: false,
             garbage_next: false,
             bad_crc_next: false,
@@ -242,6 +249,12 @@ impl Validator {
             Action::Clear => {
                 if let State::Fault(0x43 | 0x45 | 0x46) = self.state {
                     self.state = State::Ready;
+                }
+                if let Some(yuan) = self.jammed.take() {
+                    self.tally.cash_box.push(yuan);
+                    self.say(|| {
+                        format!("the operator pushed the jammed CNY {yuan} into the cash box")
+                    });
                 }
             }
             Action::PowerCycle => self.cut_power(),
@@ -313,7 +326,10 @@ impl Validator {
             },
             State::Accepting(insertion) => self.assess(insertion),
             State::Stacking(note) => match note.mishap {
-                Mishap::JamInStacker => State::Fault(0x46),
+                Mishap::JamInStacker => {
+                    self.jammed = Some(note.yuan);
+                    State::Fault(0x46)
+                }
                 Mishap::PowerCutWhileStacking => {
                     self.cut_power();
                     self.state
@@ -552,6 +568,15 @@ impl SimulatedValidator {
     /// Whether the host has inhibited the validator (C3): it takes no banknote in.
     pub fn inhibited(&self) -> bool {
         lock(&self.validator).inhibited
+    }
+
+    /// The customer walks away: the banknotes still in their hand (queued, not yet drawn in)
+    /// are never inserted. Returns how many there were.
+    pub fn walk_away(&self) -> usize {
+        let mut v = lock(&self.validator);
+        let before = v.queue.len();
+        v.queue.retain(|a| !a.is_banknote());
+        before - v.queue.len()
     }
 
     /// Whether every scripted banknote has been dealt with and the validator is idle.

@@ -333,6 +333,11 @@ impl SimulatedPinPad {
         }
     }
 
+    /// The customer walks away: the keys not yet pressed are never pressed.
+    pub fn walk_away(&self) {
+        lock(&self.pad).keys.clear();
+    }
+
     /// PIN blocks the pad has made.
     pub fn pin_blocks(&self) -> u32 {
         lock(&self.pad).pin_blocks

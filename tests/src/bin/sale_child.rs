@@ -1,10 +1,12 @@
 //! `selfvend-sale-child`: the kiosk as a process of its own for the crash tests. It recovers
 //! what its journal shows unfinished, then (unless `--recover-only`) sells `--fen` to the card
 //! in `--reader`; or, with `--clear-period N`, clears the kiosk until period N is closed (the
-//! operator PIN on stdin), counting `--fen` in the cash box. With `--bank-reader R` it pays by
-//! the bank card in reader R instead of cash, with the PIN the customer types on the config's
-//! PIN pad, through the config's acquirer. With `SELFVEND_KILL_AT=<failpoint>` it kills itself
-//! with SIGKILL there.
+//! operator PIN on stdin), counting `--fen` in the cash box; or, with `--settle`, settles the
+//! bank batch. With `--bank-reader R` it pays by the bank card in reader R instead of cash, with
+//! the PIN the customer types on the config's PIN pad, through the config's acquirer. With
+//! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. `--config-text F` reads
+//! the config's text from F as if it were the file `--config` names (relative paths resolve
+//! beside that file): how `selfvend bench soak` hands over the demo config as it runs it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,6 +29,7 @@ use selfvend_host::sale::{BankLink, CardPayment, SaleEngine};
 
 struct Args {
     config: PathBuf,
+    config_text: Option<PathBuf>,
     reader: String,
     validator: PathBuf,
     printer: PathBuf,
@@ -34,12 +37,14 @@ struct Args {
     recover_only: bool,
     clear_period: Option<i64>,
     bank_reader: Option<String>,
+    settle: bool,
 }
 
 fn args() -> Option<Args> {
     let mut a = std::env::args().skip(1);
     let mut out = Args {
         config: PathBuf::new(),
+        config_text: None,
         reader: String::new(),
         validator: PathBuf::new(),
         printer: PathBuf::new(),
@@ -47,10 +52,12 @@ fn args() -> Option<Args> {
         recover_only: false,
         clear_period: None,
         bank_reader: None,
+        settle: false,
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
             "--config" => out.config = a.next()?.into(),
+            "--config-text" => out.config_text = Some(a.next()?.into()),
             "--reader" => out.reader = a.next()?,
             "--validator" => out.validator = a.next()?.into(),
             "--printer" => out.printer = a.next()?.into(),
@@ -58,6 +65,7 @@ fn args() -> Option<Args> {
             "--recover-only" => out.recover_only = true,
             "--clear-period" => out.clear_period = Some(a.next()?.parse().ok()?),
             "--bank-reader" => out.bank_reader = Some(a.next()?),
+            "--settle" => out.settle = true,
             _ => return None,
         }
     }
@@ -67,8 +75,8 @@ fn args() -> Option<Args> {
 fn main() -> ExitCode {
     let Some(args) = args() else {
         eprintln!(
-            "usage: selfvend-sale-child --config F --reader R --validator P --printer P --fen N \
-             [--recover-only | --clear-period N | --bank-reader R]"
+            "usage: selfvend-sale-child --config F [--config-text F] --reader R --validator P \
+             --printer P --fen N [--recover-only | --clear-period N | --bank-reader R | --settle]"
         );
         return ExitCode::FAILURE;
     };
@@ -97,7 +105,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = KioskConfig::load(&args.config)?;
+    let config = match &args.config_text {
+        Some(text) => KioskConfig::parse(&args.config, &std::fs::read_to_string(text)?)?,
+        None => KioskConfig::load(&args.config)?,
+    };
     let runtime = PluginRuntime::new(
         TrustStore::load(&config.trust_dir)?,
         &config.plugin_cache_dir(),
@@ -129,6 +140,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     engine.resell()?;
+    if args.settle {
+        let link = link
+            .as_ref()
+            .ok_or("--settle needs an [acquirer] in the config")?;
+        engine.settle(link)?;
+        return Ok(());
+    }
     if let Some(period) = args.clear_period {
         drop(engine);
         return clear(
@@ -173,7 +191,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         (Some(_), None) => return Err("--bank-reader needs an [acquirer] in the config".into()),
         (None, _) => {
-            engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))?;
+            // Nothing paid (the only note jammed, say): the customer's payment is cancelled.
+            if engine.take_cash(&mut session, &mut acceptor, Duration::from_secs(5))? == Fen(0) {
+                engine.cancel(session, &mut printer)?;
+                return Ok(());
+            }
         }
     }
     engine.complete(&mut session, &mut printer)?;

@@ -4,10 +4,14 @@
 //! the money rules checked across the independent ledgers: the validator's cash box, the
 //! acquirer's books, the backends' books, the cards, the meters and the journal.
 //!
-//! A crash here drops the engine and its session at a step boundary and starts a new one over
-//! the same journal (the crash tests kill the real process with SIGKILL at every failpoint).
+//! A crash runs that customer's sale in a kiosk process of its own (`selfvend-sale-child`, built
+//! with failpoints beside `selfvend`), kills it with SIGKILL at a seeded failpoint, and starts
+//! the kiosk again over the same journal and devices.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -43,21 +47,62 @@ enum FaultClass {
     BackendReply,
     CardTorn,
     ValidatorGlitch,
+    Jam,
+    PowerCycle,
     PaperOut,
     AcquirerReply,
     Crash,
     OperatorRace,
 }
 
-const CLASSES: [FaultClass; 8] = [
+/// The faults a customer paying cash may meet.
+const CASH_CLASSES: [FaultClass; 9] = [
     FaultClass::None,
     FaultClass::BackendReply,
     FaultClass::CardTorn,
     FaultClass::ValidatorGlitch,
+    FaultClass::Jam,
+    FaultClass::PowerCycle,
+    FaultClass::PaperOut,
+    FaultClass::Crash,
+    FaultClass::OperatorRace,
+];
+
+/// The faults a customer paying by bank card may meet.
+const BANK_CLASSES: [FaultClass; 7] = [
+    FaultClass::None,
+    FaultClass::BackendReply,
+    FaultClass::CardTorn,
     FaultClass::PaperOut,
     FaultClass::AcquirerReply,
     FaultClass::Crash,
     FaultClass::OperatorRace,
+];
+
+/// Where a crash may kill the kiosk: every failpoint of a sale, a payment and the bank link
+/// (the kiosk process also recovers, re-sells and signs on before it sells).
+const KILL_POINTS: [&str; 21] = [
+    "sale.after-payment-opened",
+    "sale.after-banknote-escrowed",
+    "sale.after-banknote-credited",
+    "sale.after-banknote-caught",
+    "sale.after-sale-intent",
+    "sale.after-sale-sent",
+    "sale.after-grant-recorded",
+    "sale.after-refusal-recorded",
+    "sale.after-card-write-intent",
+    "sale.after-card-written",
+    "sale.after-confirm-intent",
+    "sale.after-receipt-intent",
+    "sale.after-cancel",
+    "sale.after-resell-attempt",
+    "sale.after-resell-answer",
+    "bank.after-debit-intent",
+    "bank.after-debit-approved",
+    "bank.before-reversal-sent",
+    "bank.after-reversal-answer",
+    "bank.after-sign-on",
+    "bank.after-settlement",
 ];
 
 /// A small seeded generator (SplitMix64): the same seed gives the same customers.
@@ -77,39 +122,80 @@ impl Rng {
     }
 }
 
-/// The kiosk under test: its engine, devices and the simulators around it.
-struct Soak {
-    config: KioskConfig,
-    demo: Demo,
+/// The kiosk itself: its engine over the journal and the devices it holds open.
+struct Station {
     engine: SaleEngine,
     link: BankLink,
     acceptor: Id003Acceptor,
     printer: EscPosPrinter,
+}
+
+impl Station {
+    fn open(config: &KioskConfig, demo: &Demo) -> anyhow::Result<Station> {
+        Ok(Station {
+            engine: selfvend_ui::kiosk::sale_engine(config)?,
+            link: selfvend_ui::kiosk::bank_link(config)?,
+            acceptor: Id003Acceptor::open(
+                Path::new(demo.validator.path()),
+                9600,
+                Id003Settings {
+                    reply_timeout: Duration::from_millis(500),
+                    poll_interval: Duration::from_millis(1),
+                },
+            )?,
+            printer: EscPosPrinter::open(Path::new(demo.printer.path()), 9600)?,
+        })
+    }
+}
+
+/// What became of the kiosk processes a crash started.
+#[derive(Default)]
+struct Kills {
+    /// Failpoints a kiosk process was killed at, and how often.
+    at: BTreeMap<&'static str, u64>,
+    /// Processes that sold without reaching their failpoint.
+    finished: u64,
+    /// Processes that stopped with an error of their own (a decline, a fault), and the first.
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+/// The kiosk under test: its engine, devices and the simulators around it.
+struct Soak {
+    config: KioskConfig,
+    /// The demo config as a kiosk process reads it (`selfvend-sale-child --config-text`).
+    config_path: PathBuf,
+    child_config: tempfile::NamedTempFile,
+    child_bin: PathBuf,
+    demo: Demo,
+    /// The kiosk; `None` while a kiosk process of its own holds the devices.
+    station: Option<Station>,
     readers: Readers,
+    kills: Kills,
     /// Each card's meter at home, and the credits it refused (a credit taken twice would be).
     meters: [Meter; 2],
     refused_by_meter: u64,
 }
 
 impl Soak {
-    fn start(config_path: &std::path::Path, vpcd_port: u16) -> anyhow::Result<Soak> {
+    fn start(config_path: &Path, vpcd_port: u16) -> anyhow::Result<Soak> {
+        let child_bin = std::env::current_exe()?.with_file_name("selfvend-sale-child");
+        if !child_bin.exists() {
+            anyhow::bail!(
+                "{} is missing: the soak kills a kiosk process built with failpoints; run it as \
+                 `./dev run bench soak`, which builds it",
+                child_bin.display()
+            );
+        }
         let mut config = KioskConfig::load(config_path)?;
         let demo = Demo::start(&mut config, vpcd_port)?;
-        // Re-sells without waiting, and "no such sale" is proof once the kiosk asks again.
-        config.policy.resell_first_delay = Duration::ZERO;
-        config.policy.unknown_outcome_settle = Duration::ZERO;
         demo.acquirer.add_card(DEMO_PAN, DEMO_PIN, BANK_BALANCE_FEN);
-        let engine = selfvend_ui::kiosk::sale_engine(&config)?;
-        let link = selfvend_ui::kiosk::bank_link(&config)?;
-        let acceptor = Id003Acceptor::open(
-            std::path::Path::new(demo.validator.path()),
-            9600,
-            Id003Settings {
-                reply_timeout: Duration::from_millis(500),
-                poll_interval: Duration::from_millis(1),
-            },
-        )?;
-        let printer = EscPosPrinter::open(std::path::Path::new(demo.printer.path()), 9600)?;
+        // The soak's kiosk and its kiosk processes read one config: the demo's, as run.
+        let text = demo_config_text(config_path, &config)?;
+        let mut child_config = tempfile::NamedTempFile::new()?;
+        std::io::Write::write_all(&mut child_config, text.as_bytes())?;
+        let config = KioskConfig::parse(config_path, &text)?;
+        let station = Station::open(&config, &demo)?;
         let machine = EncryptionMachine::default();
         let meters = [
             Meter::new("M3701000001", machine.clone()),
@@ -117,12 +203,13 @@ impl Soak {
         ];
         Ok(Soak {
             config,
+            config_path: config_path.to_path_buf(),
+            child_config,
+            child_bin,
             demo,
-            engine,
-            link,
-            acceptor,
-            printer,
+            station: Some(station),
             readers: Readers::establish()?,
+            kills: Kills::default(),
             meters,
             refused_by_meter: 0,
         })
@@ -174,20 +261,29 @@ impl Soak {
         }
     }
 
-    /// The kiosk stops and starts again over its journal, and recovers.
+    /// The kiosk, running.
+    fn station(&mut self) -> &mut Station {
+        self.station
+            .as_mut()
+            .expect("the kiosk runs between kiosk processes")
+    }
+
+    /// The kiosk starts again over its journal and devices, and recovers.
     fn restart(&mut self) -> anyhow::Result<()> {
-        self.engine = selfvend_ui::kiosk::sale_engine(&self.config)?;
+        self.station = None;
+        self.station = Some(Station::open(&self.config, &self.demo)?);
         self.housekeeping();
         Ok(())
     }
 
     /// What the kiosk does between customers; failures are tried again next time.
     fn housekeeping(&mut self) {
-        let _ = self.engine.recover();
-        let _ = self.engine.resell();
-        let _ = self.engine.recover_debits(&self.link);
-        if matches!(self.engine.signed_on(), Ok(None)) {
-            let _ = self.engine.sign_on(&self.link);
+        let k = self.station();
+        let _ = k.engine.recover();
+        let _ = k.engine.resell();
+        let _ = k.engine.recover_debits(&k.link);
+        if matches!(k.engine.signed_on(), Ok(None)) {
+            let _ = k.engine.sign_on(&k.link);
         }
     }
 
@@ -221,6 +317,40 @@ impl Soak {
         fault: FaultClass,
     ) -> anyhow::Result<()> {
         self.demo.insert_meter_card(card)?;
+        if fault == FaultClass::Crash {
+            let point = KILL_POINTS[rng.below(KILL_POINTS.len() as u64) as usize];
+            self.killed_mid_sale(point, fen, bank)?;
+        } else {
+            self.served(rng, card, fen, by_kwh, bank, fault)?;
+        }
+        // The customer takes back the notes they did not get to insert, and leaves.
+        self.demo.validator.walk_away();
+        self.demo.pad.walk_away();
+        self.demo.pull_bank_card();
+        self.seen(BANK_READER, false)?;
+        self.demo.pull_meter_card();
+        self.seen(METER_READER, false)?;
+        self.carry_home(card);
+        if fault == FaultClass::Jam {
+            // An operator comes and clears the validator.
+            self.demo.validator.act(Action::Clear);
+        }
+        self.demo.printer.paper_in();
+        self.demo.printer.take_printed();
+        self.housekeeping();
+        Ok(())
+    }
+
+    /// The kiosk serves the customer at the meter card's reader, meeting `fault` on the way.
+    fn served(
+        &mut self,
+        rng: &mut Rng,
+        card: usize,
+        fen: u64,
+        by_kwh: bool,
+        bank: bool,
+        fault: FaultClass,
+    ) -> anyhow::Result<()> {
         let backend = usize::from(card == 3);
         match fault {
             FaultClass::BackendReply => {
@@ -234,13 +364,13 @@ impl Soak {
                 ][rng.below(4) as usize];
                 self.demo.backends[backend].inject(call, fault);
             }
-            FaultClass::ValidatorGlitch if !bank => {
+            FaultClass::ValidatorGlitch => {
                 let glitch =
                     [Action::Garbage, Action::BadCrc, Action::LoseNextAck][rng.below(3) as usize];
                 self.demo.validator.act(glitch);
             }
             FaultClass::PaperOut => self.demo.printer.paper_out_after(rng.below(6) as usize),
-            FaultClass::AcquirerReply if bank => {
+            FaultClass::AcquirerReply => {
                 let fault = [
                     AcquirerFault::DropReply,
                     AcquirerFault::Garbage,
@@ -251,11 +381,10 @@ impl Soak {
             }
             _ => {}
         }
-        let crash_at = rng.below(3);
-        let started = self.engine.start(self.meter_card()?);
-        let mut s = match started {
-            Ok(s) => s,
-            Err(_) => return self.leave(card),
+        let meter_card = self.meter_card()?;
+        let k = self.station.as_mut().expect("the kiosk runs");
+        let Ok(mut s) = k.engine.start(meter_card) else {
+            return Ok(());
         };
         let purchase = if by_kwh {
             let price = u64::from(s.account.price_fen_per_kwh.max(1));
@@ -263,35 +392,43 @@ impl Soak {
         } else {
             Purchase::Money(Fen(fen))
         };
-        let Ok(quote) = self.engine.quote(&mut s, purchase) else {
-            let _ = self.engine.cancel(s, &mut self.printer);
-            return self.leave(card);
+        let Ok(quote) = k.engine.quote(&mut s, purchase) else {
+            let _ = k.engine.cancel(s, &mut k.printer);
+            return Ok(());
         };
-        if fault == FaultClass::Crash && crash_at == 0 {
-            drop(s);
-            return self.crash(card);
-        }
         if bank {
             if !self.pay_by_card(&mut s)? {
-                let _ = self.engine.cancel(s, &mut self.printer);
-                return self.leave(card);
+                let k = self.station();
+                let _ = k.engine.cancel(s, &mut k.printer);
+                return Ok(());
             }
         } else {
-            // Whole yuan notes, largest first, to the amount due (a rest below 1 yuan is not paid).
-            let mut due = quote.amount.0 / 100;
-            for yuan in [100, 50, 20, 10, 5, 1] {
-                while due >= yuan {
-                    self.demo.validator.act(Action::Insert(yuan as u32));
-                    due -= yuan;
+            // Whole yuan notes to the amount due (a rest below 1 yuan is not paid); a jam or a
+            // power cut strikes one of them.
+            let mut notes: Vec<Action> = notes_for(quote.amount.0 / 100)
+                .into_iter()
+                .map(Action::Insert)
+                .collect();
+            let i = rng.below(notes.len() as u64) as usize;
+            let Action::Insert(yuan) = notes[i] else {
+                unreachable!("every note is an insertion")
+            };
+            match fault {
+                FaultClass::Jam if rng.below(2) == 0 => notes[i] = Action::JamInStacker(yuan),
+                FaultClass::Jam => notes.insert(i, Action::JamInAcceptor),
+                FaultClass::PowerCycle if rng.below(2) == 0 => {
+                    notes[i] = Action::PowerCycleWithBillInAcceptor(yuan);
                 }
+                FaultClass::PowerCycle => notes[i] = Action::PowerCycleWithBillInStacker(yuan),
+                _ => {}
             }
-            let _ = self
+            for note in notes {
+                self.demo.validator.act(note);
+            }
+            let k = self.station();
+            let _ = k
                 .engine
-                .take_cash(&mut s, &mut self.acceptor, Duration::from_secs(3));
-        }
-        if fault == FaultClass::Crash && crash_at == 1 {
-            drop(s);
-            return self.crash(card);
+                .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(3));
         }
         if fault == FaultClass::CardTorn {
             self.demo.tear_next_write();
@@ -299,18 +436,13 @@ impl Soak {
         if fault == FaultClass::OperatorRace {
             self.operator_settles_everything()?;
         }
+        let k = self.station();
         if s.paid() > Fen(0) {
-            let _ = self.engine.complete(&mut s, &mut self.printer);
+            let _ = k.engine.complete(&mut s, &mut k.printer);
         } else {
-            let _ = self.engine.cancel(s, &mut self.printer);
-            return self.leave(card);
+            let _ = k.engine.cancel(s, &mut k.printer);
         }
-        if fault == FaultClass::Crash && crash_at == 2 {
-            drop(s);
-            return self.crash(card);
-        }
-        drop(s);
-        self.leave(card)
+        Ok(())
     }
 
     /// The bank card, its PIN on the pad, the debit; returns whether it was approved.
@@ -319,7 +451,8 @@ impl Soak {
         self.seen(BANK_READER, true)?;
         let card = bank_card::read(&mut self.readers.connect(BANK_READER)?)?;
         self.demo.pad.act(&PadAction::pin(DEMO_PIN));
-        let entry = self
+        let k = self.station.as_mut().expect("the kiosk runs");
+        let entry = k
             .link
             .pin_pad()
             .lock()
@@ -327,31 +460,73 @@ impl Soak {
             .get_pin(&card.pan, 4, 12, Duration::from_secs(10), &mut |_| {})?;
         let approved = match entry {
             PinEntry::Entered(block) => matches!(
-                self.engine.pay_by_card(s, &self.link, &card, Some(&block)),
+                k.engine.pay_by_card(s, &k.link, &card, Some(&block)),
                 Ok(CardPayment::Approved { .. })
             ),
             _ => false,
         };
-        self.demo.pull_bank_card();
-        self.seen(BANK_READER, false)?;
         Ok(approved)
     }
 
-    fn crash(&mut self, card: usize) -> anyhow::Result<()> {
-        self.demo.pull_meter_card();
-        self.seen(METER_READER, false)?;
-        self.carry_home(card);
+    /// The kiosk, a process of its own, serves this customer (`fen` by cash or bank card) and
+    /// is killed with SIGKILL at `point` if it gets there; then the kiosk starts again.
+    fn killed_mid_sale(&mut self, point: &'static str, fen: u64, bank: bool) -> anyhow::Result<()> {
+        self.seen(METER_READER, true)?;
+        // The kiosk process takes the devices over, as a restarted kiosk would.
+        self.station = None;
+        let mut child = Command::new(&self.child_bin);
+        child
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--config-text")
+            .arg(self.child_config.path())
+            .args(["--reader", METER_READER])
+            .args(["--validator", self.demo.validator.path()])
+            .args(["--printer", self.demo.printer.path()])
+            .args(["--fen", &fen.to_string()])
+            .env("SELFVEND_KILL_AT", point)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if bank {
+            self.demo.insert_bank_card()?;
+            self.seen(BANK_READER, true)?;
+            self.demo.pad.act(&PadAction::pin(DEMO_PIN));
+            child.args(["--bank-reader", BANK_READER]);
+        } else {
+            for yuan in notes_for(fen / 100) {
+                self.demo.validator.act(Action::Insert(yuan));
+            }
+        }
+        let mut running = child
+            .spawn()
+            .with_context(|| format!("starting {}", self.child_bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = running.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = running.kill();
+                anyhow::bail!("the kiosk process to be killed at `{point}` ran for 2 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.signal() == Some(9) {
+            *self.kills.at.entry(point).or_default() += 1;
+        } else if status.success() {
+            self.kills.finished += 1;
+        } else {
+            self.kills.failed += 1;
+            if self.kills.first_failure.is_none() {
+                let mut why = String::new();
+                if let Some(mut err) = running.stderr.take() {
+                    std::io::Read::read_to_string(&mut err, &mut why)?;
+                }
+                self.kills.first_failure = Some(why.trim().to_string());
+            }
+        }
         self.restart()
-    }
-
-    fn leave(&mut self, card: usize) -> anyhow::Result<()> {
-        self.demo.pull_meter_card();
-        self.seen(METER_READER, false)?;
-        self.carry_home(card);
-        self.demo.printer.paper_in();
-        self.demo.printer.take_printed();
-        self.housekeeping();
-        Ok(())
     }
 
     /// An operator's CLI, beside the running kiosk, settles every open item it can.
@@ -382,23 +557,105 @@ impl Soak {
         self.demo.printer.paper_in();
         for _ in 0..3 {
             self.housekeeping();
-            let _ = self.engine.forward_reversals(&self.link);
-            let _ = self.engine.retry_confirmations();
+            let k = self.station();
+            let _ = k.engine.forward_reversals(&k.link);
+            let _ = k.engine.retry_confirmations();
         }
         for card in CARDS {
             self.demo.insert_meter_card(card)?;
-            if let Ok(s) = self.engine.start(self.meter_card()?) {
-                let _ = self.engine.cancel(s, &mut self.printer);
+            let meter_card = self.meter_card()?;
+            let k = self.station();
+            if let Ok(s) = k.engine.start(meter_card) {
+                let _ = k.engine.cancel(s, &mut k.printer);
             }
             self.demo.pull_meter_card();
             self.seen(METER_READER, false)?;
             self.carry_home(card);
         }
-        let _ = self.engine.retry_confirmations();
+        let _ = self.station().engine.retry_confirmations();
         self.operator_settles_everything()?;
         self.housekeeping();
         Ok(())
     }
+}
+
+/// Whole yuan notes to `yuan`, largest first.
+fn notes_for(mut yuan: u64) -> Vec<u32> {
+    let mut notes = Vec::new();
+    for note in [100, 50, 20, 10, 5, 1] {
+        while yuan >= note {
+            notes.push(note as u32);
+            yuan -= note;
+        }
+    }
+    notes
+}
+
+/// The text of the config at `path` as the soak runs it: the simulators' addresses and ports,
+/// the demo's data directory, and re-sells without waiting ("no such sale" is proof once the
+/// kiosk asks again).
+fn demo_config_text(path: &Path, config: &KioskConfig) -> anyhow::Result<String> {
+    use toml::{Table, Value};
+    let text = std::fs::read_to_string(path)?;
+    let mut doc: Table =
+        toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    fn section<'a>(doc: &'a mut Table, name: &str) -> anyhow::Result<&'a mut Table> {
+        doc.entry(name)
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("[{name}] is not a table"))
+    }
+    let kiosk = section(&mut doc, "kiosk")?;
+    let dir = |p: &Path| Value::String(p.display().to_string());
+    kiosk.insert("data_dir".into(), dir(&config.kiosk.data_dir));
+    if let Some(cache) = &config.kiosk.plugin_cache {
+        kiosk.insert("plugin_cache".into(), dir(cache));
+    }
+    let policy = section(&mut doc, "policy")?;
+    policy.insert("resell_first_delay_secs".into(), Value::Integer(0));
+    policy.insert("unknown_outcome_settle_secs".into(), Value::Integer(0));
+    if let Some(acquirer) = &config.acquirer {
+        section(&mut doc, "acquirer")?.insert(
+            "address".into(),
+            Value::String(acquirer.endpoint.address.clone()),
+        );
+    }
+    let mut devices = Table::new();
+    let reader = |name: &str| Value::Table(Table::from_iter([("reader".into(), name.into())]));
+    let serial = |port: &Path, baud: u32| {
+        Value::Table(Table::from_iter([
+            ("port".into(), dir(port)),
+            ("baud".into(), Value::Integer(i64::from(baud))),
+        ]))
+    };
+    let d = &config.devices;
+    if let Some(r) = &d.card_reader {
+        devices.insert("card_reader".into(), reader(&r.reader));
+    }
+    if let Some(r) = &d.bank_card_reader {
+        devices.insert("bank_card_reader".into(), reader(&r.reader));
+    }
+    for (name, port) in [
+        ("cash_acceptor", &d.cash_acceptor),
+        ("printer", &d.printer),
+        ("pinpad", &d.pinpad),
+    ] {
+        if let Some(p) = port {
+            devices.insert(name.into(), serial(&p.port, p.baud.0));
+        }
+    }
+    doc.insert("devices".into(), Value::Table(devices));
+    if let Some(Value::Array(backends)) = doc.get_mut("backend") {
+        for (entry, backend) in backends.iter_mut().zip(&config.backends) {
+            if let Some(entry) = entry.as_table_mut() {
+                entry.insert(
+                    "address".into(),
+                    Value::String(backend.endpoint.address.clone()),
+                );
+            }
+        }
+    }
+    Ok(toml::to_string(&doc)?)
 }
 
 /// What the soak found.
@@ -412,7 +669,12 @@ struct Findings {
 }
 
 fn check(soak: &Soak) -> anyhow::Result<Findings> {
-    let journal = soak.engine.journal();
+    let journal = soak
+        .station
+        .as_ref()
+        .expect("the kiosk runs after the last customer")
+        .engine
+        .journal();
     let mut broken = Vec::new();
     // Money in: the validator's cash box and the acquirer's net debits.
     let tally = soak.demo.validator.tally();
@@ -529,7 +791,8 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
         let fen = [1000, 2000, 5000, 10_000][rng.below(4) as usize];
         let by_kwh = rng.below(4) == 0;
         let bank = rng.below(3) == 0;
-        let fault = CLASSES[rng.below(CLASSES.len() as u64) as usize];
+        let classes: &[FaultClass] = if bank { &BANK_CLASSES } else { &CASH_CLASSES };
+        let fault = classes[rng.below(classes.len() as u64) as usize];
         *faults.entry(fault).or_default() += 1;
         soak.customer(&mut rng, card, fen, by_kwh, bank, fault)
             .with_context(|| format!("seed {seed}, customer {customer} ({fault:?})"))?;
@@ -557,6 +820,19 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
         .map(|(c, n)| format!("{c:?} {n}"))
         .collect();
     println!("faults injected: {injected} ({})", per_class.join(", "));
+    let kills = &soak.kills;
+    let killed: u64 = kills.at.values().sum();
+    println!(
+        "kiosk processes: {killed} killed at {} failpoints, {} finished before theirs, {} \
+         stopped on an error{}",
+        kills.at.len(),
+        kills.finished,
+        kills.failed,
+        kills
+            .first_failure
+            .as_ref()
+            .map_or(String::new(), |why| format!(" (first: {why})"))
+    );
     println!("lost fen: {}", found.lost_fen.unsigned_abs());
     println!("double credits: {}", found.double_credits);
     println!("unresolved: {}", found.unresolved);
