@@ -920,13 +920,19 @@ impl SaleEngine {
                 .and_then(|()| s.codec.verify(&s.card, &credit))
         });
         fail::fail_point!("sale.after-card-written");
+        // What the card holds: known once verified, or when it refused the grant outright.
         let written = match written {
-            Ok(VerifyOutcome::Written) => true,
-            Ok(VerifyOutcome::NotWritten) => false,
+            Ok(VerifyOutcome::Written) => Some(true),
+            Ok(VerifyOutcome::NotWritten) => Some(false),
             Err(e) => {
                 self.write_failed(s, serial, &e)?;
-                false
+                matches!(e, CodecError::Card(CardError::GrantRejected(_))).then_some(false)
             }
+        };
+        // Unknown (the card left mid-write, say): the backend is told nothing until the card
+        // is read again, never "not written" while the card may hold the credit.
+        let Some(written) = written else {
+            return Ok(false);
         };
         if written {
             self.journal.commit(|b| {

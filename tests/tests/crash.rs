@@ -805,3 +805,38 @@ fn killed_after_settling_the_next_batch_takes_the_next_debits_and_settles_them()
     assert_eq!(card.purchase_count(), 2);
     assert!(journal.verify().unwrap().problems.is_empty());
 }
+
+/// Killed after the card took its credit but before the journal said so, the kiosk does not
+/// know what the card holds: restarted without the card, it tells the backend nothing rather
+/// than "not written" (a counter clerk would sell the credit again). When the card comes back,
+/// the kiosk reads it and confirms what it finds: written.
+#[test]
+fn a_write_whose_outcome_is_unknown_is_never_confirmed_as_not_written() {
+    let w = World::new();
+    let card = MemoryCard(zhang_san(&w));
+    let inserted = card.insert(&w);
+    w.validator.act(Action::Insert(10));
+    let status = kiosk(&w, Some("sale.after-card-written"), false);
+    assert_eq!(status.signal(), Some(9));
+    assert_eq!(card.purchase_count(), 1, "the card took its credit");
+    drop(inserted);
+    assert!(w.readers.wait(&w.slot.reader, false, WAIT).unwrap());
+    // Restarted without the card: it recovers, then finds no card to serve.
+    assert!(!kiosk(&w, None, true).success());
+    assert_eq!(w.jinan.ledger().confirmations("K-SALE-01", 1), []);
+
+    let _inserted = card.insert(&w);
+    assert!(kiosk(&w, None, true).success());
+    assert_eq!(
+        w.jinan.ledger().confirmations("K-SALE-01", 1),
+        [(true, None)]
+    );
+    assert_eq!(
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE state = 'written' AND confirmed = 1"
+        ),
+        1
+    );
+    meter_takes_once(&card, &w, 1, "after the card came back");
+}

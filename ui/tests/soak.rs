@@ -57,7 +57,10 @@ fn sixty_customers_with_seeded_faults_lose_nothing_and_credit_once() {
             .and_then(|l| l.split(' ').next())
             .and_then(|n| n.parse::<u32>().ok())
             .unwrap_or(0);
-        assert!(killed >= 1, "seed {seed}: no kiosk process killed\n{stdout}");
+        assert!(
+            killed >= 1,
+            "seed {seed}: no kiosk process killed\n{stdout}"
+        );
         assert!(
             lines.iter().any(|l| l.starts_with("customers/s: ")),
             "seed {seed}:\n{stdout}"

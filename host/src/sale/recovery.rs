@@ -286,12 +286,13 @@ impl SaleEngine {
         }
     }
 
-    /// Sends again every write confirmation the backend has not acknowledged for the sale's
-    /// current state (a re-write that worked after a "not written" is confirmed again); returns
-    /// the serials now confirmed.
+    /// Sends again every "written" the backend has not acknowledged (a re-write that worked
+    /// after a "not written" is confirmed again); returns the serials now confirmed. A granted
+    /// sale is not confirmed from here: after a crash or an error its card may hold the credit,
+    /// so only the card, read again, says "not written".
     pub fn retry_confirmations(&mut self) -> Result<Vec<u64>, SaleError> {
         let mut confirmed = Vec::new();
-        for sale in self.journal.sales(&["granted", "written"], None)? {
+        for sale in self.journal.sales(&["written"], None)? {
             if sale.confirmed {
                 continue;
             }
@@ -302,7 +303,7 @@ impl SaleEngine {
                 terminal_id: self.terminal_id.clone(),
                 kiosk_serial: sale.serial,
                 card_serial: sale.card_serial.clone(),
-                written: sale.state == "written",
+                written: true,
                 return_data: None,
             };
             if self.confirm(&backend, dialect, &confirmation)? {

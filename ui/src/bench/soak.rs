@@ -606,7 +606,15 @@ fn demo_config_text(path: &Path, config: &KioskConfig) -> anyhow::Result<String>
             .with_context(|| format!("[{name}] is not a table"))
     }
     let kiosk = section(&mut doc, "kiosk")?;
-    let dir = |p: &Path| Value::String(p.display().to_string());
+    // Absolute: the kiosk process resolves relative paths beside the config file.
+    let dir = |p: &Path| {
+        Value::String(
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string(),
+        )
+    };
     kiosk.insert("data_dir".into(), dir(&config.kiosk.data_dir));
     if let Some(cache) = &config.kiosk.plugin_cache {
         kiosk.insert("plugin_cache".into(), dir(cache));
