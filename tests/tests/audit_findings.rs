@@ -296,6 +296,67 @@ fn a_note_whose_fate_stays_unknown_is_an_operator_item_on_that_customers_receipt
     );
 }
 
+/// The validator starts drawing a note in, and the line dies before the kiosk heard of it and
+/// stays dead past the policy's limit. The kiosk cannot know the note is there, so the session
+/// ends with an operator item of unknown value on its receipt; when the line comes back the
+/// note is stacked as that item's, never credited to the next customer.
+#[test]
+fn a_note_drawn_in_unheard_before_the_line_died_never_reaches_the_next_customer() {
+    let mut k = Kiosk::with_policy(&[("note_in_flight_limit_secs", "1")]);
+    // The validator is past its power-up and idle.
+    let mut heard = Heard::default();
+    while !k.validator.is_idle() || heard.0.is_empty() {
+        k.acceptor.poll(&mut heard).unwrap();
+    }
+    let first = zhang_san(&k);
+    let (inserted, card) = k.insert(&first);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::Insert(10));
+    let validator = k.world.validator.clone();
+    let mut polls = 0;
+    // The first poll finds the validator idle, and it starts drawing the note in; then the
+    // line goes dead.
+    let taken = k
+        .engine
+        .take_cash_watched(&mut s, &mut k.acceptor, PATIENCE, &mut |_| {
+            polls += 1;
+            if polls == 1 {
+                validator.act(Action::Silence(u32::MAX));
+            }
+            true
+        });
+    assert!(taken.is_err(), "{taken:?}");
+    assert_eq!(s.paid(), Fen(0));
+    assert_eq!(s.caught.len(), 1, "no operator item for the unheard note");
+    k.engine.cancel(s, &mut k.printer).unwrap();
+    drop(inserted);
+    validator.act(Action::Silence(0));
+
+    // The next customer pays 20 yuan and is credited exactly that.
+    let second = chen_xiaoming(&k);
+    let (_inserted, card) = k.insert(&second);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(2000))).unwrap();
+    k.validator.act(Action::Insert(20));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+        .unwrap();
+    assert_eq!(paid, Fen(2000));
+    // Both notes are in the cash box; the journal credited only the second customer's.
+    assert_eq!(k.validator.tally().cash_box, [10, 20]);
+    assert_eq!(
+        k.engine.journal().counter("lifetime.cash_fen").unwrap(),
+        2000
+    );
+    // The first customer's item now has the note's value.
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].caught_fen, Some(1000));
+    assert_eq!(items[0].card_serial.as_deref(), Some("3701000000000001"));
+}
+
 // Defect 4: the backend's last word on a card write is the latest fact, and never a guess.
 
 #[test]

@@ -78,8 +78,13 @@ impl SaleEngine {
             s.payment = Some(opened?);
             fail::fail_point!("sale.after-payment-opened");
         }
-        acceptor.enable(&self.policy.accepted_notes)?;
         let mut in_flight = InFlight::None;
+        if let Err(e) = acceptor.enable(&self.policy.accepted_notes) {
+            // The validator may have heard the enable whose answer was lost: settled as after
+            // any line error, so a note it draws in is never the next customer's.
+            self.settle_acceptor(s, acceptor, due, &mut in_flight, &mut None)?;
+            return Err(e.into());
+        }
         let mut failure = None;
         let mut last_note = Instant::now();
         let mut stop = false;
@@ -134,7 +139,9 @@ impl SaleEngine {
                 return Ok(());
             }
             if started.elapsed() > self.policy.note_in_flight_limit {
-                if *in_flight != InFlight::None {
+                // A note followed, or a validator not seen quiet since it was told to stop
+                // (it may have drawn one in unheard): handed to an operator, never carried over.
+                if *in_flight != InFlight::None || !(inhibited && heard) {
                     self.hand_over(s, acceptor, *in_flight)?;
                     *in_flight = InFlight::None;
                 }
