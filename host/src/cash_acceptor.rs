@@ -173,7 +173,9 @@ impl fmt::Display for Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CashEvent {
     /// The acceptor was powered up with its path empty; the driver reset and re-enabled it.
-    PowerUp,
+    /// `note` is a note the driver saw go to be stacked and never saw credited: it may be in
+    /// the cash box.
+    PowerUp { note: Option<Denomination> },
     /// The acceptor was powered up with a banknote in its head: the reset gives it back to the
     /// customer, nothing is credited. `note` is the note the driver last saw in escrow and never
     /// saw credited, when there was one.
@@ -225,7 +227,7 @@ impl fmt::Display for CashEvent {
             None => String::new(),
         };
         match self {
-            CashEvent::PowerUp => f.write_str("power up"),
+            CashEvent::PowerUp { note } => write!(f, "power up{}", uncredited(note)),
             CashEvent::PowerUpWithBillInAcceptor { note } => write!(
                 f,
                 "power up with a banknote in the acceptor: given back to the customer{}",

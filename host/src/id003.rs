@@ -239,6 +239,19 @@ impl Phase {
             _ => None,
         }
     }
+
+    /// The note told to stack and not yet credited, if any: gone from an empty path, it may
+    /// be in the cash box.
+    fn sent_to_box(self) -> Option<Denomination> {
+        match self {
+            Phase::Escrow {
+                note,
+                decision: Some(EscrowDecision::Stack),
+            }
+            | Phase::Stacking(note) => Some(note),
+            _ => None,
+        }
+    }
 }
 
 /// Timing of the conversation with the validator.
@@ -651,7 +664,9 @@ impl Id003Acceptor {
                     Status::PowerUpWithBillInStacker => {
                         CashEvent::PowerUpWithBillInStacker { note }
                     }
-                    _ => CashEvent::PowerUp,
+                    _ => CashEvent::PowerUp {
+                        note: self.phase.sent_to_box(),
+                    },
                 };
                 self.report(handler, event)?;
                 self.phase = Phase::Idle;

@@ -357,6 +357,37 @@ fn a_note_drawn_in_unheard_before_the_line_died_never_reaches_the_next_customer(
     assert_eq!(items[0].card_serial.as_deref(), Some("3701000000000001"));
 }
 
+/// The power goes just as the customer's note drops into the cash box, before the validator
+/// says VEND VALID: it powers up with its path empty. The note is not credited, but it is in
+/// the box: an operator item with its value, on this customer's receipt.
+#[test]
+fn a_note_that_reached_the_box_as_the_power_went_is_an_operator_item_with_its_value() {
+    let mut k = Kiosk::new();
+    let first = zhang_san(&k);
+    let (_inserted, card) = k.insert(&first);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::PowerCycleAsBillReachesBox(10));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(paid, Fen(0));
+    assert_eq!(k.validator.tally().cash_box, [10]);
+    assert_eq!(s.caught.len(), 1, "the note in the box has no item");
+    assert_eq!(s.caught[0].1, Fen(1000));
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].caught_fen, Some(1000));
+    assert_eq!(items[0].card_serial.as_deref(), Some("3701000000000001"));
+    k.engine.cancel(s, &mut k.printer).unwrap();
+    let lines = k.printed_lines();
+    assert!(
+        lines.contains(&"10.00元纸币卡在机内未入账".to_string()),
+        "{lines:?}"
+    );
+}
+
 // Defect 4: the backend's last word on a card write is the latest fact, and never a guess.
 
 #[test]

@@ -90,7 +90,7 @@ impl Rig {
             handler: Recorder::stacking(),
         };
         rig.acceptor.enable(&Denomination::ALL).expect("enable");
-        assert_eq!(rig.settle(), [CashEvent::PowerUp]);
+        assert_eq!(rig.settle(), [CashEvent::PowerUp { note: None }]);
         rig
     }
 
@@ -399,7 +399,7 @@ fn a_power_cycle_with_a_banknote_in_the_path_is_reported_and_not_credited() {
     // The driver reset the validator and enabled it again.
     rig.act(Action::PowerCycle);
     rig.act(Action::Insert(5));
-    let mut expected = vec![CashEvent::PowerUp];
+    let mut expected = vec![CashEvent::PowerUp { note: None }];
     expected.extend(through_escrow(Cny5));
     assert_eq!(rig.settle(), expected);
     assert_eq!(rig.validator.tally().credited, [5]);

@@ -383,9 +383,8 @@ impl CashHandler for Cashier<'_> {
             CashEvent::Fault {
                 note: Some(note), ..
             }
-            | CashEvent::PowerUpWithBillInStacker { note: Some(note) } => {
-                self.caught(event, Some(*note), true)
-            }
+            | CashEvent::PowerUpWithBillInStacker { note: Some(note) }
+            | CashEvent::PowerUp { note: Some(note) } => self.caught(event, Some(*note), true),
             // A note the acceptor took that this kiosk never saw in escrow (from before a
             // restart): nobody's credit; its operator item says so, or one is opened.
             CashEvent::CreditedUnknown | CashEvent::PowerUpWithBillInStacker { note: None } => {
@@ -396,10 +395,12 @@ impl CashHandler for Cashier<'_> {
             CashEvent::Accepting | CashEvent::Escrow(_) | CashEvent::Stacked(_) => Ok(()),
             other => self.journal.commit(|b| {
                 b.append("cash-acceptor", &json!({"event": other.to_string()}))?;
-                // A note given back by a reset, or settled after it was handed to an operator,
-                // is no longer between escrow and credit.
-                if let (CashEvent::PowerUpWithBillInAcceptor { .. }, Some(payment)) =
-                    (other, payment)
+                // A note given back by a reset or rejected is no longer between escrow and
+                // credit.
+                if let (
+                    CashEvent::PowerUpWithBillInAcceptor { .. } | CashEvent::Rejected(_),
+                    Some(payment),
+                ) = (other, payment)
                 {
                     b.set_escrow(payment, None)?;
                 }

@@ -63,6 +63,9 @@ pub enum Action {
     PowerCycleWithBillInAcceptor(u32),
     /// A genuine banknote; the power goes while it is being stacked.
     PowerCycleWithBillInStacker(u32),
+    /// A genuine banknote; the power goes just as it drops into the cash box, before the
+    /// validator says VEND VALID (it powers up with its path empty).
+    PowerCycleAsBillReachesBox(u32),
     /// A banknote the validator reports in escrow under `code` (a currency table the host
     /// does not share).
     MisreportedBanknote(u8),
@@ -98,6 +101,7 @@ impl Action {
                 | Action::JamInStacker(_)
                 | Action::PowerCycleWithBillInAcceptor(_)
                 | Action::PowerCycleWithBillInStacker(_)
+                | Action::PowerCycleAsBillReachesBox(_)
                 | Action::MisreportedBanknote(_)
         )
     }
@@ -133,6 +137,7 @@ enum Mishap {
     JamInStacker,
     PowerCutAtEscrow,
     PowerCutWhileStacking,
+    PowerCutInBox,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +339,12 @@ impl Validator {
                     self.cut_power();
                     self.state
                 }
+                Mishap::PowerCutInBox => {
+                    self.tally.cash_box.push(note.yuan);
+                    self.state = State::Stacked;
+                    self.cut_power();
+                    self.state
+                }
                 _ => State::VendValid(note),
             },
             State::Rejecting(reason) => {
@@ -365,6 +376,7 @@ impl Validator {
             Action::PowerCycleWithBillInStacker(yuan) => {
                 genuine(yuan, Mishap::PowerCutWhileStacking)
             }
+            Action::PowerCycleAsBillReachesBox(yuan) => genuine(yuan, Mishap::PowerCutInBox),
             Action::Counterfeit(reason) => State::Rejecting(reason),
             Action::JamInAcceptor => State::Fault(0x45),
             Action::MisreportedBanknote(code) => State::Escrow(Note {

@@ -416,10 +416,13 @@ impl Soak {
             match fault {
                 FaultClass::Jam if rng.below(2) == 0 => notes[i] = Action::JamInStacker(yuan),
                 FaultClass::Jam => notes.insert(i, Action::JamInAcceptor),
-                FaultClass::PowerCycle if rng.below(2) == 0 => {
-                    notes[i] = Action::PowerCycleWithBillInAcceptor(yuan);
+                FaultClass::PowerCycle => {
+                    notes[i] = [
+                        Action::PowerCycleWithBillInAcceptor(yuan),
+                        Action::PowerCycleWithBillInStacker(yuan),
+                        Action::PowerCycleAsBillReachesBox(yuan),
+                    ][rng.below(3) as usize];
                 }
-                FaultClass::PowerCycle => notes[i] = Action::PowerCycleWithBillInStacker(yuan),
                 _ => {}
             }
             for note in notes {
