@@ -445,6 +445,12 @@ impl Worker {
                         tracing::warn!("bank-card reversals: {e}");
                     }
                 }
+                // A settlement left unanswered goes again first; it signs on when answered.
+                Ok(None) if matches!(self.engine.settling(), Ok(Some(_))) => {
+                    if let Err(e) = self.engine.settle(link) {
+                        tracing::warn!("settlement sent again: {e}");
+                    }
+                }
                 Ok(None) => {
                     if let Err(e) = self.engine.sign_on(link) {
                         tracing::warn!("acquirer sign-on: {e}");

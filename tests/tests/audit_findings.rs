@@ -598,6 +598,49 @@ fn a_sign_on_in_the_middle_of_a_batch_leaves_no_debit_unsettled() {
     assert_eq!(k.engine.signed_on().unwrap(), Some(2));
 }
 
+/// The acquirer settles the batch and its answer is lost: the kiosk cannot know the batch is
+/// still open, so it takes no debit into it. Bank cards wait (no sign-on to that batch) until
+/// the same settlement is sent again and answered; then the next batch opens.
+#[test]
+fn a_settlement_whose_answer_was_lost_is_sent_again_before_any_debit() {
+    let mut k = Kiosk::new();
+    let bank = Bank::new(&k.plugins);
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    let card = memory_card(&k);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let pin = bank.enter_pin(&bank_card, PIN);
+    k.engine
+        .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
+        .unwrap();
+    k.engine.complete(&mut s, &mut k.printer).unwrap();
+    drop(s);
+
+    bank.acquirer
+        .inject(MessageType::Settlement, AcquirerFault::DropReply);
+    assert!(k.engine.settle(&bank.link).is_err());
+    // Not signed on to the batch the acquirer may have closed.
+    assert!(
+        matches!(k.engine.sign_on(&bank.link), Err(SaleError::Settling(1))),
+        "signed on again to a batch that may be settled"
+    );
+    assert_eq!(k.engine.signed_on().unwrap(), None);
+
+    // Sent again as it was counted, then the next batch.
+    let settled = k.engine.settle(&bank.link).unwrap();
+    assert!(settled.balanced);
+    let heard: Vec<(u32, u64, u64)> = bank
+        .acquirer
+        .settlements()
+        .iter()
+        .map(|s| (s.batch, s.count, s.amount_fen))
+        .collect();
+    assert_eq!(heard, [(1, 1, 1000), (1, 1, 1000)]);
+    assert_eq!(k.engine.signed_on().unwrap(), Some(2));
+}
+
 // Defect 8: a sale whose backend left the config is handed to an operator.
 
 #[test]

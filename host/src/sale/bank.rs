@@ -96,6 +96,13 @@ impl SaleEngine {
         Ok((batch > 0).then_some(batch as u32))
     }
 
+    /// The batch whose settlement was sent and not answered, if any: it is sent again before
+    /// the kiosk signs on.
+    pub fn settling(&self) -> Result<Option<u32>, SaleError> {
+        let batch = self.journal.counter(SETTLING)?;
+        Ok((batch > 0).then_some(batch as u32))
+    }
+
     /// Reversals still owed are sent first: a batch is not settled with one outstanding.
     fn no_reversals_pending(&mut self, link: &BankLink) -> Result<(), SaleError> {
         self.forward_reversals(link)?;
@@ -373,13 +380,21 @@ impl SaleEngine {
         };
         let settled = match self.wait(|| link.session().map(|mut a| a.settle(&request)))? {
             Ok(settled) => settled,
-            // Not settled: the batch may be signed on to again and settled later.
             Err(e) => {
+                let e: AcquirerError = e.into();
                 let why = e.to_string();
-                self.journal.commit(|b| {
-                    b.append("settlement-failed", &json!({"batch": batch, "why": why}))?;
-                    b.set_counter(SETTLING, 0)
-                })?;
+                if let AcquirerError::OutcomeUnknown(_) | AcquirerError::MalformedReply(_) = e {
+                    // Sent, and no answer to go by: the acquirer may have closed the batch, so no debit
+                    // goes into it; the same settlement goes again (housekeeping sends it).
+                    self.journal
+                        .append("settlement-unknown", json!({"batch": batch, "why": why}))?;
+                } else {
+                    // Not settled: the batch may be signed on to again and settled later.
+                    self.journal.commit(|b| {
+                        b.append("settlement-failed", &json!({"batch": batch, "why": why}))?;
+                        b.set_counter(SETTLING, 0)
+                    })?;
+                }
                 return Err(link.error(e));
             }
         };
