@@ -170,7 +170,9 @@ impl SaleEngine {
             if now != "reversed" {
                 b.debit_state(debit, &["intent", "reversing"], state, None, None, audit)?;
             }
+            // The debit stands: money in (never counted, as it was never approved) and back out.
             if resolution == Resolution::Refund {
+                b.count("lifetime.bank_debited_fen", fen)?;
                 b.count("lifetime.refunded_fen", fen)?;
             }
             b.resolve_manual_item(item.id, &format!("{done}: {operator_note}"), audit)?;
