@@ -674,6 +674,50 @@ fn a_sale_whose_backend_left_the_config_goes_to_an_operator_once() {
     ));
 }
 
+// Rule 7: a sale whose outcome stays unknown is handed to an operator after the policy's time.
+
+#[test]
+fn a_sale_whose_outcome_stays_unknown_goes_to_an_operator_once() {
+    let mut k = Kiosk::with_policy(&[("unanswered_sale_alert_secs", "1")]);
+    let memory = zhang_san(&k);
+    let (_inserted, mut s) = k.paid_session(&memory, 1000);
+    // The backend takes the sale and its answer is lost; asked, it answers garbage; then it is
+    // out of reach.
+    k.jinan.inject(Call::Sale, Fault::DropReply);
+    k.jinan.inject(Call::SaleStatus, Fault::Garbage);
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    assert!(matches!(done.outcome, Outcome::Pending { serial: 1, .. }));
+    drop(s);
+    k.jinan.refuse_connections(true);
+    k.engine.recover().unwrap();
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
+
+    thread::sleep(Duration::from_millis(1100));
+    k.engine.recover().unwrap();
+    k.engine.recover().unwrap();
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].serial, Some(1));
+    assert_eq!(
+        items[0].reason,
+        "交易 00000001（10.00 元）的结果超过 1 秒仍未知：后台未答复，本机继续查询；\
+         请联系供电单位核实，核实前不得退款"
+    );
+    // Nothing to do until the backend answers; then the sale is granted and the item closes.
+    assert_eq!(
+        k.engine.resolutions(&items[0]).unwrap(),
+        Vec::<Resolution>::new()
+    );
+    k.jinan.refuse_connections(false);
+    k.engine.recover().unwrap();
+    assert_eq!(sale_states(&k), [(1, "granted".to_string())]);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(
+        k.engine.resolutions(&items[0]).unwrap(),
+        [Resolution::Dismiss]
+    );
+}
+
 // Defect 8: a grant the card refuses is re-written a bounded number of times.
 
 #[test]

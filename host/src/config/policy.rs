@@ -25,6 +25,9 @@ pub struct Policy {
     /// A backend's "no such sale" proves a sale never reached it only once its request can no
     /// longer be in flight: this long after it was sent.
     pub unknown_outcome_settle: Duration,
+    /// How long a sale's outcome may stay unknown (its backend not answering) before an
+    /// operator is told; the kiosk keeps asking.
+    pub unanswered_sale_alert: Duration,
     /// Failed tries at a reversal after which an operator is asked to check with the acquirer.
     pub reversal_alert_attempts: u32,
     /// Wrong operator PINs in a row that lock PIN entry.
@@ -45,6 +48,7 @@ impl Default for Policy {
             rewrite_max_attempts: 3,
             note_in_flight_limit: Duration::from_secs(30),
             unknown_outcome_settle: Duration::from_secs(60),
+            unanswered_sale_alert: Duration::from_secs(3600),
             reversal_alert_attempts: 5,
             operator_pin_tries: 5,
             operator_lockout: Duration::from_secs(15 * 60),
@@ -64,6 +68,7 @@ pub(super) struct PolicyFile {
     rewrite_max_attempts: Option<Bounded<1, 100>>,
     note_in_flight_limit_secs: Option<Bounded<1, 600>>,
     unknown_outcome_settle_secs: Option<Bounded<0, 86_400>>,
+    unanswered_sale_alert_secs: Option<Bounded<1, 604_800>>,
     reversal_alert_attempts: Option<Bounded<1, 1000>>,
     operator_pin_tries: Option<Bounded<1, 20>>,
     operator_lockout_secs: Option<Bounded<1, 86_400>>,
@@ -142,6 +147,9 @@ impl PolicyFile {
                 self.unknown_outcome_settle_secs,
                 d.unknown_outcome_settle,
             ),
+            unanswered_sale_alert: self
+                .unanswered_sale_alert_secs
+                .map_or(d.unanswered_sale_alert, |b| Duration::from_secs(b.0)),
             reversal_alert_attempts: self
                 .reversal_alert_attempts
                 .map_or(d.reversal_alert_attempts, |b| b.0 as u32),

@@ -42,8 +42,12 @@ impl SaleEngine {
                 Some(SaleStatus::NotFound) if self.settled(&sale)? => Err(
                     SaleOutcome::NeverReached("the backend has no sale under this serial".into()),
                 ),
-                // Still unknown: asked again at the next round.
-                _ => continue,
+                // Still unknown: asked again at the next round; an operator is told once it has
+                // been unknown too long.
+                _ => {
+                    self.unanswered(&sale)?;
+                    continue;
+                }
             };
             match self.record_answer(sale.serial, &[sale.state.as_str()], &answer, "售电") {
                 Ok(_) => {}
@@ -153,6 +157,42 @@ impl SaleEngine {
     /// A sale whose backend is no longer in the config cannot be asked about or re-sold: an
     /// operator is told, once.
     pub(super) fn unrouted(&mut self, sale: &SaleRow) -> Result<(), SaleError> {
+        let reason = format!(
+            "交易 {:08}（{} 元，{}）无法完成：本机已不再配置单位 {} 的后台，请恢复配置\
+             或联系供电单位核实",
+            sale.serial,
+            yuan(Fen(sale.paid_fen)),
+            sale.state,
+            sale.utility
+        );
+        self.hand_to_operator(sale, "sale-unrouted", &reason)
+    }
+
+    /// Sale `sale`'s backend has not told its outcome for longer than the policy allows: an
+    /// operator is told (the kiosk keeps asking; no refund without the backend's word).
+    fn unanswered(&mut self, sale: &SaleRow) -> Result<(), SaleError> {
+        let limit = self.policy.unanswered_sale_alert;
+        let since = self.journal.seconds_since(&sale.state_at)?.unwrap_or(0);
+        if since < limit.as_secs() as i64 {
+            return Ok(());
+        }
+        let reason = format!(
+            "交易 {:08}（{} 元）的结果超过 {}仍未知：后台未答复，本机继续查询；\
+             请联系供电单位核实，核实前不得退款",
+            sale.serial,
+            yuan(Fen(sale.paid_fen)),
+            span_zh(limit)
+        );
+        self.hand_to_operator(sale, "sale-unanswered", &reason)
+    }
+
+    /// Opens an operator item about `sale` with its `kind` row, unless one is open already.
+    fn hand_to_operator(
+        &mut self,
+        sale: &SaleRow,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), SaleError> {
         self.journal.commit(|b| {
             let open: bool = b.sql().query_row(
                 "SELECT EXISTS (SELECT 1 FROM manual_items WHERE serial = ?1 AND state = 'open')",
@@ -163,22 +203,11 @@ impl SaleEngine {
                 return Ok(());
             }
             let id = b.append(
-                "sale-unrouted",
+                kind,
                 &json!({"serial": sale.serial, "utility": sale.utility, "state": sale.state}),
             )?;
             b.open_manual_item(
-                &NewItem::sale(
-                    sale.serial,
-                    Some(&sale.card_serial),
-                    &format!(
-                        "交易 {:08}（{} 元，{}）无法完成：本机已不再配置单位 {} 的后台，请恢复配置\
-                         或联系供电单位核实",
-                        sale.serial,
-                        yuan(Fen(sale.paid_fen)),
-                        sale.state,
-                        sale.utility
-                    ),
-                ),
+                &NewItem::sale(sale.serial, Some(&sale.card_serial), reason),
                 id,
             )?;
             Ok(())
@@ -312,5 +341,14 @@ impl SaleEngine {
         }
         self.journal.flush()?;
         Ok(confirmed)
+    }
+}
+
+/// A span of time as an operator reads it: "90 秒", "5 分钟", "2 小时".
+fn span_zh(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s < 120 => format!("{s} 秒"),
+        s if s < 7200 => format!("{} 分钟", s / 60),
+        s => format!("{} 小时", s / 3600),
     }
 }
