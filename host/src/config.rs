@@ -15,7 +15,9 @@ use crate::backend::Endpoint;
 use crate::money::Fen;
 use crate::plugin::PluginLimits;
 
+mod can_buy;
 mod policy;
+pub use can_buy::CanBuyPolicy;
 pub use policy::Policy;
 
 /// A configuration the kiosk refuses, with where and why.
@@ -100,6 +102,8 @@ pub struct BackendEntry {
     /// Utility/region codes read off cards that this backend serves.
     pub utility_codes: Vec<String>,
     pub endpoint: Endpoint,
+    /// The kiosk's own can-buy rules, for when the dialect offers no can-buy call.
+    pub can_buy: CanBuyPolicy,
 }
 
 /// Device settings. A device left out is simulated in demo mode.
@@ -360,6 +364,8 @@ struct BackendFile {
     max_request_bytes: Bounded<64, 16_777_216>,
     #[serde(default = "default_bytes")]
     max_reply_bytes: Bounded<64, 16_777_216>,
+    #[serde(default)]
+    can_buy: Option<can_buy::CanBuyFile>,
 }
 
 fn default_connect_ms() -> Bounded<1, 60_000> {
@@ -458,7 +464,12 @@ impl KioskConfig {
                     ));
                 }
             }
+            let can_buy = match b.can_buy {
+                Some(c) => c.check().map_err(|(span, why)| at(Some(span), why))?,
+                None => CanBuyPolicy::default(),
+            };
             backends.push(BackendEntry {
+                can_buy,
                 name: b.name,
                 dialect: b.dialect.into_inner(),
                 utility_codes: b

@@ -12,10 +12,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 /// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -188,6 +188,14 @@ CREATE INDEX debits_by_state ON debits (state);
 -- The debit a reversal item is about.
 ALTER TABLE manual_items ADD COLUMN debit_id INTEGER REFERENCES debits(id);
 "#,
+    r#"
+-- What one card bought, for the kiosk's own per-card limits (a backend without can-buy).
+CREATE INDEX sales_by_card ON sales (card_serial);
+-- An item whose banknote may still sit in the acceptor (left in escrow by a stop, or handed to
+-- an operator mid-flight): the note's arrival or return is matched to it by any later kiosk
+-- process, never to a second item.
+ALTER TABLE manual_items ADD COLUMN awaiting_note INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// A new backend sale, as [`Batch::record_sale`] records it.
@@ -237,6 +245,8 @@ pub struct NewItem<'a> {
     pub debit: Option<i64>,
     pub card_serial: Option<&'a str>,
     pub reason: &'a str,
+    /// The note may still be in the acceptor: its arrival is matched to this item.
+    pub awaiting_note: bool,
 }
 
 impl<'a> NewItem<'a> {
@@ -249,6 +259,7 @@ impl<'a> NewItem<'a> {
             debit: None,
             card_serial: card,
             reason,
+            awaiting_note: false,
         }
     }
 
@@ -262,6 +273,22 @@ impl<'a> NewItem<'a> {
             debit: None,
             card_serial: card,
             reason,
+            awaiting_note: false,
+        }
+    }
+
+    /// As [`NewItem::caught`], for a note that may still be in the acceptor (left in escrow,
+    /// or handed over mid-flight): when it lands in the cash box or is given back, the item
+    /// learns so.
+    pub fn note_in_acceptor(
+        fen: u64,
+        payment: Option<i64>,
+        card: Option<&'a str>,
+        reason: &'a str,
+    ) -> Self {
+        NewItem {
+            awaiting_note: true,
+            ..NewItem::caught(fen, payment, card, reason)
         }
     }
 
@@ -274,6 +301,7 @@ impl<'a> NewItem<'a> {
             debit: Some(debit),
             card_serial: None,
             reason,
+            awaiting_note: false,
         }
     }
 
@@ -286,6 +314,7 @@ impl<'a> NewItem<'a> {
             debit: None,
             card_serial: Some(card),
             reason,
+            awaiting_note: false,
         }
     }
 }
@@ -370,6 +399,13 @@ pub struct OpenPayment {
     pub paid_fen: u64,
     /// A banknote decided for stacking and never seen credited or given back.
     pub escrow_fen: Option<u64>,
+}
+
+/// The span [`Journal::card_bought`] counts over, in the kiosk's local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardSpan {
+    Day,
+    Month,
 }
 
 /// Where one backend sale stands.
@@ -664,8 +700,8 @@ impl Batch<'_> {
             .prepare_cached(
                 "INSERT INTO manual_items
                     (serial, payment_id, card_serial, reason, state, audit_id, caught_fen,
-                     debit_id)
-                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7)",
+                     debit_id, awaiting_note)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 item.serial.map(|s| s as i64),
@@ -674,9 +710,36 @@ impl Batch<'_> {
                 item.reason,
                 audit_id,
                 item.caught_fen.map(|f| f as i64),
-                item.debit
+                item.debit,
+                item.awaiting_note
             ])?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// A note nobody's session owns came out of the acceptor (`fen`, 0 when unknown): the
+    /// oldest open item awaiting a note of that value (or of unknown value) stops waiting and
+    /// learns the value. Returns that item, if any.
+    pub fn note_arrived(&mut self, fen: u64) -> BatchResult<Option<i64>> {
+        let item: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT id FROM manual_items
+                 WHERE state = 'open' AND awaiting_note = 1
+                   AND (caught_fen = ?1 OR caught_fen = 0 OR ?1 = 0)
+                 ORDER BY id LIMIT 1",
+                [fen as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(item) = item {
+            self.tx.execute(
+                "UPDATE manual_items SET awaiting_note = 0,
+                        caught_fen = CASE WHEN caught_fen = 0 THEN ?2 ELSE caught_fen END
+                 WHERE id = ?1",
+                params![item, fen as i64],
+            )?;
+        }
+        Ok(item)
     }
 
     /// Closes an open operator item with what was done; an item no longer open (settled by
@@ -1281,6 +1344,26 @@ impl Journal {
             .map_err(read)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(read)
+    }
+
+    /// What card `card_serial` bought at this kiosk in the current local day (or month), in
+    /// fen: every sale that may stand (all but refused and refunded ones).
+    pub fn card_bought(&self, card_serial: &str, span: CardSpan) -> Result<u64, JournalError> {
+        let format = match span {
+            CardSpan::Day => "%Y-%m-%d",
+            CardSpan::Month => "%Y-%m",
+        };
+        self.db
+            .query_row(
+                "SELECT coalesce(sum(s.paid_fen), 0) FROM sales s
+                   JOIN serials n ON n.serial = s.serial JOIN audit a ON a.id = n.audit_id
+                 WHERE s.card_serial = ?1 AND s.state NOT IN ('refused', 'refunded')
+                   AND strftime(?2, a.at, 'localtime') = strftime(?2, 'now', 'localtime')",
+                params![card_serial, format],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|fen| fen as u64)
+            .map_err(|cause| self.read_error(cause))
     }
 
     /// Sale `serial`, in whatever state.

@@ -41,6 +41,7 @@ use crate::plugin::{
 use crate::receipt_printer::{Receipt, ReceiptPrinter};
 
 mod bank;
+mod can_buy;
 mod cashier;
 mod operator;
 mod receipt;
@@ -262,9 +263,6 @@ pub struct SaleEngine {
     min_purchase: Fen,
     max_purchase: Fen,
     policy: Policy,
-    /// The open operator item that accounts for a banknote nobody owns (handed over, or left
-    /// between escrow and credit by a stop), until the acceptor says what became of it.
-    orphan_note: Option<i64>,
     progress: Option<Box<dyn FnMut(Step) + Send>>,
 }
 
@@ -287,7 +285,6 @@ impl SaleEngine {
             min_purchase: config.limits.min_purchase_fen,
             max_purchase: config.limits.max_purchase_fen,
             policy: config.policy.clone(),
-            orphan_note: None,
             progress: None,
         }
     }
@@ -465,9 +462,17 @@ impl SaleEngine {
             ));
         }
         let mut session = self.backend_session(&s.backend, s.dialect)?;
-        let check = self
-            .wait(|| session.can_buy(&card_ref(&s.data), purchase))
-            .map_err(|cause| backend_error(&s.backend, cause))?;
+        let check = match self.wait(|| session.can_buy(&card_ref(&s.data), purchase)) {
+            // The dialect has no can-buy: the kiosk decides by its own policy.
+            Err(DialectError::Backend(BackendError::NotSupported)) => {
+                self.journal.note(
+                    "can-buy-by-kiosk",
+                    json!({"backend": s.backend.name, "amount_fen": amount.0}),
+                );
+                self.kiosk_can_buy(s, amount)?
+            }
+            answer => answer.map_err(|cause| backend_error(&s.backend, cause))?,
+        };
         if let Some(refusal) = check.refusal {
             self.journal
                 .append("purchase-refused", json!({"reason": refusal.message}))?;
@@ -577,13 +582,17 @@ impl SaleEngine {
                 yuan(max)
             )));
         }
-        let asked = self
-            .backend_session(&s.backend, s.dialect)
-            .ok()
-            .and_then(|mut b| {
-                self.wait(|| b.can_buy(&card_ref(&s.data), Purchase::Money(s.paid)))
-                    .ok()
-            });
+        let asked = match self.backend_session(&s.backend, s.dialect) {
+            Ok(mut b) => match self.wait(|| b.can_buy(&card_ref(&s.data), Purchase::Money(s.paid)))
+            {
+                Ok(check) => Some(check),
+                Err(DialectError::Backend(BackendError::NotSupported)) => {
+                    Some(self.kiosk_can_buy(s, s.paid)?)
+                }
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
         Ok(asked.and_then(|check| check.refusal).map(|r| r.message))
     }
 

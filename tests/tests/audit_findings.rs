@@ -111,7 +111,9 @@ struct LineTrouble<'a> {
     acceptor: &'a mut dyn CashAcceptor,
     validator: Arc<SimulatedValidator>,
     trouble: Option<Action>,
+    /// Whether the engine has decided `after` on a note.
     stacked: bool,
+    after: EscrowDecision,
 }
 
 impl CashAcceptor for LineTrouble<'_> {
@@ -128,6 +130,7 @@ impl CashAcceptor for LineTrouble<'_> {
         let mut watch = WatchStack {
             handler,
             stacked: &mut self.stacked,
+            after: self.after,
         };
         self.acceptor.poll(&mut watch)
     }
@@ -140,6 +143,7 @@ impl CashAcceptor for LineTrouble<'_> {
 struct WatchStack<'a> {
     handler: &'a mut dyn CashHandler,
     stacked: &'a mut bool,
+    after: EscrowDecision,
 }
 
 impl CashHandler for WatchStack<'_> {
@@ -149,7 +153,7 @@ impl CashHandler for WatchStack<'_> {
 
     fn decide(&mut self, note: Denomination) -> EscrowDecision {
         let decision = self.handler.decide(note);
-        *self.stacked |= decision == EscrowDecision::Stack;
+        *self.stacked |= decision == self.after;
         decision
     }
 }
@@ -184,6 +188,7 @@ fn a_line_error_while_a_note_is_stacked_credits_it_to_that_customer_and_no_other
             validator: k.world.validator.clone(),
             trouble: Some(trouble),
             stacked: false,
+            after: EscrowDecision::Stack,
         };
         let taken = k.engine.take_cash(&mut s, &mut line, PATIENCE);
         // The line's error is reported, after the note was settled: it is this customer's.
@@ -230,6 +235,7 @@ fn a_note_whose_fate_stays_unknown_is_an_operator_item_on_that_customers_receipt
         validator: k.world.validator.clone(),
         trouble: Some(Action::Silence(8)),
         stacked: false,
+        after: EscrowDecision::Stack,
     };
     let taken = k.engine.take_cash(&mut s, &mut line, PATIENCE);
     assert!(
@@ -385,6 +391,51 @@ fn a_note_that_reached_the_box_as_the_power_went_is_an_operator_item_with_its_va
     assert!(
         lines.contains(&"10.00元纸币卡在机内未入账".to_string()),
         "{lines:?}"
+    );
+}
+
+/// A note the kiosk decided to give back (it was more than was due) is handed to an operator
+/// when the line dies before the validator says it went back; when the line comes back and the
+/// validator returns it, its item closes: nothing is owed, and no operator refunds it.
+#[test]
+fn a_handed_over_note_the_validator_gives_back_closes_its_item() {
+    let mut k = Kiosk::with_policy(&[("note_in_flight_limit_secs", "1")]);
+    let first = zhang_san(&k);
+    let (_inserted, card) = k.insert(&first);
+    let mut s = k.engine.start(card).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::Insert(20));
+    let validator = k.world.validator.clone();
+    let mut line = LineTrouble {
+        acceptor: &mut k.acceptor,
+        validator: validator.clone(),
+        trouble: Some(Action::Silence(u32::MAX)),
+        stacked: false,
+        after: EscrowDecision::Return,
+    };
+    assert!(k.engine.take_cash(&mut s, &mut line, PATIENCE).is_err());
+    assert_eq!(s.caught.len(), 1);
+    assert_eq!(s.caught[0].1, Fen(2000));
+    k.engine.cancel(s, &mut k.printer).unwrap();
+    assert_eq!(k.engine.journal().manual_items(false).unwrap().len(), 1);
+
+    // The line comes back and the validator gives the note back.
+    validator.act(Action::Silence(0));
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    k.validator.act(Action::Insert(10));
+    assert_eq!(
+        k.engine
+            .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+            .unwrap(),
+        Fen(1000)
+    );
+    assert_eq!(k.validator.tally().returned, [20]);
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
+    let all = k.engine.journal().manual_items(true).unwrap();
+    assert_eq!(
+        all[0].resolution.as_deref(),
+        Some("纸币器随后退出了这张纸币：不在钞箱，无需退款")
     );
 }
 

@@ -275,7 +275,7 @@ fn a_journal_that_cannot_be_durable_or_is_too_new_is_refused() {
         Err(e @ JournalError::SchemaTooNew { .. }) => assert_eq!(
             e.to_string(),
             format!(
-                "journal {}: schema version 7 is newer than this kiosk's (4); run the kiosk \
+                "journal {}: schema version 7 is newer than this kiosk's (5); run the kiosk \
                  version that wrote it",
                 path.display()
             )

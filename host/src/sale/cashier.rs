@@ -189,9 +189,8 @@ impl SaleEngine {
             &mut self.journal,
             "the acceptor did not settle the note in flight in time",
             payment,
-            &NewItem::caught(fen, payment, Some(&card), &reason),
+            &NewItem::note_in_acceptor(fen, payment, Some(&card), &reason),
         )?;
-        self.orphan_note = Some(item);
         s.caught.push((item, Fen(fen)));
         Ok(())
     }
@@ -213,7 +212,6 @@ impl SaleEngine {
             paid: &mut s.paid,
             due,
             in_flight,
-            orphan: &mut self.orphan_note,
             failed: None,
         };
         // The poll's time, less the journal's inside it, is waiting on the acceptor.
@@ -243,8 +241,6 @@ struct Cashier<'a> {
     paid: &'a mut Fen,
     due: Fen,
     in_flight: &'a mut InFlight,
-    /// The open operator item that accounts for a note nobody owns, awaiting its arrival.
-    orphan: &'a mut Option<i64>,
     failed: Option<JournalError>,
 }
 
@@ -294,8 +290,8 @@ impl Cashier<'_> {
 impl Cashier<'_> {
     /// What became of a note nobody in this session owns (`stacked` into the cash box, or given
     /// back): the item that accounts for it (from a hand-over, or a stop between escrow and
-    /// credit) is noted, and learns the note's value if it had none; a stacked note no item
-    /// accounts for gets one, in the same commit.
+    /// credit) is noted, and learns the note's value if it had none, or is closed if the note
+    /// was given back; a stacked note no item accounts for gets one, in the same commit.
     fn arrived(
         &mut self,
         event: &CashEvent,
@@ -303,7 +299,6 @@ impl Cashier<'_> {
         stacked: bool,
     ) -> Result<(), JournalError> {
         let fen = note.map_or(0, |n| n.value().0);
-        let orphan = *self.orphan;
         let reason = match note {
             Some(n) => format!(
                 "一张 {} 元纸币进入钞箱而未入账，没有对应的顾客：请清机时核对",
@@ -313,28 +308,28 @@ impl Cashier<'_> {
                 .to_string(),
         };
         self.journal.commit(|b| {
+            // Matched in the journal, so the kiosk process that opened the item need not be
+            // the one that sees the note arrive.
+            let item = b.note_arrived(fen)?;
             let audit = b.append(
                 "banknote-arrived",
-                &json!({"fen": fen, "item": orphan, "stacked": stacked,
+                &json!({"fen": fen, "item": item, "stacked": stacked,
                         "event": event.to_string()}),
             )?;
-            match orphan {
-                Some(item) if fen > 0 => {
-                    b.sql().execute(
-                        "UPDATE manual_items SET caught_fen = ?2
-                         WHERE id = ?1 AND state = 'open' AND caught_fen = 0",
-                        rusqlite::params![item, fen as i64],
-                    )?;
-                }
-                Some(_) => {}
-                None if stacked => {
-                    b.open_manual_item(&NewItem::caught(fen, None, None, &reason), audit)?;
-                }
-                None => {}
+            match item {
+                // Given back, not kept: the kiosk owes nothing on the note's item.
+                Some(item) if !stacked => b.resolve_manual_item(
+                    item,
+                    "纸币器随后退出了这张纸币：不在钞箱，无需退款",
+                    audit,
+                ),
+                Some(_) => Ok(()),
+                None if stacked => b
+                    .open_manual_item(&NewItem::caught(fen, None, None, &reason), audit)
+                    .map(|_| ()),
+                None => Ok(()),
             }
-            Ok(())
         })?;
-        *self.orphan = None;
         Ok(())
     }
 }

@@ -97,15 +97,16 @@ impl SaleEngine {
                     )?;
                 }
                 let Some(fen) = p.escrow_fen else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 let id = b.append(
                     "banknote-caught",
                     &json!({"fen": fen, "payment": p.id,
                                 "event": "the kiosk stopped between escrow and credit"}),
                 )?;
+                // The note may still sit in the acceptor: its arrival is matched to this item.
                 b.open_manual_item(
-                    &NewItem::caught(
+                    &NewItem::note_in_acceptor(
                         fen,
                         Some(p.id),
                         Some(&p.card_serial),
@@ -118,12 +119,10 @@ impl SaleEngine {
                     ),
                     id,
                 )
-                .map(Some)
+                .map(|_| ())
             });
             match done {
-                // The note may still sit in the acceptor: its arrival is matched to this item.
-                Ok(Some(item)) => self.orphan_note = Some(item),
-                Ok(None) => {}
+                Ok(()) => {}
                 // Closed meanwhile by the session that owns it (another process).
                 Err(JournalError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),

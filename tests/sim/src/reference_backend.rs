@@ -7,7 +7,7 @@ pub mod fixed_text;
 pub mod json_http;
 pub mod ledger;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -77,6 +77,8 @@ struct FaultPlan {
 struct Shared {
     ledger: Mutex<Ledger>,
     faults: Mutex<FaultPlan>,
+    /// Calls this backend does not offer: answered "not offered", nothing done.
+    withheld: Mutex<HashSet<Call>>,
     listening: Mutex<Listening>,
     listening_changed: Condvar,
     stopping: AtomicBool,
@@ -133,6 +135,7 @@ impl ReferenceBackend {
         let shared = Arc::new(Shared {
             ledger: Mutex::new(ledger),
             faults: Mutex::default(),
+            withheld: Mutex::default(),
             listening: Mutex::default(),
             listening_changed: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -187,6 +190,17 @@ impl ReferenceBackend {
     /// Misbehaves on every request of type `call` until cleared.
     pub fn inject_always(&self, call: Call, fault: Fault) {
         lock(&self.shared.faults).always.insert(call, fault);
+    }
+
+    /// The backend stops offering `call` (as a backend without, say, a can-buy check): it
+    /// answers "not offered" and does nothing, until called with `offered` true.
+    pub fn offer(&self, call: Call, offered: bool) {
+        let mut withheld = lock(&self.shared.withheld);
+        if offered {
+            withheld.remove(&call);
+        } else {
+            withheld.insert(call);
+        }
     }
 
     /// Clears every injected fault.
@@ -307,7 +321,14 @@ fn handle(shared: &Shared, wire: &dyn Wire, mut stream: TcpStream) {
         let once = plan.once.get_mut(&call).and_then(VecDeque::pop_front);
         once.or_else(|| plan.always.get(&call).copied())
     };
-    let outcome = lock(&shared.ledger).handle(&request);
+    let outcome = if lock(&shared.withheld).contains(&request.call()) {
+        Err(ledger::Refusal {
+            reason: ledger::Reason::NotSupported,
+            message: "not offered by this backend".into(),
+        })
+    } else {
+        lock(&shared.ledger).handle(&request)
+    };
     let reply = wire.reply(&request, &outcome);
     let _ = match fault {
         None => stream.write_all(&reply),

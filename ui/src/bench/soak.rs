@@ -515,6 +515,9 @@ impl Soak {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        if std::env::var_os("SELFVEND_SOAK_TRACE").is_some() {
+            println!("  kiosk process to be killed at {point}: {status}");
+        }
         if status.signal() == Some(9) {
             *self.kills.at.entry(point).or_default() += 1;
         } else if status.success() {
@@ -679,6 +682,57 @@ struct Findings {
     broken: Vec<String>,
 }
 
+/// The money in (the validator's cash box, the acquirer's net debits) and where the journal
+/// says it went (sold, refunded, pending, owed on open items), in fen.
+struct Money {
+    cash_in: u64,
+    bank_in: u64,
+    sold: u64,
+    refunded: u64,
+    pending: u64,
+    owed: u64,
+}
+
+impl Money {
+    fn of(soak: &Soak, journal: &selfvend_host::journal::Journal) -> anyhow::Result<Money> {
+        let tally = soak.demo.validator.tally();
+        let bank_in = BANK_BALANCE_FEN
+            - soak
+                .demo
+                .acquirer
+                .balance(DEMO_PAN)
+                .context("the demo bank card is on the acquirer's books")?;
+        let sales = journal.sales(selfvend_host::sale::SALE_STATES, None)?;
+        let paid = |sold: bool| -> u64 {
+            sales
+                .iter()
+                .filter(|s| s.state != "refunded")
+                .filter(|s| matches!(s.state.as_str(), "granted" | "written") == sold)
+                .map(|s| s.paid_fen)
+                .sum()
+        };
+        Ok(Money {
+            cash_in: tally.cash_box.iter().map(|y| u64::from(*y) * 100).sum(),
+            bank_in,
+            sold: paid(true),
+            refunded: (journal.counter("lifetime.refunded_fen")?
+                + journal.counter("lifetime.caught_refunded_fen")?) as u64,
+            pending: paid(false),
+            owed: journal
+                .manual_items(false)?
+                .iter()
+                .filter_map(|i| i.caught_fen)
+                .sum(),
+        })
+    }
+
+    /// Money in less money accounted for: 0 when nothing is lost or counted twice.
+    fn lost(&self) -> i64 {
+        (self.cash_in + self.bank_in) as i64
+            - (self.sold + self.refunded + self.pending + self.owed) as i64
+    }
+}
+
 fn check(soak: &Soak) -> anyhow::Result<Findings> {
     let journal = soak
         .station
@@ -687,49 +741,24 @@ fn check(soak: &Soak) -> anyhow::Result<Findings> {
         .engine
         .journal();
     let mut broken = Vec::new();
-    // Money in: the validator's cash box and the acquirer's net debits.
-    let tally = soak.demo.validator.tally();
-    let cash_in: u64 = tally.cash_box.iter().map(|y| u64::from(*y) * 100).sum();
-    let bank_in = BANK_BALANCE_FEN
-        - soak
-            .demo
-            .acquirer
-            .balance(DEMO_PAN)
-            .context("the demo bank card is on the acquirer's books")?;
-    // Money out or owed: sold, refunded (sales, payments, caught notes), still owed.
-    let sales = journal.sales(
-        &[
-            "intent",
-            "pending",
-            "granted",
-            "written",
-            "refused",
-            "never-reached",
-            "manual",
-        ],
-        None,
-    )?;
-    let sold: u64 = sales
-        .iter()
-        .filter(|s| matches!(s.state.as_str(), "granted" | "written"))
-        .map(|s| s.paid_fen)
-        .sum();
-    let pending: u64 = sales
-        .iter()
-        .filter(|s| !matches!(s.state.as_str(), "granted" | "written"))
-        .map(|s| s.paid_fen)
-        .sum();
-    let refunded = (journal.counter("lifetime.refunded_fen")?
-        + journal.counter("lifetime.caught_refunded_fen")?) as u64;
-    let open_items = journal.manual_items(false)?;
-    let owed: u64 = open_items.iter().filter_map(|i| i.caught_fen).sum();
-    let lost_fen = (cash_in + bank_in) as i64 - (sold + refunded + pending + owed) as i64;
+    let money = Money::of(soak, journal)?;
+    let lost_fen = money.lost();
+    let Money {
+        cash_in,
+        bank_in,
+        sold,
+        refunded,
+        pending,
+        owed,
+    } = money;
     if lost_fen != 0 {
         broken.push(format!(
             "conservation: cash box {cash_in} + bank {bank_in} fen in, but sold {sold} + \
              refunded {refunded} + pending {pending} + caught {owed} fen accounted"
         ));
     }
+    let sales = journal.sales(selfvend_host::sale::SALE_STATES, None)?;
+    let open_items = journal.manual_items(false)?;
     // One credit per sale: the backends' books, the cards and the meters agree.
     let mut double_credits = soak.refused_by_meter;
     for (i, card) in CARDS.into_iter().enumerate() {
@@ -796,6 +825,7 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
     let mut rng = Rng(seed);
     let mut faults: BTreeMap<FaultClass, u64> = BTreeMap::new();
     let mut first_broken = None;
+    let trace = std::env::var_os("SELFVEND_SOAK_TRACE").is_some();
     let started = Instant::now();
     for customer in 0..customers {
         let card = CARDS[rng.below(2) as usize];
@@ -807,6 +837,22 @@ pub fn run(config: &std::path::Path, customers: u64, seed: u64) -> anyhow::Resul
         *faults.entry(fault).or_default() += 1;
         soak.customer(&mut rng, card, fen, by_kwh, bank, fault)
             .with_context(|| format!("seed {seed}, customer {customer} ({fault:?})"))?;
+        // SELFVEND_SOAK_TRACE: the money balance after each customer, to find where it moved
+        // (a note still in the validator's path counts as lost until it lands).
+        if trace {
+            let station = soak
+                .station
+                .as_ref()
+                .expect("the kiosk runs between customers");
+            let lost = Money::of(&soak, station.engine.journal())?.lost();
+            let tally = soak.demo.validator.tally();
+            println!(
+                "customer {customer} ({fault:?}, bank {bank}, {fen} fen): balance {lost}; box \
+                 {:?}, returned {:?}",
+                tally.cash_box.len(),
+                tally.returned
+            );
+        }
         // Checked after every customer: no card ever carries, and no meter ever takes, a credit
         // its backend did not sell.
         if first_broken.is_none()
