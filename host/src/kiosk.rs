@@ -458,6 +458,8 @@ impl Worker {
                 }
                 Err(e) => tracing::warn!("acquirer sign-on: {e}"),
             }
+        } else if let Err(e) = self.engine.unlinked_reversals() {
+            tracing::warn!("bank-card reversals with no acquirer: {e}");
         }
     }
 

@@ -692,6 +692,50 @@ fn a_settlement_whose_answer_was_lost_is_sent_again_before_any_debit() {
     assert_eq!(k.engine.signed_on().unwrap(), Some(2));
 }
 
+/// A reversal still owed when the acquirer has left the kiosk's config cannot be sent: each
+/// such debit goes to an operator, once, who asks the acquirer and ends it.
+#[test]
+fn a_reversal_owed_with_no_acquirer_configured_goes_to_an_operator_once() {
+    let mut k = Kiosk::new();
+    let bank = Bank::new(&k.plugins);
+    k.engine.sign_on(&bank.link).unwrap();
+    let card = memory_card(&k);
+    let bank_card = read_bank_card(&k);
+    let _inserted = card.insert(&k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let pin = bank.enter_pin(&bank_card, PIN);
+    // The purchase's answer is lost and every reversal refused: the reversal stays owed.
+    bank.acquirer
+        .inject(MessageType::Purchase, AcquirerFault::DropReply);
+    bank.acquirer.refuse_reversals(Some("96"));
+    assert!(
+        k.engine
+            .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
+            .is_err()
+    );
+    drop(s);
+    assert_eq!(k.engine.journal().debits(&["reversing"]).unwrap().len(), 1);
+    let before = k.engine.journal().manual_items(false).unwrap().len();
+
+    // The acquirer is gone from the config: the kiosk's housekeeping has no link.
+    assert_eq!(k.engine.unlinked_reversals().unwrap(), 1);
+    assert_eq!(k.engine.unlinked_reversals().unwrap(), 0);
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), before + 1);
+    let item = items.last().unwrap();
+    assert!(item.debit_id.is_some());
+    assert_eq!(
+        item.reason,
+        "本机已不再配置收单机构，借记（卡号 622202*********0128，金额 10.00 元）的冲正无法发送：\
+         请向收单机构核实后处理"
+    );
+    assert_eq!(
+        k.engine.resolutions(item).unwrap(),
+        [Resolution::Refund, Resolution::Dismiss]
+    );
+}
+
 // Defect 8: a sale whose backend left the config is handed to an operator.
 
 #[test]

@@ -430,6 +430,38 @@ impl SaleEngine {
         })
     }
 
+    /// Reversals owed with no acquirer to send them to (its `[acquirer]` left the config): each
+    /// such debit goes to an operator once, who asks the acquirer and ends it. Returns the
+    /// items opened.
+    pub fn unlinked_reversals(&mut self) -> Result<usize, SaleError> {
+        let mut opened = 0;
+        for d in self.journal.debits(&["intent", "reversing"])? {
+            let reason = format!(
+                "本机已不再配置收单机构，借记（卡号 {}，金额 {} 元）的冲正无法发送：请向收单机构核实后处理",
+                d.pan_masked,
+                Fen(d.amount_fen)
+            );
+            let done = self.journal.commit(|b| {
+                let open: bool = b.sql().query_row(
+                    "SELECT EXISTS (SELECT 1 FROM manual_items WHERE debit_id = ?1 AND state = 'open')",
+                    [d.id],
+                    |r| r.get(0),
+                )?;
+                if open {
+                    return Ok(false);
+                }
+                let id = b.append(
+                    "reversal-unlinked",
+                    &json!({"debit": d.id, "batch": d.batch, "stan": d.stan, "fen": d.amount_fen}),
+                )?;
+                b.open_manual_item(&NewItem::reversal(d.id, &reason), id)?;
+                Ok(true)
+            })?;
+            opened += usize::from(done);
+        }
+        Ok(opened)
+    }
+
     /// Debits found at start with no answer recorded (the kiosk stopped while the purchase was
     /// out) are reversed: they join the reversals sent until acknowledged. Returns how many.
     pub fn recover_debits(&mut self, link: &BankLink) -> Result<usize, SaleError> {
