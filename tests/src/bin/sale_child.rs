@@ -157,6 +157,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let readers = Readers::establish()?;
+    // As the kiosk does: a card is connected to once the reader reports it (pcscd may still
+    // be settling a card pulled and inserted just before this process started).
+    let present = |reader: &str| readers.wait(reader, true, Some(Duration::from_secs(5)));
+    present(&args.reader)?;
     let card: SharedCard = Arc::new(Mutex::new(readers.connect(&args.reader)?));
     // Starting a session writes any grant still owed to this card.
     let mut session = engine.start(card)?;
@@ -175,6 +179,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     engine.quote(&mut session, Purchase::Money(Fen(args.fen)))?;
     match (&args.bank_reader, &link) {
         (Some(reader), Some(link)) => {
+            present(reader)?;
             let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
             let entry = link
                 .pin_pad()
