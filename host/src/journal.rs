@@ -717,8 +717,8 @@ impl Batch<'_> {
     }
 
     /// A note nobody's session owns came out of the acceptor (`fen`, 0 when unknown): the
-    /// oldest open item awaiting a note of that value (or of unknown value) stops waiting and
-    /// learns the value. Returns that item, if any.
+    /// oldest open item awaiting a note of that value, else of unknown value, stops waiting
+    /// and learns the value. Returns that item, if any.
     pub fn note_arrived(&mut self, fen: u64) -> BatchResult<Option<i64>> {
         let item: Option<i64> = self
             .tx
@@ -726,7 +726,7 @@ impl Batch<'_> {
                 "SELECT id FROM manual_items
                  WHERE state = 'open' AND awaiting_note = 1
                    AND (caught_fen = ?1 OR caught_fen = 0 OR ?1 = 0)
-                 ORDER BY id LIMIT 1",
+                 ORDER BY caught_fen = ?1 DESC, id LIMIT 1",
                 [fen as i64],
                 |r| r.get(0),
             )

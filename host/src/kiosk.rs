@@ -458,7 +458,9 @@ impl Worker {
                 }
                 Err(e) => tracing::warn!("acquirer sign-on: {e}"),
             }
-        } else if let Err(e) = self.engine.unlinked_reversals() {
+        } else if self.config.acquirer.is_none()
+            && let Err(e) = self.engine.unlinked_reversals()
+        {
             tracing::warn!("bank-card reversals with no acquirer: {e}");
         }
     }

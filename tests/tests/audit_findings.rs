@@ -672,6 +672,11 @@ fn a_settlement_whose_answer_was_lost_is_sent_again_before_any_debit() {
     bank.acquirer
         .inject(MessageType::Settlement, AcquirerFault::DropReply);
     assert!(k.engine.settle(&bank.link).is_err());
+    // Sent again while the acquirer cannot be reached: the first send may still have closed
+    // the batch, so it stays closed.
+    bank.acquirer.refuse_connections(true);
+    assert!(k.engine.settle(&bank.link).is_err());
+    bank.acquirer.refuse_connections(false);
     // Not signed on to the batch the acquirer may have closed.
     assert!(
         matches!(k.engine.sign_on(&bank.link), Err(SaleError::Settling(1))),

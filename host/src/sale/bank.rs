@@ -388,12 +388,17 @@ impl SaleEngine {
                     // goes into it; the same settlement goes again (housekeeping sends it).
                     self.journal
                         .append("settlement-unknown", json!({"batch": batch, "why": why}))?;
-                } else {
+                } else if settling == 0 {
                     // Not settled: the batch may be signed on to again and settled later.
                     self.journal.commit(|b| {
                         b.append("settlement-failed", &json!({"batch": batch, "why": why}))?;
                         b.set_counter(SETTLING, 0)
                     })?;
+                } else {
+                    // A resend that failed: the first send may have closed the batch, so it
+                    // stays closed to debits until a settlement is answered.
+                    self.journal
+                        .append("settlement-failed", json!({"batch": batch, "why": why}))?;
                 }
                 return Err(link.error(e));
             }
