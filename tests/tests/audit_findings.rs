@@ -7,16 +7,17 @@ use std::thread;
 use std::time::Duration;
 
 use selfvend_host::backend::Purchase;
+use selfvend_host::bank_card::BankCard;
 use selfvend_host::cash_acceptor::{
     CashAcceptor, CashError, CashEvent, CashHandler, Denomination, EscrowDecision, NotRecorded,
 };
 use selfvend_host::money::Fen;
-use selfvend_host::sale::{CardPayment, Outcome, Resolution, SaleError};
+use selfvend_host::sale::{CardPayment, CashSession, Outcome, Resolution, SaleError};
 use selfvend_sim::acquirer::{Fault as AcquirerFault, MessageType};
 use selfvend_sim::id003_validator::{Action, SimulatedValidator};
 use selfvend_sim::reference_backend::ledger::{Buy, CardInfo, Payment};
 use selfvend_sim::reference_backend::{Call, Fault, Request};
-use selfvend_sim::vpcd::lock;
+use selfvend_sim::vpcd::{Inserted, lock};
 use selfvend_tests::bank_rig::{BALANCE_FEN, Bank, PAN, PIN, read_bank_card};
 use selfvend_tests::kiosk_rig::{
     Kiosk, PATIENCE, chen_xiaoming, memory_card, sale_states, zhang_san,
@@ -552,19 +553,26 @@ fn an_item_settled_twice_is_settled_once() {
     );
 }
 
+/// A bank-card customer about to pay: the kiosk signed on (batch 1), 张三's meter card in, 10
+/// yuan quoted. Returns the acquirer rig, 王芳's bank card, the meter card and the session.
+fn bank_customer(k: &mut Kiosk) -> (Bank, BankCard, Inserted, CashSession) {
+    let bank = Bank::new(&k.plugins);
+    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
+    let card = memory_card(k);
+    let bank_card = read_bank_card(k);
+    let inserted = card.insert(k);
+    let mut s = k.engine.start(k.connect()).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    (bank, bank_card, inserted, s)
+}
+
 // Defect 6: a reversal the acquirer refuses does not shut bank cards out, and an operator can
 // end one that is never taken.
 
 #[test]
 fn a_refused_reversal_keeps_bank_cards_on_and_an_operator_ends_it() {
     let mut k = Kiosk::new();
-    let bank = Bank::new(&k.plugins);
-    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
-    let card = memory_card(&k);
-    let bank_card = read_bank_card(&k);
-    let _inserted = card.insert(&k);
-    let mut s = k.engine.start(k.connect()).unwrap();
-    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let (bank, bank_card, _inserted, mut s) = bank_customer(&mut k);
     bank.acquirer
         .inject(MessageType::Purchase, AcquirerFault::DropReply);
     bank.acquirer.refuse_reversals(Some("A0"));
@@ -621,13 +629,7 @@ fn a_refused_reversal_keeps_bank_cards_on_and_an_operator_ends_it() {
 #[test]
 fn a_sign_on_in_the_middle_of_a_batch_leaves_no_debit_unsettled() {
     let mut k = Kiosk::new();
-    let bank = Bank::new(&k.plugins);
-    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
-    let card = memory_card(&k);
-    let bank_card = read_bank_card(&k);
-    let _inserted = card.insert(&k);
-    let mut s = k.engine.start(k.connect()).unwrap();
-    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let (bank, bank_card, _inserted, mut s) = bank_customer(&mut k);
     let pin = bank.enter_pin(&bank_card, PIN);
     assert_eq!(
         k.engine
@@ -655,13 +657,7 @@ fn a_sign_on_in_the_middle_of_a_batch_leaves_no_debit_unsettled() {
 #[test]
 fn a_settlement_whose_answer_was_lost_is_sent_again_before_any_debit() {
     let mut k = Kiosk::new();
-    let bank = Bank::new(&k.plugins);
-    assert_eq!(k.engine.sign_on(&bank.link).unwrap(), 1);
-    let card = memory_card(&k);
-    let bank_card = read_bank_card(&k);
-    let _inserted = card.insert(&k);
-    let mut s = k.engine.start(k.connect()).unwrap();
-    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let (bank, bank_card, _inserted, mut s) = bank_customer(&mut k);
     let pin = bank.enter_pin(&bank_card, PIN);
     k.engine
         .pay_by_card(&mut s, &bank.link, &bank_card, Some(&pin))
@@ -702,13 +698,7 @@ fn a_settlement_whose_answer_was_lost_is_sent_again_before_any_debit() {
 #[test]
 fn a_reversal_owed_with_no_acquirer_configured_goes_to_an_operator_once() {
     let mut k = Kiosk::new();
-    let bank = Bank::new(&k.plugins);
-    k.engine.sign_on(&bank.link).unwrap();
-    let card = memory_card(&k);
-    let bank_card = read_bank_card(&k);
-    let _inserted = card.insert(&k);
-    let mut s = k.engine.start(k.connect()).unwrap();
-    k.engine.quote(&mut s, Purchase::Money(Fen(1000))).unwrap();
+    let (bank, bank_card, _inserted, mut s) = bank_customer(&mut k);
     let pin = bank.enter_pin(&bank_card, PIN);
     // The purchase's answer is lost and every reversal refused: the reversal stays owed.
     bank.acquirer
