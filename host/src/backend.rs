@@ -279,6 +279,8 @@ pub enum BusinessType {
     CashSale,
     BankCardSale,
     CashBillPayment,
+    /// Since contract 1.1; a 1.0 dialect's `reconcile` has no such total.
+    BankCardBillPayment,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -302,6 +304,71 @@ pub struct Reconciliation {
     pub matched: bool,
     pub backend_totals: Vec<BusinessTotal>,
     pub differences: Vec<String>,
+}
+
+/// The part of a purchase sold at one step of a stepped tariff.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TariffStep {
+    pub energy: Wh,
+    pub price_fen_per_kwh: u32,
+    pub amount: Fen,
+}
+
+/// The backend's price of a purchase (contract 1.1): checked by the host to add up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quote {
+    /// What the customer pays: `arrears` + `electricity`.
+    pub amount: Fen,
+    pub arrears: Fen,
+    pub electricity: Fen,
+    pub energy: Wh,
+    pub steps: Vec<TariffStep>,
+}
+
+/// One open bill of an account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bill {
+    pub bill_id: String,
+    pub period: String,
+    pub amount: Fen,
+    pub late_fee: Fen,
+}
+
+/// An account's open bills, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BillAccount {
+    pub customer_number: String,
+    pub customer_name: String,
+    pub address: String,
+    pub bills: Vec<Bill>,
+    /// Everything owed: checked by the host to equal the bills' amounts and late fees.
+    pub total: Fen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BillPaymentRequest {
+    pub terminal_id: String,
+    pub kiosk_serial: u64,
+    pub customer_number: String,
+    pub amount: Fen,
+    pub payment: PaymentKind,
+}
+
+/// The backend's record of a bill payment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BillReceipt {
+    pub backend_payment_id: String,
+    pub amount: Fen,
+    /// What the account still owes after it.
+    pub remaining: Fen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BillPaymentStatus {
+    Paid(BillReceipt),
+    NotFound,
+    Refused(Refusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -241,14 +241,23 @@ impl PluginRuntime {
                 )
                 .map_err(link)?,
             ),
-            PluginKind::BackendDialect => Pre::Backend(
-                backend_v1::BackendDialectPre::new(
-                    self.backend_linker
-                        .instantiate_pre(&component)
-                        .map_err(link)?,
-                )
-                .map_err(link)?,
-            ),
+            PluginKind::BackendDialect => {
+                let pre = self
+                    .backend_linker
+                    .instantiate_pre(&component)
+                    .map_err(link)?;
+                let dialect = backend_v1::DialectIndices::new(&pre).map_err(link)?;
+                // A 1.0 dialect has no `billing`; one that claims 1.1 must export it.
+                let billing = (inspection.version >= backend_v1::BILLING)
+                    .then(|| backend_v1::BillingIndices::new(&pre))
+                    .transpose()
+                    .map_err(link)?;
+                Pre::Backend(BackendPre {
+                    pre,
+                    dialect,
+                    billing,
+                })
+            }
             PluginKind::AcquirerDialect => Pre::Acquirer(
                 payment_v1::AcquirerDialectPre::new(
                     self.acquirer_linker
@@ -379,8 +388,16 @@ pub enum CacheStatus {
 
 enum Pre {
     Card(card_v1::CardCodecPre<PluginState>),
-    Backend(backend_v1::BackendDialectPre<PluginState>),
+    Backend(BackendPre),
     Acquirer(payment_v1::AcquirerDialectPre<PluginState>),
+}
+
+/// A backend dialect, linked: its exports are found one by one, so that a dialect of any 1.x
+/// contract loads, and `billing` is there only when the dialect has it.
+struct BackendPre {
+    pre: wasmtime::component::InstancePre<PluginState>,
+    dialect: backend_v1::DialectIndices,
+    billing: Option<backend_v1::BillingIndices>,
 }
 
 /// A verified, compiled and linked plugin, ready to instantiate.
@@ -430,7 +447,17 @@ impl Plugin {
             return Err(self.wrong_kind(PluginKind::BackendDialect));
         };
         let mut sandbox = self.sandbox(Some(endpoint), None);
-        let bindings = sandbox.enter("instantiate", |store| pre.instantiate(store))?;
+        let bindings = sandbox.enter("instantiate", |store| {
+            let instance = pre.pre.instantiate(&mut *store)?;
+            Ok(BackendExports {
+                dialect: pre.dialect.load(&mut *store, &instance)?,
+                billing: pre
+                    .billing
+                    .as_ref()
+                    .map(|b| b.load(&mut *store, &instance))
+                    .transpose()?,
+            })
+        })?;
         Ok(BackendSession { sandbox, bindings })
     }
 
@@ -815,10 +842,17 @@ pub enum DialectError {
     Plugin(#[from] PluginError),
 }
 
+/// One backend-dialect instance's exports.
+struct BackendExports {
+    dialect: backend_v1::Dialect,
+    /// Absent for a 1.0 dialect.
+    billing: Option<backend_v1::Billing>,
+}
+
 /// One backend-dialect instance, for one session, bound to one endpoint.
 pub struct BackendSession {
     sandbox: Sandbox,
-    bindings: backend_v1::BackendDialect,
+    bindings: BackendExports,
 }
 
 impl BackendSession {
@@ -835,7 +869,7 @@ impl BackendSession {
         call: &'static str,
         changes_state: bool,
         f: impl FnOnce(
-            &backend_v1::BackendDialect,
+            &BackendExports,
             &mut Store<PluginState>,
         ) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
     ) -> Result<R, DialectError> {
@@ -896,22 +930,18 @@ impl BackendSession {
 
     pub fn about(&mut self) -> Result<net::DialectInfo, PluginError> {
         let Self { sandbox, bindings } = self;
-        let info = sandbox.enter("about", |s| {
-            bindings.selfvend_backend_dialect().call_about(s)
-        })?;
+        let info = sandbox.enter("about", |s| bindings.dialect.call_about(s))?;
         backend_v1::dialect_info(info).map_err(|r| sandbox.bad_result("about", r))
     }
 
     pub fn ping(&mut self) -> Result<(), DialectError> {
-        self.call("ping", false, |b, s| {
-            b.selfvend_backend_dialect().call_ping(s)
-        })
+        self.call("ping", false, |b, s| b.dialect.call_ping(s))
     }
 
     pub fn account_query(&mut self, card: &net::CardRef) -> Result<net::Account, DialectError> {
         let card = backend_v1::card_ref(card);
         let r = self.call("account-query", false, |b, s| {
-            b.selfvend_backend_dialect().call_account_query(s, &card)
+            b.dialect.call_account_query(s, &card)
         })?;
         self.convert("account-query", backend_v1::account(r), |a| a)
     }
@@ -924,17 +954,14 @@ impl BackendSession {
         let card = backend_v1::card_ref(card);
         let purchase = backend_v1::purchase(purchase);
         let r = self.call("can-buy", false, |b, s| {
-            b.selfvend_backend_dialect()
-                .call_can_buy(s, &card, purchase)
+            b.dialect.call_can_buy(s, &card, purchase)
         })?;
         self.convert("can-buy", backend_v1::buy_check(r), |c| c)
     }
 
     pub fn sale(&mut self, request: &net::SaleRequest) -> Result<net::BackendGrant, DialectError> {
         let request = backend_v1::sale_request(request);
-        let r = self.call("sale", true, |b, s| {
-            b.selfvend_backend_dialect().call_sale(s, &request)
-        })?;
+        let r = self.call("sale", true, |b, s| b.dialect.call_sale(s, &request))?;
         // The backend answered, so a grant the host refuses to accept may still have been made.
         self.convert("sale", backend_v1::grant(r), |g| g)
             .map_err(|e| match e {
@@ -952,8 +979,7 @@ impl BackendSession {
         kiosk_serial: u64,
     ) -> Result<net::SaleStatus, DialectError> {
         let r = self.call("sale-status", false, |b, s| {
-            b.selfvend_backend_dialect()
-                .call_sale_status(s, terminal_id, kiosk_serial)
+            b.dialect.call_sale_status(s, terminal_id, kiosk_serial)
         })?;
         self.convert("sale-status", backend_v1::sale_status(r), |s| s)
     }
@@ -964,7 +990,7 @@ impl BackendSession {
     ) -> Result<(), DialectError> {
         let c = backend_v1::write_confirmation(confirmation);
         self.call("confirm-write", true, |b, s| {
-            b.selfvend_backend_dialect().call_confirm_write(s, &c)
+            b.dialect.call_confirm_write(s, &c)
         })
     }
 
@@ -975,7 +1001,7 @@ impl BackendSession {
     ) -> Result<Vec<u8>, DialectError> {
         let request = backend_v1::auth_request(card_serial, request);
         let r = self.call("authenticate", false, |b, s| {
-            b.selfvend_backend_dialect().call_authenticate(s, &request)
+            b.dialect.call_authenticate(s, &request)
         })?;
         self.convert("authenticate", backend_v1::bytes("authenticate", r), |b| b)
     }
@@ -983,7 +1009,7 @@ impl BackendSession {
     pub fn card_password(&mut self, card: &net::CardRef) -> Result<Vec<u8>, DialectError> {
         let card = backend_v1::card_ref(card);
         let r = self.call("card-password", false, |b, s| {
-            b.selfvend_backend_dialect().call_card_password(s, &card)
+            b.dialect.call_card_password(s, &card)
         })?;
         self.convert(
             "card-password",
@@ -996,10 +1022,102 @@ impl BackendSession {
         &mut self,
         report: &net::PeriodReport,
     ) -> Result<net::Reconciliation, DialectError> {
-        let report = backend_v1::period_report(report);
+        if self.bindings.billing.is_some() {
+            let totals = backend_v1::period_totals(report);
+            let r = self.billing_call("reconcile-period", true, |b, s| {
+                b.call_reconcile_period(s, &totals)
+            })?;
+            return self.convert(
+                "reconcile-period",
+                backend_v1::period_reconciliation(r),
+                |r| r,
+            );
+        }
+        let report = backend_v1::period_report(report).map_err(|why| {
+            DialectError::Backend(net::BackendError::Unreachable(format!(
+                "reconcile not sent: {why}"
+            )))
+        })?;
         let r = self.call("reconcile", true, |b, s| {
-            b.selfvend_backend_dialect().call_reconcile(s, &report)
+            b.dialect.call_reconcile(s, &report)
         })?;
         self.convert("reconcile", backend_v1::reconciliation(r), |r| r)
+    }
+
+    /// Whether the dialect has contract 1.1's `billing` (quotes, bills, four business types).
+    pub fn has_billing(&self) -> bool {
+        self.bindings.billing.is_some()
+    }
+
+    /// A `billing` call; a 1.0 dialect has none, which is `not-supported`, sending nothing.
+    fn billing_call<R>(
+        &mut self,
+        call: &'static str,
+        changes_state: bool,
+        f: impl FnOnce(
+            &backend_v1::Billing,
+            &mut Store<PluginState>,
+        ) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
+    ) -> Result<R, DialectError> {
+        if self.bindings.billing.is_none() {
+            return Err(net::BackendError::NotSupported.into());
+        }
+        self.call(call, changes_state, |b, s| {
+            f(b.billing.as_ref().expect("checked above"), s)
+        })
+    }
+
+    /// The backend's price of a purchase: stepped tariffs and arrears deduction.
+    pub fn quote(
+        &mut self,
+        card: &net::CardRef,
+        purchase: net::Purchase,
+    ) -> Result<net::Quote, DialectError> {
+        let card = backend_v1::card_ref(card);
+        let purchase = backend_v1::purchase(purchase);
+        let r = self.billing_call("quote", false, |b, s| b.call_quote(s, &card, purchase))?;
+        self.convert("quote", backend_v1::quote(r), |q| q)
+    }
+
+    /// The open bills of account `customer_number` (户号).
+    pub fn bill_query(&mut self, customer_number: &str) -> Result<net::BillAccount, DialectError> {
+        let r = self.billing_call("bill-query", false, |b, s| {
+            b.call_bill_query(s, customer_number)
+        })?;
+        self.convert("bill-query", backend_v1::bill_account(r), |a| a)
+    }
+
+    /// Pays bills; idempotent on the kiosk serial, like `sale`.
+    pub fn bill_pay(
+        &mut self,
+        request: &net::BillPaymentRequest,
+    ) -> Result<net::BillReceipt, DialectError> {
+        let request = backend_v1::bill_payment_request(request);
+        let r = self.billing_call("bill-pay", true, |b, s| b.call_bill_pay(s, &request))?;
+        // The backend answered, so a payment the host cannot read may still have been booked.
+        self.convert("bill-pay", backend_v1::bill_receipt(r), |r| r)
+            .map_err(|e| match e {
+                DialectError::Plugin(p) => net::BackendError::OutcomeUnknown(format!(
+                    "bill-pay: the backend answered but the dialect's receipt is unusable: {p}"
+                ))
+                .into(),
+                e => e,
+            })
+    }
+
+    /// What became of a bill payment whose outcome is unknown.
+    pub fn bill_payment_status(
+        &mut self,
+        terminal_id: &str,
+        kiosk_serial: u64,
+    ) -> Result<net::BillPaymentStatus, DialectError> {
+        let r = self.billing_call("bill-payment-status", false, |b, s| {
+            b.call_bill_payment_status(s, terminal_id, kiosk_serial)
+        })?;
+        self.convert(
+            "bill-payment-status",
+            backend_v1::bill_payment_status(r),
+            |s| s,
+        )
     }
 }

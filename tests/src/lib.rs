@@ -2,6 +2,7 @@
 //! them, and simple in-process cards for sandbox tests that need no reader.
 
 pub mod bank_rig;
+pub mod dialect_rig;
 pub mod kiosk_rig;
 
 use std::path::{Path, PathBuf};

@@ -108,11 +108,11 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
     let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].starts_with(&format!(
-        "jinan-power (fixed-text 1.0.0 at {}): answered in ",
+        "jinan-power (fixed-text 1.1.0 at {}): answered in ",
         backend.fixed_text
     )));
     assert!(lines[1].starts_with(&format!(
-        "guangzhou-power (json-http 1.0.0 at {}): answered in ",
+        "guangzhou-power (json-http 1.1.0 at {}): answered in ",
         backend.json_http
     )));
 
@@ -207,7 +207,7 @@ fn the_reference_backend_names_a_bad_fault() {
     assert_eq!(
         text(&out.stderr),
         "selfvend-reference-backend: --fault \"sell=drop-reply\": no call named \"sell\" (calls: ping, account-query, \
-         can-buy, sale, sale-status, confirm-write, authenticate, card-password, reconcile)\n"
+         can-buy, sale, sale-status, confirm-write, authenticate, card-password, reconcile, quote, bill-query, bill-pay, bill-payment-status)\n"
     );
     // Nothing was started or created.
     assert!(!scratch.path().join("build").exists());

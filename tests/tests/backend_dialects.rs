@@ -5,113 +5,17 @@
 use std::time::{Duration, Instant};
 
 use selfvend_host::backend::{
-    AccountStatus, BackendError, BackendGrant, BusinessTotal, BusinessType, CardRef, Endpoint,
-    PaymentKind, PeriodReport, Purchase, RefusalCode, SaleRequest, SaleStatus, WriteConfirmation,
+    AccountStatus, BackendError, BackendGrant, BusinessTotal, BusinessType, CardRef, PeriodReport,
+    Purchase, RefusalCode, SaleStatus, WriteConfirmation,
 };
 use selfvend_host::card::{AuthPurpose, AuthRequest};
 use selfvend_host::money::{Fen, Wh};
-use selfvend_host::plugin::{BackendSession, DialectError, Plugin};
+use selfvend_host::plugin::DialectError;
 use selfvend_sim::encryption_machine::EncryptionMachine;
-use selfvend_sim::reference_backend::{Call, Fault, Listen, ReferenceBackend};
-use selfvend_tests::SignedPlugins;
-
-const TERMINAL: &str = "K-0001";
-const MEMORY_CARD: &str = "3701000000000001";
-const CPU_CARD: &str = "4401000000000001";
-
-#[derive(Clone, Copy, Debug)]
-enum Dialect {
-    FixedText,
-    JsonHttp,
-}
-
-const DIALECTS: [Dialect; 2] = [Dialect::FixedText, Dialect::JsonHttp];
-
-/// The reference backend with its books in a scratch directory, and both dialects loaded.
-struct Rig {
-    backend: ReferenceBackend,
-    fixed_text: Plugin,
-    json_http: Plugin,
-    _books: tempfile::TempDir,
-    _plugins: SignedPlugins,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        let books = tempfile::tempdir().unwrap();
-        let backend =
-            ReferenceBackend::start(&books.path().join("books.sqlite"), Listen::default()).unwrap();
-        let plugins = SignedPlugins::new();
-        let runtime = plugins.runtime();
-        let fixed_text = runtime
-            .load("fixed-text", &plugins.signed("fixed_text_dialect"))
-            .unwrap();
-        let json_http = runtime
-            .load("json-http", &plugins.signed("json_http_dialect"))
-            .unwrap();
-        Rig {
-            backend,
-            fixed_text,
-            json_http,
-            _books: books,
-            _plugins: plugins,
-        }
-    }
-
-    fn session(&self, dialect: Dialect) -> BackendSession {
-        self.session_with(dialect, |_| {})
-    }
-
-    fn session_with(&self, dialect: Dialect, tune: impl FnOnce(&mut Endpoint)) -> BackendSession {
-        let (plugin, address) = match dialect {
-            Dialect::FixedText => (&self.fixed_text, self.backend.fixed_text_address()),
-            Dialect::JsonHttp => (&self.json_http, self.backend.json_http_address()),
-        };
-        let mut endpoint = Endpoint {
-            address: address.to_string(),
-            connect_timeout: Duration::from_millis(500),
-            io_timeout: Duration::from_millis(2000),
-            max_request_bytes: 16 * 1024,
-            max_reply_bytes: 16 * 1024,
-        };
-        tune(&mut endpoint);
-        plugin.backend_session(endpoint).unwrap()
-    }
-}
-
-fn card(serial: &str, purchase_count: u32) -> CardRef {
-    CardRef {
-        card_serial: serial.into(),
-        utility_code: serial[..4].into(),
-        purchase_count,
-        ..CardRef::default()
-    }
-}
-
-fn sale(serial: u64, card: CardRef, fen: u64) -> SaleRequest {
-    SaleRequest {
-        terminal_id: TERMINAL.into(),
-        kiosk_serial: serial,
-        card,
-        purchase: Purchase::Money(Fen(fen)),
-        payment: PaymentKind::Cash,
-        paid: Fen(fen),
-    }
-}
-
-fn refused(result: Result<impl std::fmt::Debug, DialectError>) -> (RefusalCode, String) {
-    match result {
-        Err(DialectError::Backend(BackendError::Refused(r))) => (r.code, r.message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-fn unknown(result: Result<impl std::fmt::Debug, DialectError>) -> String {
-    match result {
-        Err(DialectError::Backend(BackendError::OutcomeUnknown(why))) => why,
-        other => panic!("expected an unknown outcome, got {other:?}"),
-    }
-}
+use selfvend_sim::reference_backend::{Call, Fault};
+use selfvend_tests::dialect_rig::{
+    CPU_CARD, DIALECTS, Dialect, MEMORY_CARD, Rig, TERMINAL, card, refused, sale, unknown,
+};
 
 #[test]
 fn account_query_returns_the_chinese_name_and_address_unchanged() {
@@ -129,7 +33,7 @@ fn account_query_returns_the_chinese_name_and_address_unchanged() {
         assert_eq!(a.last_purchase, None);
         s.ping().unwrap();
         let info = s.about().unwrap();
-        assert_eq!(info.version, "1.0.0");
+        assert_eq!(info.version, "1.1.0");
     }
 }
 
@@ -207,7 +111,7 @@ fn the_backend_refuses_by_policy_with_its_own_words() {
             card("3701000000000002", 0),
             5000,
             RefusalCode::Arrears,
-            "您有欠费12.50元，请先到营业厅缴清",
+            "您有欠费12.50元，请先缴清",
         ),
         (
             "closed",

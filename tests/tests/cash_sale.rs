@@ -180,7 +180,7 @@ fn refusals_come_before_any_money_is_taken() {
     match k.engine.quote(&mut s, Purchase::Money(Fen(5000))) {
         Err(SaleError::Refused(r)) => {
             assert_eq!(r.code, RefusalCode::Arrears);
-            assert_eq!(r.message, "您有欠费12.50元，请先到营业厅缴清");
+            assert_eq!(r.message, "您有欠费12.50元，请先缴清");
         }
         other => panic!("expected the arrears refusal, got {other:?}"),
     }

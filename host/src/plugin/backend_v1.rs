@@ -12,7 +12,14 @@ use crate::money::{Fen, Wh};
 /// The newest `selfvend:backend` this host speaks.
 pub const VERSION: Version = Version {
     major: 1,
-    minor: 0,
+    minor: 1,
+    patch: 0,
+};
+
+/// The first version with the `billing` interface.
+pub const BILLING: Version = Version {
+    major: 1,
+    minor: 1,
     patch: 0,
 };
 
@@ -25,7 +32,15 @@ wasmtime::component::bindgen!({
     },
 });
 
+use exports::selfvend::backend::billing;
 use selfvend::backend::{connection, log, types};
+
+/// The exported interfaces, looked up one by one: a 1.0 dialect exports `dialect@1.0.0`
+/// (found by wasmtime's semver-compatible lookup) and no `billing`.
+pub type DialectIndices = exports::selfvend::backend::dialect::GuestIndices;
+pub type Dialect = exports::selfvend::backend::dialect::Guest;
+pub type BillingIndices = billing::GuestIndices;
+pub type Billing = billing::Guest;
 
 /// A dialect's error as the guest returned it, before the host checks it.
 pub type GuestBackendError = types::BackendError;
@@ -246,11 +261,15 @@ pub(super) fn sale_request(r: &host::SaleRequest) -> types::SaleRequest {
         kiosk_serial: r.kiosk_serial,
         card: card_ref(&r.card),
         purchase: purchase(r.purchase),
-        payment: match r.payment {
-            host::PaymentKind::Cash => types::PaymentKind::Cash,
-            host::PaymentKind::BankCard => types::PaymentKind::BankCard,
-        },
+        payment: payment_kind(r.payment),
         paid_fen: r.paid.0,
+    }
+}
+
+fn payment_kind(p: host::PaymentKind) -> types::PaymentKind {
+    match p {
+        host::PaymentKind::Cash => types::PaymentKind::Cash,
+        host::PaymentKind::BankCard => types::PaymentKind::BankCard,
     }
 }
 
@@ -295,30 +314,42 @@ pub(super) fn auth_request(card_serial: &str, r: &card::AuthRequest) -> types::A
     }
 }
 
-fn business_type(b: host::BusinessType) -> types::BusinessType {
+fn business_type(b: host::BusinessType) -> Option<types::BusinessType> {
     match b {
-        host::BusinessType::CashSale => types::BusinessType::CashSale,
-        host::BusinessType::BankCardSale => types::BusinessType::BankCardSale,
-        host::BusinessType::CashBillPayment => types::BusinessType::CashBillPayment,
+        host::BusinessType::CashSale => Some(types::BusinessType::CashSale),
+        host::BusinessType::BankCardSale => Some(types::BusinessType::BankCardSale),
+        host::BusinessType::CashBillPayment => Some(types::BusinessType::CashBillPayment),
+        host::BusinessType::BankCardBillPayment => None,
     }
 }
 
-pub(super) fn period_report(r: &host::PeriodReport) -> types::PeriodReport {
-    types::PeriodReport {
+/// The report in 1.0 terms. A total 1.0 cannot name is left out when it is empty, and
+/// refused (`Err` with the reason) when it is not: no total is silently dropped.
+pub(super) fn period_report(r: &host::PeriodReport) -> Result<types::PeriodReport, String> {
+    let mut totals = Vec::new();
+    for t in &r.totals {
+        match business_type(t.business) {
+            Some(business) => totals.push(types::BusinessTotal {
+                business,
+                count: t.count,
+                amount_fen: t.amount.0,
+            }),
+            None if t.count == 0 && t.amount.0 == 0 => {}
+            None => {
+                return Err(format!(
+                    "the dialect speaks contract 1.0, which cannot report {} {:?} totalling {} fen",
+                    t.count, t.business, t.amount.0
+                ));
+            }
+        }
+    }
+    Ok(types::PeriodReport {
         terminal_id: r.terminal_id.clone(),
         period_id: r.period_id,
         opened_at: r.opened_at.clone(),
         closed_at: r.closed_at.clone(),
-        totals: r
-            .totals
-            .iter()
-            .map(|t| types::BusinessTotal {
-                business: business_type(t.business),
-                count: t.count,
-                amount_fen: t.amount.0,
-            })
-            .collect(),
-    }
+        totals,
+    })
 }
 
 pub(super) fn reconciliation(r: types::Reconciliation) -> Result<host::Reconciliation, String> {
@@ -361,5 +392,181 @@ pub(super) fn backend_error(e: GuestBackendError) -> Result<host::BackendError, 
             host::BackendError::MalformedReply(text("malformed-reply", s)?)
         }
         types::BackendError::NotSupported => host::BackendError::NotSupported,
+    })
+}
+
+pub(super) fn billing_business(b: host::BusinessType) -> billing::Business {
+    match b {
+        host::BusinessType::CashSale => billing::Business::CashSale,
+        host::BusinessType::BankCardSale => billing::Business::BankCardSale,
+        host::BusinessType::CashBillPayment => billing::Business::CashBillPayment,
+        host::BusinessType::BankCardBillPayment => billing::Business::BankCardBillPayment,
+    }
+}
+
+pub(super) fn period_totals(r: &host::PeriodReport) -> billing::PeriodTotals {
+    billing::PeriodTotals {
+        terminal_id: r.terminal_id.clone(),
+        period_id: r.period_id,
+        opened_at: r.opened_at.clone(),
+        closed_at: r.closed_at.clone(),
+        totals: r
+            .totals
+            .iter()
+            .map(|t| billing::BusinessCount {
+                business: billing_business(t.business),
+                count: t.count,
+                amount_fen: t.amount.0,
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn period_reconciliation(
+    r: billing::PeriodReconciliation,
+) -> Result<host::Reconciliation, String> {
+    if r.backend_totals.len() > MAX_LIST || r.differences.len() > MAX_LIST {
+        return Err(format!("reconciliation lists are over {MAX_LIST} entries"));
+    }
+    Ok(host::Reconciliation {
+        matched: r.matched,
+        backend_totals: r
+            .backend_totals
+            .into_iter()
+            .map(|t| host::BusinessTotal {
+                business: match t.business {
+                    billing::Business::CashSale => host::BusinessType::CashSale,
+                    billing::Business::BankCardSale => host::BusinessType::BankCardSale,
+                    billing::Business::CashBillPayment => host::BusinessType::CashBillPayment,
+                    billing::Business::BankCardBillPayment => {
+                        host::BusinessType::BankCardBillPayment
+                    }
+                },
+                count: t.count,
+                amount: Fen(t.amount_fen),
+            })
+            .collect(),
+        differences: r
+            .differences
+            .into_iter()
+            .map(|d| text("difference", d))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A quote, checked to add up: arrears and electricity make the amount, the steps make the
+/// electricity and the energy.
+pub(super) fn quote(q: billing::PriceQuote) -> Result<host::Quote, String> {
+    if q.steps.len() > MAX_LIST {
+        return Err(format!(
+            "quote has {} tariff steps (limit {MAX_LIST})",
+            q.steps.len()
+        ));
+    }
+    if q.arrears_fen.checked_add(q.electricity_fen) != Some(q.amount_fen) {
+        return Err(format!(
+            "quote amount-fen {} is not arrears-fen {} + electricity-fen {}",
+            q.amount_fen, q.arrears_fen, q.electricity_fen
+        ));
+    }
+    let steps: Vec<host::TariffStep> = q
+        .steps
+        .into_iter()
+        .map(|s| host::TariffStep {
+            energy: Wh(s.energy_wh),
+            price_fen_per_kwh: s.price_fen_per_kwh,
+            amount: Fen(s.amount_fen),
+        })
+        .collect();
+    if !steps.is_empty() {
+        let fen = steps
+            .iter()
+            .try_fold(0u64, |a, s| a.checked_add(s.amount.0));
+        let wh = steps
+            .iter()
+            .try_fold(0u64, |a, s| a.checked_add(s.energy.0));
+        if fen != Some(q.electricity_fen) || wh != Some(q.energy_wh) {
+            return Err(format!(
+                "quote steps add up to {} fen and {} Wh, not electricity-fen {} and energy-wh {}",
+                fen.map_or("more than u64".into(), |f| f.to_string()),
+                wh.map_or("more than u64".into(), |w| w.to_string()),
+                q.electricity_fen,
+                q.energy_wh
+            ));
+        }
+    }
+    Ok(host::Quote {
+        amount: Fen(q.amount_fen),
+        arrears: Fen(q.arrears_fen),
+        electricity: Fen(q.electricity_fen),
+        energy: Wh(q.energy_wh),
+        steps,
+    })
+}
+
+/// An account's bills, checked: the total is the bills' amounts and late fees.
+pub(super) fn bill_account(a: billing::BillAccount) -> Result<host::BillAccount, String> {
+    if a.bills.len() > MAX_LIST {
+        return Err(format!(
+            "bill-query returned {} bills (limit {MAX_LIST})",
+            a.bills.len()
+        ));
+    }
+    let bills = a
+        .bills
+        .into_iter()
+        .map(|b| -> Result<_, String> {
+            Ok(host::Bill {
+                bill_id: text("bill-id", b.bill_id)?,
+                period: text("bill period", b.period)?,
+                amount: Fen(b.amount_fen),
+                late_fee: Fen(b.late_fee_fen),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let owed = bills.iter().try_fold(0u64, |a, b| {
+        a.checked_add(b.amount.0)?.checked_add(b.late_fee.0)
+    });
+    if owed != Some(a.total_fen) {
+        return Err(format!(
+            "bill-query total-fen {} is not the bills' amounts and late fees ({})",
+            a.total_fen,
+            owed.map_or("more than u64".into(), |f| format!("{f} fen"))
+        ));
+    }
+    Ok(host::BillAccount {
+        customer_number: text("customer-number", a.customer_number)?,
+        customer_name: text("customer-name", a.customer_name)?,
+        address: text("address", a.address)?,
+        bills,
+        total: Fen(a.total_fen),
+    })
+}
+
+pub(super) fn bill_payment_request(r: &host::BillPaymentRequest) -> billing::BillPaymentRequest {
+    billing::BillPaymentRequest {
+        terminal_id: r.terminal_id.clone(),
+        kiosk_serial: r.kiosk_serial,
+        customer_number: r.customer_number.clone(),
+        amount_fen: r.amount.0,
+        payment: payment_kind(r.payment),
+    }
+}
+
+pub(super) fn bill_receipt(r: billing::BillReceipt) -> Result<host::BillReceipt, String> {
+    Ok(host::BillReceipt {
+        backend_payment_id: text("backend-payment-id", r.backend_payment_id)?,
+        amount: Fen(r.amount_fen),
+        remaining: Fen(r.remaining_fen),
+    })
+}
+
+pub(super) fn bill_payment_status(
+    s: billing::BillPaymentOutcome,
+) -> Result<host::BillPaymentStatus, String> {
+    Ok(match s {
+        billing::BillPaymentOutcome::Paid(r) => host::BillPaymentStatus::Paid(bill_receipt(r)?),
+        billing::BillPaymentOutcome::NotFound => host::BillPaymentStatus::NotFound,
+        billing::BillPaymentOutcome::Refused(r) => host::BillPaymentStatus::Refused(refusal(r)?),
     })
 }

@@ -11,8 +11,14 @@
 //!
 //! `wire` encodes and decodes fields, `blocks` the blocks several transactions share, `frame`
 //! carries one exchange over the host's connection, `reply` reads a reply's header and maps its
-//! response code.
+//! response code, `billing` is contract 1.1's quotes and bills.
+//!
+//! With the `contract-1-0` feature the dialect is built against the frozen 1.0 WIT
+//! (`wit/backend-1.0`), without `billing`: the build a kiosk ran before 1.1, which the tests use
+//! to prove a 1.0 dialect still loads and sells on a 1.1 host.
 
+#[cfg(not(feature = "contract-1-0"))]
+mod billing;
 mod blocks;
 mod frame;
 mod reply;
@@ -28,7 +34,10 @@ use selfvend::backend::types::{AccountStatus, AuthPurpose, PaymentKind, Purchase
 use reply::Reply;
 use wire::{Result, Writer};
 
+#[cfg(not(feature = "contract-1-0"))]
 wit_bindgen::generate!({ path: "../../wit/backend", world: "backend-dialect" });
+#[cfg(feature = "contract-1-0")]
+wit_bindgen::generate!({ path: "../../wit/backend-1.0", world: "backend-dialect" });
 
 struct FixedText;
 
@@ -50,7 +59,12 @@ impl Guest for FixedText {
         DialectInfo {
             vendor: "Provincial Marketing System (fictional)".into(),
             name: "fixed-text".into(),
-            version: "1.0.0".into(),
+            version: if cfg!(feature = "contract-1-0") {
+                "1.0.0"
+            } else {
+                "1.1.0"
+            }
+            .into(),
         }
     }
 

@@ -45,7 +45,7 @@ impl Reply {
     }
 
     /// Maps the response code: `None` for `00`, the refusal for `01`–`06` and `08`, and an
-    /// error for the rest. `07` (2002 only) is the caller's to handle first.
+    /// error for the rest. `07` (2002 and 5003 only) is the caller's to handle first.
     pub fn refusal(&self) -> Result<Option<Refusal>> {
         let code = match self.code.as_str() {
             "00" => return Ok(None),
@@ -60,7 +60,9 @@ impl Reply {
             "90" => return Err(self.did_nothing("request format error")),
             "96" => return Err(self.did_nothing("system error")),
             "07" => {
-                return Err(self.malformed("response code 07 (sale not found) is for 2002 only"));
+                return Err(
+                    self.malformed("response code 07 (not found) is for 2002 and 5003 only")
+                );
             }
             other => {
                 return Err(self.malformed(&format!("response code {other} is not in the table")));

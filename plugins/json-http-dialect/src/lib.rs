@@ -8,8 +8,10 @@
 //! camelCase.
 //!
 //! `http` frames the request and reads the one response; `de` reads JSON so that a reply that
-//! does not fit is reported with the name of the field that was wrong.
+//! does not fit is reported with the name of the field that was wrong; `billing` is contract
+//! 1.1's quotes and bills.
 
+mod billing;
 mod de;
 mod http;
 
@@ -38,7 +40,7 @@ impl Guest for JsonHttp {
         DialectInfo {
             vendor: "Municipal Utility Cloud Platform (fictional)".into(),
             name: "json-http".into(),
-            version: "1.0.0".into(),
+            version: "1.1.0".into(),
         }
     }
 
@@ -271,7 +273,7 @@ impl Reply {
             }),
             Failure::NoSuchSale => malformed(
                 self.call,
-                "code 2001 (no such sale) is meaningful for sale-status only",
+                "code 2001 (not found) is meaningful for sale-status and bill-payment-status only",
             ),
             Failure::NotOffered => BackendError::NotSupported,
             Failure::SystemError => unreachable(format!("backend answered 9999: {}", self.message)),

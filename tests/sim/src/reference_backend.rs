@@ -3,9 +3,11 @@
 //! demo kiosk) can make it misbehave per request type: delay, drop the reply after committing,
 //! reply twice, reply garbage, truncate or flood the reply, or refuse connections.
 
+pub mod bills;
 pub mod fixed_text;
 pub mod json_http;
 pub mod ledger;
+pub mod tariff;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -16,7 +18,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use bills::{BillInfo, BillReceiptAnswer, BillsAnswer};
 pub use ledger::{Call, Ledger, LedgerError, Outcome, Request};
+pub use tariff::QuoteAnswer;
 
 use crate::encryption_machine::EncryptionMachine;
 

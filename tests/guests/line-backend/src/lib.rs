@@ -1,6 +1,7 @@
-//! A minimal backend dialect for transport tests: each call sends one text line and reads one
-//! line back. `ping` sends `PING` and expects `PONG`; `sale` sends `SALE <serial>` and expects
-//! `GRANT <sale id> <count> <fen>`, or `REFUSE <message>`. Other calls are not supported.
+//! A minimal backend dialect for transport tests, built against contract 1.0
+//! (`wit/backend-1.0`): each call sends one text line and reads one line back. `ping` sends
+//! `PING` and expects `PONG`; `sale` sends `SALE <serial>` and expects `GRANT <sale id> <count>
+//! <fen>`, or `REFUSE <message>`. Other calls are not supported.
 
 use exports::selfvend::backend::dialect::{
     Account, AuthRequest, BackendError, BuyCheck, CardRef, CreditGrant, DialectInfo, Guest,
@@ -9,7 +10,7 @@ use exports::selfvend::backend::dialect::{
 use selfvend::backend::connection::{Connection, NetError};
 use selfvend::backend::types::{Refusal, RefusalCode};
 
-wit_bindgen::generate!({ path: "../../../wit/backend", world: "backend-dialect" });
+wit_bindgen::generate!({ path: "../../../wit/backend-1.0", world: "backend-dialect" });
 
 struct LineBackend;
 

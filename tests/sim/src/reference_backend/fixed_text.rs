@@ -51,7 +51,14 @@ impl Wire for FixedText {
             }
             Ok(answer) => {
                 head(&mut w, "00", "交易成功");
-                answer_fields(&mut w, answer);
+                let all = matches!(
+                    request,
+                    Request::Reconcile {
+                        all_business_types: true,
+                        ..
+                    }
+                );
+                answer_fields(&mut w, answer, all);
             }
             Err(refusal) => head(&mut w, response_code(refusal.reason), &refusal.message),
         }
@@ -72,7 +79,7 @@ fn head(w: &mut Writer, code: &str, message: &str) {
     w.a(message, 40);
 }
 
-fn answer_fields(w: &mut Writer, answer: &Answer) {
+fn answer_fields(w: &mut Writer, answer: &Answer, all_business_types: bool) {
     match answer {
         Answer::Done | Answer::BuyCheck { .. } => {}
         Answer::Account(a) => {
@@ -111,9 +118,39 @@ fn answer_fields(w: &mut Writer, answer: &Answer) {
             w.b(&g.token);
         }
         Answer::Bytes(b) => w.b(b),
+        Answer::Quote(q) => {
+            w.n(q.amount_fen, 12);
+            w.n(q.arrears_fen, 12);
+            w.n(q.electricity.electricity_fen, 12);
+            w.n(q.electricity.energy_wh, 12);
+            w.n(q.electricity.parts.len() as u64, 2);
+            for p in &q.electricity.parts {
+                w.n(p.energy_wh, 12);
+                w.n(u64::from(p.price_fen_per_kwh), 6);
+                w.n(p.amount_fen, 12);
+            }
+        }
+        Answer::Bills(b) => {
+            w.a(&b.customer_number, 20);
+            w.a(&b.customer_name, 40);
+            w.a(&b.address, 80);
+            w.n(b.bills.len() as u64, 2);
+            for bill in &b.bills {
+                w.a(&bill.bill_id, 20);
+                w.a(&bill.period, 10);
+                w.n(bill.amount_fen, 12);
+                w.n(bill.late_fee_fen, 12);
+            }
+            w.n(b.total_fen, 12);
+        }
+        Answer::BillReceipt(r) => {
+            w.a(&r.payment_id, 20);
+            w.n(r.amount_fen, 12);
+            w.n(r.remaining_fen, 12);
+        }
         Answer::Reconciled(r) => {
             w.a(if r.matched { "1" } else { "0" }, 1);
-            totals(w, &r.totals);
+            totals(w, &r.totals, all_business_types);
             w.n(r.differences.len() as u64, 2);
             for d in &r.differences {
                 w.a(d, 80);
@@ -122,7 +159,12 @@ fn answer_fields(w: &mut Writer, answer: &Answer) {
     }
 }
 
-fn totals(w: &mut Writer, totals: &[Total]) {
+/// Totals; 4001 (contract 1.0) names three business types and never carries the fourth.
+fn totals(w: &mut Writer, totals: &[Total], all_business_types: bool) {
+    let totals: Vec<&Total> = totals
+        .iter()
+        .filter(|t| all_business_types || t.business != Business::BankCardBillPayment)
+        .collect();
     w.n(totals.len() as u64, 2);
     for t in totals {
         w.n(
@@ -130,6 +172,7 @@ fn totals(w: &mut Writer, totals: &[Total]) {
                 Business::CashSale => 1,
                 Business::BankCardSale => 2,
                 Business::CashBillPayment => 3,
+                Business::BankCardBillPayment => 4,
             },
             2,
         );
@@ -163,7 +206,18 @@ fn tx_code(request: &Request) -> &'static str {
         Request::ConfirmWrite { .. } => "2003",
         Request::Authenticate { .. } => "3001",
         Request::CardPassword(_) => "3002",
-        Request::Reconcile { .. } => "4001",
+        Request::Quote(..) => "1003",
+        Request::Reconcile {
+            all_business_types: false,
+            ..
+        } => "4001",
+        Request::Reconcile {
+            all_business_types: true,
+            ..
+        } => "4002",
+        Request::BillQuery(_) => "5001",
+        Request::BillPay { .. } => "5002",
+        Request::BillPaymentStatus { .. } => "5003",
     }
 }
 
@@ -206,15 +260,12 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
         "0000" => Request::Ping,
         "1001" => Request::AccountQuery(r.card()?),
         "1002" => Request::CanBuy(r.card()?, r.buy()?),
+        "1003" => Request::Quote(r.card()?, r.buy()?),
         "2001" => {
             let kiosk_serial = r.num(16, "kiosk serial")?;
             let card = r.card()?;
             let buy = r.buy()?;
-            let payment = match r.text(1, "payment")?.as_str() {
-                "1" => Payment::Cash,
-                "2" => Payment::BankCard,
-                other => return Err(format!("payment {other:?} is not 1 or 2")),
-            };
+            let payment = r.payment()?;
             Request::Sale {
                 terminal_id,
                 kiosk_serial,
@@ -251,7 +302,8 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
             data: r.bytes("data")?,
         },
         "3002" => Request::CardPassword(r.card()?),
-        "4001" => {
+        "4001" | "4002" => {
+            let all_business_types = code == "4002";
             let period_id = r.num(10, "period id")?;
             let opened_at = r.text(19, "opened")?;
             let closed_at = r.text(19, "closed")?;
@@ -263,13 +315,15 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
                         1 => Business::CashSale,
                         2 => Business::BankCardSale,
                         3 => Business::CashBillPayment,
-                        other => return Err(format!("business {other} is not 01, 02 or 03")),
+                        4 if all_business_types => Business::BankCardBillPayment,
+                        other => return Err(format!("business {other:02} is not known to {code}")),
                     },
                     count: r.num(8, "count")? as u32,
                     amount_fen: r.num(14, "amount")?,
                 });
             }
             Request::Reconcile {
+                all_business_types,
                 terminal_id,
                 period_id,
                 opened_at,
@@ -277,6 +331,18 @@ fn parse_request(body: &[u8]) -> Result<Request, String> {
                 totals,
             }
         }
+        "5001" => Request::BillQuery(r.text(20, "customer number")?),
+        "5002" => Request::BillPay {
+            terminal_id,
+            kiosk_serial: r.num(16, "kiosk serial")?,
+            customer_number: r.text(20, "customer number")?,
+            amount_fen: r.num(12, "amount")?,
+            payment: r.payment()?,
+        },
+        "5003" => Request::BillPaymentStatus {
+            terminal_id,
+            kiosk_serial: r.num(16, "kiosk serial")?,
+        },
         other => return Err(format!("unknown transaction code {other:?}")),
     };
     if r.pos != body.len() {
@@ -348,6 +414,14 @@ impl Reader<'_> {
             pending_wh: self.num(12, "pending Wh")?,
             return_data: self.optional_bytes("return data")?,
         })
+    }
+
+    fn payment(&mut self) -> Result<Payment, String> {
+        match self.text(1, "payment")?.as_str() {
+            "1" => Ok(Payment::Cash),
+            "2" => Ok(Payment::BankCard),
+            other => Err(format!("payment {other:?} is not 1 or 2")),
+        }
     }
 
     fn buy(&mut self) -> Result<Buy, String> {

@@ -41,12 +41,21 @@ impl Wire for JsonHttp {
                 };
                 json!({"code": code, "message": message, "data": {"minFen": min_fen, "maxFen": max_fen}})
             }
-            Ok(answer) => json!({"code": "0000", "message": "交易成功", "data": data(answer)}),
+            Ok(answer) => {
+                let all = matches!(
+                    request,
+                    Request::Reconcile {
+                        all_business_types: true,
+                        ..
+                    }
+                );
+                json!({"code": "0000", "message": "交易成功", "data": data(answer, all)})
+            }
             Err(r) => json!({"code": envelope_code(r.reason), "message": r.message, "data": null}),
         };
         let chunked = matches!(
             request,
-            Request::AccountQuery(_) | Request::Reconcile { .. }
+            Request::AccountQuery(_) | Request::Reconcile { .. } | Request::BillQuery(_)
         );
         response(200, &envelope.to_string(), chunked)
     }
@@ -61,7 +70,7 @@ impl Wire for JsonHttp {
     }
 }
 
-fn data(answer: &Answer) -> Value {
+fn data(answer: &Answer, all_business_types: bool) -> Value {
     match answer {
         Answer::Done | Answer::BuyCheck { .. } => Value::Null,
         Answer::Account(a) => json!({
@@ -98,12 +107,43 @@ fn data(answer: &Answer) -> Value {
         }
         Answer::Reconciled(r) => json!({
             "matched": r.matched,
-            "totals": r.totals.iter().map(|t| json!({
+            // `reconcile` (contract 1.0) never carries the fourth business type.
+            "totals": r.totals.iter()
+                .filter(|t| all_business_types || t.business != Business::BankCardBillPayment)
+                .map(|t| json!({
                 "business": business_name(t.business),
                 "count": t.count,
                 "amountFen": t.amount_fen,
             })).collect::<Vec<_>>(),
             "differences": r.differences,
+        }),
+        Answer::Quote(q) => json!({
+            "amountFen": q.amount_fen,
+            "arrearsFen": q.arrears_fen,
+            "electricityFen": q.electricity.electricity_fen,
+            "energyWh": q.electricity.energy_wh,
+            "steps": q.electricity.parts.iter().map(|p| json!({
+                "energyWh": p.energy_wh,
+                "priceFenPerKwh": p.price_fen_per_kwh,
+                "amountFen": p.amount_fen,
+            })).collect::<Vec<_>>(),
+        }),
+        Answer::Bills(b) => json!({
+            "customerNumber": b.customer_number,
+            "customerName": b.customer_name,
+            "address": b.address,
+            "bills": b.bills.iter().map(|bill| json!({
+                "billId": bill.bill_id,
+                "period": bill.period,
+                "amountFen": bill.amount_fen,
+                "lateFeeFen": bill.late_fee_fen,
+            })).collect::<Vec<_>>(),
+            "totalFen": b.total_fen,
+        }),
+        Answer::BillReceipt(r) => json!({
+            "paymentId": r.payment_id,
+            "amountFen": r.amount_fen,
+            "remainingFen": r.remaining_fen,
         }),
     }
 }
@@ -128,6 +168,7 @@ fn business_name(b: Business) -> &'static str {
         Business::CashSale => "cash-sale",
         Business::BankCardSale => "bank-card-sale",
         Business::CashBillPayment => "cash-bill-payment",
+        Business::BankCardBillPayment => "bank-card-bill-payment",
     }
 }
 
@@ -279,6 +320,13 @@ fn parse_request(path: &str, body: &[u8]) -> Result<Request, String> {
             other => Err(format!("purchase.kind {other:?} is not money or energy")),
         }
     };
+    let payment = || -> Result<Payment, String> {
+        match typed::<String>("payment", get("payment")?)?.as_str() {
+            "cash" => Ok(Payment::Cash),
+            "bank-card" => Ok(Payment::BankCard),
+            other => Err(format!("payment {other:?} is not cash or bank-card")),
+        }
+    };
     let bytes = |name: &str| -> Result<Vec<u8>, String> {
         hex::decode(typed::<String>(name, get(name)?)?).map_err(|_| format!("{name} is not hex"))
     };
@@ -294,12 +342,21 @@ fn parse_request(path: &str, body: &[u8]) -> Result<Request, String> {
             kiosk_serial: typed("kioskSerial", get("kioskSerial")?)?,
             card: card()?,
             buy: buy()?,
-            payment: match typed::<String>("payment", get("payment")?)?.as_str() {
-                "cash" => Payment::Cash,
-                "bank-card" => Payment::BankCard,
-                other => return Err(format!("payment {other:?} is not cash or bank-card")),
-            },
+            payment: payment()?,
             paid_fen: typed("paidFen", get("paidFen")?)?,
+        },
+        "quote" => Request::Quote(card()?, buy()?),
+        "bill-query" => Request::BillQuery(typed("customerNumber", get("customerNumber")?)?),
+        "bill-pay" => Request::BillPay {
+            terminal_id: typed("terminalId", get("terminalId")?)?,
+            kiosk_serial: typed("kioskSerial", get("kioskSerial")?)?,
+            customer_number: typed("customerNumber", get("customerNumber")?)?,
+            amount_fen: typed("amountFen", get("amountFen")?)?,
+            payment: payment()?,
+        },
+        "bill-payment-status" => Request::BillPaymentStatus {
+            terminal_id: typed("terminalId", get("terminalId")?)?,
+            kiosk_serial: typed("kioskSerial", get("kioskSerial")?)?,
         },
         "sale-status" => Request::SaleStatus {
             terminal_id: typed("terminalId", get("terminalId")?)?,
@@ -327,9 +384,11 @@ fn parse_request(path: &str, body: &[u8]) -> Result<Request, String> {
             data: bytes("data")?,
         },
         "card-password" => Request::CardPassword(card()?),
-        "reconcile" => {
+        "reconcile" | "reconcile-period" => {
+            let all_business_types = call == "reconcile-period";
             let totals: Vec<TotalJson> = typed("totals", get("totals")?)?;
             Request::Reconcile {
+                all_business_types,
                 terminal_id: typed("terminalId", get("terminalId")?)?,
                 period_id: typed("periodId", get("periodId")?)?,
                 opened_at: typed("openedAt", get("openedAt")?)?,
@@ -342,7 +401,12 @@ fn parse_request(path: &str, body: &[u8]) -> Result<Request, String> {
                                 "cash-sale" => Business::CashSale,
                                 "bank-card-sale" => Business::BankCardSale,
                                 "cash-bill-payment" => Business::CashBillPayment,
-                                other => return Err(format!("business {other:?} is unknown")),
+                                "bank-card-bill-payment" if all_business_types => {
+                                    Business::BankCardBillPayment
+                                }
+                                other => {
+                                    return Err(format!("business {other:?} is unknown to {call}"));
+                                }
                             },
                             count: t.count,
                             amount_fen: t.amount_fen,

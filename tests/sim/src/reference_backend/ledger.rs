@@ -5,6 +5,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::bills::{self, BillReceiptAnswer, BillsAnswer};
+use super::tariff::{self, QuoteAnswer};
 use crate::encryption_machine::EncryptionMachine;
 
 /// The card as the kiosk read it.
@@ -44,6 +46,16 @@ pub enum Business {
     CashSale,
     BankCardSale,
     CashBillPayment,
+    BankCardBillPayment,
+}
+
+impl Business {
+    pub const ALL: [Business; 4] = [
+        Business::CashSale,
+        Business::BankCardSale,
+        Business::CashBillPayment,
+        Business::BankCardBillPayment,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +97,25 @@ pub enum Request {
         data: Vec<u8>,
     },
     CardPassword(CardInfo),
+    /// Contract 1.1: the price of a purchase, as `Sale` would make it.
+    Quote(CardInfo, Buy),
+    /// Contract 1.1: an account's open bills, by account number.
+    BillQuery(String),
+    BillPay {
+        terminal_id: String,
+        kiosk_serial: u64,
+        customer_number: String,
+        amount_fen: u64,
+        payment: Payment,
+    },
+    BillPaymentStatus {
+        terminal_id: String,
+        kiosk_serial: u64,
+    },
+    /// Both contracts' reconcile: 1.0's (`reconcile`) names three business types, 1.1's
+    /// (`reconcile-period`, `all_business_types`) all four.
     Reconcile {
+        all_business_types: bool,
         terminal_id: String,
         period_id: u64,
         opened_at: String,
@@ -106,10 +136,14 @@ pub enum Call {
     Authenticate,
     CardPassword,
     Reconcile,
+    Quote,
+    BillQuery,
+    BillPay,
+    BillPaymentStatus,
 }
 
 impl Call {
-    pub const ALL: [Call; 9] = [
+    pub const ALL: [Call; 13] = [
         Call::Ping,
         Call::AccountQuery,
         Call::CanBuy,
@@ -119,6 +153,10 @@ impl Call {
         Call::Authenticate,
         Call::CardPassword,
         Call::Reconcile,
+        Call::Quote,
+        Call::BillQuery,
+        Call::BillPay,
+        Call::BillPaymentStatus,
     ];
 
     /// The name used on the command line and in the JSON paths.
@@ -133,6 +171,10 @@ impl Call {
             Call::Authenticate => "authenticate",
             Call::CardPassword => "card-password",
             Call::Reconcile => "reconcile",
+            Call::Quote => "quote",
+            Call::BillQuery => "bill-query",
+            Call::BillPay => "bill-pay",
+            Call::BillPaymentStatus => "bill-payment-status",
         }
     }
 
@@ -153,6 +195,10 @@ impl Request {
             Request::Authenticate { .. } => Call::Authenticate,
             Request::CardPassword(_) => Call::CardPassword,
             Request::Reconcile { .. } => Call::Reconcile,
+            Request::Quote(..) => Call::Quote,
+            Request::BillQuery(_) => Call::BillQuery,
+            Request::BillPay { .. } => Call::BillPay,
+            Request::BillPaymentStatus { .. } => Call::BillPaymentStatus,
         }
     }
 }
@@ -212,7 +258,7 @@ pub enum Reason {
     OverLimit,
     CardMismatch,
     Other,
-    /// Sale status only: no such sale.
+    /// Sale status and bill-payment status only: no such sale or payment.
     SaleNotFound,
     NotSupported,
     /// Nothing was done (the request did not parse, or the books could not be written).
@@ -226,7 +272,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: Reason, message: impl Into<String>) -> Self {
+    pub(super) fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -248,6 +294,9 @@ pub enum Answer {
     Grant(Grant),
     Bytes(Vec<u8>),
     Reconciled(ReconcileAnswer),
+    Quote(QuoteAnswer),
+    Bills(Box<BillsAnswer>),
+    BillReceipt(BillReceiptAnswer),
 }
 
 pub type Outcome = Result<Answer, Refusal>;
@@ -258,7 +307,7 @@ pub const MAX_PURCHASE_FEN: u64 = 500_000;
 
 /// The backend's books.
 pub struct Ledger {
-    db: Connection,
+    pub(super) db: Connection,
     machine: EncryptionMachine,
 }
 
@@ -273,14 +322,50 @@ CREATE TABLE IF NOT EXISTS customers (
     name TEXT NOT NULL,
     address TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('active', 'closed', 'suspended')),
-    arrears_fen INTEGER NOT NULL DEFAULT 0
+    -- How a sale treats arrears: refused until they are paid, or deducted from it first.
+    arrears_mode TEXT NOT NULL DEFAULT 'pay-first' CHECK (arrears_mode IN ('pay-first', 'deduct'))
 );
 CREATE TABLE IF NOT EXISTS meters (
     meter_number TEXT PRIMARY KEY,
     customer_number TEXT NOT NULL REFERENCES customers,
     tariff_id INTEGER NOT NULL REFERENCES tariffs,
     -- The last purchase count the meter reported taking, from return data.
-    taken_count INTEGER
+    taken_count INTEGER,
+    -- Energy the account bought this year before these books: where its stepped tariff starts.
+    year_base_wh INTEGER NOT NULL DEFAULT 0
+);
+-- A tariff's steps (阶梯): each prices a year's energy up to `up_to_kwh` (NULL: no bound).
+CREATE TABLE IF NOT EXISTS tariff_steps (
+    tariff_id INTEGER NOT NULL REFERENCES tariffs,
+    up_to_kwh INTEGER,
+    price_fen_per_kwh INTEGER NOT NULL CHECK (price_fen_per_kwh > 0)
+);
+-- Bills; an account's arrears are what its bills still owe.
+CREATE TABLE IF NOT EXISTS bills (
+    bill_id TEXT PRIMARY KEY,
+    customer_number TEXT NOT NULL REFERENCES customers,
+    period TEXT NOT NULL,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    late_fee_fen INTEGER NOT NULL DEFAULT 0 CHECK (late_fee_fen >= 0),
+    paid_fen INTEGER NOT NULL DEFAULT 0 CHECK (paid_fen >= 0 AND paid_fen <= amount_fen + late_fee_fen)
+);
+CREATE TABLE IF NOT EXISTS bill_payments (
+    id INTEGER PRIMARY KEY,
+    terminal_id TEXT NOT NULL,
+    kiosk_serial INTEGER NOT NULL,
+    customer_number TEXT NOT NULL REFERENCES customers,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    remaining_fen INTEGER NOT NULL,
+    payment TEXT NOT NULL CHECK (payment IN ('cash', 'bank-card')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S', 'now', 'localtime')),
+    UNIQUE (terminal_id, kiosk_serial)
+);
+CREATE TABLE IF NOT EXISTS refused_bill_payments (
+    terminal_id TEXT NOT NULL,
+    kiosk_serial INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, kiosk_serial)
 );
 CREATE TABLE IF NOT EXISTS cards (
     card_serial TEXT PRIMARY KEY,
@@ -300,6 +385,8 @@ CREATE TABLE IF NOT EXISTS sales (
     amount_fen INTEGER NOT NULL,
     energy_wh INTEGER NOT NULL,
     paid_fen INTEGER NOT NULL,
+    -- The part of paid_fen that settled arrears (deduct accounts); amount_fen is the rest.
+    arrears_fen INTEGER NOT NULL DEFAULT 0,
     payment TEXT NOT NULL CHECK (payment IN ('cash', 'bank-card')),
     token BLOB NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S', 'now', 'localtime')),
@@ -333,20 +420,32 @@ CREATE TABLE IF NOT EXISTS periods (
 /// account for each refusal the backend makes by policy.
 const SEED: &str = "
 INSERT INTO tariffs VALUES (1, '居民生活用电', 56), (2, '一般工商业用电', 80);
+INSERT INTO tariff_steps VALUES (1, 2520, 56), (1, 4800, 61), (1, NULL, 86), (2, NULL, 80);
 INSERT INTO customers VALUES
-    ('C370100001', '张三', '山东省济南市历下区泉城路1号3单元502室', 'active', 0),
-    ('C370100002', '李四', '山东省济南市市中区经七路88号', 'active', 1250),
-    ('C370100003', '王五', '山东省济南市槐荫区经十路16号', 'closed', 0),
-    ('C440100001', '陈小明', '广东省广州市天河区天河路385号1201房', 'active', 0),
-    ('C440100002', '黄丽', '广东省广州市越秀区北京路50号', 'active', 0),
-    ('C440100003', '周强', '广东省广州市海珠区江南大道中99号', 'suspended', 0);
-INSERT INTO meters VALUES
-    ('M3701000001', 'C370100001', 1, NULL),
-    ('M3701000002', 'C370100002', 1, NULL),
-    ('M3701000003', 'C370100003', 1, NULL),
-    ('M4401000001', 'C440100001', 1, NULL),
-    ('M4401000002', 'C440100002', 2, NULL),
-    ('M4401000003', 'C440100003', 1, NULL);
+    ('C370100001', '张三', '山东省济南市历下区泉城路1号3单元502室', 'active', 'pay-first'),
+    ('C370100002', '李四', '山东省济南市市中区经七路88号', 'active', 'pay-first'),
+    ('C370100003', '王五', '山东省济南市槐荫区经十路16号', 'closed', 'pay-first'),
+    ('C370100005', '孙七', '山东省济南市天桥区北园大街200号', 'active', 'pay-first'),
+    ('C440100001', '陈小明', '广东省广州市天河区天河路385号1201房', 'active', 'pay-first'),
+    ('C440100002', '黄丽', '广东省广州市越秀区北京路50号', 'active', 'pay-first'),
+    ('C440100003', '周强', '广东省广州市海珠区江南大道中99号', 'suspended', 'pay-first'),
+    ('C440100005', '吴芳', '广东省广州市白云区机场路12号', 'active', 'pay-first');
+INSERT INTO meters (meter_number, customer_number, tariff_id) VALUES
+    ('M3701000001', 'C370100001', 1),
+    ('M3701000002', 'C370100002', 1),
+    ('M3701000003', 'C370100003', 1),
+    ('M3701000005', 'C370100005', 1),
+    ('M4401000001', 'C440100001', 1),
+    ('M4401000002', 'C440100002', 2),
+    ('M4401000003', 'C440100003', 1),
+    ('M4401000005', 'C440100005', 1);
+-- 李四 owes 12.50 yuan; 孙七 and 吴芳 are post-paid accounts (no card) with bills to pay.
+INSERT INTO bills (bill_id, customer_number, period, amount_fen, late_fee_fen) VALUES
+    ('B3701-202609-0002', 'C370100002', '2026-09', 700, 0),
+    ('B3701-202610-0002', 'C370100002', '2026-10', 500, 50),
+    ('B3701-202610-0005', 'C370100005', '2026-10', 8650, 130),
+    ('B3701-202611-0005', 'C370100005', '2026-11', 9320, 0),
+    ('B4401-202611-0005', 'C440100005', '2026-11', 15630, 0);
 INSERT INTO cards VALUES
     ('3701000000000001', 'memory', '3701', 'C370100001', 'M3701000001', 0, 0),
     ('3701000000000002', 'memory', '3701', 'C370100002', 'M3701000002', 0, 0),
@@ -437,7 +536,27 @@ impl Ledger {
                 data,
             } => self.authenticate(card_serial, *purpose, challenge, data),
             Request::CardPassword(card) => self.card_password(card),
+            Request::Quote(card, buy) => self.quote(card, *buy),
+            Request::BillQuery(customer_number) => self.bill_query(customer_number),
+            Request::BillPay {
+                terminal_id,
+                kiosk_serial,
+                customer_number,
+                amount_fen,
+                payment,
+            } => self.bill_pay(
+                terminal_id,
+                *kiosk_serial,
+                customer_number,
+                *amount_fen,
+                *payment,
+            ),
+            Request::BillPaymentStatus {
+                terminal_id,
+                kiosk_serial,
+            } => self.bill_payment_status(terminal_id, *kiosk_serial),
             Request::Reconcile {
+                all_business_types: _,
                 terminal_id,
                 period_id,
                 opened_at,
@@ -523,10 +642,11 @@ impl Ledger {
             .query_row(
                 "SELECT c.kind, c.utility_code, c.customer_number, c.meter_number,
                         c.purchase_count, c.lost, cu.name, cu.address, cu.status,
-                        cu.arrears_fen, t.price_fen_per_kwh
+                        (SELECT coalesce(sum(amount_fen + late_fee_fen - paid_fen), 0) FROM bills b
+                         WHERE b.customer_number = c.customer_number),
+                        cu.arrears_mode = 'deduct', m.tariff_id
                  FROM cards c JOIN customers cu USING (customer_number)
                  JOIN meters m ON m.meter_number = c.meter_number
-                 JOIN tariffs t ON t.id = m.tariff_id
                  WHERE c.card_serial = ?1",
                 [card_serial],
                 |r| {
@@ -545,7 +665,8 @@ impl Ledger {
                             _ => Status::Suspended,
                         },
                         arrears_fen: r.get::<_, i64>(9)? as u64,
-                        price: r.get(10)?,
+                        deduct_arrears: r.get(10)?,
+                        tariff_id: r.get(11)?,
                     })
                 },
             )
@@ -553,7 +674,7 @@ impl Ledger {
     }
 
     /// The card as the backend knows it, or the refusal for a card it does not serve.
-    fn known_card(&self, card: &CardInfo) -> rusqlite::Result<Result<CardRow, Refusal>> {
+    pub(super) fn known_card(&self, card: &CardInfo) -> rusqlite::Result<Result<CardRow, Refusal>> {
         let Some(row) = self.card_row(&card.card_serial)? else {
             return Ok(Err(Refusal::new(
                 Reason::UnknownCard,
@@ -608,6 +729,7 @@ impl Ledger {
                 },
             )
             .optional()?;
+        let price_fen_per_kwh = self.next_price(&row)?;
         Ok(Ok(Answer::Account(Box::new(AccountInfo {
             customer_number: row.customer_number,
             customer_name: row.name,
@@ -616,7 +738,7 @@ impl Ledger {
             card_serial: card.card_serial.clone(),
             status: row.status,
             purchase_count: row.purchase_count,
-            price_fen_per_kwh: row.price,
+            price_fen_per_kwh,
             arrears_fen: row.arrears_fen,
             last_purchase,
         }))))
@@ -624,7 +746,7 @@ impl Ledger {
 
     fn can_buy(&mut self, card: &CardInfo, buy: Buy) -> rusqlite::Result<Outcome> {
         let refusal = match self.known_card(card)? {
-            Ok(row) => self.policy(&row, card, buy).err(),
+            Ok(row) => self.policy(&row, card, buy)?.err(),
             Err(refusal) => Some(refusal),
         };
         Ok(Ok(Answer::BuyCheck {
@@ -634,62 +756,121 @@ impl Ledger {
         }))
     }
 
-    /// The utility's rules for one purchase; on success, the amount and energy it grants.
-    fn policy(&self, row: &CardRow, card: &CardInfo, buy: Buy) -> Result<(u64, u64), Refusal> {
+    /// The utility's rules for one purchase; on success, its price as the sale will make it.
+    pub(super) fn policy(
+        &self,
+        row: &CardRow,
+        card: &CardInfo,
+        buy: Buy,
+    ) -> rusqlite::Result<Result<Priced, Refusal>> {
         match row.status {
             Status::Active => {}
             Status::Closed => {
-                return Err(Refusal::new(Reason::AccountClosed, "该户已销户，不能购电"));
+                return Ok(Err(Refusal::new(
+                    Reason::AccountClosed,
+                    "该户已销户，不能购电",
+                )));
             }
             Status::Suspended => {
-                return Err(Refusal::new(
+                return Ok(Err(Refusal::new(
                     Reason::AccountClosed,
                     "该户已暂停供电，请到营业厅办理",
-                ));
+                )));
             }
         }
-        if row.arrears_fen > 0 {
-            return Err(Refusal::new(
+        if row.arrears_fen > 0 && !row.deduct_arrears {
+            return Ok(Err(Refusal::new(
                 Reason::Arrears,
                 format!(
-                    "您有欠费{}.{:02}元，请先到营业厅缴清",
+                    "您有欠费{}.{:02}元，请先缴清",
                     row.arrears_fen / 100,
                     row.arrears_fen % 100
                 ),
-            ));
+            )));
         }
         if card.pending_fen > 0 || card.pending_wh > 0 {
-            return Err(Refusal::new(
+            return Ok(Err(Refusal::new(
                 Reason::CreditNotTaken,
                 "卡内尚有未输入电表的电量，请先插入电表",
-            ));
+            )));
         }
         if card.purchase_count < row.purchase_count {
-            return Err(Refusal::new(
+            return Ok(Err(Refusal::new(
                 Reason::CardMismatch,
                 "上次购电尚未写入卡内，请先补写卡",
-            ));
+            )));
         }
         if card.purchase_count > row.purchase_count {
-            return Err(Refusal::new(Reason::CardMismatch, "卡内购电次数与档案不符"));
+            return Ok(Err(Refusal::new(
+                Reason::CardMismatch,
+                "卡内购电次数与档案不符",
+            )));
         }
-        let price = u64::from(row.price);
-        let (amount_fen, energy_wh) = match buy {
-            Buy::Money(fen) => (fen, fen.saturating_mul(1000) / price),
-            // Energy is charged rounded up to the next fen.
-            Buy::Energy(wh) => (wh.saturating_mul(price).div_ceil(1000), wh),
+        let steps = self.tariff_steps(row)?;
+        let arrears = if row.deduct_arrears {
+            row.arrears_fen
+        } else {
+            0
+        };
+        let priced = match buy {
+            Buy::Money(fen) if fen <= arrears => {
+                return Ok(Err(Refusal::new(
+                    Reason::Arrears,
+                    format!("购电金额须大于欠费{}.{:02}元", arrears / 100, arrears % 100),
+                )));
+            }
+            Buy::Money(fen) => tariff::energy_for(&steps, fen - arrears),
+            Buy::Energy(wh) => tariff::money_for(&steps, wh),
+        };
+        let Some(amount_fen) = priced.electricity_fen.checked_add(arrears) else {
+            return Ok(Err(Refusal::new(Reason::OverLimit, "购电金额过大")));
         };
         if !(MIN_PURCHASE_FEN..=MAX_PURCHASE_FEN).contains(&amount_fen) {
-            return Err(Refusal::new(
+            return Ok(Err(Refusal::new(
                 Reason::OverLimit,
                 format!(
                     "单次购电金额须在{}元至{}元之间",
                     MIN_PURCHASE_FEN / 100,
                     MAX_PURCHASE_FEN / 100
                 ),
-            ));
+            )));
         }
-        Ok((amount_fen, energy_wh))
+        Ok(Ok(Priced {
+            amount_fen,
+            arrears_fen: arrears,
+            electricity: priced,
+        }))
+    }
+
+    /// The card's tariff from where its meter's account stands this year.
+    fn tariff_steps(&self, row: &CardRow) -> rusqlite::Result<Vec<tariff::Step>> {
+        let used_wh: i64 = self.db.query_row(
+            "SELECT m.year_base_wh + coalesce((SELECT sum(s.energy_wh) FROM sales s
+                 JOIN cards c ON c.card_serial = s.card_serial
+                 WHERE c.meter_number = m.meter_number
+                 AND substr(s.created_at, 1, 4) = strftime('%Y', 'now', 'localtime')), 0)
+             FROM meters m WHERE m.meter_number = ?1",
+            [&row.meter_number],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.db.prepare(
+            "SELECT up_to_kwh, price_fen_per_kwh FROM tariff_steps WHERE tariff_id = ?1
+             ORDER BY up_to_kwh IS NULL, up_to_kwh",
+        )?;
+        let bounds = stmt
+            .query_map([row.tariff_id], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u32>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(tariff::steps_from(&bounds, used_wh.max(0) as u64))
+    }
+
+    /// The price of the account's next kWh.
+    fn next_price(&self, row: &CardRow) -> rusqlite::Result<u32> {
+        Ok(self
+            .tariff_steps(row)?
+            .first()
+            .map_or(0, |s| s.price_fen_per_kwh))
     }
 
     fn sale(
@@ -713,22 +894,24 @@ impl Ledger {
             });
         }
         let row = self.known_card(card)?;
-        let decided = row
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|row| self.policy(row, card, buy));
-        let decided = decided.and_then(|(amount, energy)| {
-            if paid_fen == amount {
-                Ok((amount, energy))
+        let decided = match &row {
+            Ok(row) => self.policy(row, card, buy)?,
+            Err(refusal) => Err(refusal.clone()),
+        };
+        let decided = decided.and_then(|priced| {
+            if paid_fen == priced.amount_fen {
+                Ok(priced)
             } else {
                 Err(Refusal::new(
                     Reason::Other,
-                    format!("实收金额{paid_fen}分与购电金额{amount}分不符"),
+                    format!("实收金额{paid_fen}分与购电金额{}分不符", priced.amount_fen),
                 ))
             }
         });
         let tx_outcome = match decided {
-            Ok((amount_fen, energy_wh)) => {
+            Ok(priced) => {
+                let amount_fen = priced.electricity.electricity_fen;
+                let energy_wh = priced.electricity.energy_wh;
                 let purchase_count = row.as_ref().map_or(0, |r| r.purchase_count) + 1;
                 let token = self.machine.credit_token(
                     &card.card_serial,
@@ -738,8 +921,8 @@ impl Ledger {
                 );
                 tx.execute(
                     "INSERT INTO sales (terminal_id, kiosk_serial, card_serial, purchase_count,
-                     amount_fen, energy_wh, paid_fen, payment, token)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     amount_fen, energy_wh, paid_fen, arrears_fen, payment, token)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         terminal_id,
                         kiosk_serial as i64,
@@ -748,13 +931,14 @@ impl Ledger {
                         amount_fen as i64,
                         energy_wh as i64,
                         paid_fen as i64,
-                        match payment {
-                            Payment::Cash => "cash",
-                            Payment::BankCard => "bank-card",
-                        },
+                        priced.arrears_fen as i64,
+                        payment_name(payment),
                         token,
                     ],
                 )?;
+                if let Ok(row) = &row {
+                    bills::settle_oldest(&tx, &row.customer_number, priced.arrears_fen)?;
+                }
                 let id = tx.last_insert_rowid();
                 tx.execute(
                     "UPDATE cards SET purchase_count = ?1 WHERE card_serial = ?2",
@@ -914,30 +1098,31 @@ impl Ledger {
         kiosk_totals: &[Total],
     ) -> rusqlite::Result<Outcome> {
         let mut stmt = self.db.prepare(
-            "SELECT payment, count(*), coalesce(sum(amount_fen), 0) FROM sales
-             WHERE terminal_id = ?1 AND created_at >= ?2 AND created_at <= ?3
-             GROUP BY payment ORDER BY payment DESC",
+            "SELECT 'sale', payment, count(*), coalesce(sum(paid_fen), 0) FROM sales
+             WHERE terminal_id = ?1 AND created_at >= ?2 AND created_at <= ?3 GROUP BY payment
+             UNION ALL
+             SELECT 'bill', payment, count(*), coalesce(sum(amount_fen), 0) FROM bill_payments
+             WHERE terminal_id = ?1 AND created_at >= ?2 AND created_at <= ?3 GROUP BY payment",
         )?;
-        let ours: Vec<Total> = stmt
+        let mut ours: Vec<Total> = stmt
             .query_map(params![terminal_id, opened_at, closed_at], |r| {
+                let cash = r.get::<_, String>(1)? == "cash";
                 Ok(Total {
-                    business: if r.get::<_, String>(0)? == "cash" {
-                        Business::CashSale
-                    } else {
-                        Business::BankCardSale
+                    business: match (r.get::<_, String>(0)?.as_str(), cash) {
+                        ("sale", true) => Business::CashSale,
+                        ("sale", false) => Business::BankCardSale,
+                        (_, true) => Business::CashBillPayment,
+                        (_, false) => Business::BankCardBillPayment,
                     },
-                    count: r.get(1)?,
-                    amount_fen: r.get::<_, i64>(2)? as u64,
+                    count: r.get(2)?,
+                    amount_fen: r.get::<_, i64>(3)? as u64,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
         drop(stmt);
+        ours.sort_by_key(|t| Business::ALL.iter().position(|b| *b == t.business));
         let mut differences = Vec::new();
-        for business in [
-            Business::CashSale,
-            Business::BankCardSale,
-            Business::CashBillPayment,
-        ] {
+        for business in Business::ALL {
             let pick = |totals: &[Total]| {
                 totals
                     .iter()
@@ -968,10 +1153,10 @@ impl Ledger {
     }
 }
 
-struct CardRow {
+pub(super) struct CardRow {
     kind: String,
     utility_code: String,
-    customer_number: String,
+    pub(super) customer_number: String,
     meter_number: String,
     purchase_count: u32,
     lost: bool,
@@ -979,7 +1164,8 @@ struct CardRow {
     address: String,
     status: Status,
     arrears_fen: u64,
-    price: u32,
+    deduct_arrears: bool,
+    tariff_id: i64,
 }
 
 /// What the books say of a sale already received: its grant (and card), or its refusal.
@@ -1029,6 +1215,23 @@ fn sale_id(id: i64) -> String {
     format!("S{id:011}")
 }
 
+pub(super) fn payment_name(payment: Payment) -> &'static str {
+    match payment {
+        Payment::Cash => "cash",
+        Payment::BankCard => "bank-card",
+    }
+}
+
+/// A purchase priced by the utility's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    /// What the customer pays.
+    pub amount_fen: u64,
+    /// The part that settles arrears first.
+    pub arrears_fen: u64,
+    pub electricity: tariff::Priced,
+}
+
 const REASONS: [(Reason, &str); 7] = [
     (Reason::UnknownCard, "unknown-card"),
     (Reason::AccountClosed, "account-closed"),
@@ -1039,14 +1242,14 @@ const REASONS: [(Reason, &str); 7] = [
     (Reason::Other, "other"),
 ];
 
-fn reason_name(reason: Reason) -> &'static str {
+pub(super) fn reason_name(reason: Reason) -> &'static str {
     REASONS
         .iter()
         .find(|(r, _)| *r == reason)
         .map_or("other", |(_, n)| n)
 }
 
-fn reason_from_name(name: &str) -> Reason {
+pub(super) fn reason_from_name(name: &str) -> Reason {
     REASONS
         .iter()
         .find(|(_, n)| *n == name)
@@ -1058,5 +1261,6 @@ fn business_name(b: Business) -> &'static str {
         Business::CashSale => "现金售电",
         Business::BankCardSale => "银行卡售电",
         Business::CashBillPayment => "现金缴费",
+        Business::BankCardBillPayment => "银行卡缴费",
     }
 }
