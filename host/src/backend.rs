@@ -334,6 +334,23 @@ pub struct Bill {
     pub late_fee: Fen,
 }
 
+/// Checks an account number (户号) typed by a customer or an operator: 1 to 20 ASCII letters
+/// and digits, as every dialect can carry it.
+pub fn check_account_number(number: &str) -> Result<(), String> {
+    if number.is_empty() || number.len() > 20 {
+        return Err(format!(
+            "account number {number:?} must be 1 to 20 characters, not {}",
+            number.chars().count()
+        ));
+    }
+    match number.chars().find(|c| !c.is_ascii_alphanumeric()) {
+        Some(c) => Err(format!(
+            "account number {number:?} may hold only letters and digits, not {c:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// An account's open bills, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BillAccount {

@@ -175,6 +175,82 @@ fn an_operator_pings_both_backends_and_looks_up_accounts() {
 }
 
 #[test]
+fn an_operator_prints_an_accounts_bills_through_each_dialect() {
+    let rig = SignedPlugins::new();
+    let backend = BackendProcess::start(&rig.dir.path().join("books.sqlite"));
+    let config = kiosk_config(&rig, &backend);
+
+    let out = selfvend_with(
+        &config,
+        &[
+            "backend",
+            "bill",
+            "--account",
+            "C370100005",
+            "--utility",
+            "3701",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "account:  C370100005 孙七\n\
+         address:  山东省济南市天桥区北园大街200号\n\
+         bill:     2026-10 B3701-202610-0005 86.50 yuan + late fee 1.30 yuan\n\
+         bill:     2026-11 B3701-202611-0005 93.20 yuan\n\
+         owed:     181.00 yuan\n"
+    );
+    let out = selfvend_with(
+        &config,
+        &[
+            "backend",
+            "bill",
+            "--account",
+            "C440100005",
+            "--backend",
+            "guangzhou-power",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with("owed:     156.30 yuan\n"));
+
+    let out = selfvend_with(
+        &config,
+        &[
+            "backend",
+            "bill",
+            "--account",
+            "C37010000X",
+            "--utility",
+            "3701",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "selfvend: jinan-power at {}: the backend refused: 户号C37010000X不存在\n",
+            backend.fixed_text
+        )
+    );
+    let out = selfvend_with(
+        &config,
+        &[
+            "backend",
+            "bill",
+            "--account",
+            "C3701 0005",
+            "--utility",
+            "3701",
+        ],
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "selfvend: account number \"C3701 0005\" may hold only letters and digits, not ' '\n"
+    );
+}
+
+#[test]
 fn a_backend_that_is_down_fails_the_ping_with_the_reason() {
     let rig = SignedPlugins::new();
     let backend = BackendProcess::start(&rig.dir.path().join("books.sqlite"));

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use selfvend_host::backend::{Account, CardRef};
+use selfvend_host::backend::{Account, BillAccount, CardRef, check_account_number};
 use selfvend_host::config::{BackendEntry, KioskConfig};
 use selfvend_host::plugin::{BackendSession, PluginRuntime};
 
@@ -28,6 +28,17 @@ pub enum BackendCommand {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Prints an account's open bills (户号), as its backend's dialect returns them.
+    Bill {
+        #[arg(long)]
+        account: String,
+        /// The utility code that picks the backend (default: the only backend, or the one
+        /// named with --backend).
+        #[arg(long)]
+        utility: Option<String>,
+        #[arg(long)]
+        backend: Option<String>,
+    },
 }
 
 pub fn run(cmd: BackendCommand, config: &Path) -> anyhow::Result<ExitCode> {
@@ -44,6 +55,11 @@ pub fn run(cmd: BackendCommand, config: &Path) -> anyhow::Result<ExitCode> {
             utility.as_deref(),
             backend.as_deref(),
         ),
+        BackendCommand::Bill {
+            account,
+            utility,
+            backend,
+        } => bill(&config, &account, utility.as_deref(), backend.as_deref()),
     }
 }
 
@@ -93,16 +109,7 @@ fn account(
     utility: Option<&str>,
     backend: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let entry = match (utility, backend) {
-        (_, Some(name)) => config.backends.iter().find(|b| b.name == name),
-        (Some(code), None) => config.backend_for(code),
-        (None, None) if config.backends.len() == 1 => config.backends.first(),
-        (None, None) => bail!(
-            "{} backends are configured; name one with --backend or --utility",
-            config.backends.len()
-        ),
-    }
-    .with_context(|| no_backend(config, backend.or(utility)))?;
+    let entry = pick_backend(config, utility, backend)?;
     let utility = utility.unwrap_or_else(|| entry.utility_codes[0].as_str());
     let card = CardRef {
         card_serial: card_serial.into(),
@@ -115,6 +122,57 @@ fn account(
         .with_context(|| format!("{} at {}", entry.name, entry.endpoint.address))?;
     print_account(&account);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backend named, or the one serving `utility`, or the only one.
+fn pick_backend<'c>(
+    config: &'c KioskConfig,
+    utility: Option<&str>,
+    backend: Option<&str>,
+) -> anyhow::Result<&'c BackendEntry> {
+    match (utility, backend) {
+        (_, Some(name)) => config.backends.iter().find(|b| b.name == name),
+        (Some(code), None) => config.backend_for(code),
+        (None, None) if config.backends.len() == 1 => config.backends.first(),
+        (None, None) => bail!(
+            "{} backends are configured; name one with --backend or --utility",
+            config.backends.len()
+        ),
+    }
+    .with_context(|| no_backend(config, backend.or(utility)))
+}
+
+fn bill(
+    config: &KioskConfig,
+    account: &str,
+    utility: Option<&str>,
+    backend: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    check_account_number(account).map_err(anyhow::Error::msg)?;
+    let entry = pick_backend(config, utility, backend)?;
+    let runtime = selfvend_ui::kiosk::runtime(config)?;
+    let bills = session(config, &runtime, entry)?
+        .bill_query(account)
+        .with_context(|| format!("{} at {}", entry.name, entry.endpoint.address))?;
+    print_bills(&bills);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bills(a: &BillAccount) {
+    println!("account:  {} {}", a.customer_number, a.customer_name);
+    println!("address:  {}", a.address);
+    for b in &a.bills {
+        let late = if b.late_fee.0 > 0 {
+            format!(" + late fee {} yuan", b.late_fee)
+        } else {
+            String::new()
+        };
+        println!(
+            "bill:     {} {} {} yuan{late}",
+            b.period, b.bill_id, b.amount
+        );
+    }
+    println!("owed:     {} yuan", a.total);
 }
 
 fn print_account(a: &Account) {
