@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::authority::BackendAuthority;
 use crate::backend::{
     Account, BackendError, BackendGrant, CardRef, PaymentKind, Purchase, Refusal, SaleRequest,
-    SaleStatus, WriteConfirmation,
+    SaleStatus, TariffStep, WriteConfirmation,
 };
 use crate::card::{CardData, CardError, CreditGrant, VerifyOutcome};
 use crate::cash_acceptor::CashError;
@@ -147,12 +147,16 @@ pub enum SaleError {
     WrongStep(&'static str),
 }
 
-/// What the customer is buying, priced by the backend.
+/// What the customer is buying and what it costs: priced by the backend's `quote` when its
+/// dialect has one (contract 1.1), else from the account's price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quote {
     pub purchase: Purchase,
+    /// What the customer pays: `arrears` first, the rest buys `energy`.
     pub amount: Fen,
     pub energy: Wh,
+    /// The part of `amount` the backend takes for the account's arrears (欠费).
+    pub arrears: Fen,
 }
 
 /// How a completed session ended for the customer's money.
@@ -219,6 +223,8 @@ pub struct CashSession {
     dialect: usize,
     pub account: Account,
     quote: Option<Quote>,
+    /// The steps of a stepped tariff the quote's energy falls in, as the backend priced it.
+    pub tariff_steps: Vec<TariffStep>,
     /// The purchase limits for this account: the kiosk's, narrowed by the backend's can-buy.
     limits: (Fen, Fen),
     paid: Fen,
@@ -418,6 +424,7 @@ impl SaleEngine {
             dialect,
             account,
             quote: None,
+            tariff_steps: Vec::new(),
             limits: (self.min_purchase, self.max_purchase),
             paid: Fen(0),
             rewritten: None,
@@ -449,11 +456,40 @@ impl SaleEngine {
 
     /// The customer chose what to buy: the backend says whether they may, and the price.
     pub fn quote(&mut self, s: &mut CashSession, purchase: Purchase) -> Result<Quote, SaleError> {
-        let price = u64::from(s.account.price_fen_per_kwh.max(1));
-        let (amount, energy) = match purchase {
-            Purchase::Money(fen) => (fen, Wh(fen.0.saturating_mul(1000) / price)),
-            Purchase::Energy(wh) => (Fen(wh.0.saturating_mul(price).div_ceil(1000)), wh),
+        let mut session = self.backend_session(&s.backend, s.dialect)?;
+        let priced = match self.wait(|| session.quote(&card_ref(&s.data), purchase)) {
+            Ok(q) => Some(q),
+            // A 1.0 dialect, or a backend without quotes: priced from the account's price.
+            Err(DialectError::Backend(BackendError::NotSupported)) => None,
+            Err(DialectError::Backend(BackendError::Refused(refusal))) => {
+                self.journal
+                    .append("purchase-refused", json!({"reason": refusal.message}))?;
+                return Err(SaleError::Refused(refusal));
+            }
+            Err(cause) => return Err(backend_error(&s.backend, cause)),
         };
+        let (amount, energy, arrears, steps) = match priced {
+            Some(q) => (q.amount, q.energy, q.arrears, q.steps),
+            None => {
+                let price = u64::from(s.account.price_fen_per_kwh.max(1));
+                let (amount, energy) = match purchase {
+                    Purchase::Money(fen) => (fen, Wh(fen.0.saturating_mul(1000) / price)),
+                    Purchase::Energy(wh) => (Fen(wh.0.saturating_mul(price).div_ceil(1000)), wh),
+                };
+                (amount, energy, Fen(0), Vec::new())
+            }
+        };
+        // A quote for money must cost that money: anything else is not what the customer chose.
+        if let Purchase::Money(fen) = purchase
+            && fen != amount
+        {
+            return Err(backend_error(
+                &s.backend,
+                DialectError::Backend(BackendError::MalformedReply(format!(
+                    "quote: {fen} yuan was asked for and {amount} yuan quoted"
+                ))),
+            ));
+        }
         if amount < self.min_purchase || amount > self.max_purchase {
             return Err(SaleError::OutOfLimits(
                 amount,
@@ -461,7 +497,6 @@ impl SaleEngine {
                 self.max_purchase,
             ));
         }
-        let mut session = self.backend_session(&s.backend, s.dialect)?;
         let check = match self.wait(|| session.can_buy(&card_ref(&s.data), purchase)) {
             // The dialect has no can-buy: the kiosk decides by its own policy.
             Err(DialectError::Backend(BackendError::NotSupported)) => {
@@ -492,12 +527,15 @@ impl SaleEngine {
             purchase,
             amount,
             energy,
+            arrears,
         };
         self.journal.note(
             "purchase-quoted",
-            json!({"amount_fen": amount.0, "energy_wh": energy.0}),
+            json!({"amount_fen": amount.0, "energy_wh": energy.0, "arrears_fen": arrears.0,
+                   "steps": steps.len()}),
         );
         s.quote = Some(quote);
+        s.tariff_steps = steps;
         Ok(quote)
     }
 

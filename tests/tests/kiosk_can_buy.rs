@@ -1,6 +1,7 @@
 //! A backend whose dialect offers no can-buy call (the reference backend answers "not offered",
 //! which each dialect reports as `not-supported`): the kiosk sells by its own `[backend.can_buy]`
-//! policy, and refuses by it with the customer's reason.
+//! policy, and refuses by it with the customer's reason. These backends have no quote either
+//! (a backend's quote refuses by the backend's own rules), so the kiosk prices them itself.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +22,10 @@ const GUANGZHOU_RULES: &str = "[backend.can_buy]\nmax_arrears_fen = 5000\ncard_d
 
 fn kiosk() -> Kiosk {
     let k = Kiosk::configured(&[], GUANGZHOU_RULES);
-    k.jinan.offer(Call::CanBuy, false);
-    k.guangzhou.offer(Call::CanBuy, false);
+    for backend in [&k.jinan, &k.guangzhou] {
+        backend.offer(Call::CanBuy, false);
+        backend.offer(Call::Quote, false);
+    }
     k
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use serde_json::json;
 
 use super::{CashSession, Outcome, SaleEngine, SaleError};
+use crate::backend::BackendGrant;
 use crate::money::{Fen, Wh};
 use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
 
@@ -136,6 +137,10 @@ impl SaleEngine {
             r.push(Line::new(format!("银行卡支付：{}", bank.pan_masked)));
             r.push(Line::new(format!("参考号：{}", bank.rrn)));
         }
+        if let Outcome::Credited { grant, .. } | Outcome::GrantedNotWritten { grant, .. } = outcome
+        {
+            grant_lines(&mut r, s, grant);
+        }
         match outcome {
             Outcome::Credited { grant, .. } => {
                 r.push(Line::new(format!("购电电量：{}kWh", kwh(grant.energy))));
@@ -164,6 +169,26 @@ impl SaleEngine {
         }
         caught_lines(&mut r, &s.caught);
         r
+    }
+}
+
+/// How the grant splits what was paid: arrears the backend kept, and the tariff's steps when
+/// the grant is what was quoted. The grant is what was sold, whatever the quote said.
+fn grant_lines(r: &mut Receipt, s: &CashSession, grant: &BackendGrant) {
+    if let Some(arrears) = s.paid.0.checked_sub(grant.amount.0).filter(|a| *a > 0) {
+        r.push(Line::new(format!("抵扣欠费：{}元", yuan(Fen(arrears)))));
+        r.push(Line::new(format!("电费：{}元", yuan(grant.amount))));
+    }
+    let quoted = s.quote.is_some_and(|q| q.energy == grant.energy);
+    if quoted && s.tariff_steps.len() > 1 {
+        for step in &s.tariff_steps {
+            r.push(Line::new(format!(
+                "阶梯电价：{}kWh×{}元/kWh={}元",
+                kwh(step.energy),
+                yuan(Fen(u64::from(step.price_fen_per_kwh))),
+                yuan(step.amount)
+            )));
+        }
     }
 }
 
