@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use view::{
-    AccountStatus, AccountView, DeviceLine, ItemLine, OperatorView, PluginLine, ResultView, Screen,
-    View,
+    AccountStatus, AccountView, DeviceLine, ItemLine, OperatorView, PluginLine, PriceView,
+    ResultView, Screen, View,
 };
 
 use crate::backend::{Account, Purchase};
@@ -519,19 +519,29 @@ impl Worker {
             }
         };
         let due = quote.amount;
+        let price = PriceView {
+            arrears: quote.arrears,
+            energy: quote.energy,
+            steps: if s.tariff_steps.len() > 1 {
+                s.tariff_steps.clone()
+            } else {
+                Vec::new()
+            },
+        };
         let mut notice = None;
         loop {
             let bank = self.bank_open();
             if !bank && notice.is_none() {
-                return self.pay_cash(s, due);
+                return self.pay_cash(s, due, price);
             }
             self.screen(Screen::Method {
                 due,
+                price: price.clone(),
                 bank,
                 notice: notice.take(),
             });
             match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
-                Event::Command(Command::PayCash) => return self.pay_cash(s, due),
+                Event::Command(Command::PayCash) => return self.pay_cash(s, due, price),
                 Event::Command(Command::PayCard) if bank => match self.pay_card(&mut s, due) {
                     Ok(()) => return self.complete(s),
                     Err(why) => notice = Some(why),
@@ -565,8 +575,12 @@ impl Worker {
     /// Banknotes until `due` is paid. Money in is always sold: when the customer stops, asks
     /// to buy with what is in, or pulls the card. A banknote already drawn in is finished
     /// (credited or given back) before the session moves on.
-    fn pay_cash(&mut self, mut s: CashSession, due: Fen) {
-        self.screen(Screen::Paying { due, paid: Fen(0) });
+    fn pay_cash(&mut self, mut s: CashSession, due: Fen, price: PriceView) {
+        self.screen(Screen::Paying {
+            due,
+            price: price.clone(),
+            paid: Fen(0),
+        });
         let Worker {
             engine,
             devices,
@@ -590,7 +604,11 @@ impl Worker {
                 // With money in, the wait ends in a sale, not a cancellation: no countdown.
                 let left = timeouts.banknotes.saturating_sub(last_note.elapsed());
                 shared.set(|v| {
-                    v.screen = Screen::Paying { due, paid };
+                    v.screen = Screen::Paying {
+                        due,
+                        price: price.clone(),
+                        paid,
+                    };
                     v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
                 });
                 let asked = inbox.try_recv().ok();

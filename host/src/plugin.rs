@@ -1024,14 +1024,21 @@ impl BackendSession {
     ) -> Result<net::Reconciliation, DialectError> {
         if self.bindings.billing.is_some() {
             let totals = backend_v1::period_totals(report);
-            let r = self.billing_call("reconcile-period", true, |b, s| {
+            // Sent again until answered, and a backend without it says so: a comparison of
+            // totals, so "not offered" is an answer, and 1.0's reconcile is asked instead.
+            match self.billing_call("reconcile-period", false, |b, s| {
                 b.call_reconcile_period(s, &totals)
-            })?;
-            return self.convert(
-                "reconcile-period",
-                backend_v1::period_reconciliation(r),
-                |r| r,
-            );
+            }) {
+                Ok(r) => {
+                    return self.convert(
+                        "reconcile-period",
+                        backend_v1::period_reconciliation(r),
+                        |r| r,
+                    );
+                }
+                Err(DialectError::Backend(net::BackendError::NotSupported)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let report = backend_v1::period_report(report).map_err(|why| {
             DialectError::Backend(net::BackendError::Unreachable(format!(
@@ -1084,7 +1091,17 @@ impl BackendSession {
         let r = self.billing_call("bill-query", false, |b, s| {
             b.call_bill_query(s, customer_number)
         })?;
-        self.convert("bill-query", backend_v1::bill_account(r), |a| a)
+        let checked = backend_v1::bill_account(r).and_then(|a| {
+            if a.customer_number == customer_number {
+                Ok(a)
+            } else {
+                Err(format!(
+                    "bill-query for {customer_number:?} answered account {:?}",
+                    a.customer_number
+                ))
+            }
+        });
+        self.convert("bill-query", checked, |a| a)
     }
 
     /// Pays bills; idempotent on the kiosk serial, like `sale`.
@@ -1092,10 +1109,21 @@ impl BackendSession {
         &mut self,
         request: &net::BillPaymentRequest,
     ) -> Result<net::BillReceipt, DialectError> {
+        let amount = request.amount;
         let request = backend_v1::bill_payment_request(request);
         let r = self.billing_call("bill-pay", true, |b, s| b.call_bill_pay(s, &request))?;
+        let checked = backend_v1::bill_receipt(r).and_then(|r| {
+            if r.amount == amount {
+                Ok(r)
+            } else {
+                Err(format!(
+                    "bill-pay of {} fen answered a receipt for {} fen",
+                    amount.0, r.amount.0
+                ))
+            }
+        });
         // The backend answered, so a payment the host cannot read may still have been booked.
-        self.convert("bill-pay", backend_v1::bill_receipt(r), |r| r)
+        self.convert("bill-pay", checked, |r| r)
             .map_err(|e| match e {
                 DialectError::Plugin(p) => net::BackendError::OutcomeUnknown(format!(
                     "bill-pay: the backend answered but the dialect's receipt is unusable: {p}"

@@ -479,15 +479,21 @@ impl SaleEngine {
                 (amount, energy, Fen(0), Vec::new())
             }
         };
-        // A quote for money must cost that money: anything else is not what the customer chose.
-        if let Purchase::Money(fen) = purchase
-            && fen != amount
-        {
+        // A quote must be for what the customer chose: that money, or that energy.
+        let mismatch = match purchase {
+            Purchase::Money(fen) if fen != amount => {
+                Some(format!("{fen} yuan was asked for and {amount} yuan quoted"))
+            }
+            Purchase::Energy(wh) if wh != energy => Some(format!(
+                "{} Wh were asked for and {} Wh quoted",
+                wh.0, energy.0
+            )),
+            _ => None,
+        };
+        if let Some(why) = mismatch {
             return Err(backend_error(
                 &s.backend,
-                DialectError::Backend(BackendError::MalformedReply(format!(
-                    "quote: {fen} yuan was asked for and {amount} yuan quoted"
-                ))),
+                DialectError::Backend(BackendError::MalformedReply(format!("quote: {why}"))),
             ));
         }
         if amount < self.min_purchase || amount > self.max_purchase {

@@ -6,7 +6,7 @@ use eframe::egui::{self, Align, Button, Color32, Layout, RichText, Ui, vec2};
 use selfvend_host::backend::Purchase;
 use selfvend_host::kiosk::Command;
 pub use selfvend_host::kiosk::{
-    AccountStatus, AccountView, OperatorView, ResultView, Screen, View,
+    AccountStatus, AccountView, OperatorView, PriceView, ResultView, Screen, View,
 };
 use selfvend_host::money::{Fen, Wh};
 pub use selfvend_host::sale::Step;
@@ -100,9 +100,15 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             None
         }
         Screen::Account(account) => account_ui(ui, w, account, keypad),
-        Screen::Method { due, bank, notice } => centred(ui, |ui| {
+        Screen::Method {
+            due,
+            price,
+            bank,
+            notice,
+        } => centred(ui, |ui| {
             ui.label(RichText::new(w.choose_method).size(56.0).strong());
             ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+            price_ui(ui, w, *due, price);
             if let Some(notice) = notice {
                 ui.label(RichText::new(notice).size(32.0).color(Color32::DARK_RED));
             }
@@ -120,9 +126,10 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             chosen
         })
         .and_then(send),
-        Screen::Paying { due, paid } => centred(ui, |ui| {
+        Screen::Paying { due, price, paid } => centred(ui, |ui| {
             ui.label(RichText::new(w.insert_banknotes).size(56.0).strong());
             ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
+            price_ui(ui, w, *due, price);
             ui.label(
                 RichText::new(format!("{}{}{}", w.paid, w.sep, w.money(*paid)))
                     .size(56.0)
@@ -485,4 +492,37 @@ fn centred<R>(ui: &mut Ui, add: impl FnOnce(&mut Ui) -> R) -> R {
 
 fn kwh(wh: u64) -> String {
     format!("{}.{:03}", wh / 1000, wh % 1000)
+}
+
+/// What the amount due buys, as quoted: the arrears it settles first, the energy, and a stepped
+/// tariff's steps (backend text is never shown here: only numbers).
+fn price_ui(ui: &mut Ui, w: &Words, due: Fen, price: &PriceView) {
+    let energy = format!("{} kWh", kwh_text(price.energy));
+    let line = if price.arrears.0 > 0 {
+        format!(
+            "{} = {} {} + {} {} → {energy}",
+            w.money(due),
+            w.arrears_part,
+            w.money(price.arrears),
+            w.electricity,
+            w.money(Fen(due.0.saturating_sub(price.arrears.0))),
+        )
+    } else {
+        format!("{} → {energy}", w.money(due))
+    };
+    ui.label(RichText::new(line).size(32.0));
+    for step in &price.steps {
+        ui.label(format!(
+            "{} {} kWh × {} = {}",
+            w.tariff_step,
+            kwh_text(step.energy),
+            w.money(Fen(u64::from(step.price_fen_per_kwh))),
+            w.money(step.amount)
+        ));
+    }
+}
+
+/// `164754` Wh as `164.754`.
+fn kwh_text(wh: Wh) -> String {
+    format!("{}.{:03}", wh.0 / 1000, wh.0 % 1000)
 }

@@ -240,17 +240,25 @@ fn a_cash_sale_from_card_to_receipt() {
     });
     f.press("现金支付");
     f.wait("the banknote screen", |s| {
-        *s == Screen::Paying {
-            due: Fen(5000),
-            paid: Fen(0),
-        }
+        matches!(
+            s,
+            Screen::Paying {
+                due: Fen(5000),
+                paid: Fen(0),
+                ..
+            }
+        )
     });
     f.press("¥20");
     f.wait("¥20 paid", |s| {
-        *s == Screen::Paying {
-            due: Fen(5000),
-            paid: Fen(2000),
-        }
+        matches!(
+            s,
+            Screen::Paying {
+                due: Fen(5000),
+                paid: Fen(2000),
+                ..
+            }
+        )
     });
     assert!(f.shows("已投：20.00 元"));
     f.press("¥10");
@@ -534,10 +542,14 @@ fn a_purchase_by_energy_is_priced_by_the_backend_and_paid_in_small_notes() {
     f.wait("the payment choice", |s| matches!(s, Screen::Method { .. }));
     f.press("现金支付");
     f.wait("the banknote screen", |s| {
-        *s == Screen::Paying {
-            due: Fen(2800),
-            paid: Fen(0),
-        }
+        matches!(
+            s,
+            Screen::Paying {
+                due: Fen(2800),
+                paid: Fen(0),
+                ..
+            }
+        )
     });
     for note in ["¥20", "¥5", "¥1", "¥1", "¥1"] {
         f.press(note);

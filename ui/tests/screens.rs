@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use selfvend_host::backend::Purchase;
+use selfvend_host::backend::{Purchase, TariffStep};
 use selfvend_host::kiosk::{Command, DeviceLine, ItemLine, OperatorView, PluginLine, View};
-use selfvend_host::money::Fen;
+use selfvend_host::money::{Fen, Wh};
 use selfvend_host::sale::Resolution;
 use selfvend_ui::fonts;
 use selfvend_ui::lang::Lang;
 use selfvend_ui::screens::{
-    AccountStatus, AccountView, Action, Keypad, ResultView, Screen, Step, screen_ui,
+    AccountStatus, AccountView, Action, Keypad, PriceView, ResultView, Screen, Step, screen_ui,
 };
 
 struct Shown {
@@ -135,7 +135,23 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
             "paying",
             Screen::Paying {
                 due: Fen(5000),
+                price: PriceView {
+                    energy: Wh(89_285),
+                    ..PriceView::default()
+                },
                 paid: Fen(2000),
+            },
+        ),
+        (
+            "paying-arrears",
+            Screen::Paying {
+                due: Fen(10_000),
+                price: PriceView {
+                    arrears: Fen(1_250),
+                    energy: Wh(156_250),
+                    steps: Vec::new(),
+                },
+                paid: Fen(0),
             },
         ),
         (
@@ -148,7 +164,23 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
         (
             "method",
             Screen::Method {
-                due: Fen(5000),
+                due: Fen(10_000),
+                price: PriceView {
+                    arrears: Fen(0),
+                    energy: Wh(164_754),
+                    steps: vec![
+                        TariffStep {
+                            energy: Wh(10_000),
+                            price_fen_per_kwh: 56,
+                            amount: Fen(560),
+                        },
+                        TariffStep {
+                            energy: Wh(154_754),
+                            price_fen_per_kwh: 61,
+                            amount: Fen(9_440),
+                        },
+                    ],
+                },
                 bank: true,
                 notice: Some("密码错误".into()),
             },
@@ -306,4 +338,20 @@ fn a_refused_purchase_shows_the_backends_reason_beside_the_amounts() {
     h.get_by_label("取消").click();
     h.run();
     assert_eq!(h.state().pressed, [Action::Send(Command::Cancel)]);
+}
+
+#[test]
+fn the_amount_due_shows_what_it_buys_arrears_first_and_by_tariff_step() {
+    let screens = every_screen();
+    let find = |name: &str| screens.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let h = harness(Lang::Zh, find("paying-arrears"));
+    h.get_by_label("100.00 元 = 欠费 12.50 元 + 电费 87.50 元 → 156.250 kWh");
+    let h = harness(Lang::En, find("paying-arrears"));
+    h.get_by_label("100.00 yuan = arrears 12.50 yuan + electricity 87.50 yuan → 156.250 kWh");
+    let h = harness(Lang::Zh, find("method"));
+    h.get_by_label("100.00 元 → 164.754 kWh");
+    h.get_by_label("阶梯电价 10.000 kWh × 0.56 元 = 5.60 元");
+    h.get_by_label("阶梯电价 154.754 kWh × 0.61 元 = 94.40 元");
+    let h = harness(Lang::Zh, find("paying"));
+    h.get_by_label("50.00 元 → 89.285 kWh");
 }

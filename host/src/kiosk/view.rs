@@ -2,7 +2,8 @@
 //! the window draws it and decides nothing.
 
 pub use crate::backend::AccountStatus;
-use crate::money::Fen;
+use crate::backend::TariffStep;
+use crate::money::{Fen, Wh};
 use crate::sale::{Resolution, Step};
 
 /// The whole picture: a screen, and how long it waits for the customer.
@@ -33,12 +34,14 @@ pub enum Screen {
     /// The amount is chosen: how to pay it. `notice` says why a bank-card try ended.
     Method {
         due: Fen,
+        price: PriceView,
         bank: bool,
         notice: Option<String>,
     },
     /// Banknotes going in.
     Paying {
         due: Fen,
+        price: PriceView,
         paid: Fen,
     },
     /// Waiting for the bank card.
@@ -67,6 +70,16 @@ pub enum Screen {
         refused: Option<String>,
     },
     Operator(Box<OperatorView>),
+}
+
+/// What `due` buys, as it was quoted: "100.00 元 = 欠费 12.50 元 + 电费 87.50 元 → 156.25 kWh".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PriceView {
+    /// The part of the amount that settles arrears first.
+    pub arrears: Fen,
+    pub energy: Wh,
+    /// A stepped tariff's steps, when the backend priced the energy at more than one.
+    pub steps: Vec<TariffStep>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -158,6 +158,16 @@ fn text(field: &str, s: String) -> Result<String, String> {
     }
 }
 
+/// A one-line, non-empty text: an id or a period, printed as one line.
+fn line(field: &str, s: String) -> Result<String, String> {
+    let s = text(field, s)?;
+    if s.is_empty() || s.contains('\n') {
+        Err(format!("{field} must be one line of text, not {s:?}"))
+    } else {
+        Ok(s)
+    }
+}
+
 pub(super) fn bytes(field: &str, b: Vec<u8>) -> Result<Vec<u8>, String> {
     if b.len() > MAX_BYTES {
         Err(format!(
@@ -517,8 +527,8 @@ pub(super) fn bill_account(a: billing::BillAccount) -> Result<host::BillAccount,
         .into_iter()
         .map(|b| -> Result<_, String> {
             Ok(host::Bill {
-                bill_id: text("bill-id", b.bill_id)?,
-                period: text("bill period", b.period)?,
+                bill_id: line("bill-id", b.bill_id)?,
+                period: line("bill period", b.period)?,
                 amount: Fen(b.amount_fen),
                 late_fee: Fen(b.late_fee_fen),
             })
@@ -535,7 +545,7 @@ pub(super) fn bill_account(a: billing::BillAccount) -> Result<host::BillAccount,
         ));
     }
     Ok(host::BillAccount {
-        customer_number: text("customer-number", a.customer_number)?,
+        customer_number: line("customer-number", a.customer_number)?,
         customer_name: text("customer-name", a.customer_name)?,
         address: text("address", a.address)?,
         bills,
@@ -555,7 +565,7 @@ pub(super) fn bill_payment_request(r: &host::BillPaymentRequest) -> billing::Bil
 
 pub(super) fn bill_receipt(r: billing::BillReceipt) -> Result<host::BillReceipt, String> {
     Ok(host::BillReceipt {
-        backend_payment_id: text("backend-payment-id", r.backend_payment_id)?,
+        backend_payment_id: line("backend-payment-id", r.backend_payment_id)?,
         amount: Fen(r.amount_fen),
         remaining: Fen(r.remaining_fen),
     })

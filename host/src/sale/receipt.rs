@@ -172,15 +172,25 @@ impl SaleEngine {
     }
 }
 
-/// How the grant splits what was paid: arrears the backend kept, and the tariff's steps when
-/// the grant is what was quoted. The grant is what was sold, whatever the quote said.
+/// How the grant splits what was paid, when the grant is what was quoted: the arrears the
+/// backend kept and the tariff's steps. A grant that differs shows only what it sold.
 fn grant_lines(r: &mut Receipt, s: &CashSession, grant: &BackendGrant) {
-    if let Some(arrears) = s.paid.0.checked_sub(grant.amount.0).filter(|a| *a > 0) {
-        r.push(Line::new(format!("抵扣欠费：{}元", yuan(Fen(arrears)))));
-        r.push(Line::new(format!("电费：{}元", yuan(grant.amount))));
+    let quoted = s.quote.filter(|q| {
+        q.amount == s.paid
+            && q.energy == grant.energy
+            && q.arrears.0.checked_add(grant.amount.0) == Some(s.paid.0)
+    });
+    match quoted {
+        Some(q) if q.arrears.0 > 0 => {
+            r.push(Line::new(format!("抵扣欠费：{}元", yuan(q.arrears))));
+            r.push(Line::new(format!("电费：{}元", yuan(grant.amount))));
+        }
+        None if grant.amount != s.paid => {
+            r.push(Line::new(format!("电费：{}元", yuan(grant.amount))));
+        }
+        _ => {}
     }
-    let quoted = s.quote.is_some_and(|q| q.energy == grant.energy);
-    if quoted && s.tariff_steps.len() > 1 {
+    if quoted.is_some() && s.tariff_steps.len() > 1 {
         for step in &s.tariff_steps {
             r.push(Line::new(format!(
                 "阶梯电价：{}kWh×{}元/kWh={}元",
