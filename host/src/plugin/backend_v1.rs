@@ -473,6 +473,12 @@ pub(super) fn quote(q: billing::PriceQuote) -> Result<host::Quote, String> {
             q.steps.len()
         ));
     }
+    if q.electricity_fen == 0 || q.energy_wh == 0 {
+        return Err(format!(
+            "quote sells no energy ({} fen of electricity, {} Wh)",
+            q.electricity_fen, q.energy_wh
+        ));
+    }
     if q.arrears_fen.checked_add(q.electricity_fen) != Some(q.amount_fen) {
         return Err(format!(
             "quote amount-fen {} is not arrears-fen {} + electricity-fen {}",
