@@ -578,6 +578,17 @@ impl SaleEngine {
         let outcome = match self.sell(s, &request)? {
             Ok(grant) => {
                 fail::fail_point!("sale.after-grant-recorded");
+                if let Some(q) = s.quote.filter(|q| q.amount == s.paid)
+                    && (q.energy != grant.energy
+                        || q.arrears.0.checked_add(grant.amount.0) != Some(s.paid.0))
+                {
+                    // What was sold is the grant; the receipt shows it, the journal says so.
+                    self.journal.note(
+                        "grant-differs-from-quote",
+                        json!({"serial": serial, "quoted_wh": q.energy.0,
+                               "granted_wh": grant.energy.0, "granted_fen": grant.amount.0}),
+                    );
+                }
                 self.step(Step::Write);
                 let written = self.write_card(s, serial, &grant)?;
                 if written {
@@ -613,7 +624,7 @@ impl SaleEngine {
     /// checked): below the purchase limits, or refused by the backend's can-buy check. A
     /// backend that cannot be asked is no reason: the sale goes ahead and is re-sold or
     /// refunded by the usual rules.
-    fn unsellable(&mut self, s: &CashSession) -> Result<Option<String>, SaleError> {
+    fn unsellable(&mut self, s: &mut CashSession) -> Result<Option<String>, SaleError> {
         if s.quote.is_some_and(|q| q.amount == s.paid) {
             return Ok(None);
         }
@@ -626,18 +637,43 @@ impl SaleEngine {
                 yuan(max)
             )));
         }
-        let asked = match self.backend_session(&s.backend, s.dialect) {
-            Ok(mut b) => match self.wait(|| b.can_buy(&card_ref(&s.data), Purchase::Money(s.paid)))
-            {
-                Ok(check) => Some(check),
-                Err(DialectError::Backend(BackendError::NotSupported)) => {
-                    Some(self.kiosk_can_buy(s, s.paid)?)
-                }
-                Err(_) => None,
-            },
+        let Ok(mut b) = self.backend_session(&s.backend, s.dialect) else {
+            return Ok(None);
+        };
+        let card = card_ref(&s.data);
+        let paid = Purchase::Money(s.paid);
+        let check = match self.wait(|| b.can_buy(&card, paid)) {
+            Ok(check) => Some(check),
+            Err(DialectError::Backend(BackendError::NotSupported)) => {
+                Some(self.kiosk_can_buy(s, s.paid)?)
+            }
             Err(_) => None,
         };
-        Ok(asked.and_then(|check| check.refusal).map(|r| r.message))
+        if let Some(refusal) = check.and_then(|check| check.refusal) {
+            return Ok(Some(refusal.message));
+        }
+        // What was paid, priced again: a backend that deducts arrears takes them first, and the
+        // receipt shows the split of what is sold.
+        match self.wait(|| b.quote(&card, paid)) {
+            Ok(q) if q.amount == s.paid => {
+                self.journal.note(
+                    "purchase-quoted",
+                    json!({"amount_fen": q.amount.0, "energy_wh": q.energy.0,
+                           "arrears_fen": q.arrears.0, "steps": q.steps.len(), "as_paid": true}),
+                );
+                s.quote = Some(Quote {
+                    purchase: paid,
+                    amount: q.amount,
+                    energy: q.energy,
+                    arrears: q.arrears,
+                });
+                s.tariff_steps = q.steps;
+            }
+            Err(DialectError::Backend(BackendError::Refused(r))) => return Ok(Some(r.message)),
+            // No quote, or none to be had now: the sale goes ahead by the usual rules.
+            _ => {}
+        }
+        Ok(None)
     }
 
     /// Ends a paid session whose money cannot be sold: the payment goes to an operator for a

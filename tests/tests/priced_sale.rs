@@ -3,6 +3,7 @@
 //! is asked to pay, what the card and the meter get, and what the receipt says.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use selfvend_host::backend::{Purchase, TariffStep};
 use selfvend_host::money::{Fen, Wh};
@@ -142,4 +143,66 @@ fn an_account_whose_arrears_are_deducted_pays_them_and_gets_the_rest_on_its_card
             energy_wh: 156_250
         }
     );
+}
+
+#[test]
+fn less_paid_than_quoted_is_priced_again_and_too_little_for_the_arrears_is_not_sold() {
+    let mut k = Kiosk::new();
+    k.jinan
+        .ledger()
+        .set_deduct_arrears("C370100002", true)
+        .unwrap();
+    let li_si = Arc::new(Mutex::new(sle4442::ht01::issue(
+        &k.machine,
+        "3701000000000002",
+        "3701",
+        "C370100002",
+        "M3701000002",
+    )));
+    // 100 yuan chosen, 50 paid: 12.50 still settles the arrears, 37.50 buys energy.
+    let (inserted, held) = k.insert(&li_si);
+    let mut s = k.engine.start(held).unwrap();
+    k.engine
+        .quote(&mut s, Purchase::Money(Fen(10_000)))
+        .unwrap();
+    k.validator.act(Action::Insert(50));
+    let paid = k
+        .engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(paid, Fen(5_000));
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Credited { grant, .. } = &done.outcome else {
+        panic!("expected a credited sale, got {:?}", done.outcome);
+    };
+    assert_eq!((grant.amount, grant.energy), (Fen(3_750), Wh(66_964)));
+    let lines = k.printed_lines();
+    let from = lines.iter().position(|l| l == "实收金额：50.00元").unwrap();
+    assert_eq!(
+        lines[from..from + 3],
+        ["实收金额：50.00元", "抵扣欠费：12.50元", "电费：37.50元"]
+    );
+    drop((s, inserted));
+
+    // Next time it owes 30.00 and pays 20.00 of a 50.00 quote: nothing is sold, the money is
+    // handed to an operator with the backend's words.
+    k.jinan
+        .ledger()
+        .add_bill("B3701-202611-0002", "C370100002", "2026-11", 3_000, 0)
+        .unwrap();
+    let mut meter = Meter::new("M3701000002", k.machine.clone());
+    meter.insert_hengtai(&mut lock(&li_si));
+    let (_inserted, held) = k.insert(&li_si);
+    let mut s = k.engine.start(held).unwrap();
+    k.engine.quote(&mut s, Purchase::Money(Fen(5_000))).unwrap();
+    k.validator.act(Action::Insert(20));
+    k.engine
+        .take_cash(&mut s, &mut k.acceptor, Duration::from_secs(2))
+        .unwrap();
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Unsold { reason, .. } = &done.outcome else {
+        panic!("expected an unsold session, got {:?}", done.outcome);
+    };
+    assert_eq!(reason, "购电金额须大于欠费30.00元");
+    assert_eq!(k.jinan.ledger().owed_fen("C370100002"), 3_000);
 }
