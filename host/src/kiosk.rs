@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use view::{
-    AccountStatus, AccountView, DeviceLine, ItemLine, OperatorView, PluginLine, PriceView,
-    ResultView, Screen, View,
+    AccountStatus, AccountView, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage,
+    OperatorView, PluginLine, PriceView, Reconciled, ResultView, Screen, View,
 };
 
 use crate::backend::{Account, Purchase};
@@ -833,99 +833,101 @@ impl Worker {
                 Event::Command(Command::Operate(op)) => op,
                 Event::Command(_) | Event::Card => continue,
             };
-            message = Some(self.operate(op, &pin).unwrap_or_else(|e| e));
+            message = Some(self.operate(op, &pin));
         }
     }
 
     /// Does what the operator asked; says what was done, or why not.
-    fn operate(&mut self, op: Operate, pin: &str) -> Result<String, String> {
+    fn operate(&mut self, op: Operate, pin: &str) -> OperatorMessage {
+        let failed = |e: &dyn std::fmt::Display| OperatorMessage::Failed(e.to_string());
         let config = &self.config;
-        let text = |e: &dyn std::fmt::Display| e.to_string();
-        match op {
+        let done = match op {
             Operate::StartClearing => clearing::start(self.engine.journal_mut(), config, pin)
-                .map(|r| format!("period {} is being cleared; sales are stopped", r.period_id))
-                .map_err(|e| text(&e)),
+                .map(|r| OperatorMessage::ClearingStarted(r.period_id)),
             Operate::CashBoxRemoved => clearing::box_removed(self.engine.journal_mut())
-                .map(|()| "cash box removed".into())
-                .map_err(|e| text(&e)),
+                .map(|()| OperatorMessage::CashBoxRemoved),
             Operate::CashBoxReplaced => clearing::box_replaced(self.engine.journal_mut())
-                .map(|()| "cash box replaced".into())
-                .map_err(|e| text(&e)),
-            Operate::Count(fen) => clearing::count(self.engine.journal_mut(), fen)
-                .map(|b| format!("counted {fen} yuan; expected {} yuan", b.expected))
-                .map_err(|e| text(&e)),
+                .map(|()| OperatorMessage::CashBoxReplaced),
+            Operate::Count(fen) => {
+                clearing::count(self.engine.journal_mut(), fen).map(|b| OperatorMessage::Counted {
+                    counted: fen,
+                    expected: b.expected,
+                })
+            }
             Operate::EndClearing => {
-                let ended = self
-                    .engine
-                    .end_clearing(config, pin, None)
-                    .map_err(|e| text(&e))?;
+                let ended = match self.engine.end_clearing(config, pin, None) {
+                    Ok(ended) => ended,
+                    Err(e) => return failed(&e),
+                };
                 let printed = self.devices.printer.print(&ended.report.receipt());
-                let answers: Vec<String> = ended
+                let backends = ended
                     .reconciliations
                     .iter()
-                    .map(|r| match &r.result {
-                        Ok(rec) if rec.matched => format!("{}: reconciled", r.backend),
-                        Ok(rec) => format!(
-                            "{}: does NOT reconcile: {}",
-                            r.backend,
-                            rec.differences.join("; ")
-                        ),
-                        Err(why) => format!("{}: {why} (sent again later)", r.backend),
+                    .map(|r| {
+                        let answer = match &r.result {
+                            Ok(rec) if rec.matched => Reconciled::Matched,
+                            Ok(rec) => Reconciled::Differs(rec.differences.clone()),
+                            Err(why) => Reconciled::NotYet(why.to_string()),
+                        };
+                        (r.backend.clone(), answer)
                     })
                     .collect();
-                Ok(format!(
-                    "period {} closed, period {} open{}; {}",
-                    ended.report.period_id,
-                    ended.next_period,
-                    if printed.is_ok() {
-                        ", report printed"
-                    } else {
-                        ""
-                    },
-                    answers.join("; ")
-                ))
+                return OperatorMessage::PeriodClosed {
+                    closed: ended.report.period_id,
+                    next: ended.next_period,
+                    printed: printed.is_ok(),
+                    backends,
+                };
             }
-            Operate::Resolve(item, resolution, reason) => self
-                .engine
-                .resolve_manual(item, resolution, &format!("{reason} (operator screen)"))
-                .map(|done| format!("item {item}: {done}"))
-                .map_err(|e| text(&e)),
+            Operate::Resolve(item, resolution, reason) => {
+                return match self.engine.resolve_manual(
+                    item,
+                    resolution,
+                    &format!("{reason} (operator screen)"),
+                ) {
+                    Ok(_) => OperatorMessage::Resolved(item, resolution),
+                    Err(e) => failed(&e),
+                };
+            }
             Operate::Reprint => {
-                let reprinted = self.engine.reprint_last(self.devices.printer.as_mut());
-                match reprinted.map_err(|e| text(&e))? {
-                    Some((_, true)) => Ok("the last receipt was printed again".into()),
-                    Some((_, false)) => {
-                        Err("the copy of the last receipt was cut short (see the printer)".into())
-                    }
-                    None => Err("no receipt has been printed yet".into()),
-                }
+                return match self.engine.reprint_last(self.devices.printer.as_mut()) {
+                    Ok(Some((_, true))) => OperatorMessage::Reprinted,
+                    Ok(Some((_, false))) => OperatorMessage::ReprintCutShort,
+                    Ok(None) => OperatorMessage::NothingToReprint,
+                    Err(e) => failed(&e),
+                };
             }
-            Operate::SignOn => self
-                .engine
-                .sign_on(bank_link(&self.devices)?)
-                .map(|batch| format!("signed on, batch {batch}"))
-                .map_err(|e| text(&e)),
-            Operate::Settle => self
-                .engine
-                .settle(bank_link(&self.devices)?)
-                .map(|s| {
-                    format!(
-                        "settlement {}: the acquirer counts {} purchases, {} yuan",
-                        if s.balanced {
-                            "balanced"
-                        } else {
-                            "NOT balanced (see the journal)"
-                        },
-                        s.acquirer_count,
-                        s.acquirer_amount
-                    )
-                })
-                .map_err(|e| text(&e)),
-            Operate::SignOut => Ok(String::new()),
-        }
+            Operate::SignOn => {
+                let link = match bank_link(&self.devices) {
+                    Ok(link) => link,
+                    Err(why) => return OperatorMessage::Failed(why),
+                };
+                return match self.engine.sign_on(link) {
+                    Ok(batch) => OperatorMessage::SignedOn(batch),
+                    Err(e) => failed(&e),
+                };
+            }
+            Operate::Settle => {
+                let link = match bank_link(&self.devices) {
+                    Ok(link) => link,
+                    Err(why) => return OperatorMessage::Failed(why),
+                };
+                return match self.engine.settle(link) {
+                    Ok(s) => OperatorMessage::Settled {
+                        balanced: s.balanced,
+                        count: s.acquirer_count,
+                        amount: s.acquirer_amount,
+                    },
+                    Err(e) => failed(&e),
+                };
+            }
+            // Never asked: sign-out leaves the operator's screens before `operate`.
+            Operate::SignOut => return OperatorMessage::Failed(String::new()),
+        };
+        done.unwrap_or_else(|e| failed(&e))
     }
 
-    fn operator_view(&mut self, message: Option<String>) -> OperatorView {
+    fn operator_view(&mut self, message: Option<OperatorMessage>) -> OperatorView {
         let mut view = OperatorView {
             message,
             ..OperatorView::default()
@@ -956,7 +958,7 @@ impl Worker {
                         .collect();
                 }
             }
-            Err(e) => view.message = Some(e.to_string()),
+            Err(e) => view.message = Some(OperatorMessage::Failed(e.to_string())),
         }
         let items = journal
             .manual_items(false)
@@ -990,71 +992,75 @@ impl Worker {
                     .map(|e| format!("{:>6}  {}  {}", e.id, e.at, e.kind))
                     .collect();
             }
-            (Err(e), _) | (_, Err(e)) => view.message = Some(format!("reading the journal: {e}")),
+            (Err(e), _) | (_, Err(e)) => {
+                view.message = Some(OperatorMessage::Failed(format!("reading the journal: {e}")))
+            }
         }
         view
     }
 
     /// Each device and backend as it answers now.
     fn device_lines(&mut self) -> Vec<DeviceLine> {
-        let line = |name: &str, state: Result<String, String>| DeviceLine {
-            name: name.into(),
+        let line = |device: Device, state: Result<DeviceState, DeviceState>| DeviceLine {
+            device,
             ok: state.is_ok(),
-            detail: state.unwrap_or_else(|e| e),
+            state: state.unwrap_or_else(|e| e),
         };
-        let readers = self.devices.readers.names().map_err(|e| e.to_string());
+        let failed = |e: &dyn std::fmt::Display| DeviceState::Failed(e.to_string());
+        let readers = self.devices.readers.names().map_err(|e| failed(&e));
         let reader_state = |reader: &str| {
             readers.clone().and_then(|names| {
                 if names.iter().any(|n| n == reader) {
-                    Ok(reader.to_string())
+                    Ok(DeviceState::Present(reader.to_string()))
                 } else {
-                    Err(format!("{reader} is not connected"))
+                    Err(DeviceState::Missing(reader.to_string()))
                 }
             })
         };
-        let mut lines = vec![line("card reader", reader_state(&self.devices.card_reader))];
+        let mut lines = vec![line(
+            Device::CardReader,
+            reader_state(&self.devices.card_reader),
+        )];
         if let Some(bank_reader) = &self.devices.bank_reader {
-            lines.push(line("bank card reader", reader_state(bank_reader)));
+            lines.push(line(Device::BankCardReader, reader_state(bank_reader)));
         }
-        let acceptor = self.devices.acceptor.enable(&[]).map_err(|e| e.to_string());
+        let acceptor = self.devices.acceptor.enable(&[]).map_err(|e| failed(&e));
         let acceptor = acceptor.and(match &self.acceptor_error {
-            Some(e) => Err(format!("answers; last failure: {e}")),
-            None => Ok("ready (inhibited between customers)".to_string()),
+            Some(e) => Err(DeviceState::LastFailure(e.to_string())),
+            None => Ok(DeviceState::Inhibited),
         });
-        lines.push(line("banknote validator", acceptor));
-        let printer = self
-            .devices
-            .printer
-            .status()
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                if s.is_ready() {
-                    Ok(format!("{s:?}"))
-                } else {
-                    Err(format!("{s:?}"))
-                }
-            });
-        lines.push(line("receipt printer", printer));
+        lines.push(line(Device::BanknoteValidator, acceptor));
+        let printer = match self.devices.printer.status() {
+            Ok(s) if s.is_ready() => Ok(DeviceState::Printer(s)),
+            Ok(s) => Err(DeviceState::Printer(s)),
+            Err(e) => Err(failed(&e)),
+        };
+        lines.push(line(Device::ReceiptPrinter, printer));
         if let Some(link) = &self.devices.bank {
             let pad = link
                 .pin_pad()
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .status()
-                .map(|s| format!("{s:?}"))
-                .map_err(|e| e.to_string());
-            lines.push(line("PIN pad", pad));
+                .map(|s| DeviceState::Keys {
+                    pin: s.pin_key,
+                    mac: s.mac_key,
+                })
+                .map_err(|e| failed(&e));
+            lines.push(line(Device::PinPad, pad));
             let batch = match self.engine.signed_on() {
-                Ok(Some(batch)) => Ok(format!("{}: signed on, batch {batch}", link.entry.name)),
-                Ok(None) => Err(format!("{}: not signed on", link.entry.name)),
-                Err(e) => Err(e.to_string()),
+                Ok(Some(batch)) => Ok(DeviceState::SignedOn(batch)),
+                Ok(None) => Err(DeviceState::NotSignedOn),
+                Err(e) => Err(failed(&e)),
             };
-            lines.push(line("acquirer", batch));
+            lines.push(line(Device::Acquirer(link.entry.name.clone()), batch));
         }
         for (name, state) in self.engine.ping_backends() {
             lines.push(line(
-                &format!("backend {name}"),
-                state.map(|()| "answers".into()),
+                Device::Backend(name),
+                state
+                    .map(|()| DeviceState::Answers)
+                    .map_err(DeviceState::Failed),
             ));
         }
         lines

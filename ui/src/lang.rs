@@ -37,6 +37,8 @@ impl Lang {
 pub struct Words {
     /// The button that switches to the other language, in that language.
     pub switch: &'static str,
+    /// The language these words are in.
+    pub lang: Lang,
     pub title: &'static str,
     pub insert_card: &'static str,
     pub insert_card_hint: &'static str,
@@ -92,6 +94,8 @@ pub struct Words {
     pub operator_pin: &'static str,
     pub sign_in: &'static str,
     pub devices: &'static str,
+    pub device_ok: &'static str,
+    pub device_fail: &'static str,
     pub plugins: &'static str,
     pub clearing: &'static str,
     pub manual_items: &'static str,
@@ -133,6 +137,7 @@ pub struct Words {
 }
 
 const ZH: Words = Words {
+    lang: Lang::Zh,
     switch: "English",
     title: "自助售电",
     insert_card: "请插入电卡",
@@ -189,6 +194,8 @@ const ZH: Words = Words {
     operator_pin: "请输入操作员密码",
     sign_in: "登录",
     devices: "设备状态",
+    device_ok: "正常",
+    device_fail: "故障",
     plugins: "插件",
     clearing: "清机",
     manual_items: "待处理事项",
@@ -227,6 +234,7 @@ const ZH: Words = Words {
 };
 
 const EN: Words = Words {
+    lang: Lang::En,
     switch: "中文",
     title: "Electricity self-service",
     insert_card: "Please insert your meter card",
@@ -283,6 +291,8 @@ const EN: Words = Words {
     operator_pin: "Operator PIN",
     sign_in: "Sign in",
     devices: "Devices",
+    device_ok: "OK",
+    device_fail: "FAIL",
     plugins: "Plugins",
     clearing: "Clearing",
     manual_items: "Items to settle",

@@ -7,6 +7,7 @@ pub mod fonts;
 pub mod kiosk;
 pub mod lang;
 pub mod operator;
+pub mod operator_text;
 pub mod screens;
 
 use std::path::Path;

@@ -7,6 +7,7 @@ use selfvend_host::money::Fen;
 use selfvend_host::sale::Resolution;
 
 use crate::lang::Words;
+use crate::operator_text;
 use crate::screens::{Keypad, keypad_ui};
 
 const WIDE: egui::Vec2 = egui::Vec2::new(200.0, 56.0);
@@ -27,7 +28,11 @@ pub fn operator_ui(
     let mut pressed = None;
     let mut press = |c: Operate| pressed = Some(Command::Operate(c));
     if let Some(message) = &op.message {
-        ui.label(RichText::new(message).size(24.0).color(Color32::DARK_BLUE));
+        ui.label(
+            RichText::new(operator_text::message(w.lang, message))
+                .size(24.0)
+                .color(Color32::DARK_BLUE),
+        );
     }
     ui.horizontal(|ui| {
         for (label, c) in [
@@ -91,9 +96,11 @@ pub fn operator_ui(
                     } else {
                         Color32::DARK_RED
                     };
-                    ui.label(RichText::new(if d.ok { "OK" } else { "FAIL" }).color(color));
-                    ui.label(&d.name);
-                    ui.label(&d.detail);
+                    ui.label(
+                        RichText::new(if d.ok { w.device_ok } else { w.device_fail }).color(color),
+                    );
+                    ui.label(operator_text::device(w.lang, &d.device));
+                    ui.label(operator_text::device_state(w.lang, &d.state));
                     ui.end_row();
                 }
             });
@@ -115,7 +122,11 @@ pub fn operator_ui(
         let ui = right;
         ui.heading(format!(
             "{} {}{}{} ({})",
-            w.clearing, w.period, w.sep, op.period, op.period_state
+            w.clearing,
+            w.period,
+            w.sep,
+            op.period,
+            operator_text::period_state(w.lang, &op.period_state)
         ));
         if op.period_state == "clearing" {
             ui.horizontal(|ui| {

@@ -513,7 +513,7 @@ fn price_ui(ui: &mut Ui, w: &Words, due: Fen, price: &PriceView) {
     ui.label(RichText::new(line).size(32.0));
     for step in &price.steps {
         ui.label(format!(
-            "{} {} kWh × {} = {}",
+            "{} {} kWh × {}/kWh = {}",
             w.tariff_step,
             kwh_text(step.energy),
             w.money(Fen(u64::from(step.price_fen_per_kwh))),

@@ -13,7 +13,10 @@ use egui_kittest::kittest::Queryable;
 use selfvend_host::card_reader::Readers;
 use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
-use selfvend_host::kiosk::{AccountStatus, OperatorView, ResultView, Screen, Timeouts, View};
+use selfvend_host::kiosk::{
+    AccountStatus, Device, DeviceState, OperatorMessage, OperatorView, Reconciled, ResultView,
+    Screen, Timeouts, View,
+};
 use selfvend_host::money::Fen;
 use selfvend_ui::app::KioskApp;
 use selfvend_ui::demo::{DEMO_PAN, Demo, METER_READER};
@@ -446,18 +449,26 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     assert_eq!(op.items.len(), 1, "{op:?}");
     assert_eq!(op.items[0].caught, Some(Fen(5000)));
     for device in [
-        "card reader",
-        "bank card reader",
-        "receipt printer",
-        "PIN pad",
-        "acquirer",
+        Device::CardReader,
+        Device::BankCardReader,
+        Device::ReceiptPrinter,
+        Device::PinPad,
     ] {
         assert!(
-            op.devices.iter().any(|d| d.name == device && d.ok),
-            "{device}: {:?}",
+            op.devices.iter().any(|d| d.device == device && d.ok),
+            "{device:?}: {:?}",
             op.devices
         );
     }
+    assert!(
+        op.devices
+            .iter()
+            .any(|d| matches!(d.device, Device::Acquirer(_)) && d.ok)
+    );
+    // Named and described in the screen's language.
+    assert!(f.shows("电卡读卡器"));
+    assert!(f.shows("凭条打印机"));
+    assert!(f.shows("就绪"));
     assert!(op.plugins.iter().any(|p| p.name == "iso8583"));
     let item = op.items[0].id;
     f.press("钱箱清点核实");
@@ -472,9 +483,11 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
         Some("refunded: 钱箱清点核实 (operator screen)")
     );
     f.press("重印凭条");
-    f.wait("the copy printed", |s| {
-        matches!(s, Screen::Operator(op) if op.message.as_deref() == Some("the last receipt was printed again"))
-    });
+    f.wait(
+        "the copy printed",
+        |s| matches!(s, Screen::Operator(op) if op.message == Some(OperatorMessage::Reprinted)),
+    );
+    assert!(f.shows("已重印上一张凭条"));
     let copy = f.demo().last_receipt();
     assert_eq!(
         copy.first().map(String::as_str),
@@ -490,6 +503,7 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
         "clearing",
         |s| matches!(s, Screen::Operator(op) if op.period_state == "clearing"),
     );
+    assert!(f.shows("账期 1 清机中，暂停售电"));
     f.press("钱箱已取出");
     f.press("钱箱已放回");
     // The jammed note was found and refunded: the box holds nothing the kiosk credited.
@@ -497,8 +511,9 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     f.press("录入清点金额");
     f.wait("the count taken", |s| {
         matches!(s, Screen::Operator(op)
-            if op.message.as_deref() == Some("counted 0.00 yuan; expected 0.00 yuan"))
+            if op.message == Some(OperatorMessage::Counted { counted: Fen(0), expected: Fen(0) }))
     });
+    assert!(f.shows("清点 0.00 元，应有 0.00 元"));
     f.press("结束清机");
     let screen = f.wait(
         "period 2",
@@ -507,24 +522,29 @@ fn an_operator_settles_a_caught_banknote_and_clears_the_kiosk() {
     let Screen::Operator(op) = screen else {
         unreachable!()
     };
-    assert!(
-        op.message
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("period 1 closed"),
-        "{op:?}"
-    );
-    let message = op.message.as_deref().unwrap_or("");
-    assert!(
-        message.contains("jinan-power: reconciled")
-            && message.contains("guangzhou-power: reconciled"),
-        "{message}"
+    let Some(OperatorMessage::PeriodClosed {
+        closed: 1,
+        next: 2,
+        backends,
+        ..
+    }) = &op.message
+    else {
+        panic!("{op:?}");
+    };
+    let mut answers: Vec<_> = backends.iter().map(|(b, a)| (b.as_str(), a)).collect();
+    answers.sort_by_key(|(b, _)| *b);
+    assert_eq!(
+        answers,
+        [
+            ("guangzhou-power", &Reconciled::Matched),
+            ("jinan-power", &Reconciled::Matched)
+        ]
     );
     assert!(f.demo().last_receipt().iter().any(|l| l.contains("清机")));
     f.press("银行结算");
     f.wait("the bank batch settled", |s| {
         matches!(s, Screen::Operator(op)
-            if op.message.as_deref().is_some_and(|m| m.starts_with("settlement")))
+            if matches!(op.message, Some(OperatorMessage::Settled { .. })))
     });
     f.press("退出");
     f.wait("the attract screen", |s| *s == Screen::Attract);
@@ -616,11 +636,16 @@ fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_th
     }
     // The operator can still get in, and sees why.
     let op = f.sign_in_as_operator();
-    let reader = op.devices.iter().find(|d| d.name == "card reader").unwrap();
+    let reader = op
+        .devices
+        .iter()
+        .find(|d| d.device == Device::CardReader)
+        .unwrap();
     assert!(
-        !reader.ok && reader.detail.contains("is not connected"),
+        !reader.ok && matches!(reader.state, DeviceState::Missing(_)),
         "{reader:?}"
     );
+    assert!(f.shows("selfvend vpcd 00 07 未连接"));
     f.press("退出");
 }
 

@@ -8,8 +8,12 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use selfvend_host::backend::{Purchase, TariffStep};
-use selfvend_host::kiosk::{Command, DeviceLine, ItemLine, OperatorView, PluginLine, View};
+use selfvend_host::kiosk::{
+    Command, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage, OperatorView, PluginLine,
+    View,
+};
 use selfvend_host::money::{Fen, Wh};
+use selfvend_host::receipt_printer::{Paper, PrinterStatus};
 use selfvend_host::sale::Resolution;
 use selfvend_ui::fonts;
 use selfvend_ui::lang::Lang;
@@ -80,21 +84,31 @@ fn zhang_san() -> AccountView {
 }
 
 fn operator() -> OperatorView {
-    let device = |name: &str, ok: bool, detail: &str| DeviceLine {
-        name: name.into(),
-        ok,
-        detail: detail.into(),
+    let device = |device, ok, state| DeviceLine { device, ok, state };
+    let paper_out = PrinterStatus {
+        offline: true,
+        cover_open: false,
+        paper: Paper::Out,
+        fault: None,
     };
     OperatorView {
         devices: vec![
-            device("card reader", true, "selfvend vpcd 00 00"),
             device(
-                "banknote validator",
+                Device::CardReader,
                 true,
-                "ready (inhibited between customers)",
+                DeviceState::Present("selfvend vpcd 00 00".into()),
             ),
-            device("receipt printer", false, "PaperOut"),
-            device("backend jinan-power", true, "answers"),
+            device(Device::BanknoteValidator, true, DeviceState::Inhibited),
+            device(
+                Device::ReceiptPrinter,
+                false,
+                DeviceState::Printer(paper_out),
+            ),
+            device(
+                Device::Backend("jinan-power".into()),
+                true,
+                DeviceState::Answers,
+            ),
         ],
         plugins: vec![PluginLine {
             name: "hengtai-sle4442".into(),
@@ -113,7 +127,7 @@ fn operator() -> OperatorView {
             resolutions: vec![Resolution::Refund, Resolution::Dismiss],
         }],
         journal: vec!["    42  2026-11-25T01:02:03.000Z  clearing-started".into()],
-        message: Some("period 3 is being cleared; sales are stopped".into()),
+        message: Some(OperatorMessage::ClearingStarted(3)),
     }
 }
 
@@ -350,8 +364,40 @@ fn the_amount_due_shows_what_it_buys_arrears_first_and_by_tariff_step() {
     h.get_by_label("100.00 yuan = arrears 12.50 yuan + electricity 87.50 yuan → 156.250 kWh");
     let h = harness(Lang::Zh, find("method"));
     h.get_by_label("100.00 元 → 164.754 kWh");
-    h.get_by_label("阶梯电价 10.000 kWh × 0.56 元 = 5.60 元");
-    h.get_by_label("阶梯电价 154.754 kWh × 0.61 元 = 94.40 元");
+    h.get_by_label("阶梯电价 10.000 kWh × 0.56 元/kWh = 5.60 元");
+    h.get_by_label("阶梯电价 154.754 kWh × 0.61 元/kWh = 94.40 元");
     let h = harness(Lang::Zh, find("paying"));
     h.get_by_label("50.00 元 → 89.285 kWh");
+}
+
+#[test]
+fn the_operator_screen_speaks_the_chosen_language_throughout() {
+    let op = Screen::Operator(Box::new(operator()));
+    let h = harness(Lang::Zh, op.clone());
+    for label in [
+        "账期 3 清机中，暂停售电",
+        "电卡读卡器",
+        "纸币识别器",
+        "就绪（顾客之间禁止收币）",
+        "凭条打印机",
+        "缺纸",
+        "售电后台 jinan-power",
+        "应答正常",
+        "故障",
+    ] {
+        h.get_by_label(label);
+    }
+    for english in ["card reader", "PaperOut", "paper out", "answers", "FAIL"] {
+        assert!(h.query_by_label(english).is_none(), "{english}");
+    }
+    let h = harness(Lang::En, op);
+    for label in [
+        "period 3 is being cleared; sales are stopped",
+        "card reader",
+        "paper out",
+        "backend jinan-power",
+        "FAIL",
+    ] {
+        h.get_by_label(label);
+    }
 }

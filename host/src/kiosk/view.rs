@@ -4,6 +4,7 @@
 pub use crate::backend::AccountStatus;
 use crate::backend::TariffStep;
 use crate::money::{Fen, Wh};
+use crate::receipt_printer::PrinterStatus;
 use crate::sale::{Resolution, Step};
 
 /// The whole picture: a screen, and how long it waits for the customer.
@@ -153,14 +154,92 @@ pub struct OperatorView {
     /// The newest journal rows, newest first.
     pub journal: Vec<String>,
     /// What the last command did, or why it could not.
-    pub message: Option<String>,
+    pub message: Option<OperatorMessage>,
+}
+
+/// A device on the operator's screen; the window names it in the chosen language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    CardReader,
+    BankCardReader,
+    BanknoteValidator,
+    ReceiptPrinter,
+    PinPad,
+    /// The acquirer, by its configured name.
+    Acquirer(String),
+    /// A utility's backend, by its configured name.
+    Backend(String),
+}
+
+/// How a device answers now, for the window to say in the chosen language. `Failed` carries
+/// the failure's own words (a device's, the OS's or a library's), shown as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceState {
+    /// A reader pcscd lists, by its name.
+    Present(String),
+    /// A reader pcscd does not list.
+    Missing(String),
+    /// The validator answers and is inhibited between customers.
+    Inhibited,
+    /// The validator answers; its last failure was this.
+    LastFailure(String),
+    Printer(PrinterStatus),
+    /// The PIN pad answers; whether its working keys are loaded.
+    Keys {
+        pin: bool,
+        mac: bool,
+    },
+    SignedOn(u32),
+    NotSignedOn,
+    Answers,
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceLine {
-    pub name: String,
+    pub device: Device,
     pub ok: bool,
-    pub detail: String,
+    pub state: DeviceState,
+}
+
+/// What an operator's command did, for the window to say in the chosen language; `Failed`
+/// carries why it could not, in the engine's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorMessage {
+    ClearingStarted(i64),
+    CashBoxRemoved,
+    CashBoxReplaced,
+    Counted {
+        counted: Fen,
+        expected: Fen,
+    },
+    PeriodClosed {
+        closed: i64,
+        next: i64,
+        printed: bool,
+        backends: Vec<(String, Reconciled)>,
+    },
+    Resolved(i64, Resolution),
+    Reprinted,
+    ReprintCutShort,
+    NothingToReprint,
+    SignedOn(u32),
+    Settled {
+        balanced: bool,
+        count: u32,
+        amount: Fen,
+    },
+    Failed(String),
+}
+
+/// A backend's answer to a closed period's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    Matched,
+    /// The backend's differences, in its words.
+    Differs(Vec<String>),
+    /// Not answered (sent again later), and why.
+    NotYet(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
