@@ -75,6 +75,14 @@ impl std::ops::DerefMut for Kiosk {
 
 /// The rigs' `[policy]`: tests re-sell without waiting, and take a backend's "no such sale" at
 /// once (its request cannot be in flight: the rig's kiosk stopped, or the backend answered).
+/// The plugins the rig's kiosk loads: name, role and the built guest.
+const RIG_PLUGINS: [(&str, &str, &str); 4] = [
+    ("hengtai-sle4442", "card-codec", "hengtai_sle4442_codec"),
+    ("lanling-cpu", "card-codec", "lanling_cpu_codec"),
+    ("fixed-text", "backend-dialect", "fixed_text_dialect"),
+    ("json-http", "backend-dialect", "json_http_dialect"),
+];
+
 const RIG_POLICY: [(&str, &str); 2] = [
     ("resell_first_delay_secs", "0"),
     ("unknown_outcome_settle_secs", "0"),
@@ -92,6 +100,22 @@ impl World {
 
     /// A world whose kiosk config has `policy` keys and then the tables in `extra`.
     pub fn configured(policy: &[(&str, &str)], extra: &str) -> World {
+        World::build(policy, extra, RIG_PLUGINS)
+    }
+
+    /// A world whose kiosk runs the fixed-text dialect as built against contract 1.0
+    /// (`wit/backend-1.0`), for jinan's cards.
+    pub fn with_contract_1_0_dialect() -> World {
+        let mut plugins = RIG_PLUGINS;
+        plugins[2].2 = "fixed_text_dialect_1_0";
+        World::build(&[], "", plugins)
+    }
+
+    fn build(
+        policy: &[(&str, &str)],
+        extra: &str,
+        plugin_files: [(&'static str, &'static str, &'static str); 4],
+    ) -> World {
         let slot = ReaderSlot::take();
         let dir = tempfile::tempdir().unwrap();
         let jinan =
@@ -100,13 +124,7 @@ impl World {
             ReferenceBackend::start(&dir.path().join("guangzhou.sqlite"), Listen::default())
                 .unwrap();
         let plugins = SignedPlugins::new();
-        let files = [
-            ("hengtai-sle4442", "card-codec", "hengtai_sle4442_codec"),
-            ("lanling-cpu", "card-codec", "lanling_cpu_codec"),
-            ("fixed-text", "backend-dialect", "fixed_text_dialect"),
-            ("json-http", "backend-dialect", "json_http_dialect"),
-        ]
-        .map(|(name, role, file)| (name, role, plugins.signed(file)));
+        let files = plugin_files.map(|(name, role, file)| (name, role, plugins.signed(file)));
         let mut toml = String::from(
             "[kiosk]\nterminal_id = \"K-SALE-01\"\nregion = \"3701\"\ndata_dir = \"data\"\n\
              [trust]\ndir = \"trust\"\n",
@@ -190,7 +208,11 @@ impl Kiosk {
 
     /// [`Kiosk::new`], with the config of [`World::configured`].
     pub fn configured(policy: &[(&str, &str)], extra: &str) -> Kiosk {
-        let world = World::configured(policy, extra);
+        Kiosk::in_world(World::configured(policy, extra))
+    }
+
+    /// A kiosk in this process, its engine and devices open, in `world`.
+    pub fn in_world(world: World) -> Kiosk {
         let engine = engine(&world.plugins, &world.config, &world.files, &world.journal);
         let acceptor = Id003Acceptor::open(
             Path::new(world.validator.path()),

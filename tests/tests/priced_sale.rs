@@ -12,7 +12,7 @@ use selfvend_sim::id003_validator::Action;
 use selfvend_sim::meter::{Meter, MeterInsert};
 use selfvend_sim::sle4442;
 use selfvend_sim::vpcd::lock;
-use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, zhang_san};
+use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, World, zhang_san};
 
 #[test]
 fn a_purchase_crossing_a_tariff_step_is_shown_sold_written_and_printed_by_step() {
@@ -205,4 +205,57 @@ fn less_paid_than_quoted_is_priced_again_and_too_little_for_the_arrears_is_not_s
     };
     assert_eq!(reason, "购电金额须大于欠费30.00元");
     assert_eq!(k.jinan.ledger().owed_fen("C370100002"), 3_000);
+}
+
+#[test]
+fn a_kiosk_whose_dialect_was_built_for_contract_1_0_sells_at_the_accounts_price() {
+    let mut k = Kiosk::in_world(World::with_contract_1_0_dialect());
+    let info: Vec<_> = k
+        .engine
+        .plugins()
+        .map(|p| (p.name.clone(), p.inspection.version.to_string()))
+        .collect();
+    assert!(
+        info.contains(&("fixed-text".to_string(), "1.0.0".to_string())),
+        "{info:?}"
+    );
+    // No quote in 1.0: even past the step, the kiosk prices at the account's price, which the
+    // backend gives as the next kWh's; the backend's grant is what is sold and printed.
+    k.jinan
+        .ledger()
+        .set_year_base("M3701000001", 2_510_000)
+        .unwrap();
+    let card = zhang_san(&k);
+    let (inserted, held) = k.insert(&card);
+    let mut s = k.engine.start(held).unwrap();
+    let quote = k.engine.quote(&mut s, Purchase::Money(Fen(5_000))).unwrap();
+    assert_eq!((quote.amount, quote.energy), (Fen(5_000), Wh(89_285)));
+    assert!(s.tariff_steps.is_empty());
+    k.validator.act(Action::Insert(50));
+    k.engine
+        .take_cash(&mut s, &mut k.acceptor, PATIENCE)
+        .unwrap();
+    let done = k.engine.complete(&mut s, &mut k.printer).unwrap();
+    let Outcome::Credited { grant, .. } = &done.outcome else {
+        panic!("expected a credited sale, got {:?}", done.outcome);
+    };
+    // 10 kWh at 0.56, the rest at 0.61: the backend's own pricing of 50 yuan.
+    assert_eq!((grant.amount, grant.energy), (Fen(5_000), Wh(82_786)));
+    assert!(
+        k.printed_lines()
+            .contains(&"购电电量：82.786kWh".to_string())
+    );
+    assert!(
+        k.journal_kinds()
+            .contains(&"grant-differs-from-quote".to_string())
+    );
+    drop((s, inserted));
+    let mut meter = Meter::new("M3701000001", k.machine.clone());
+    assert_eq!(
+        meter.insert_hengtai(&mut lock(&card)),
+        MeterInsert::Credited {
+            purchase_count: 1,
+            energy_wh: 82_786
+        }
+    );
 }
