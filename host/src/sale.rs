@@ -824,9 +824,11 @@ impl SaleEngine {
                 Err(SaleOutcome::Unknown(why)) => {
                     let id = b.append("sale-pending", &json!({"serial": serial, "why": why}))?;
                     b.sale_state(serial, from, "pending", None, id)?;
+                    return Ok(());
                 }
             }
-            Ok(())
+            // The backend answered: an alert that it had not is over.
+            recovery::close_unanswered_alert(b, serial, answer_state(answer))
         });
         let stands = match (recorded, answer) {
             // The sale moved on meanwhile, but the backend sold it: that is never dropped.

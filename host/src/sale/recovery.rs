@@ -3,12 +3,13 @@
 //! refused sales without their refund item (repaired), automatic re-sell (补售电) of sales that
 //! never reached their backend, and write confirmations the backend has not acknowledged.
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use super::{SaleEngine, SaleError, SaleOutcome, owe_refund, yuan};
 use crate::backend::{SaleRequest, SaleStatus, WriteConfirmation};
 use crate::clearing;
-use crate::journal::{JournalError, NewItem, SaleRow};
+use crate::journal::{Batch, BatchResult, JournalError, NewItem, SaleRow};
 use crate::money::Fen;
 
 impl SaleEngine {
@@ -168,7 +169,8 @@ impl SaleEngine {
     }
 
     /// Sale `sale`'s backend has not told its outcome for longer than the policy allows: an
-    /// operator is told (the kiosk keeps asking; no refund without the backend's word).
+    /// operator is told (the kiosk keeps asking; no refund without the backend's word). The
+    /// item closes when the answer is recorded (`close_unanswered_alert`).
     fn unanswered(&mut self, sale: &SaleRow) -> Result<(), SaleError> {
         let limit = self.policy.unanswered_sale_alert;
         let since = self.journal.seconds_since(&sale.state_at)?.unwrap_or(0);
@@ -350,4 +352,30 @@ fn span_zh(d: std::time::Duration) -> String {
         s if s < 7200 => format!("{} 分钟", s / 60),
         s => format!("{} 小时", s / 3600),
     }
+}
+
+/// Closes the open `sale-unanswered` item of sale `serial`, in the commit that records the
+/// backend's answer (now `state`); any other item about the sale (a refund owed) stays open.
+pub(super) fn close_unanswered_alert(
+    b: &mut Batch<'_>,
+    serial: u64,
+    state: &str,
+) -> BatchResult<()> {
+    let alert: Option<i64> = b
+        .sql()
+        .query_row(
+            "SELECT m.id FROM manual_items m JOIN audit a ON a.id = m.audit_id
+             WHERE m.serial = ?1 AND m.state = 'open' AND a.kind = 'sale-unanswered'",
+            [serial as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(item) = alert else {
+        return Ok(());
+    };
+    let audit = b.append(
+        "sale-answered",
+        &json!({"serial": serial, "item": item, "state": state}),
+    )?;
+    b.resolve_manual_item(item, &format!("the backend answered: {state}"), audit)
 }
