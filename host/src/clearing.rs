@@ -73,16 +73,26 @@ pub enum ClearingError {
 pub enum Business {
     CashSale,
     BankCardSale,
+    CashBillPayment,
+    BankCardBillPayment,
 }
 
 impl Business {
-    const ALL: [Business; 2] = [Business::CashSale, Business::BankCardSale];
+    const ALL: [Business; 4] = [
+        Business::CashSale,
+        Business::BankCardSale,
+        Business::CashBillPayment,
+        Business::BankCardBillPayment,
+    ];
 
-    /// The business of a sale paid by `payment` (`cash` or `bank-card`, as the journal has it).
-    fn of_payment(payment: &str) -> Option<Business> {
-        match payment {
-            "cash" => Some(Business::CashSale),
-            "bank-card" => Some(Business::BankCardSale),
+    /// The business of a sale (or, `bill`, a bill payment) paid by `payment` (`cash` or
+    /// `bank-card`, as the journal has it).
+    fn of(bill: bool, payment: &str) -> Option<Business> {
+        match (bill, payment) {
+            (false, "cash") => Some(Business::CashSale),
+            (false, "bank-card") => Some(Business::BankCardSale),
+            (true, "cash") => Some(Business::CashBillPayment),
+            (true, "bank-card") => Some(Business::BankCardBillPayment),
             _ => None,
         }
     }
@@ -91,6 +101,8 @@ impl Business {
         match self {
             Business::CashSale => "现金售电",
             Business::BankCardSale => "银行卡售电",
+            Business::CashBillPayment => "现金缴费",
+            Business::BankCardBillPayment => "银行卡缴费",
         }
     }
 }
@@ -100,6 +112,8 @@ impl From<Business> for BusinessType {
         match b {
             Business::CashSale => BusinessType::CashSale,
             Business::BankCardSale => BusinessType::BankCardSale,
+            Business::CashBillPayment => BusinessType::CashBillPayment,
+            Business::BankCardBillPayment => BusinessType::BankCardBillPayment,
         }
     }
 }
@@ -570,14 +584,16 @@ fn tally(
         .collect();
     let mut utilities: Vec<UtilitySales> = Vec::new();
     for row in journal.sales_by_utility(period.id)? {
-        let business = Business::of_payment(&row.payment)
+        let business = Business::of(row.bill, &row.payment)
             .ok_or_else(|| unknown(format!("payment `{}`", row.payment)))?;
         let totals = businesses
             .iter_mut()
             .find(|t| t.business == business)
             .expect("every business has its totals");
+        // A bill payment the backend booked is `paid`; a sale it granted, `granted` or `written`.
+        let sold = matches!(row.state.as_str(), "granted" | "written" | "paid");
         let tally = match row.state.as_str() {
-            "granted" | "written" => &mut totals.sold,
+            _ if sold => &mut totals.sold,
             "intent" | "pending" => &mut totals.pending,
             "manual" => &mut totals.manual,
             "refused" | "never-reached" => &mut totals.refundable,
@@ -585,7 +601,7 @@ fn tally(
             other => return Err(unknown(format!("state `{other}`"))),
         };
         tally.add(row.count, row.paid_fen).ok_or_else(overflow)?;
-        if matches!(row.state.as_str(), "granted" | "written") {
+        if sold {
             let line = match utilities
                 .iter_mut()
                 .position(|u| u.utility == row.utility && u.business == business)

@@ -11,11 +11,15 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+mod bill_payments;
+
+pub use bill_payments::{BILL_STATES, BillPaymentRow, NewBillPayment};
+
 /// The schema this kiosk writes. Older journals are migrated at open; newer ones are refused.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -196,6 +200,33 @@ CREATE INDEX sales_by_card ON sales (card_serial);
 -- process, never to a second item.
 ALTER TABLE manual_items ADD COLUMN awaiting_note INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Bill payments (缴费), each under a kiosk serial of its own and changed only with the audit row
+-- that says why: a sale's states without the card (`paid` is final; `refused` and
+-- `never-reached` are money owed back, `manual` an operator's).
+CREATE TABLE bill_payments (
+    serial INTEGER PRIMARY KEY REFERENCES serials(serial),
+    period_id INTEGER NOT NULL REFERENCES periods(id),
+    payment TEXT NOT NULL CHECK (payment IN ('cash', 'bank-card')),
+    customer_number TEXT NOT NULL,
+    utility TEXT NOT NULL,
+    paid_fen INTEGER NOT NULL CHECK (paid_fen > 0),
+    state TEXT NOT NULL CHECK (state IN
+        ('intent', 'pending', 'paid', 'refused', 'never-reached', 'refunded', 'manual')),
+    receipt_json TEXT,
+    -- The backend request exactly as first sent, so a re-pay (补缴) repeats it unchanged.
+    request_json TEXT NOT NULL,
+    repay_attempts INTEGER NOT NULL DEFAULT 0,
+    next_repay_at TEXT,
+    audit_id INTEGER NOT NULL REFERENCES audit(id)
+);
+CREATE INDEX bill_payments_by_state ON bill_payments (state);
+CREATE INDEX bill_payments_by_period
+    ON bill_payments (period_id, payment, utility, state, paid_fen);
+-- The bill payment a session's banknotes paid, and the one an operator item is about.
+ALTER TABLE payments ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
+ALTER TABLE manual_items ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
+"#,
 ];
 
 /// A new backend sale, as [`Batch::record_sale`] records it.
@@ -247,6 +278,8 @@ pub struct NewItem<'a> {
     pub reason: &'a str,
     /// The note may still be in the acceptor: its arrival is matched to this item.
     pub awaiting_note: bool,
+    /// The bill payment the item is about.
+    pub bill: Option<u64>,
 }
 
 impl<'a> NewItem<'a> {
@@ -260,6 +293,7 @@ impl<'a> NewItem<'a> {
             card_serial: card,
             reason,
             awaiting_note: false,
+            bill: None,
         }
     }
 
@@ -274,6 +308,7 @@ impl<'a> NewItem<'a> {
             card_serial: card,
             reason,
             awaiting_note: false,
+            bill: None,
         }
     }
 
@@ -302,10 +337,25 @@ impl<'a> NewItem<'a> {
             card_serial: None,
             reason,
             awaiting_note: false,
+            bill: None,
         }
     }
 
     /// An item about payment `payment`, money taken with no sale made.
+    /// An item about bill payment `serial`, for account `account`.
+    pub fn bill(serial: u64, account: &'a str, reason: &'a str) -> Self {
+        NewItem {
+            serial: None,
+            payment: None,
+            caught_fen: None,
+            debit: None,
+            card_serial: Some(account),
+            reason,
+            awaiting_note: false,
+            bill: Some(serial),
+        }
+    }
+
     pub fn payment(payment: i64, card: &'a str, reason: &'a str) -> Self {
         NewItem {
             serial: None,
@@ -315,6 +365,7 @@ impl<'a> NewItem<'a> {
             card_serial: Some(card),
             reason,
             awaiting_note: false,
+            bill: None,
         }
     }
 }
@@ -389,6 +440,8 @@ pub struct ManualItem {
     pub payment_id: Option<i64>,
     /// The debit whose reversal the item is about.
     pub debit_id: Option<i64>,
+    /// The bill payment the item is about.
+    pub bill_serial: Option<u64>,
 }
 
 /// A payment left open: money possibly taken, no sale allocated.
@@ -700,8 +753,8 @@ impl Batch<'_> {
             .prepare_cached(
                 "INSERT INTO manual_items
                     (serial, payment_id, card_serial, reason, state, audit_id, caught_fen,
-                     debit_id, awaiting_note)
-                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8)",
+                     debit_id, awaiting_note, bill_serial)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 item.serial.map(|s| s as i64),
@@ -711,7 +764,8 @@ impl Batch<'_> {
                 audit_id,
                 item.caught_fen.map(|f| f as i64),
                 item.debit,
-                item.awaiting_note
+                item.awaiting_note,
+                item.bill.map(|s| s as i64)
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -1023,6 +1077,7 @@ fn item_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManualItem> {
         caught_fen: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
         payment_id: r.get(7)?,
         debit_id: r.get(8)?,
+        bill_serial: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
     })
 }
 
@@ -1510,7 +1565,7 @@ impl Journal {
             .db
             .prepare(
                 "SELECT id, serial, card_serial, reason, state, resolution, caught_fen, payment_id,
-                        debit_id
+                        debit_id, bill_serial
                  FROM manual_items
                  WHERE ?1 OR state = 'open' ORDER BY id",
             )
@@ -1527,7 +1582,7 @@ impl Journal {
         self.db
             .query_row(
                 "SELECT id, serial, card_serial, reason, state, resolution, caught_fen, payment_id,
-                        debit_id
+                        debit_id, bill_serial
                  FROM manual_items WHERE id = ?1",
                 [id],
                 item_row,
@@ -1617,6 +1672,8 @@ impl Journal {
 /// Sales of one payment kind, utility and state in one period, counted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SalesByUtility {
+    /// A bill payment's rather than a sale's.
+    pub bill: bool,
     /// `cash` or `bank-card`.
     pub payment: String,
     pub utility: String,
@@ -1626,24 +1683,28 @@ pub struct SalesByUtility {
 }
 
 impl Journal {
-    /// Period `id`'s sales grouped by payment, utility and state.
+    /// Period `id`'s sales and bill payments grouped by payment, utility and state.
     pub fn sales_by_utility(&self, id: i64) -> Result<Vec<SalesByUtility>, JournalError> {
         let read = |cause| self.read_error(cause);
         let mut stmt = self
             .db
             .prepare(
-                "SELECT payment, utility, state, count(*), coalesce(sum(paid_fen), 0) FROM sales
-                 WHERE period_id = ?1 GROUP BY payment, utility, state
-                 ORDER BY payment, utility, state",
+                "SELECT 0, payment, utility, state, count(*), coalesce(sum(paid_fen), 0)
+                 FROM sales WHERE period_id = ?1 GROUP BY payment, utility, state
+                 UNION ALL
+                 SELECT 1, payment, utility, state, count(*), coalesce(sum(paid_fen), 0)
+                 FROM bill_payments WHERE period_id = ?1 GROUP BY payment, utility, state
+                 ORDER BY 1, 2, 3, 4",
             )
             .map_err(read)?;
         stmt.query_map([id], |r| {
             Ok(SalesByUtility {
-                payment: r.get(0)?,
-                utility: r.get(1)?,
-                state: r.get(2)?,
-                count: r.get::<_, i64>(3)? as u64,
-                paid_fen: r.get::<_, i64>(4)? as u64,
+                bill: r.get(0)?,
+                payment: r.get(1)?,
+                utility: r.get(2)?,
+                state: r.get(3)?,
+                count: r.get::<_, i64>(4)? as u64,
+                paid_fen: r.get::<_, i64>(5)? as u64,
             })
         })
         .map_err(read)?

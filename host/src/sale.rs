@@ -41,12 +41,14 @@ use crate::plugin::{
 use crate::receipt_printer::{Receipt, ReceiptPrinter};
 
 mod bank;
+mod bill;
 mod can_buy;
 mod cashier;
 mod operator;
 mod receipt;
 mod recovery;
 pub use bank::{BankLink, CardPayment};
+pub use bill::{BillCompletion, BillOutcome, BillSession};
 pub use receipt::ReceiptOf;
 use receipt::yuan;
 
@@ -98,6 +100,9 @@ pub enum SaleError {
     ResellRefused { serial: u64, state: String },
     #[error("nothing has been paid in this session: there is nothing to sell")]
     NothingPaid,
+    /// An account number typed or read is not one: what is wrong with it.
+    #[error("{0}")]
+    Account(String),
     #[error("item {item} is about {what}, not a sale: it is refunded, never re-sold")]
     NotASale { item: i64, what: String },
     #[error(

@@ -209,3 +209,23 @@ impl Drop for ReaderSlot {
         SLOT_FREED.notify_one();
     }
 }
+
+/// One number from the journal, read by the sqlite3 shell (an outside reader); a query the
+/// shell refuses fails the test rather than reading as 0.
+pub fn sql(journal: &Path, query: &str) -> u64 {
+    let out = std::process::Command::new("sqlite3")
+        .arg(journal)
+        .arg(query)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3 {query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("sqlite3 {query}: {stdout:?} is not a number: {e}"))
+}

@@ -172,6 +172,8 @@ fn clearing_closes_the_period_with_exact_totals_a_recorded_mismatch_and_matched_
             "  单位3701：1笔 50.00元",
             "  单位4401：1笔 10.00元",
             "银行卡售电：0笔 0.00元",
+            "现金缴费：0笔 0.00元",
+            "银行卡缴费：0笔 0.00元",
             "收入纸币：2张",
             "应有现金：60.00元",
             "清点现金：50.00元",

@@ -22,7 +22,7 @@ use selfvend_tests::bank_rig::{BALANCE_FEN, BankSims, PAN, PIN};
 use selfvend_tests::kiosk_rig::{
     CpuCard, MemoryCard, OPERATOR_PIN, TestCard, WAIT, World, chen_xiaoming, zhang_san,
 };
-use selfvend_tests::selfvend_bin;
+use selfvend_tests::{selfvend_bin, sql};
 
 const FAILPOINTS: [&str; 10] = [
     "sale.after-payment-opened",
@@ -127,26 +127,6 @@ fn meter_takes_once(card: &dyn TestCard, w: &World, written: u64, point: &str) {
     } else {
         assert_eq!(at_meter, MeterInsert::NothingNew, "{point}");
     }
-}
-
-/// One number from the journal, read by the sqlite3 shell (an outside reader); a query the
-/// shell refuses fails the test rather than reading as 0.
-fn sql(journal: &std::path::Path, query: &str) -> u64 {
-    let out = Command::new("sqlite3")
-        .arg(journal)
-        .arg(query)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "sqlite3 {query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("sqlite3 {query}: {stdout:?} is not a number: {e}"))
 }
 
 #[test]

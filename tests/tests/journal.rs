@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use selfvend_host::journal::{Journal, JournalError, Problem};
+use selfvend_host::journal::{Journal, JournalError, Problem, SCHEMA_VERSION};
 use selfvend_tests::selfvend_bin;
 use serde_json::json;
 
@@ -270,13 +270,13 @@ fn a_journal_that_cannot_be_durable_or_is_too_new_is_refused() {
     }
     let (_dir, path) = scratch();
     drop(five_entries(&path));
-    assert!(sqlite3(&path, "PRAGMA user_version = 7;").status.success());
+    assert!(sqlite3(&path, "PRAGMA user_version = 99;").status.success());
     match Journal::open(&path) {
         Err(e @ JournalError::SchemaTooNew { .. }) => assert_eq!(
             e.to_string(),
             format!(
-                "journal {}: schema version 7 is newer than this kiosk's (5); run the kiosk \
-                 version that wrote it",
+                "journal {}: schema version 99 is newer than this kiosk's ({SCHEMA_VERSION}); run \
+                 the kiosk version that wrote it",
                 path.display()
             )
         ),

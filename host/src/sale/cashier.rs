@@ -16,6 +16,46 @@ use crate::cash_acceptor::{
 use crate::journal::{Journal, JournalError, NewItem};
 use crate::money::Fen;
 
+/// A session that takes banknotes: a sale's ([`CashSession`]) or a bill payment's.
+pub(super) trait Till {
+    /// What is to be paid.
+    fn due(&self) -> Fen;
+    fn parts(&mut self) -> TillParts<'_>;
+    /// The session's payment, opened in the journal before the acceptor is enabled.
+    fn set_payment(&mut self, id: i64);
+}
+
+/// What the cashier reads and moves in a [`Till`].
+pub(super) struct TillParts<'s> {
+    pub payment: Option<i64>,
+    /// Who pays, as the journal names them: the card's serial, or the bill's account number.
+    pub payer: &'s str,
+    /// How an operator item names the payer: 卡号 or 户号.
+    pub payer_kind: &'static str,
+    pub paid: &'s mut Fen,
+    pub caught: &'s mut Vec<(i64, Fen)>,
+}
+
+impl Till for CashSession {
+    fn due(&self) -> Fen {
+        self.quote.map_or(Fen(0), |q| q.amount)
+    }
+
+    fn parts(&mut self) -> TillParts<'_> {
+        TillParts {
+            payment: self.payment,
+            payer: &self.data.card_serial,
+            payer_kind: "卡号",
+            paid: &mut self.paid,
+            caught: &mut self.caught,
+        }
+    }
+
+    fn set_payment(&mut self, id: i64) {
+        self.payment = Some(id);
+    }
+}
+
 /// A banknote between being drawn in and being credited or given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InFlight {
@@ -55,12 +95,24 @@ impl SaleEngine {
         patience: Duration,
         go_on: &mut dyn FnMut(Fen) -> bool,
     ) -> Result<Fen, SaleError> {
-        let due = s.quote.map_or(Fen(0), |q| q.amount);
         if s.bank.is_some() {
             return Err(SaleError::WrongStep("this session is paid by bank card"));
         }
-        if s.payment.is_none() {
-            let card = s.data.card_serial.clone();
+        self.take_notes(s, acceptor, patience, go_on)
+    }
+
+    /// Banknotes for till `s` until its due is paid, `patience` passes without a note, or
+    /// `go_on` says stop; see [`take_cash_watched`](Self::take_cash_watched).
+    pub(super) fn take_notes(
+        &mut self,
+        s: &mut dyn Till,
+        acceptor: &mut dyn CashAcceptor,
+        patience: Duration,
+        go_on: &mut dyn FnMut(Fen) -> bool,
+    ) -> Result<Fen, SaleError> {
+        let due = s.due();
+        if s.parts().payment.is_none() {
+            let card = s.parts().payer.to_string();
             let opened = self.journal.commit(|b| {
                 // Checked in the commit itself: an operator's CLI may start clearing at any
                 // moment, and then the acceptor stays inhibited.
@@ -75,7 +127,7 @@ impl SaleEngine {
                 let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
                 Ok(Ok(b.open_payment(&card, id)?))
             })?;
-            s.payment = Some(opened?);
+            s.set_payment(opened?);
             fail::fail_point!("sale.after-payment-opened");
         }
         let mut in_flight = InFlight::None;
@@ -88,8 +140,8 @@ impl SaleEngine {
         let mut failure = None;
         let mut last_note = Instant::now();
         let mut stop = false;
-        while !stop && s.paid < due && last_note.elapsed() < patience {
-            let before = s.paid;
+        while !stop && *s.parts().paid < due && last_note.elapsed() < patience {
+            let before = *s.parts().paid;
             match self.poll_cash(s, acceptor, due, &mut in_flight) {
                 Ok(()) => {}
                 Err(PollError::Journal(e)) => return Err(e.into()),
@@ -98,15 +150,16 @@ impl SaleEngine {
                     break;
                 }
             }
-            if s.paid > before {
+            let paid = *s.parts().paid;
+            if paid > before {
                 last_note = Instant::now();
             }
-            stop = !go_on(s.paid);
+            stop = !go_on(paid);
         }
         self.settle_acceptor(s, acceptor, due, &mut in_flight, &mut failure)?;
         match failure {
             Some(e) => Err(e.into()),
-            None => Ok(s.paid),
+            None => Ok(*s.parts().paid),
         }
     }
 
@@ -115,7 +168,7 @@ impl SaleEngine {
     /// handed to an operator. Only then may the session move on.
     fn settle_acceptor(
         &mut self,
-        s: &mut CashSession,
+        s: &mut dyn Till,
         acceptor: &mut dyn CashAcceptor,
         due: Fen,
         in_flight: &mut InFlight,
@@ -167,7 +220,7 @@ impl SaleEngine {
     /// value (when known) on this customer's receipt, and the driver stops following it.
     fn hand_over(
         &mut self,
-        s: &mut CashSession,
+        s: &mut dyn Till,
         acceptor: &mut dyn CashAcceptor,
         in_flight: InFlight,
     ) -> Result<(), SaleError> {
@@ -177,13 +230,16 @@ impl SaleEngine {
             _ => driver_saw,
         };
         let fen = note.map_or(0, |n| n.value().0);
-        let (payment, card) = (s.payment, s.data.card_serial.clone());
+        let parts = s.parts();
+        let (payment, card, kind) = (parts.payment, parts.payer.to_string(), parts.payer_kind);
         let reason = match note {
             Some(n) => format!(
-                "纸币器未能确认 {} 元纸币的去向，可能在机内且未入账（卡号 {card}）：请开箱核实后退还",
+                "纸币器未能确认 {} 元纸币的去向，可能在机内且未入账（{kind} {card}）：请开箱核实后退还",
                 yuan(n.value())
             ),
-            None => format!("纸币器未能确认一张面额未知的纸币的去向（卡号 {card}）：请清机时核对"),
+            None => {
+                format!("纸币器未能确认一张面额未知的纸币的去向（{kind} {card}）：请清机时核对")
+            }
         };
         let item = open_caught(
             &mut self.journal,
@@ -191,7 +247,7 @@ impl SaleEngine {
             payment,
             &NewItem::note_in_acceptor(fen, payment, Some(&card), &reason),
         )?;
-        s.caught.push((item, Fen(fen)));
+        s.parts().caught.push((item, Fen(fen)));
         Ok(())
     }
 
@@ -199,17 +255,19 @@ impl SaleEngine {
     /// drawn in until it is credited or given back.
     fn poll_cash(
         &mut self,
-        s: &mut CashSession,
+        s: &mut dyn Till,
         acceptor: &mut dyn CashAcceptor,
         due: Fen,
         in_flight: &mut InFlight,
     ) -> Result<(), PollError> {
+        let parts = s.parts();
         let mut handler = Cashier {
             journal: &mut self.journal,
-            payment: s.payment,
-            card: &s.data.card_serial,
-            caught: &mut s.caught,
-            paid: &mut s.paid,
+            payment: parts.payment,
+            card: parts.payer,
+            card_kind: parts.payer_kind,
+            caught: parts.caught,
+            paid: parts.paid,
             due,
             in_flight,
             failed: None,
@@ -237,6 +295,8 @@ struct Cashier<'a> {
     journal: &'a mut Journal,
     payment: Option<i64>,
     card: &'a str,
+    /// 卡号 or 户号, as an item names `card`.
+    card_kind: &'static str,
     caught: &'a mut Vec<(i64, Fen)>,
     paid: &'a mut Fen,
     due: Fen,
@@ -254,10 +314,10 @@ impl Cashier<'_> {
         owner: bool,
     ) -> Result<(), JournalError> {
         let fen = note.map_or(0, |n| n.value().0);
-        let (payment, card) = (self.payment, self.card);
+        let (payment, card, kind) = (self.payment, self.card, self.card_kind);
         let reason = match (note, owner) {
             (Some(n), true) => format!(
-                "纸币器故障，{} 元纸币可能在机内且未入账（卡号 {card}）：请开箱核实后退还",
+                "纸币器故障，{} 元纸币可能在机内且未入账（{kind} {card}）：请开箱核实后退还",
                 yuan(n.value())
             ),
             (Some(n), false) => format!(

@@ -15,6 +15,9 @@ impl SaleEngine {
     /// The settlements item `item` takes now, for an operator's screen to offer.
     pub fn resolutions(&self, item: &ManualItem) -> Result<Vec<Resolution>, SaleError> {
         use Resolution::{Dismiss, Refund, Resell};
+        if let Some(serial) = item.bill_serial {
+            return self.bill_resolutions(serial);
+        }
         Ok(
             match (item.caught_fen, item.payment_id, item.debit_id, item.serial) {
                 // A note of unknown value is counted with the cash box, never paid out by itself.
@@ -61,7 +64,9 @@ impl SaleEngine {
             .manual_item(id)?
             .filter(|i| i.state == "open")
             .ok_or(SaleError::NoSuchItem(id))?;
-        let settled = if let Some(caught) = item.caught_fen {
+        let settled = if let Some(bill) = item.bill_serial {
+            self.resolve_bill(&item, bill, resolution, operator_note)
+        } else if let Some(caught) = item.caught_fen {
             self.resolve_caught(&item, caught, resolution, operator_note)
         } else if let Some(payment) = item.payment_id {
             self.refund_payment(&item, payment, resolution, operator_note)

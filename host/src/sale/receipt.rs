@@ -15,14 +15,17 @@ use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
 pub enum ReceiptOf {
     Sale(u64),
     Payment(Option<i64>),
+    /// A bill payment, by its serial.
+    Bill(u64),
 }
 
 impl ReceiptOf {
-    /// The journal's key for it: `{"serial": N}` or `{"payment": N}`.
+    /// The journal's key for it: `{"serial": N}`, `{"payment": N}` or `{"bill": N}`.
     fn key(self) -> (&'static str, serde_json::Value) {
         match self {
             ReceiptOf::Sale(serial) => ("serial", json!(serial)),
             ReceiptOf::Payment(payment) => ("payment", json!(payment)),
+            ReceiptOf::Bill(serial) => ("bill", json!(serial)),
         }
     }
 }
@@ -33,6 +36,7 @@ impl fmt::Display for ReceiptOf {
             ReceiptOf::Sale(serial) => write!(f, "sale {serial}"),
             ReceiptOf::Payment(Some(payment)) => write!(f, "payment {payment} (nothing sold)"),
             ReceiptOf::Payment(None) => f.write_str("a session that sold nothing"),
+            ReceiptOf::Bill(serial) => write!(f, "bill payment {serial}"),
         }
     }
 }
@@ -84,9 +88,10 @@ impl SaleEngine {
         let Some(entry) = self.journal.last_entry("receipt-intent")? else {
             return Ok(None);
         };
-        let of = match entry.body["serial"].as_u64() {
-            Some(serial) => ReceiptOf::Sale(serial),
-            None => ReceiptOf::Payment(entry.body["payment"].as_i64()),
+        let of = match (entry.body["serial"].as_u64(), entry.body["bill"].as_u64()) {
+            (Some(serial), _) => ReceiptOf::Sale(serial),
+            (None, Some(serial)) => ReceiptOf::Bill(serial),
+            (None, None) => ReceiptOf::Payment(entry.body["payment"].as_i64()),
         };
         let original: Receipt =
             serde_json::from_value(entry.body["receipt"].clone()).map_err(|e| {
@@ -203,7 +208,7 @@ fn grant_lines(r: &mut Receipt, s: &CashSession, grant: &BackendGrant) {
 }
 
 /// The receipt's lines for banknotes caught in the acceptor: each note and its work order.
-fn caught_lines(r: &mut Receipt, caught: &[(i64, Fen)]) {
+pub(super) fn caught_lines(r: &mut Receipt, caught: &[(i64, Fen)]) {
     for (item, fen) in caught {
         let note = if fen.0 == 0 {
             "面额未知的纸币".to_string()

@@ -30,7 +30,7 @@ impl SaleEngine {
                 self.unrouted(&sale)?;
             }
         }
-        let mut resolved = Vec::new();
+        let mut resolved = self.recover_bills()?;
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some((backend, dialect)) = self.route(&sale.utility) else {
                 self.unrouted(&sale)?;
@@ -220,7 +220,8 @@ impl SaleEngine {
     /// unchanged and under its own serial, once its backoff has passed; after the policy's
     /// tries it goes to an operator. Returns each sale tried and where it stands now.
     pub fn resell(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
-        let mut tried = Vec::new();
+        // Bill payments that never reached their backend are paid again (补缴) the same way.
+        let mut tried = self.repay_bills()?;
         for sale in self.journal.sales(&["never-reached"], None)? {
             let max = self.policy.resell_max_attempts;
             if sale.resell_attempts >= max {

@@ -4,7 +4,8 @@
 //! operator PIN on stdin), counting `--fen` in the cash box; or, with `--settle`, settles the
 //! bank batch. With `--bank-reader R` it pays by the bank card in reader R instead of cash, with
 //! the PIN the customer types on the config's PIN pad, through the config's acquirer. With
-//! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. `--config-text F` reads
+//! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. With `--bill-account N
+//! --utility U` it pays `--fen` of account N's bills in cash instead of selling. `--config-text F` reads
 //! the config's text from F as if it were the file `--config` names (relative paths resolve
 //! beside that file): how `selfvend bench soak` hands over the demo config as it runs it.
 
@@ -38,6 +39,8 @@ struct Args {
     clear_period: Option<i64>,
     bank_reader: Option<String>,
     settle: bool,
+    bill_account: Option<String>,
+    utility: String,
 }
 
 fn args() -> Option<Args> {
@@ -53,6 +56,8 @@ fn args() -> Option<Args> {
         clear_period: None,
         bank_reader: None,
         settle: false,
+        bill_account: None,
+        utility: String::new(),
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
@@ -66,6 +71,8 @@ fn args() -> Option<Args> {
             "--clear-period" => out.clear_period = Some(a.next()?.parse().ok()?),
             "--bank-reader" => out.bank_reader = Some(a.next()?),
             "--settle" => out.settle = true,
+            "--bill-account" => out.bill_account = Some(a.next()?),
+            "--utility" => out.utility = a.next()?,
             _ => return None,
         }
     }
@@ -76,7 +83,8 @@ fn main() -> ExitCode {
     let Some(args) = args() else {
         eprintln!(
             "usage: selfvend-sale-child --config F [--config-text F] --reader R --validator P \
-             --printer P --fen N [--recover-only | --clear-period N | --bank-reader R | --settle]"
+             --printer P --fen N [--recover-only | --clear-period N | --bank-reader R | --settle \
+             | --bill-account N --utility U]"
         );
         return ExitCode::FAILURE;
     };
@@ -156,6 +164,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             Fen(args.fen),
         );
     }
+    if let Some(account) = &args.bill_account {
+        if args.recover_only {
+            return Ok(());
+        }
+        return pay_bill(&mut engine, args, account);
+    }
     let readers = Readers::establish()?;
     // As the kiosk does: a card is connected to once the reader reports it (pcscd may still
     // be settling a card pulled and inserted just before this process started).
@@ -204,6 +218,33 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     engine.complete(&mut session, &mut printer)?;
+    Ok(())
+}
+
+/// Pays `--fen` of `account`'s bills in cash, as a customer at the kiosk would.
+fn pay_bill(
+    engine: &mut SaleEngine,
+    args: &Args,
+    account: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut acceptor = Id003Acceptor::open(
+        Path::new(&args.validator),
+        9600,
+        Id003Settings {
+            reply_timeout: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(1),
+        },
+    )?;
+    let mut printer = EscPosPrinter::open(&args.printer, 9600)?;
+    let mut s = engine.start_bill(account, &args.utility)?;
+    engine.choose_bill_amount(&mut s, Fen(args.fen))?;
+    let paid =
+        engine.take_bill_cash(&mut s, &mut acceptor, Duration::from_secs(5), &mut |_| true)?;
+    if paid == Fen(0) {
+        engine.cancel_bill(s)?;
+        return Ok(());
+    }
+    engine.complete_bill(&mut s, &mut printer)?;
     Ok(())
 }
 

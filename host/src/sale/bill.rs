@@ -1,0 +1,666 @@
+//! Bill payment (缴费): an account's bills paid in cash at the kiosk, under the sale's money
+//! rules. The session's payment is opened before the acceptor is enabled; the payment's intent
+//! and its serial are journaled, the session's payment closed to it, before `bill-pay` is sent;
+//! an unknown outcome is asked about with `bill-payment-status`; one that never reached the
+//! backend is paid again automatically (补缴) under its own serial, a bounded number of times,
+//! then handed to an operator. A refund needs the backend's refusal or proof the payment never
+//! arrived, and never follows a re-pay that may have reached it (it is claimed `pending` first).
+
+use serde_json::json;
+
+use super::Resolution;
+use super::cashier::{Till, TillParts};
+use super::receipt::ReceiptOf;
+use super::{SaleEngine, SaleError, yuan};
+use crate::backend::{
+    BackendError, BillAccount, BillPaymentRequest, BillPaymentStatus, BillReceipt, PaymentKind,
+    Refusal, check_account_number,
+};
+use crate::cash_acceptor::CashAcceptor;
+use crate::config::BackendEntry;
+use crate::journal::{BillPaymentRow, JournalError, ManualItem, NewBillPayment, NewItem};
+use crate::money::Fen;
+use crate::plugin::DialectError;
+use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
+
+/// One customer paying one account's bills.
+pub struct BillSession {
+    backend: BackendEntry,
+    dialect: usize,
+    /// The account and its open bills, as the backend answered.
+    pub account: BillAccount,
+    /// What the customer chose to pay: everything owed unless they chose less.
+    due: Fen,
+    paid: Fen,
+    payment: Option<i64>,
+    /// Banknotes the acceptor did not credit that may be in the kiosk: each item and value.
+    pub caught: Vec<(i64, Fen)>,
+}
+
+impl BillSession {
+    pub fn due(&self) -> Fen {
+        self.due
+    }
+
+    pub fn paid(&self) -> Fen {
+        self.paid
+    }
+}
+
+impl Till for BillSession {
+    fn due(&self) -> Fen {
+        self.due
+    }
+
+    fn parts(&mut self) -> TillParts<'_> {
+        TillParts {
+            payment: self.payment,
+            payer: &self.account.customer_number,
+            payer_kind: "户号",
+            paid: &mut self.paid,
+            caught: &mut self.caught,
+        }
+    }
+
+    fn set_payment(&mut self, id: i64) {
+        self.payment = Some(id);
+    }
+}
+
+/// How a bill payment ended for the customer's money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillOutcome {
+    /// Booked by the backend.
+    Paid { serial: u64, receipt: BillReceipt },
+    /// The backend refused it: the money is owed back (an operator item says so).
+    Refused { serial: u64, refusal: Refusal },
+    /// Not known yet, or not delivered yet: asked about, or paid again (补缴), automatically.
+    Pending { serial: u64, why: String },
+}
+
+/// A bill payment's end, with the receipt the customer takes away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillCompletion {
+    pub outcome: BillOutcome,
+    pub receipt: Receipt,
+    pub printed: bool,
+}
+
+/// What the backend said to one `bill-pay`, as the engine acts on it.
+enum BillAnswer {
+    Paid(BillReceipt),
+    Refused(Refusal),
+    /// Nothing reached the backend: it cannot have booked it.
+    NeverReached(String),
+    Unknown(String),
+}
+
+impl BillAnswer {
+    fn state(&self) -> &'static str {
+        match self {
+            BillAnswer::Paid(_) => "paid",
+            BillAnswer::Refused(_) => "refused",
+            BillAnswer::NeverReached(_) => "never-reached",
+            BillAnswer::Unknown(_) => "pending",
+        }
+    }
+}
+
+impl SaleEngine {
+    /// A customer typed (or their card gave) account `customer_number` of utility `utility`:
+    /// its open bills, from the utility's backend.
+    pub fn start_bill(
+        &mut self,
+        customer_number: &str,
+        utility: &str,
+    ) -> Result<BillSession, SaleError> {
+        check_account_number(customer_number).map_err(SaleError::Account)?;
+        let (backend, dialect) = self.route(utility).ok_or_else(|| SaleError::NotServed {
+            utility: utility.to_string(),
+            card_serial: customer_number.to_string(),
+        })?;
+        let mut session = self.backend_session(&backend, dialect)?;
+        let account = self
+            .wait(|| session.bill_query(customer_number))
+            .map_err(|cause| super::backend_error(&backend, cause))?;
+        self.journal.note(
+            "bills-shown",
+            json!({"account": customer_number, "bills": account.bills.len(),
+                   "owed_fen": account.total.0}),
+        );
+        Ok(BillSession {
+            backend,
+            dialect,
+            due: account.total,
+            account,
+            paid: Fen(0),
+            payment: None,
+            caught: Vec::new(),
+        })
+    }
+
+    /// The customer pays `amount` of what is owed (at least 0.01 yuan, at most all of it),
+    /// before any money is in.
+    pub fn choose_bill_amount(
+        &mut self,
+        s: &mut BillSession,
+        amount: Fen,
+    ) -> Result<(), SaleError> {
+        if s.paid > Fen(0) {
+            return Err(SaleError::WrongStep("money is in: the amount is fixed"));
+        }
+        if amount == Fen(0) || amount > s.account.total {
+            return Err(SaleError::OutOfLimits(amount, Fen(1), s.account.total));
+        }
+        s.due = amount;
+        Ok(())
+    }
+
+    /// Banknotes for the bill until it is paid or `patience` passes without one; see
+    /// [`take_cash_watched`](Self::take_cash_watched).
+    pub fn take_bill_cash(
+        &mut self,
+        s: &mut BillSession,
+        acceptor: &mut dyn CashAcceptor,
+        patience: std::time::Duration,
+        go_on: &mut dyn FnMut(Fen) -> bool,
+    ) -> Result<Fen, SaleError> {
+        if s.due == Fen(0) {
+            return Err(SaleError::WrongStep("nothing is owed on this account"));
+        }
+        self.take_notes(s, acceptor, patience, go_on)
+    }
+
+    /// Ends a session in which nothing was paid.
+    pub fn cancel_bill(&mut self, s: BillSession) -> Result<(), SaleError> {
+        if s.paid > Fen(0) {
+            return Err(SaleError::WrongStep(
+                "money is in: the bill payment is completed, not cancelled",
+            ));
+        }
+        if let Some(payment) = s.payment {
+            self.journal.commit(|b| {
+                let id = b.append(
+                    "payment-cancelled",
+                    &json!({"payment": payment, "account": s.account.customer_number}),
+                )?;
+                b.close_payment(payment, "open", "abandoned", None, id)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Pays what was put in to the account's bills and prints the receipt.
+    pub fn complete_bill(
+        &mut self,
+        s: &mut BillSession,
+        printer: &mut dyn ReceiptPrinter,
+    ) -> Result<BillCompletion, SaleError> {
+        if s.paid == Fen(0) {
+            return Err(SaleError::NothingPaid);
+        }
+        let payment = s
+            .payment
+            .ok_or(SaleError::WrongStep("money is in with no payment opened"))?;
+        let terminal_id = self.terminal_id.clone();
+        let utility = s.backend.utility_codes.first().cloned().unwrap_or_default();
+        let (serial, request) = self.journal.commit(|b| {
+            let id = b.append(
+                "bill-pay-intent",
+                &json!({"account": s.account.customer_number, "paid_fen": s.paid.0,
+                        "payment": payment}),
+            )?;
+            let serial = b.allocate_serial(id)?;
+            let request = BillPaymentRequest {
+                terminal_id: terminal_id.clone(),
+                kiosk_serial: serial,
+                customer_number: s.account.customer_number.clone(),
+                amount: s.paid,
+                payment: PaymentKind::Cash,
+            };
+            let request_json = serde_json::to_string(&request).expect("a request serializes");
+            b.record_bill_payment(
+                &NewBillPayment {
+                    serial,
+                    payment: "cash",
+                    customer_number: &s.account.customer_number,
+                    utility: &utility,
+                    paid_fen: s.paid.0,
+                    request_json: &request_json,
+                },
+                id,
+            )?;
+            b.close_payment_for_bill(payment, serial, id)?;
+            Ok((serial, request))
+        })?;
+        fail::fail_point!("bill.after-intent");
+        let answer = self.send_bill(&s.backend, s.dialect, &request);
+        fail::fail_point!("bill.after-sent");
+        let answer = match answer {
+            BillAnswer::Unknown(why) => {
+                self.journal
+                    .append("bill-pay-unknown", json!({"serial": serial, "why": why}))?;
+                match self.ask_bill_status(&s.backend, s.dialect, serial) {
+                    Some(BillPaymentStatus::Paid(r)) => BillAnswer::Paid(r),
+                    Some(BillPaymentStatus::Refused(r)) => BillAnswer::Refused(r),
+                    // "No such payment" may be a request still on its way: recovery asks again.
+                    _ => BillAnswer::Unknown(why),
+                }
+            }
+            other => other,
+        };
+        self.record_bill_answer(serial, &["intent"], &answer, "缴费")?;
+        fail::fail_point!("bill.after-answer");
+        let outcome = match answer {
+            BillAnswer::Paid(receipt) => BillOutcome::Paid { serial, receipt },
+            BillAnswer::Refused(refusal) => BillOutcome::Refused { serial, refusal },
+            BillAnswer::NeverReached(why) | BillAnswer::Unknown(why) => {
+                BillOutcome::Pending { serial, why }
+            }
+        };
+        let receipt = self.bill_receipt(s, &outcome);
+        let printed = self.print_receipt(printer, ReceiptOf::Bill(serial), &receipt)?;
+        self.journal.flush()?;
+        Ok(BillCompletion {
+            outcome,
+            receipt,
+            printed,
+        })
+    }
+
+    /// Sends `request` once, through the account's backend.
+    fn send_bill(
+        &self,
+        backend: &BackendEntry,
+        dialect: usize,
+        request: &BillPaymentRequest,
+    ) -> BillAnswer {
+        let mut session = match self.backend_session(backend, dialect) {
+            Ok(session) => session,
+            Err(e) => return BillAnswer::NeverReached(e.to_string()),
+        };
+        match self.wait(|| session.bill_pay(request)) {
+            Ok(receipt) => BillAnswer::Paid(receipt),
+            Err(DialectError::Backend(BackendError::Refused(r))) => BillAnswer::Refused(r),
+            Err(DialectError::Backend(
+                e @ (BackendError::Unreachable(_) | BackendError::NotSupported),
+            )) => BillAnswer::NeverReached(e.to_string()),
+            Err(e) => BillAnswer::Unknown(e.to_string()),
+        }
+    }
+
+    /// Asks the backend what became of bill payment `serial`; `None` when it cannot answer.
+    fn ask_bill_status(
+        &mut self,
+        backend: &BackendEntry,
+        dialect: usize,
+        serial: u64,
+    ) -> Option<BillPaymentStatus> {
+        let asked = self
+            .backend_session(backend, dialect)
+            .map_err(|e| e.to_string())
+            .and_then(|mut b| {
+                self.wait(|| b.bill_payment_status(&self.terminal_id, serial))
+                    .map_err(|e| e.to_string())
+            });
+        match asked {
+            Ok(status) => Some(status),
+            Err(why) => {
+                self.journal.note(
+                    "bill-status-unanswered",
+                    json!({"serial": serial, "why": why}),
+                );
+                None
+            }
+        }
+    }
+
+    /// Journals what the backend said of bill payment `serial`, which must still be in one of
+    /// `from`, and moves it to match; a refusal opens its refund item in the same commit. A
+    /// receipt for a payment refunded meanwhile goes to an operator, who has it reversed.
+    fn record_bill_answer(
+        &mut self,
+        serial: u64,
+        from: &[&str],
+        answer: &BillAnswer,
+        what: &str,
+    ) -> Result<(), SaleError> {
+        let recorded = self.journal.commit(|b| {
+            match answer {
+                BillAnswer::Paid(receipt) => {
+                    let id = b.append(
+                        "bill-paid",
+                        &json!({"serial": serial, "payment_id": receipt.backend_payment_id,
+                                "amount_fen": receipt.amount.0,
+                                "remaining_fen": receipt.remaining.0}),
+                    )?;
+                    let json = serde_json::to_string(receipt).expect("a receipt serializes");
+                    b.bill_payment_state(serial, from, "paid", Some(&json), id)?;
+                    b.count("lifetime.bill_paid_fen", receipt.amount.0 as i64)?;
+                }
+                BillAnswer::Refused(r) => {
+                    let id = b.append(
+                        "bill-refused",
+                        &json!({"serial": serial, "reason": r.message}),
+                    )?;
+                    b.bill_payment_state(serial, from, "refused", None, id)?;
+                    let (paid, account): (i64, String) = b.sql().query_row(
+                        "SELECT paid_fen, customer_number FROM bill_payments WHERE serial = ?1",
+                        [serial as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    let reason = format!(
+                        "退款 {} 元：{what}被拒（{}）（户号 {account}）",
+                        yuan(Fen(paid as u64)),
+                        r.message
+                    );
+                    b.open_manual_item(&NewItem::bill(serial, &account, &reason), id)?;
+                }
+                BillAnswer::NeverReached(why) => {
+                    let id =
+                        b.append("bill-never-reached", &json!({"serial": serial, "why": why}))?;
+                    b.bill_payment_state(serial, from, "never-reached", None, id)?;
+                }
+                BillAnswer::Unknown(why) => {
+                    let id = b.append("bill-pending", &json!({"serial": serial, "why": why}))?;
+                    b.bill_payment_state(serial, from, "pending", None, id)?;
+                }
+            }
+            Ok(())
+        });
+        match (recorded, answer) {
+            (Ok(()), _) => Ok(()),
+            // Booked by the backend after an operator refunded it: the customer has the money
+            // and the utility has the payment; an operator has the backend reverse it.
+            (Err(JournalError::Conflict { .. }), BillAnswer::Paid(receipt)) => {
+                let row = self.journal.bill_payment(serial)?;
+                if row.as_ref().is_some_and(|r| r.state == "refunded") {
+                    self.journal.commit(|b| {
+                        let id = b.append(
+                            "bill-paid-after-refund",
+                            &json!({"serial": serial, "payment_id": receipt.backend_payment_id}),
+                        )?;
+                        let account = row.as_ref().map_or("", |r| r.customer_number.as_str());
+                        let reason = format!(
+                            "缴费 {:08} 已退款后后台仍入账（后台流水 {}）：请联系供电单位冲正",
+                            serial, receipt.backend_payment_id
+                        );
+                        b.open_manual_item(&NewItem::bill(serial, account, &reason), id)?;
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            }
+            (Err(e @ JournalError::Conflict { .. }), _) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
+        }
+    }
+
+    /// Finishes bill payments the journal shows unfinished: each whose outcome is not known is
+    /// asked about ("no such payment" proves it never arrived only once the request cannot be
+    /// in flight). Returns each resolved and its state.
+    pub fn recover_bills(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
+        let mut resolved = Vec::new();
+        for p in self.journal.bill_payments(&["intent", "pending"])? {
+            let Some((backend, dialect)) = self.route(&p.utility) else {
+                continue;
+            };
+            let answer = match self.ask_bill_status(&backend, dialect, p.serial) {
+                Some(BillPaymentStatus::Paid(r)) => BillAnswer::Paid(r),
+                Some(BillPaymentStatus::Refused(r)) => BillAnswer::Refused(r),
+                Some(BillPaymentStatus::NotFound) if self.bill_settled(&p)? => {
+                    BillAnswer::NeverReached("the backend has no payment under this serial".into())
+                }
+                _ => continue,
+            };
+            match self.record_bill_answer(p.serial, &[p.state.as_str()], &answer, "缴费") {
+                Ok(()) => {}
+                Err(SaleError::Journal(JournalError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+            resolved.push((p.serial, answer.state().to_string()));
+        }
+        self.journal.flush()?;
+        Ok(resolved)
+    }
+
+    /// Whether bill payment `p`'s request can no longer be in flight.
+    fn bill_settled(&self, p: &BillPaymentRow) -> Result<bool, SaleError> {
+        let since = self.journal.seconds_since(&p.state_at)?.unwrap_or(0);
+        Ok(since >= self.policy.unknown_outcome_settle.as_secs() as i64)
+    }
+
+    /// Automatic re-pay (补缴): each bill payment that never reached its backend is sent again,
+    /// unchanged and under its own serial, once its backoff has passed; after the policy's
+    /// tries (those of re-sell) it goes to an operator. Returns each tried and its state now.
+    pub fn repay_bills(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
+        let mut tried = Vec::new();
+        let max = self.policy.resell_max_attempts;
+        for p in self.journal.bill_payments(&["never-reached"])? {
+            if p.repay_attempts >= max {
+                if self.exhaust_bill(&p, "never-reached", None)? {
+                    tried.push((p.serial, "manual".to_string()));
+                }
+                continue;
+            }
+            if !p.repay_due {
+                continue;
+            }
+            let Some((backend, dialect)) = self.route(&p.utility) else {
+                continue;
+            };
+            let request = bill_request(&p)?;
+            let attempt = p.repay_attempts + 1;
+            let delay = self.policy.resell_first_delay.as_secs() << p.repay_attempts.min(16);
+            // Claimed before it is sent: while it is out no refund can be paid for it.
+            let claimed = self.journal.commit(|b| {
+                let id = b.append(
+                    "bill-repay-attempt",
+                    &json!({"serial": p.serial, "attempt": attempt}),
+                )?;
+                b.count_repay_attempt(p.serial, delay)?;
+                b.bill_payment_state(p.serial, &["never-reached"], "pending", None, id)
+            });
+            match claimed {
+                Ok(()) => {}
+                Err(JournalError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            fail::fail_point!("bill.after-repay-attempt");
+            let answer = self.send_bill(&backend, dialect, &request);
+            let state = match answer {
+                BillAnswer::NeverReached(why) if attempt >= max => {
+                    self.exhaust_bill(&p, "pending", Some(&why))?;
+                    "manual"
+                }
+                answer => {
+                    self.record_bill_answer(p.serial, &["pending"], &answer, "补缴")?;
+                    answer.state()
+                }
+            };
+            tried.push((p.serial, state.to_string()));
+        }
+        Ok(tried)
+    }
+
+    /// Hands bill payment `p` (in state `from`) to an operator after re-pays that never reached
+    /// the backend. Returns whether it was still `from`.
+    fn exhaust_bill(
+        &mut self,
+        p: &BillPaymentRow,
+        from: &str,
+        why: Option<&str>,
+    ) -> Result<bool, SaleError> {
+        let reason = format!(
+            "缴费 {:08}（{} 元，户号 {}）补缴 {} 次仍未送达后台：请核实后再次补缴或退款",
+            p.serial,
+            yuan(Fen(p.paid_fen)),
+            p.customer_number,
+            p.repay_attempts.max(self.policy.resell_max_attempts)
+        );
+        let done = self.journal.commit(|b| {
+            let id = b.append(
+                "bill-repay-exhausted",
+                &json!({"serial": p.serial, "why": why}),
+            )?;
+            b.bill_payment_state(p.serial, &[from], "manual", None, id)?;
+            b.open_manual_item(&NewItem::bill(p.serial, &p.customer_number, &reason), id)?;
+            Ok(())
+        });
+        match done {
+            Ok(()) => Ok(true),
+            Err(JournalError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The settlements an item about bill payment `serial` takes now.
+    pub(super) fn bill_resolutions(&self, serial: u64) -> Result<Vec<Resolution>, SaleError> {
+        use Resolution::{Dismiss, Refund, Resell};
+        Ok(
+            match self
+                .journal
+                .bill_payment(serial)?
+                .map(|p| p.state)
+                .as_deref()
+            {
+                Some("refused" | "never-reached") => vec![Refund],
+                Some("manual") => vec![Resell, Refund],
+                Some("paid" | "refunded") => vec![Dismiss],
+                _ => Vec::new(),
+            },
+        )
+    }
+
+    /// An operator settles `item`, about bill payment `serial`: a refund only with proof the
+    /// backend never booked it; a re-pay sends it once more under its own serial.
+    pub(super) fn resolve_bill(
+        &mut self,
+        item: &ManualItem,
+        serial: u64,
+        resolution: Resolution,
+        operator_note: &str,
+    ) -> Result<String, SaleError> {
+        let p = self
+            .journal
+            .bill_payment(serial)?
+            .ok_or(SaleError::NoSuchItem(item.id))?;
+        match resolution {
+            Resolution::Refund => {
+                let refunded = self.journal.commit(|b| {
+                    let audit = b.append(
+                        "bill-refund-paid",
+                        &json!({"serial": serial, "fen": p.paid_fen, "item": item.id,
+                                "note": operator_note}),
+                    )?;
+                    b.bill_payment_state(
+                        serial,
+                        &["refused", "never-reached", "manual"],
+                        "refunded",
+                        None,
+                        audit,
+                    )?;
+                    b.count("lifetime.refunded_fen", p.paid_fen as i64)?;
+                    b.resolve_manual_item(item.id, &format!("refunded: {operator_note}"), audit)
+                });
+                if let Err(JournalError::Conflict { .. }) = refunded {
+                    let state = self
+                        .journal
+                        .bill_payment(serial)?
+                        .map_or_else(String::new, |p| p.state);
+                    return Err(SaleError::RefundRefused { serial, state });
+                }
+                refunded?;
+                Ok(format!(
+                    "item {}: {} yuan refunded for bill payment {serial}",
+                    item.id,
+                    yuan(Fen(p.paid_fen))
+                ))
+            }
+            Resolution::Resell if p.state == "manual" => {
+                let (backend, dialect) =
+                    self.route(&p.utility).ok_or_else(|| SaleError::NotServed {
+                        utility: p.utility.clone(),
+                        card_serial: p.customer_number.clone(),
+                    })?;
+                let request = bill_request(&p)?;
+                self.journal.commit(|b| {
+                    let id = b.append(
+                        "bill-manual-repay",
+                        &json!({"serial": serial, "item": item.id, "note": operator_note}),
+                    )?;
+                    b.bill_payment_state(serial, &["manual"], "pending", None, id)?;
+                    b.resolve_manual_item(item.id, &format!("paid again: {operator_note}"), id)
+                })?;
+                let answer = self.send_bill(&backend, dialect, &request);
+                let state = answer.state();
+                self.record_bill_answer(serial, &["pending"], &answer, "补缴")?;
+                Ok(format!(
+                    "item {}: bill payment {serial} sent again: {state}",
+                    item.id
+                ))
+            }
+            Resolution::Resell => Err(SaleError::ResellRefused {
+                serial,
+                state: p.state,
+            }),
+            Resolution::Dismiss if matches!(p.state.as_str(), "paid" | "refunded") => {
+                self.journal.commit(|b| {
+                    let audit = b.append(
+                        "manual-dismissed",
+                        &json!({"item": item.id, "note": operator_note}),
+                    )?;
+                    b.resolve_manual_item(item.id, &format!("dismissed: {operator_note}"), audit)
+                })?;
+                Ok(format!("item {}: closed", item.id))
+            }
+            Resolution::Dismiss => Err(SaleError::DismissRefused(item.id)),
+        }
+    }
+
+    /// The customer's receipt for a bill payment.
+    fn bill_receipt(&self, s: &BillSession, outcome: &BillOutcome) -> Receipt {
+        let serial = match outcome {
+            BillOutcome::Paid { serial, .. }
+            | BillOutcome::Refused { serial, .. }
+            | BillOutcome::Pending { serial, .. } => *serial,
+        };
+        let mut r = Receipt::new()
+            .with(Line::new("自助缴费凭证").bold().double().centred())
+            .with(Line::new(format!("终端号：{}", self.terminal_id)))
+            .with(Line::new(format!("流水号：{serial:08}")))
+            .with(Line::new(format!("户名：{}", s.account.customer_name)))
+            .with(Line::new(format!("户号：{}", s.account.customer_number)))
+            .with(Line::new(format!("应缴金额：{}元", yuan(s.account.total))))
+            .with(Line::new(format!("实收金额：{}元", yuan(s.paid))));
+        match outcome {
+            BillOutcome::Paid { receipt, .. } => {
+                r.push(Line::new(format!(
+                    "尚欠金额：{}元",
+                    yuan(receipt.remaining)
+                )));
+                r.push(Line::new(format!(
+                    "交易编号：{}",
+                    receipt.backend_payment_id
+                )));
+                r.push(Line::new("缴费成功").bold());
+            }
+            BillOutcome::Refused { refusal, .. } => {
+                r.push(Line::new(format!("缴费失败：{}", refusal.message)).bold());
+                r.push(Line::new("款项待退还，请保留此凭条联系营业厅"));
+            }
+            BillOutcome::Pending { .. } => {
+                r.push(Line::new("交易待处理：结果确认后自动补缴").bold());
+                r.push(Line::new("请保留此凭条"));
+            }
+        }
+        super::receipt::caught_lines(&mut r, &s.caught);
+        r
+    }
+}
+
+/// The request of bill payment `p`, as first sent.
+fn bill_request(p: &BillPaymentRow) -> Result<BillPaymentRequest, SaleError> {
+    serde_json::from_str(&p.request_json)
+        .map_err(|e| SaleError::Corrupt(format!("the request of bill payment {}: {e}", p.serial)))
+}
