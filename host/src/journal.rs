@@ -341,7 +341,6 @@ impl<'a> NewItem<'a> {
         }
     }
 
-    /// An item about payment `payment`, money taken with no sale made.
     /// An item about bill payment `serial`, for account `account`.
     pub fn bill(serial: u64, account: &'a str, reason: &'a str) -> Self {
         NewItem {
@@ -356,6 +355,7 @@ impl<'a> NewItem<'a> {
         }
     }
 
+    /// An item about payment `payment`, money taken with no sale made.
     pub fn payment(payment: i64, card: &'a str, reason: &'a str) -> Self {
         NewItem {
             serial: None,

@@ -75,7 +75,7 @@ fn a_postpaid_customer_pays_bills_in_cash_through_each_dialect_and_clearing_coun
     assert_eq!(s.due(), Fen(18_100));
     let periods: Vec<_> = s.account.bills.iter().map(|b| b.period.as_str()).collect();
     assert_eq!(periods, ["2026-10", "2026-11"]);
-    k.engine.cancel_bill(s).unwrap();
+    k.engine.cancel_bill(s, &mut k.printer).unwrap();
 
     // All of 孙七's bills, 181.00, through the fixed-text dialect.
     let outcome = pay(&mut k, SUN_QI, "3701", 18_100, &[100, 50, 20, 10, 1]);
@@ -389,4 +389,37 @@ fn killed_at_every_failpoint_of_a_bill_payment_no_money_is_lost_or_paid_twice() 
         let report = clearing::report(&journal, &w.config, None).unwrap();
         assert_eq!(report.cash.expected, Fen(taken), "{point}");
     }
+}
+
+#[test]
+fn a_bill_payment_whose_outcome_stays_unknown_goes_to_an_operator_once_and_closes_on_the_answer() {
+    let mut k = Kiosk::with_policy(&[("unanswered_sale_alert_secs", "1")]);
+    // Booked, its answer lost, and asked about it answers garbage; then it is out of reach.
+    k.jinan.inject(Call::BillPay, Fault::DropReply);
+    k.jinan.inject(Call::BillPaymentStatus, Fault::Garbage);
+    let outcome = pay(&mut k, SUN_QI, "3701", 1_000, &[10]);
+    assert!(
+        matches!(outcome, BillOutcome::Pending { serial: 1, .. }),
+        "{outcome:?}"
+    );
+    k.jinan.refuse_connections(true);
+    k.engine.recover().unwrap();
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
+    std::thread::sleep(Duration::from_millis(1100));
+    k.engine.recover().unwrap();
+    k.engine.recover().unwrap();
+    let items = k.engine.journal().manual_items(false).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].bill_serial, Some(1));
+    assert_eq!(
+        items[0].reason,
+        "缴费 00000001（10.00 元，户号 C370100005）的结果长时间未知：后台未答复，本机继续查询；\
+         请联系供电单位核实，核实前不得退款"
+    );
+    // No refund without the backend's word; once it answers, the item closes.
+    assert!(k.engine.resolutions(&items[0]).unwrap().is_empty());
+    k.jinan.refuse_connections(false);
+    k.engine.recover().unwrap();
+    assert_eq!(bill_states(&k), [(1, "paid".to_string())]);
+    assert!(k.engine.journal().manual_items(false).unwrap().is_empty());
 }

@@ -27,6 +27,8 @@ use crate::receipt_printer::{Line, Receipt, ReceiptPrinter};
 pub struct BillSession {
     backend: BackendEntry,
     dialect: usize,
+    /// The utility the customer chose (or their card names): routes re-pays and clearing.
+    utility: String,
     /// The account and its open bills, as the backend answered.
     pub account: BillAccount,
     /// What the customer chose to pay: everything owed unless they chose less.
@@ -131,6 +133,7 @@ impl SaleEngine {
         Ok(BillSession {
             backend,
             dialect,
+            utility: utility.to_string(),
             due: account.total,
             account,
             paid: Fen(0),
@@ -171,8 +174,13 @@ impl SaleEngine {
         self.take_notes(s, acceptor, patience, go_on)
     }
 
-    /// Ends a session in which nothing was paid.
-    pub fn cancel_bill(&mut self, s: BillSession) -> Result<(), SaleError> {
+    /// Ends a session in which nothing was paid; a banknote caught on the way in is printed on
+    /// a receipt with its operator item. Returns whether that receipt printed, if there was one.
+    pub fn cancel_bill(
+        &mut self,
+        s: BillSession,
+        printer: &mut dyn ReceiptPrinter,
+    ) -> Result<Option<bool>, SaleError> {
         if s.paid > Fen(0) {
             return Err(SaleError::WrongStep(
                 "money is in: the bill payment is completed, not cancelled",
@@ -187,7 +195,18 @@ impl SaleEngine {
                 b.close_payment(payment, "open", "abandoned", None, id)
             })?;
         }
-        Ok(())
+        if s.caught.is_empty() {
+            return Ok(None);
+        }
+        let mut r = Receipt::new()
+            .with(Line::new("自助缴费凭证").bold().double().centred())
+            .with(Line::new(format!("终端号：{}", self.terminal_id)))
+            .with(Line::new(format!("户号：{}", s.account.customer_number)))
+            .with(Line::new("未缴费"));
+        super::receipt::caught_lines(&mut r, &s.caught);
+        let printed = self.print_receipt(printer, ReceiptOf::Payment(s.payment), &r)?;
+        self.journal.flush()?;
+        Ok(Some(printed))
     }
 
     /// Pays what was put in to the account's bills and prints the receipt.
@@ -203,7 +222,7 @@ impl SaleEngine {
             .payment
             .ok_or(SaleError::WrongStep("money is in with no payment opened"))?;
         let terminal_id = self.terminal_id.clone();
-        let utility = s.backend.utility_codes.first().cloned().unwrap_or_default();
+        let utility = s.utility.clone();
         let (serial, request) = self.journal.commit(|b| {
             let id = b.append(
                 "bill-pay-intent",
@@ -240,7 +259,7 @@ impl SaleEngine {
             BillAnswer::Unknown(why) => {
                 self.journal
                     .append("bill-pay-unknown", json!({"serial": serial, "why": why}))?;
-                match self.ask_bill_status(&s.backend, s.dialect, serial) {
+                match self.ask_bill_status(&s.backend, s.dialect, serial, s.paid) {
                     Some(BillPaymentStatus::Paid(r)) => BillAnswer::Paid(r),
                     Some(BillPaymentStatus::Refused(r)) => BillAnswer::Refused(r),
                     // "No such payment" may be a request still on its way: recovery asks again.
@@ -295,6 +314,7 @@ impl SaleEngine {
         backend: &BackendEntry,
         dialect: usize,
         serial: u64,
+        paid: Fen,
     ) -> Option<BillPaymentStatus> {
         let asked = self
             .backend_session(backend, dialect)
@@ -304,6 +324,15 @@ impl SaleEngine {
                     .map_err(|e| e.to_string())
             });
         match asked {
+            // A receipt for another amount than was paid says nothing of this payment.
+            Ok(BillPaymentStatus::Paid(r)) if r.amount != paid => {
+                self.journal.note(
+                    "bill-status-unanswered",
+                    json!({"serial": serial, "why": format!(
+                        "the backend's receipt is for {} fen, {} fen were paid", r.amount.0, paid.0)}),
+                );
+                None
+            }
             Ok(status) => Some(status),
             Err(why) => {
                 self.journal.note(
@@ -316,8 +345,9 @@ impl SaleEngine {
     }
 
     /// Journals what the backend said of bill payment `serial`, which must still be in one of
-    /// `from`, and moves it to match; a refusal opens its refund item in the same commit. A
-    /// receipt for a payment refunded meanwhile goes to an operator, who has it reversed.
+    /// `from`, and moves it to match; a refusal opens its refund item in the same commit, and
+    /// an answer closes an alert that there was none. A receipt that arrives after another
+    /// process moved the payment on is recorded anyway ([`late_bill_receipt`]).
     fn record_bill_answer(
         &mut self,
         serial: u64,
@@ -364,36 +394,118 @@ impl SaleEngine {
                 BillAnswer::Unknown(why) => {
                     let id = b.append("bill-pending", &json!({"serial": serial, "why": why}))?;
                     b.bill_payment_state(serial, from, "pending", None, id)?;
+                    return Ok(());
                 }
             }
-            Ok(())
+            close_bill_alerts(b, serial, answer.state(), &["bill-unanswered"])
         });
         match (recorded, answer) {
             (Ok(()), _) => Ok(()),
-            // Booked by the backend after an operator refunded it: the customer has the money
-            // and the utility has the payment; an operator has the backend reverse it.
             (Err(JournalError::Conflict { .. }), BillAnswer::Paid(receipt)) => {
-                let row = self.journal.bill_payment(serial)?;
-                if row.as_ref().is_some_and(|r| r.state == "refunded") {
-                    self.journal.commit(|b| {
-                        let id = b.append(
-                            "bill-paid-after-refund",
-                            &json!({"serial": serial, "payment_id": receipt.backend_payment_id}),
-                        )?;
-                        let account = row.as_ref().map_or("", |r| r.customer_number.as_str());
-                        let reason = format!(
-                            "缴费 {:08} 已退款后后台仍入账（后台流水 {}）：请联系供电单位冲正",
-                            serial, receipt.backend_payment_id
-                        );
-                        b.open_manual_item(&NewItem::bill(serial, account, &reason), id)?;
-                        Ok(())
-                    })?;
-                }
-                Ok(())
+                self.late_bill_receipt(serial, receipt)
             }
-            (Err(e @ JournalError::Conflict { .. }), _) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
         }
+    }
+
+    /// A receipt for bill payment `serial` that another process moved on meanwhile: the
+    /// backend booked it, so it is `paid` whatever was decided without that answer, and the
+    /// items that would refund or re-pay it close; one refunded already goes to an operator to
+    /// have the backend reverse it (once).
+    fn late_bill_receipt(&mut self, serial: u64, receipt: &BillReceipt) -> Result<(), SaleError> {
+        let Some(row) = self.journal.bill_payment(serial)? else {
+            return Ok(());
+        };
+        let recorded = self.journal.commit(|b| match row.state.as_str() {
+            "paid" => Ok(()),
+            "refunded" => {
+                let open: bool = b.sql().query_row(
+                    "SELECT EXISTS (SELECT 1 FROM manual_items m JOIN audit a ON a.id = m.audit_id
+                     WHERE m.bill_serial = ?1 AND m.state = 'open'
+                       AND a.kind = 'bill-paid-after-refund')",
+                    [serial as i64],
+                    |r| r.get(0),
+                )?;
+                if open {
+                    return Ok(());
+                }
+                let id = b.append(
+                    "bill-paid-after-refund",
+                    &json!({"serial": serial, "payment_id": receipt.backend_payment_id}),
+                )?;
+                let reason = format!(
+                    "缴费 {serial:08} 已退款后后台仍入账（后台流水 {}，户号 {}）：请联系供电单位冲正",
+                    receipt.backend_payment_id, row.customer_number
+                );
+                b.open_manual_item(&NewItem::bill(serial, &row.customer_number, &reason), id)
+                    .map(|_| ())
+            }
+            state => {
+                let id = b.append(
+                    "bill-paid",
+                    &json!({"serial": serial, "payment_id": receipt.backend_payment_id,
+                            "amount_fen": receipt.amount.0, "late": true, "was": state}),
+                )?;
+                let json = serde_json::to_string(receipt).expect("a receipt serializes");
+                b.bill_payment_state(serial, &[state], "paid", Some(&json), id)?;
+                b.count("lifetime.bill_paid_fen", receipt.amount.0 as i64)?;
+                close_bill_alerts(b, serial, "paid", &[])
+            }
+        });
+        match recorded {
+            // Moved on again meanwhile: the next recovery round sees where it stands.
+            Ok(()) | Err(JournalError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Bill payment `p`'s backend has not told its outcome for longer than the policy allows
+    /// (or it is no longer configured, `unrouted`): an operator is told once; the kiosk keeps
+    /// asking, and no refund is paid without the backend's word.
+    fn bill_alert(&mut self, p: &BillPaymentRow, unrouted: bool) -> Result<(), SaleError> {
+        let limit = self.policy.unanswered_sale_alert;
+        if !unrouted {
+            let since = self.journal.seconds_since(&p.state_at)?.unwrap_or(0);
+            if since < limit.as_secs() as i64 {
+                return Ok(());
+            }
+        }
+        let reason = if unrouted {
+            format!(
+                "缴费 {:08}（{} 元，户号 {}）的单位 {} 已不在本机配置中：请联系供电单位核实",
+                p.serial,
+                yuan(Fen(p.paid_fen)),
+                p.customer_number,
+                p.utility
+            )
+        } else {
+            format!(
+                "缴费 {:08}（{} 元，户号 {}）的结果长时间未知：后台未答复，本机继续查询；\
+                 请联系供电单位核实，核实前不得退款",
+                p.serial,
+                yuan(Fen(p.paid_fen)),
+                p.customer_number
+            )
+        };
+        self.journal.commit(|b| {
+            let open: bool = b.sql().query_row(
+                "SELECT EXISTS (SELECT 1 FROM manual_items WHERE bill_serial = ?1
+                 AND state = 'open')",
+                [p.serial as i64],
+                |r| r.get(0),
+            )?;
+            if open {
+                return Ok(());
+            }
+            let id = b.append(
+                "bill-unanswered",
+                &json!({"serial": p.serial, "utility": p.utility, "state": p.state,
+                        "unrouted": unrouted}),
+            )?;
+            b.open_manual_item(&NewItem::bill(p.serial, &p.customer_number, &reason), id)
+                .map(|_| ())
+        })?;
+        Ok(())
     }
 
     /// Finishes bill payments the journal shows unfinished: each whose outcome is not known is
@@ -403,15 +515,19 @@ impl SaleEngine {
         let mut resolved = Vec::new();
         for p in self.journal.bill_payments(&["intent", "pending"])? {
             let Some((backend, dialect)) = self.route(&p.utility) else {
+                self.bill_alert(&p, true)?;
                 continue;
             };
-            let answer = match self.ask_bill_status(&backend, dialect, p.serial) {
+            let answer = match self.ask_bill_status(&backend, dialect, p.serial, Fen(p.paid_fen)) {
                 Some(BillPaymentStatus::Paid(r)) => BillAnswer::Paid(r),
                 Some(BillPaymentStatus::Refused(r)) => BillAnswer::Refused(r),
                 Some(BillPaymentStatus::NotFound) if self.bill_settled(&p)? => {
                     BillAnswer::NeverReached("the backend has no payment under this serial".into())
                 }
-                _ => continue,
+                _ => {
+                    self.bill_alert(&p, false)?;
+                    continue;
+                }
             };
             match self.record_bill_answer(p.serial, &[p.state.as_str()], &answer, "缴费") {
                 Ok(()) => {}
@@ -447,9 +563,17 @@ impl SaleEngine {
                 continue;
             }
             let Some((backend, dialect)) = self.route(&p.utility) else {
+                self.bill_alert(&p, true)?;
                 continue;
             };
-            let request = bill_request(&p)?;
+            let request = match bill_request(&p) {
+                Ok(request) => request,
+                Err(e) => {
+                    // One unreadable row stops no other payment's re-pay.
+                    tracing::error!("bill payment {}: {e}", p.serial);
+                    continue;
+                }
+            };
             let attempt = p.repay_attempts + 1;
             let delay = self.policy.resell_first_delay.as_secs() << p.repay_attempts.min(16);
             // Claimed before it is sent: while it is out no refund can be paid for it.
@@ -470,13 +594,16 @@ impl SaleEngine {
             let answer = self.send_bill(&backend, dialect, &request);
             let state = match answer {
                 BillAnswer::NeverReached(why) if attempt >= max => {
-                    self.exhaust_bill(&p, "pending", Some(&why))?;
+                    if !self.exhaust_bill(&p, "pending", Some(&why))? {
+                        continue;
+                    }
                     "manual"
                 }
-                answer => {
-                    self.record_bill_answer(p.serial, &["pending"], &answer, "补缴")?;
-                    answer.state()
-                }
+                answer => match self.record_bill_answer(p.serial, &["pending"], &answer, "补缴") {
+                    Ok(()) => answer.state(),
+                    Err(SaleError::Journal(JournalError::Conflict { .. })) => continue,
+                    Err(e) => return Err(e),
+                },
             };
             tried.push((p.serial, state.to_string()));
         }
@@ -663,4 +790,34 @@ impl SaleEngine {
 fn bill_request(p: &BillPaymentRow) -> Result<BillPaymentRequest, SaleError> {
     serde_json::from_str(&p.request_json)
         .map_err(|e| SaleError::Corrupt(format!("the request of bill payment {}: {e}", p.serial)))
+}
+
+/// Closes bill payment `serial`'s open items whose opening row is one of `kinds` (all its open
+/// items when `kinds` is empty), saying the backend answered `state`.
+fn close_bill_alerts(
+    b: &mut crate::journal::Batch<'_>,
+    serial: u64,
+    state: &str,
+    kinds: &[&str],
+) -> crate::journal::BatchResult<()> {
+    let items: Vec<i64> = {
+        let mut stmt = b.sql().prepare(
+            "SELECT m.id FROM manual_items m JOIN audit a ON a.id = m.audit_id
+             WHERE m.bill_serial = ?1 AND m.state = 'open'
+               AND (?2 = '[]' OR a.kind IN (SELECT value FROM json_each(?2)))",
+        )?;
+        stmt.query_map(
+            rusqlite::params![serial as i64, serde_json::to_string(kinds).expect("names")],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    for item in items {
+        let audit = b.append(
+            "bill-answered",
+            &json!({"serial": serial, "item": item, "state": state}),
+        )?;
+        b.resolve_manual_item(item, &format!("the backend answered: {state}"), audit)?;
+    }
+    Ok(())
 }

@@ -400,13 +400,22 @@ impl SaleEngine {
 
     /// An operator raises an item about sale `serial` (a customer's complaint, say).
     pub fn raise_manual(&mut self, serial: u64, reason: &str) -> Result<i64, SaleError> {
+        // Sales and bill payments share one sequence of serials.
+        let bill = self
+            .journal
+            .bill_payment(serial)?
+            .map(|p| p.customer_number);
         let card = self.journal.sale(serial)?.map(|s| s.card_serial);
         Ok(self.journal.commit(|b| {
             let id = b.append(
                 "manual-raised",
                 &json!({"serial": serial, "reason": reason}),
             )?;
-            b.open_manual_item(&NewItem::sale(serial, card.as_deref(), reason), id)
+            let item = match &bill {
+                Some(account) => NewItem::bill(serial, account, reason),
+                None => NewItem::sale(serial, card.as_deref(), reason),
+            };
+            b.open_manual_item(&item, id)
         })?)
     }
 }

@@ -30,7 +30,7 @@ impl SaleEngine {
                 self.unrouted(&sale)?;
             }
         }
-        let mut resolved = self.recover_bills()?;
+        let mut resolved = Vec::new();
         for sale in self.journal.sales(&["intent", "pending"], None)? {
             let Some((backend, dialect)) = self.route(&sale.utility) else {
                 self.unrouted(&sale)?;
@@ -58,6 +58,8 @@ impl SaleEngine {
             }
             resolved.push((sale.serial, super::answer_state(&answer).to_string()));
         }
+        // Bill payments after sales: a bill's trouble never holds up a sale's recovery.
+        resolved.extend(self.recover_bills()?);
         self.journal.flush()?;
         Ok(resolved)
     }
@@ -220,8 +222,7 @@ impl SaleEngine {
     /// unchanged and under its own serial, once its backoff has passed; after the policy's
     /// tries it goes to an operator. Returns each sale tried and where it stands now.
     pub fn resell(&mut self) -> Result<Vec<(u64, String)>, SaleError> {
-        // Bill payments that never reached their backend are paid again (补缴) the same way.
-        let mut tried = self.repay_bills()?;
+        let mut tried = Vec::new();
         for sale in self.journal.sales(&["never-reached"], None)? {
             let max = self.policy.resell_max_attempts;
             if sale.resell_attempts >= max {
@@ -273,6 +274,8 @@ impl SaleEngine {
             };
             tried.push((sale.serial, state.to_string()));
         }
+        // Bill payments that never reached their backend are paid again (补缴) the same way.
+        tried.extend(self.repay_bills()?);
         Ok(tried)
     }
 

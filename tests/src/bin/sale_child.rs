@@ -241,7 +241,7 @@ fn pay_bill(
     let paid =
         engine.take_bill_cash(&mut s, &mut acceptor, Duration::from_secs(5), &mut |_| true)?;
     if paid == Fen(0) {
-        engine.cancel_bill(s)?;
+        engine.cancel_bill(s, &mut printer)?;
         return Ok(());
     }
     engine.complete_bill(&mut s, &mut printer)?;
