@@ -9,6 +9,7 @@
 //! Between customers the worker does the kiosk's housekeeping: recovery and re-sell, write
 //! confirmations, bank-card reversals and sign-on.
 
+mod bills;
 mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +19,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use view::{
-    AccountStatus, AccountView, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage,
-    OperatorView, PluginLine, PriceView, Reconciled, ResultView, Screen, View,
+    AccountStatus, AccountView, BillResultView, BillsView, Device, DeviceLine, DeviceState,
+    ItemLine, OperatorMessage, OperatorView, PluginLine, PriceView, Reconciled, ResultView, Screen,
+    View,
 };
 
 use crate::backend::{Account, Purchase};
@@ -35,6 +37,7 @@ use crate::receipt_printer::ReceiptPrinter;
 use crate::sale::{
     BankLink, CardPayment, CashSession, Outcome, Resolution, SaleEngine, SaleError, Step,
 };
+use bills::BillsEnd;
 
 /// The devices the kiosk sells through.
 pub struct KioskDevices {
@@ -89,6 +92,10 @@ pub enum Command {
     PayCard,
     /// Stop inserting banknotes and buy with what is in.
     BuyWithPaid,
+    /// Pay the account's bills (its arrears) before buying.
+    PayBills,
+    /// Go on from a bill payment's result to buying.
+    Continue,
     /// Hand the card back (refused once money is in: then the customer buys with what is in).
     Cancel,
     /// The operator's screens were asked for (only between customers).
@@ -510,6 +517,10 @@ impl Worker {
                         }
                     }
                 }
+                Event::Command(Command::PayBills) => match self.settle_arrears(&mut s, &reader) {
+                    BillsEnd::Back => refusal = None,
+                    BillsEnd::Gone => return self.hand_back(s),
+                },
                 Event::Command(Command::Cancel) | Event::TimedOut => {
                     self.hand_back(s);
                     return self.finish(ResultView::Cancelled { caught: Fen(0) });

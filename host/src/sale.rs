@@ -48,7 +48,7 @@ mod operator;
 mod receipt;
 mod recovery;
 pub use bank::{BankLink, CardPayment};
-pub use bill::{BillCompletion, BillOutcome, BillSession};
+pub use bill::{BillCompletion, BillOutcome, BillSession, cash_due};
 pub use receipt::ReceiptOf;
 use receipt::yuan;
 

@@ -146,25 +146,28 @@ fn a_postpaid_account_pays_its_bills_once_whatever_the_retries() {
         assert_eq!(left.bills.len(), 1);
         assert_eq!(left.total, Fen(9_320));
 
-        // More than is owed is refused and books nothing; the rest by bank card settles it.
-        let (code, message) = refused(s.bill_pay(&pay(12, POSTPAID, 9_321, PaymentKind::Cash)));
-        assert_eq!(code, RefusalCode::OverLimit);
-        assert_eq!(message, "缴费金额须在0.01元至93.20元之间");
-        assert!(matches!(
-            s.bill_payment_status(TERMINAL, 12).unwrap(),
-            BillPaymentStatus::Refused(r) if r.code == RefusalCode::OverLimit
-        ));
+        // The rest by bank card, rounded up to the yuan: 0.80 beyond the bills is kept as
+        // the account's credit (预存).
         let last = s
-            .bill_pay(&pay(13, POSTPAID, 9_320, PaymentKind::BankCard))
+            .bill_pay(&pay(13, POSTPAID, 9_400, PaymentKind::BankCard))
             .unwrap();
         assert_eq!(last.remaining, Fen(0));
         assert_eq!(rig.backend.ledger().owed_fen(POSTPAID), 0);
+        assert_eq!(rig.backend.ledger().prepaid_fen(POSTPAID), 80);
+        // With nothing owed, a payment is refused and books nothing.
+        let (code, message) = refused(s.bill_pay(&pay(12, POSTPAID, 100, PaymentKind::Cash)));
+        assert_eq!(code, RefusalCode::Other);
+        assert_eq!(message, "该户没有待缴账单");
+        assert!(matches!(
+            s.bill_payment_status(TERMINAL, 12).unwrap(),
+            BillPaymentStatus::Refused(r) if r.code == RefusalCode::Other
+        ));
         let booked = rig.backend.ledger().bill_payments(TERMINAL);
         assert_eq!(
             booked,
             [
                 (11, POSTPAID.to_string(), 8_780, "cash".to_string()),
-                (13, POSTPAID.to_string(), 9_320, "bank-card".to_string()),
+                (13, POSTPAID.to_string(), 9_400, "bank-card".to_string()),
             ]
         );
         let (code, message) = refused(s.bill_query("C999999999"));

@@ -6,7 +6,8 @@ use eframe::egui::{self, Align, Button, Color32, Layout, RichText, Ui, vec2};
 use selfvend_host::backend::Purchase;
 use selfvend_host::kiosk::Command;
 pub use selfvend_host::kiosk::{
-    AccountStatus, AccountView, OperatorView, PriceView, ResultView, Screen, View,
+    AccountStatus, AccountView, BillResultView, BillsView, OperatorView, PriceView, ResultView,
+    Screen, View,
 };
 use selfvend_host::money::{Fen, Wh};
 pub use selfvend_host::sale::Step;
@@ -193,6 +194,10 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             centred(ui, |ui| result_ui(ui, w, result));
             None
         }
+        Screen::Bills(bills) => centred(ui, |ui| bills_ui(ui, w, bills)).and_then(send),
+        Screen::BillResult(result) => {
+            centred(ui, |ui| bill_result_ui(ui, w, result)).and_then(send)
+        }
         Screen::OperatorPin { refused } => centred(ui, |ui| {
             ui.label(RichText::new(w.operator_pin).size(48.0).strong());
             if let Some(refused) = refused {
@@ -326,6 +331,14 @@ fn account_ui(ui: &mut Ui, w: &Words, view: &AccountView, keypad: &mut Keypad) -
         }
         if let Some(refusal) = &view.refusal {
             right.label(RichText::new(refusal).size(32.0).color(Color32::DARK_RED));
+        }
+        // Arrears are settled here, in the same visit, before buying.
+        if view.arrears > Fen(0)
+            && right
+                .add(Button::new(w.pay_arrears).min_size(PRESET))
+                .clicked()
+        {
+            action = Some(Action::Send(Command::PayBills));
         }
         if let Some(purchase) = amount_ui(right, w, view, keypad) {
             action = Some(Action::Send(Command::Buy(purchase)));
@@ -497,6 +510,10 @@ fn kwh(wh: u64) -> String {
 /// What the amount due buys, as quoted: the arrears it settles first, the energy, and a stepped
 /// tariff's steps (backend text is never shown here: only numbers).
 fn price_ui(ui: &mut Ui, w: &Words, due: Fen, price: &PriceView) {
+    // A bill payment buys no energy: nothing to break down.
+    if price.energy == Wh(0) && price.arrears == Fen(0) {
+        return;
+    }
     let energy = format!("{} kWh", kwh_text(price.energy));
     let line = if price.arrears.0 > 0 {
         format!(
@@ -525,4 +542,86 @@ fn price_ui(ui: &mut Ui, w: &Words, due: Fen, price: &PriceView) {
 /// `164754` Wh as `164.754`.
 fn kwh_text(wh: Wh) -> String {
     format!("{}.{:03}", wh.0 / 1000, wh.0 % 1000)
+}
+
+/// An account's open bills, and what paying them in banknotes takes (no change is given: what
+/// is paid beyond the bills is the account's credit).
+fn bills_ui(ui: &mut Ui, w: &Words, bills: &BillsView) -> Option<Command> {
+    ui.label(RichText::new(w.bills_title).size(56.0).strong());
+    ui.label(format!(
+        "{} {}  {} {}",
+        w.customer_name, bills.customer_name, w.customer_number, bills.customer_number
+    ));
+    for (period, amount, late_fee) in &bills.bills {
+        let late = if *late_fee > Fen(0) {
+            format!(" + {} {}", w.late_fee, w.money(*late_fee))
+        } else {
+            String::new()
+        };
+        ui.label(RichText::new(format!("{period}  {}{late}", w.money(*amount))).size(32.0));
+    }
+    ui.label(
+        RichText::new(format!(
+            "{}{}{}",
+            w.bills_total,
+            w.sep,
+            w.money(bills.total)
+        ))
+        .size(40.0)
+        .strong(),
+    );
+    let due = selfvend_host::sale::cash_due(bills.total);
+    if due > bills.total {
+        ui.label(format!(
+            "{}{}{} ({} {})",
+            w.due,
+            w.sep,
+            w.money(due),
+            w.money(Fen(due.0 - bills.total.0)),
+            w.prepaid
+        ));
+    }
+    ui.add_space(24.0);
+    let mut chosen = None;
+    if ui.add(Button::new(w.pay_cash).min_size(BIG)).clicked() {
+        chosen = Some(Command::PayCash);
+    }
+    if ui.add(Button::new(w.back).min_size(BIG)).clicked() {
+        chosen = Some(Command::Cancel);
+    }
+    chosen
+}
+
+fn bill_result_ui(ui: &mut Ui, w: &Words, result: &BillResultView) -> Option<Command> {
+    let headline = |ui: &mut Ui, text: &str| ui.label(RichText::new(text).size(64.0).strong());
+    let paid = |ui: &mut Ui, fen: &Fen| ui.label(format!("{}{}{}", w.paid, w.sep, w.money(*fen)));
+    match result {
+        BillResultView::Paid {
+            paid: fen,
+            remaining,
+        } => {
+            headline(ui, w.bill_paid);
+            paid(ui, fen);
+            ui.label(format!("{}{}{}", w.still_owed, w.sep, w.money(*remaining)));
+        }
+        BillResultView::Pending { paid: fen } => {
+            headline(ui, w.pending);
+            paid(ui, fen);
+            ui.label(w.bill_pending_detail);
+        }
+        BillResultView::RefundOwed { paid: fen, reason } => {
+            headline(ui, w.refund_owed);
+            paid(ui, fen);
+            ui.label(reason);
+            ui.label(w.refund_detail);
+        }
+        BillResultView::NotPaid { reason } => {
+            headline(ui, w.bill_not_paid);
+            ui.label(reason);
+        }
+    }
+    ui.add_space(24.0);
+    ui.add(Button::new(w.continue_buying).min_size(BIG))
+        .clicked()
+        .then_some(Command::Continue)
 }

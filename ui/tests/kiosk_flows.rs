@@ -14,8 +14,8 @@ use selfvend_host::card_reader::Readers;
 use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
 use selfvend_host::kiosk::{
-    AccountStatus, Device, DeviceState, OperatorMessage, OperatorView, Reconciled, ResultView,
-    Screen, Timeouts, View,
+    AccountStatus, BillResultView, Device, DeviceState, OperatorMessage, OperatorView, Reconciled,
+    ResultView, Screen, Timeouts, View,
 };
 use selfvend_host::money::Fen;
 use selfvend_ui::app::KioskApp;
@@ -667,5 +667,86 @@ fn a_card_left_in_when_the_kiosk_starts_is_asked_out_first() {
     f.wait("the account", |s| matches!(s, Screen::Account(_)));
     f.press("取消");
     f.result();
+    f.take_card_out();
+}
+
+#[test]
+fn a_customer_in_arrears_pays_them_and_buys_in_one_visit() {
+    let mut f = Flow::start(quick());
+    f.press("Insert 李四 · arrears");
+    f.wait("the account", |s| matches!(s, Screen::Account(_)));
+    assert!(f.shows("12.50 元"));
+    // Buying first is refused with the backend's words; paying the arrears is offered.
+    f.press("50.00 元");
+    f.wait(
+        "the refusal",
+        |s| matches!(s, Screen::Account(a) if a.refusal.is_some()),
+    );
+    assert!(f.shows("您有欠费12.50元，请先缴清"));
+    f.press("缴纳欠费");
+    f.wait("the bills", |s| matches!(s, Screen::Bills(_)));
+    assert!(f.shows("2026-09  7.00 元"));
+    assert!(f.shows("2026-10  5.00 元 + 滞纳金 0.50 元"));
+    assert!(f.shows("合计应缴：12.50 元"));
+    // No change is given: 13.00 goes in, 0.50 is kept as the account's credit.
+    assert!(f.shows("应付：13.00 元 (0.50 元 预存)"));
+    f.press("现金支付");
+    f.wait("the banknote screen", |s| {
+        matches!(s, Screen::Paying { due: Fen(1300), .. })
+    });
+    for note in ["¥10", "¥1", "¥1", "¥1"] {
+        f.press(note);
+    }
+    f.wait("the bill paid", |s| {
+        matches!(
+            s,
+            Screen::BillResult(BillResultView::Paid {
+                paid: Fen(1300),
+                remaining: Fen(0)
+            })
+        )
+    });
+    assert!(f.shows("尚欠：0.00 元"));
+    let receipt = f.demo().last_receipt();
+    assert_printed(&receipt, "自助缴费凭证");
+    assert_printed(&receipt, "缴费成功");
+    assert_printed(&receipt, "实收金额：13.00元");
+    assert_printed(&receipt, "尚欠金额：0.00元");
+    // Back at the account, arrears gone: the same visit buys.
+    f.press("继续购电");
+    f.wait(
+        "the account without arrears",
+        |s| matches!(s, Screen::Account(a) if a.arrears == Fen(0) && a.refusal.is_none()),
+    );
+    f.press("50.00 元");
+    f.wait("the payment choice", |s| matches!(s, Screen::Method { .. }));
+    f.press("现金支付");
+    f.wait("the banknote screen", |s| {
+        matches!(s, Screen::Paying { due: Fen(5000), .. })
+    });
+    f.press("¥50");
+    let result = f.result();
+    assert!(
+        matches!(
+            result,
+            ResultView::Credited {
+                paid: Fen(5000),
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert_eq!(f.sale_states(), [(2, "written".to_string(), 5000)]);
+    let bills = f
+        .journal()
+        .bill_payments(selfvend_host::journal::BILL_STATES)
+        .unwrap();
+    assert_eq!(
+        bills
+            .iter()
+            .map(|b| (b.serial, b.state.as_str(), b.paid_fen))
+            .collect::<Vec<_>>(),
+        [(1, "paid", 1300)]
+    );
     f.take_card_out();
 }

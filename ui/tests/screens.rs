@@ -9,8 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use selfvend_host::backend::{Purchase, TariffStep};
 use selfvend_host::kiosk::{
-    Command, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage, OperatorView, PluginLine,
-    View,
+    BillResultView, BillsView, Command, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage,
+    OperatorView, PluginLine, View,
 };
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::receipt_printer::{Paper, PrinterStatus};
@@ -259,6 +259,25 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
                 why: "reader `selfvend vpcd 00 00`: not connected".into(),
             },
         ),
+        (
+            "bills",
+            Screen::Bills(BillsView {
+                customer_name: "李四".into(),
+                customer_number: "C370100002".into(),
+                bills: vec![
+                    ("2026-09".into(), Fen(700), Fen(0)),
+                    ("2026-10".into(), Fen(500), Fen(50)),
+                ],
+                total: Fen(1250),
+            }),
+        ),
+        (
+            "bill-paid",
+            Screen::BillResult(BillResultView::Paid {
+                paid: Fen(1300),
+                remaining: Fen(0),
+            }),
+        ),
         ("operator-pin", Screen::OperatorPin { refused: None }),
         ("operator", Screen::Operator(Box::new(operator()))),
     ]
@@ -400,4 +419,27 @@ fn the_operator_screen_speaks_the_chosen_language_throughout() {
     ] {
         h.get_by_label(label);
     }
+}
+
+#[test]
+fn the_bills_say_what_is_owed_and_what_goes_in_in_both_languages() {
+    let screens = every_screen();
+    let find = |name: &str| screens.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let mut h = harness(Lang::Zh, find("bills"));
+    h.get_by_label("待缴账单");
+    h.get_by_label("2026-10  5.00 元 + 滞纳金 0.50 元");
+    h.get_by_label("合计应缴：12.50 元");
+    h.get_by_label("应付：13.00 元 (0.50 元 预存)");
+    h.get_by_label("现金支付").click();
+    h.run();
+    assert_eq!(h.state().pressed, [Action::Send(Command::PayCash)]);
+    let h = harness(Lang::En, find("bills"));
+    h.get_by_label("Bills to pay");
+    h.get_by_label("2026-10  5.00 yuan + late fee 0.50 yuan");
+    let mut h = harness(Lang::Zh, find("bill-paid"));
+    h.get_by_label("缴费成功");
+    h.get_by_label("尚欠：0.00 元");
+    h.get_by_label("继续购电").click();
+    h.run();
+    assert_eq!(h.state().pressed, [Action::Send(Command::Continue)]);
 }

@@ -64,6 +64,10 @@ pub enum Screen {
     TakeCard,
     /// The sale under way: the step it is at.
     Processing(Step),
+    /// An account's open bills (缴费), and what paying them in banknotes takes.
+    Bills(BillsView),
+    /// How a bill payment ended; the customer goes on to buy.
+    BillResult(BillResultView),
     /// How it ended.
     Result(ResultView),
     /// The operator's PIN is asked for; `refused` says why the last one was not taken.
@@ -101,6 +105,30 @@ pub struct AccountView {
     pub refusal: Option<String>,
     /// An earlier purchase was written onto the card as it came in (its serial).
     pub rewritten: Option<u64>,
+}
+
+/// An account's open bills, as the backend listed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillsView {
+    pub customer_name: String,
+    pub customer_number: String,
+    /// Each bill: its period, amount and late fee.
+    pub bills: Vec<(String, Fen, Fen)>,
+    /// Everything owed.
+    pub total: Fen,
+}
+
+/// How a bill payment ended, and what happens to the money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillResultView {
+    /// Booked by the backend; `remaining` is still owed.
+    Paid { paid: Fen, remaining: Fen },
+    /// Not known yet, or not delivered yet: finished automatically.
+    Pending { paid: Fen },
+    /// Refused: the money is refunded by an operator.
+    RefundOwed { paid: Fen, reason: String },
+    /// Nothing could be paid: why.
+    NotPaid { reason: String },
 }
 
 /// How a customer's session ended, and what happens to the money.

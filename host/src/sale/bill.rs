@@ -142,8 +142,24 @@ impl SaleEngine {
         })
     }
 
-    /// The customer pays `amount` of what is owed (at least 0.01 yuan, at most all of it),
-    /// before any money is in.
+    /// The bills of the account whose card is in session `s` (to settle arrears before buying).
+    pub fn start_bill_for(&mut self, s: &super::CashSession) -> Result<BillSession, SaleError> {
+        let (account, utility) = (
+            s.account.customer_number.clone(),
+            s.data.utility_code.clone(),
+        );
+        self.start_bill(&account, &utility)
+    }
+
+    /// Asks the backend for session `s`'s account again (after its bills were paid, say).
+    pub fn refresh_account(&mut self, s: &mut super::CashSession) -> Result<(), SaleError> {
+        s.account = self.account(&s.backend, s.dialect, &s.data)?;
+        Ok(())
+    }
+
+    /// The customer pays `amount` of what is owed (at least 0.01 yuan, at most all of it
+    /// rounded up to the yuan: the kiosk gives no change, the backend keeps the rest as the
+    /// account's credit), before any money is in.
     pub fn choose_bill_amount(
         &mut self,
         s: &mut BillSession,
@@ -152,8 +168,9 @@ impl SaleEngine {
         if s.paid > Fen(0) {
             return Err(SaleError::WrongStep("money is in: the amount is fixed"));
         }
-        if amount == Fen(0) || amount > s.account.total {
-            return Err(SaleError::OutOfLimits(amount, Fen(1), s.account.total));
+        let most = cash_due(s.account.total);
+        if amount == Fen(0) || amount > most {
+            return Err(SaleError::OutOfLimits(amount, Fen(1), most));
         }
         s.due = amount;
         Ok(())
@@ -784,6 +801,11 @@ impl SaleEngine {
         super::receipt::caught_lines(&mut r, &s.caught);
         r
     }
+}
+
+/// What paying `owed` in banknotes takes: rounded up to the yuan, as the kiosk gives no change.
+pub fn cash_due(owed: Fen) -> Fen {
+    Fen(owed.0.div_ceil(100) * 100)
 }
 
 /// The request of bill payment `p`, as first sent.

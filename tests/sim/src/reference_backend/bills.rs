@@ -1,6 +1,7 @@
 //! Contract 1.1 in the reference backend's books: quotes, bills and bill payments. An account's
 //! arrears are what its bills still owe; a payment settles the oldest bill first, its late fee
-//! before its amount.
+//! before its amount, and what is paid beyond the bills is kept as the account's credit (预存),
+//! as utilities do for a kiosk that gives no change.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -108,11 +109,8 @@ impl Ledger {
             Err(unknown_account(customer_number))
         } else if owed == 0 {
             Err(Refusal::new(Reason::Other, "该户没有待缴账单"))
-        } else if amount_fen == 0 || amount_fen > owed {
-            Err(Refusal::new(
-                Reason::OverLimit,
-                format!("缴费金额须在0.01元至{}.{:02}元之间", owed / 100, owed % 100),
-            ))
+        } else if amount_fen == 0 {
+            Err(Refusal::new(Reason::OverLimit, "缴费金额须大于0元"))
         } else {
             Ok(())
         };
@@ -126,16 +124,21 @@ impl Ledger {
                         kiosk_serial as i64,
                         customer_number,
                         amount_fen as i64,
-                        (owed - amount_fen) as i64,
+                        owed.saturating_sub(amount_fen) as i64,
                         payment_name(payment)
                     ],
                 )?;
                 let id = tx.last_insert_rowid();
-                settle_oldest(&tx, customer_number, amount_fen)?;
+                settle_oldest(&tx, customer_number, amount_fen.min(owed))?;
+                tx.execute(
+                    "UPDATE customers SET prepaid_fen = prepaid_fen + ?2
+                     WHERE customer_number = ?1",
+                    params![customer_number, amount_fen.saturating_sub(owed) as i64],
+                )?;
                 Ok(Answer::BillReceipt(BillReceiptAnswer {
                     payment_id: payment_id(id),
                     amount_fen,
-                    remaining_fen: owed - amount_fen,
+                    remaining_fen: owed.saturating_sub(amount_fen),
                 }))
             }
             Err(refusal) => {
@@ -216,6 +219,17 @@ impl Ledger {
             params![meter_number, wh as i64],
         )?;
         Ok(())
+    }
+
+    /// What an account has paid beyond its bills (预存), in fen.
+    pub fn prepaid_fen(&self, customer_number: &str) -> u64 {
+        self.db
+            .query_row(
+                "SELECT prepaid_fen FROM customers WHERE customer_number = ?1",
+                [customer_number],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, |f| f as u64)
     }
 
     /// What an account still owes, in fen.

@@ -323,7 +323,9 @@ CREATE TABLE IF NOT EXISTS customers (
     address TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('active', 'closed', 'suspended')),
     -- How a sale treats arrears: refused until they are paid, or deducted from it first.
-    arrears_mode TEXT NOT NULL DEFAULT 'pay-first' CHECK (arrears_mode IN ('pay-first', 'deduct'))
+    arrears_mode TEXT NOT NULL DEFAULT 'pay-first' CHECK (arrears_mode IN ('pay-first', 'deduct')),
+    -- Paid beyond the bills (预存): the account's credit.
+    prepaid_fen INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meters (
     meter_number TEXT PRIMARY KEY,
@@ -422,14 +424,14 @@ const SEED: &str = "
 INSERT INTO tariffs VALUES (1, '居民生活用电', 56), (2, '一般工商业用电', 80);
 INSERT INTO tariff_steps VALUES (1, 2520, 56), (1, 4800, 61), (1, NULL, 86), (2, NULL, 80);
 INSERT INTO customers VALUES
-    ('C370100001', '张三', '山东省济南市历下区泉城路1号3单元502室', 'active', 'pay-first'),
-    ('C370100002', '李四', '山东省济南市市中区经七路88号', 'active', 'pay-first'),
-    ('C370100003', '王五', '山东省济南市槐荫区经十路16号', 'closed', 'pay-first'),
-    ('C370100005', '孙七', '山东省济南市天桥区北园大街200号', 'active', 'pay-first'),
-    ('C440100001', '陈小明', '广东省广州市天河区天河路385号1201房', 'active', 'pay-first'),
-    ('C440100002', '黄丽', '广东省广州市越秀区北京路50号', 'active', 'pay-first'),
-    ('C440100003', '周强', '广东省广州市海珠区江南大道中99号', 'suspended', 'pay-first'),
-    ('C440100005', '吴芳', '广东省广州市白云区机场路12号', 'active', 'pay-first');
+    ('C370100001', '张三', '山东省济南市历下区泉城路1号3单元502室', 'active', 'pay-first', 0),
+    ('C370100002', '李四', '山东省济南市市中区经七路88号', 'active', 'pay-first', 0),
+    ('C370100003', '王五', '山东省济南市槐荫区经十路16号', 'closed', 'pay-first', 0),
+    ('C370100005', '孙七', '山东省济南市天桥区北园大街200号', 'active', 'pay-first', 0),
+    ('C440100001', '陈小明', '广东省广州市天河区天河路385号1201房', 'active', 'pay-first', 0),
+    ('C440100002', '黄丽', '广东省广州市越秀区北京路50号', 'active', 'pay-first', 0),
+    ('C440100003', '周强', '广东省广州市海珠区江南大道中99号', 'suspended', 'pay-first', 0),
+    ('C440100005', '吴芳', '广东省广州市白云区机场路12号', 'active', 'pay-first', 0);
 INSERT INTO meters (meter_number, customer_number, tariff_id) VALUES
     ('M3701000001', 'C370100001', 1),
     ('M3701000002', 'C370100002', 1),
