@@ -92,8 +92,11 @@ pub enum Command {
     PayCard,
     /// Stop inserting banknotes and buy with what is in.
     BuyWithPaid,
-    /// Pay the account's bills (its arrears) before buying.
+    /// Pay bills: at the attract screen, an account's by its number; at the account screen,
+    /// the card's account's arrears before buying.
     PayBills,
+    /// The account number (户号) typed for 缴费.
+    BillAccount(String),
     /// Go on from a bill payment's result to buying.
     Continue,
     /// Hand the card back (refused once money is in: then the customer buys with what is in).
@@ -324,6 +327,7 @@ impl Worker {
             match self.wait_for(Watch::In(&reader), Some(self.timeouts.housekeeping), false) {
                 Event::Card => self.session(),
                 Event::Command(Command::Operator) => self.operator(),
+                Event::Command(Command::PayBills) => self.bill_counter(),
                 Event::Stopping => return,
                 Event::Command(_) => {}
                 Event::TimedOut => self.housekeeping(),

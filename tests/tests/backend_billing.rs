@@ -17,7 +17,7 @@ use selfvend_tests::dialect_rig::{
 };
 
 /// 孙七, a post-paid account with two bills: 86.50 + 1.30 late fee, and 93.20.
-const POSTPAID: &str = "C370100005";
+const POSTPAID: &str = "3701200005";
 const POSTPAID_OWES: u64 = 8650 + 130 + 9320;
 
 fn pay(serial: u64, account: &str, fen: u64, payment: PaymentKind) -> BillPaymentRequest {
@@ -226,7 +226,7 @@ fn a_period_with_bill_payments_reconciles_by_four_business_types() {
         s.sale(&sale(1, card(MEMORY_CARD, 0), 5_000)).unwrap();
         s.bill_pay(&pay(2, POSTPAID, 8_780, PaymentKind::Cash))
             .unwrap();
-        s.bill_pay(&pay(3, "C440100005", 15_630, PaymentKind::BankCard))
+        s.bill_pay(&pay(3, "4401200005", 15_630, PaymentKind::BankCard))
             .unwrap();
         let total = |business, count, fen| BusinessTotal {
             business,

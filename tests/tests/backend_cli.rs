@@ -186,7 +186,7 @@ fn an_operator_prints_an_accounts_bills_through_each_dialect() {
             "backend",
             "bill",
             "--account",
-            "C370100005",
+            "3701200005",
             "--utility",
             "3701",
         ],
@@ -194,7 +194,7 @@ fn an_operator_prints_an_accounts_bills_through_each_dialect() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "account:  C370100005 孙七\n\
+        "account:  3701200005 孙七\n\
          address:  山东省济南市天桥区北园大街200号\n\
          bill:     2026-10 B3701-202610-0005 86.50 yuan + late fee 1.30 yuan\n\
          bill:     2026-11 B3701-202611-0005 93.20 yuan\n\
@@ -206,7 +206,7 @@ fn an_operator_prints_an_accounts_bills_through_each_dialect() {
             "backend",
             "bill",
             "--account",
-            "C440100005",
+            "4401200005",
             "--backend",
             "guangzhou-power",
         ],

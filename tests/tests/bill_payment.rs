@@ -18,9 +18,9 @@ use selfvend_tests::kiosk_rig::{Kiosk, PATIENCE, World};
 use selfvend_tests::{selfvend_bin, sql};
 
 /// 孙七 (jinan, fixed-text): 86.50 + 1.30 late fee, and 93.20.
-const SUN_QI: &str = "C370100005";
+const SUN_QI: &str = "3701200005";
 /// 吴芳 (guangzhou, JSON): 156.30.
-const WU_FANG: &str = "C440100005";
+const WU_FANG: &str = "4401200005";
 
 /// Pays `fen` of `account`'s bills with `notes` (yuan) and completes it.
 fn pay(k: &mut Kiosk, account: &str, utility: &str, fen: u64, notes: &[u32]) -> BillOutcome {
@@ -90,7 +90,7 @@ fn a_postpaid_customer_pays_bills_in_cash_through_each_dialect_and_clearing_coun
             "终端号：K-SALE-01",
             "流水号：00000001",
             "户名：孙七",
-            "户号：C370100005",
+            "户号：3701200005",
             "应缴金额：181.00元",
             "实收金额：181.00元",
             "尚欠金额：0.00元",
@@ -212,7 +212,7 @@ fn a_refused_bill_payment_is_owed_back_and_refunded_only_by_an_operator() {
     assert_eq!(items.len(), 1);
     assert_eq!(
         items[0].reason,
-        "退款 181.00 元：缴费被拒（该户没有待缴账单）（户号 C370100005）"
+        "退款 181.00 元：缴费被拒（该户没有待缴账单）（户号 3701200005）"
     );
     assert_eq!(
         k.engine.resolutions(&items[0]).unwrap(),
@@ -406,7 +406,7 @@ fn a_bill_payment_whose_outcome_stays_unknown_goes_to_an_operator_once_and_close
     assert_eq!(items[0].bill_serial, Some(1));
     assert_eq!(
         items[0].reason,
-        "缴费 00000001（10.00 元，户号 C370100005）的结果长时间未知：后台未答复，本机继续查询；\
+        "缴费 00000001（10.00 元，户号 3701200005）的结果长时间未知：后台未答复，本机继续查询；\
          请联系供电单位核实，核实前不得退款"
     );
     // No refund without the backend's word; once it answers, the item closes.

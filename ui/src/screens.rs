@@ -80,12 +80,34 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             service_ui(ui, w).and_then(send)
         }
         Screen::Attract => {
-            centred(ui, |ui| {
+            let bills = centred(ui, |ui| {
                 ui.label(RichText::new(w.insert_card).size(72.0).strong());
                 ui.label(w.insert_card_hint);
+                ui.add_space(24.0);
+                ui.add(Button::new(w.pay_bills).min_size(BIG))
+                    .clicked()
+                    .then_some(Command::PayBills)
             });
-            service_ui(ui, w).and_then(send)
+            bills.or_else(|| service_ui(ui, w)).and_then(send)
         }
+        Screen::AccountEntry { refusal } => centred(ui, |ui| {
+            ui.label(RichText::new(w.enter_account).size(56.0).strong());
+            if let Some(refusal) = refusal {
+                ui.label(RichText::new(refusal).size(32.0).color(Color32::DARK_RED));
+            }
+            ui.label(
+                RichText::new(format!("{}{}{}", w.customer_number, w.sep, keypad.digits))
+                    .size(48.0),
+            );
+            let confirmed = keypad_ui(ui, w, keypad, 20, w.confirm, |d| !d.is_empty());
+            let back = ui.add(Button::new(w.back).min_size(BIG)).clicked();
+            if confirmed {
+                Some(Command::BillAccount(std::mem::take(&mut keypad.digits)))
+            } else {
+                back.then_some(Command::Cancel)
+            }
+        })
+        .and_then(send),
         Screen::OutOfService { why } => {
             centred(ui, |ui| {
                 ui.label(RichText::new(w.out_of_service).size(72.0).strong());

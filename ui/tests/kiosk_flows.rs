@@ -713,7 +713,7 @@ fn a_customer_in_arrears_pays_them_and_buys_in_one_visit() {
     assert_printed(&receipt, "实收金额：13.00元");
     assert_printed(&receipt, "尚欠金额：0.00元");
     // Back at the account, arrears gone: the same visit buys.
-    f.press("继续购电");
+    f.press("继续");
     f.wait(
         "the account without arrears",
         |s| matches!(s, Screen::Account(a) if a.arrears == Fen(0) && a.refusal.is_none()),
@@ -749,4 +749,69 @@ fn a_customer_in_arrears_pays_them_and_buys_in_one_visit() {
         [(1, "paid", 1300)]
     );
     f.take_card_out();
+}
+
+#[test]
+fn a_postpaid_customer_types_the_account_number_and_pays_the_bills_in_cash() {
+    let mut f = Flow::start(quick());
+    f.press("缴费（输入户号）");
+    f.wait("the account number", |s| {
+        matches!(s, Screen::AccountEntry { .. })
+    });
+    // A number the backend does not know is refused in its words, and can be typed again.
+    for digit in "370199".chars() {
+        f.press(&digit.to_string());
+    }
+    f.press("确认");
+    f.wait("the refusal", |s| {
+        matches!(s, Screen::AccountEntry { refusal: Some(_) })
+    });
+    assert!(f.shows("户号370199不存在"));
+    f.press("清除");
+    for digit in "3701200005".chars() {
+        f.press(&digit.to_string());
+    }
+    f.press("确认");
+    f.wait("the bills", |s| matches!(s, Screen::Bills(_)));
+    assert!(f.shows("户名 孙七  户号 3701200005"));
+    assert!(f.shows("合计应缴：181.00 元"));
+    f.press("现金支付");
+    f.wait("the banknote screen", |s| {
+        matches!(
+            s,
+            Screen::Paying {
+                due: Fen(18_100),
+                ..
+            }
+        )
+    });
+    for note in ["¥100", "¥50", "¥20", "¥10", "¥1"] {
+        f.press(note);
+    }
+    f.wait("the bill paid", |s| {
+        matches!(
+            s,
+            Screen::BillResult(BillResultView::Paid {
+                paid: Fen(18_100),
+                remaining: Fen(0)
+            })
+        )
+    });
+    let receipt = f.demo().last_receipt();
+    assert_printed(&receipt, "户号：3701200005");
+    assert_printed(&receipt, "实收金额：181.00元");
+    assert_printed(&receipt, "缴费成功");
+    f.press("继续");
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+    let bills = f
+        .journal()
+        .bill_payments(selfvend_host::journal::BILL_STATES)
+        .unwrap();
+    assert_eq!(
+        bills
+            .iter()
+            .map(|b| (b.customer_number.as_str(), b.state.as_str(), b.paid_fen))
+            .collect::<Vec<_>>(),
+        [("3701200005", "paid", 18_100)]
+    );
 }

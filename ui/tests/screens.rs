@@ -278,6 +278,12 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
                 remaining: Fen(0),
             }),
         ),
+        (
+            "account-entry",
+            Screen::AccountEntry {
+                refusal: Some("户号99不存在".into()),
+            },
+        ),
         ("operator-pin", Screen::OperatorPin { refused: None }),
         ("operator", Screen::Operator(Box::new(operator()))),
     ]
@@ -439,7 +445,7 @@ fn the_bills_say_what_is_owed_and_what_goes_in_in_both_languages() {
     let mut h = harness(Lang::Zh, find("bill-paid"));
     h.get_by_label("缴费成功");
     h.get_by_label("尚欠：0.00 元");
-    h.get_by_label("继续购电").click();
+    h.get_by_label("继续").click();
     h.run();
     assert_eq!(h.state().pressed, [Action::Send(Command::Continue)]);
 }

@@ -1,6 +1,7 @@
-//! Paying an account's bills (缴费) within a card session: a customer in arrears settles them at
-//! the account screen, then buys in the same visit. The kiosk gives no change, so what is paid
-//! in banknotes is the bills rounded up to the yuan; the backend keeps the rest as credit (预存).
+//! Paying an account's bills (缴费): at the attract screen, a customer types the account number
+//! (户号) and pays; within a card session, a customer in arrears settles them at the account
+//! screen, then buys in the same visit. The kiosk gives no change, so what is paid in banknotes
+//! is the bills rounded up to the yuan; the backend keeps the rest as credit (预存).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,16 @@ use super::view::{BillResultView, BillsView, PriceView};
 use super::{Command, Event, Screen, Watch, Worker, customer_reason};
 use crate::money::Fen;
 use crate::sale::{BillOutcome, BillSession, CashSession, Step, cash_due};
+
+/// How paying the bills went.
+enum Paying {
+    /// Something was paid (or could not be): the result to show.
+    Result(BillResultView),
+    /// Nothing was paid: the customer went back.
+    Left,
+    /// The card left, or the kiosk is stopping.
+    Gone,
+}
 
 /// Where a customer left the bills.
 pub(super) enum BillsEnd {
@@ -18,10 +29,52 @@ pub(super) enum BillsEnd {
 }
 
 impl Worker {
+    /// 缴费 from the attract screen: the account number on the keypad, its bills, payment in
+    /// banknotes and the result; then the attract screen again.
+    pub(super) fn bill_counter(&mut self) {
+        let mut refusal = None;
+        let bill = loop {
+            self.screen(Screen::AccountEntry {
+                refusal: refusal.take(),
+            });
+            match self.wait(Watch::None, Some(self.timeouts.choose)) {
+                Event::Command(Command::BillAccount(number)) => {
+                    let utility = self.utility_of(&number);
+                    match self.engine.start_bill(&number, &utility) {
+                        Ok(bill) if bill.account.total == Fen(0) => {
+                            let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
+                            refusal = Some(format!("{number}: 0.00"));
+                        }
+                        Ok(bill) => break bill,
+                        Err(e) => refusal = Some(customer_reason(&e)),
+                    }
+                }
+                Event::Command(Command::Cancel) | Event::TimedOut | Event::Stopping => return,
+                Event::Command(_) | Event::Card => {}
+            }
+        };
+        if let Paying::Result(result) = self.pay_bills(bill, None) {
+            self.show_bill_result(None, result);
+        }
+    }
+
+    /// The utility an account number belongs to: the longest configured utility code it starts
+    /// with (account numbers carry their region), else the kiosk's own region.
+    fn utility_of(&self, number: &str) -> String {
+        self.config
+            .backends
+            .iter()
+            .flat_map(|b| &b.utility_codes)
+            .filter(|code| number.starts_with(code.as_str()))
+            .max_by_key(|code| code.len())
+            .cloned()
+            .unwrap_or_else(|| self.config.kiosk.region.clone())
+    }
+
     /// The bills of the account in session `s`: shown, paid in banknotes if the customer
     /// chooses, the result shown; then the account is asked for again.
     pub(super) fn settle_arrears(&mut self, s: &mut CashSession, reader: &str) -> BillsEnd {
-        let mut bill = match self.engine.start_bill_for(s) {
+        let bill = match self.engine.start_bill_for(s) {
             Ok(bill) => bill,
             Err(e) => {
                 let reason = customer_reason(&e);
@@ -32,17 +85,28 @@ impl Worker {
             let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
             return self.back(s);
         }
+        match self.pay_bills(bill, Some(reader)) {
+            Paying::Result(result) => self.bill_result(s, reader, result),
+            Paying::Left => self.back(s),
+            Paying::Gone => BillsEnd::Gone,
+        }
+    }
+
+    /// Shows `bill`'s bills and, if the customer pays, takes the banknotes and pays them;
+    /// `reader` holds the card the session is about, if there is one.
+    fn pay_bills(&mut self, mut bill: BillSession, reader: Option<&str>) -> Paying {
+        let watch = || reader.map_or(Watch::None, Watch::Out);
         loop {
             self.screen(Screen::Bills(bills_view(&bill)));
-            match self.wait(Watch::Out(reader), Some(self.timeouts.choose)) {
+            match self.wait(watch(), Some(self.timeouts.choose)) {
                 Event::Command(Command::PayCash) => break,
                 Event::Command(Command::Cancel) | Event::TimedOut => {
                     let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-                    return self.back(s);
+                    return Paying::Left;
                 }
                 Event::Card | Event::Stopping => {
                     let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-                    return BillsEnd::Gone;
+                    return Paying::Gone;
                 }
                 Event::Command(_) => {}
             }
@@ -51,16 +115,12 @@ impl Worker {
         if let Err(e) = self.engine.choose_bill_amount(&mut bill, due) {
             let reason = customer_reason(&e);
             let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-            return self.bill_result(s, reader, BillResultView::NotPaid { reason });
+            return Paying::Result(BillResultView::NotPaid { reason });
         }
-        let card_out = self.take_bill_notes(&mut bill, due);
+        let card_out = self.take_bill_notes(&mut bill, due, reader);
         if bill.paid() == Fen(0) {
             let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-            return if card_out {
-                BillsEnd::Gone
-            } else {
-                self.back(s)
-            };
+            return if card_out { Paying::Gone } else { Paying::Left };
         }
         self.screen(Screen::Processing(Step::Sell));
         let paid = bill.paid();
@@ -88,14 +148,14 @@ impl Worker {
         if card_out {
             self.screen(Screen::BillResult(result));
             std::thread::sleep(self.timeouts.result.min(Duration::from_secs(5)));
-            return BillsEnd::Gone;
+            return Paying::Gone;
         }
-        self.bill_result(s, reader, result)
+        Paying::Result(result)
     }
 
     /// Banknotes for the bill until `due` is in, the customer stops, or the card leaves;
     /// returns whether the card left.
-    fn take_bill_notes(&mut self, bill: &mut BillSession, due: Fen) -> bool {
+    fn take_bill_notes(&mut self, bill: &mut BillSession, due: Fen, reader: Option<&str>) -> bool {
         self.screen(Screen::Paying {
             due,
             price: PriceView::default(),
@@ -131,12 +191,12 @@ impl Worker {
                     v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
                 });
                 let asked = inbox.try_recv().ok();
-                let gone = matches!(
-                    devices
-                        .readers
-                        .wait(&devices.card_reader, false, Some(Duration::ZERO)),
-                    Ok(true)
-                );
+                let gone = reader.is_some_and(|reader| {
+                    matches!(
+                        devices.readers.wait(reader, false, Some(Duration::ZERO)),
+                        Ok(true)
+                    )
+                });
                 card_out |= gone;
                 match asked {
                     Some(Command::Cancel) if paid == Fen(0) => false,
@@ -162,11 +222,24 @@ impl Worker {
         reader: &str,
         result: BillResultView,
     ) -> BillsEnd {
+        if self.show_bill_result(Some(reader), result) {
+            self.back(s)
+        } else {
+            BillsEnd::Gone
+        }
+    }
+
+    /// Shows a bill payment's result until the customer goes on; `false` when the card in
+    /// `reader` left (or the kiosk is stopping) instead.
+    fn show_bill_result(&mut self, reader: Option<&str>, result: BillResultView) -> bool {
         self.screen(Screen::BillResult(result));
         loop {
-            match self.wait(Watch::Out(reader), Some(self.timeouts.choose)) {
-                Event::Command(Command::Continue) | Event::TimedOut => return self.back(s),
-                Event::Card | Event::Stopping => return BillsEnd::Gone,
+            match self.wait(
+                reader.map_or(Watch::None, Watch::Out),
+                Some(self.timeouts.choose),
+            ) {
+                Event::Command(Command::Continue) | Event::TimedOut => return true,
+                Event::Card | Event::Stopping => return false,
                 Event::Command(_) => {}
             }
         }

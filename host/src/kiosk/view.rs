@@ -64,6 +64,11 @@ pub enum Screen {
     TakeCard,
     /// The sale under way: the step it is at.
     Processing(Step),
+    /// 缴费 without a card: the account number (户号) is typed; `refusal` says why the last one
+    /// was not taken.
+    AccountEntry {
+        refusal: Option<String>,
+    },
     /// An account's open bills (缴费), and what paying them in banknotes takes.
     Bills(BillsView),
     /// How a bill payment ended; the customer goes on to buy.
