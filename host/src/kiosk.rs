@@ -604,43 +604,22 @@ impl Worker {
             timeouts,
             ..
         } = self;
-        let mut last_paid = Fen(0);
-        let mut last_note = Instant::now();
-        let mut card_out = false;
+        let mut watch = NoteWatch::new(
+            inbox,
+            shared,
+            &devices.readers,
+            Some(&devices.card_reader),
+            timeouts.banknotes,
+            due,
+            price,
+        );
         let taken = engine.take_cash_watched(
             &mut s,
             devices.acceptor.as_mut(),
             timeouts.banknotes,
-            &mut |paid| {
-                if paid != last_paid {
-                    last_paid = paid;
-                    last_note = Instant::now();
-                }
-                // With money in, the wait ends in a sale, not a cancellation: no countdown.
-                let left = timeouts.banknotes.saturating_sub(last_note.elapsed());
-                shared.set(|v| {
-                    v.screen = Screen::Paying {
-                        due,
-                        price: price.clone(),
-                        paid,
-                    };
-                    v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
-                });
-                let asked = inbox.try_recv().ok();
-                let gone = matches!(
-                    devices
-                        .readers
-                        .wait(&devices.card_reader, false, Some(Duration::ZERO)),
-                    Ok(true)
-                );
-                card_out |= gone;
-                match asked {
-                    Some(Command::Cancel) if paid == Fen(0) => false,
-                    Some(Command::BuyWithPaid) if paid > Fen(0) => false,
-                    _ => !gone && !shared.stopping(),
-                }
-            },
+            &mut |paid| watch.go_on(paid),
         );
+        let card_out = watch.card_out;
         let failed = match taken {
             Ok(_) => {
                 self.acceptor_error = None;
@@ -1079,6 +1058,74 @@ impl Worker {
             ));
         }
         lines
+    }
+}
+
+/// What the customer does while banknotes go in: the paying screen kept current (with the
+/// countdown while nothing is in), a stop asked for, the card pulled from `reader`, the kiosk
+/// stopping. Shared by a sale's banknotes and a bill's.
+struct NoteWatch<'w> {
+    inbox: &'w Receiver<Command>,
+    shared: &'w Shared,
+    readers: &'w Readers,
+    reader: Option<&'w str>,
+    patience: Duration,
+    due: Fen,
+    price: PriceView,
+    last_paid: Fen,
+    last_note: Instant,
+    /// The card left during the payment.
+    card_out: bool,
+}
+
+impl<'w> NoteWatch<'w> {
+    fn new(
+        inbox: &'w Receiver<Command>,
+        shared: &'w Shared,
+        readers: &'w Readers,
+        reader: Option<&'w str>,
+        patience: Duration,
+        due: Fen,
+        price: PriceView,
+    ) -> Self {
+        NoteWatch {
+            inbox,
+            shared,
+            readers,
+            reader,
+            patience,
+            due,
+            price,
+            last_paid: Fen(0),
+            last_note: Instant::now(),
+            card_out: false,
+        }
+    }
+
+    /// Told what is paid after each poll of the acceptor: whether to keep taking banknotes.
+    fn go_on(&mut self, paid: Fen) -> bool {
+        if paid != self.last_paid {
+            self.last_paid = paid;
+            self.last_note = Instant::now();
+        }
+        // With money in, the wait ends in a sale, not a cancellation: no countdown.
+        let left = self.patience.saturating_sub(self.last_note.elapsed());
+        let (due, price) = (self.due, self.price.clone());
+        self.shared.set(|v| {
+            v.screen = Screen::Paying { due, price, paid };
+            v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
+        });
+        let asked = self.inbox.try_recv().ok();
+        let readers = self.readers;
+        let gone = self.reader.is_some_and(|reader| {
+            matches!(readers.wait(reader, false, Some(Duration::ZERO)), Ok(true))
+        });
+        self.card_out |= gone;
+        match asked {
+            Some(Command::Cancel) if paid == Fen(0) => false,
+            Some(Command::BuyWithPaid) if paid > Fen(0) => false,
+            _ => !gone && !self.shared.stopping(),
+        }
     }
 }
 

@@ -3,10 +3,10 @@
 //! screen, then buys in the same visit. The kiosk gives no change, so what is paid in banknotes
 //! is the bills rounded up to the yuan; the backend keeps the rest as credit (预存).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::view::{BillResultView, BillsView, PriceView};
-use super::{Command, Event, Screen, Watch, Worker, customer_reason};
+use super::{Command, Event, NoteWatch, Screen, Watch, Worker, customer_reason};
 use crate::money::Fen;
 use crate::sale::{BillOutcome, BillSession, CashSession, Step, cash_due};
 
@@ -169,42 +169,22 @@ impl Worker {
             timeouts,
             ..
         } = self;
-        let mut last_paid = Fen(0);
-        let mut last_note = Instant::now();
-        let mut card_out = false;
+        let mut watch = NoteWatch::new(
+            inbox,
+            shared,
+            &devices.readers,
+            reader,
+            timeouts.banknotes,
+            due,
+            PriceView::default(),
+        );
         let taken = engine.take_bill_cash(
             bill,
             devices.acceptor.as_mut(),
             timeouts.banknotes,
-            &mut |paid| {
-                if paid != last_paid {
-                    last_paid = paid;
-                    last_note = Instant::now();
-                }
-                let left = timeouts.banknotes.saturating_sub(last_note.elapsed());
-                shared.set(|v| {
-                    v.screen = Screen::Paying {
-                        due,
-                        price: PriceView::default(),
-                        paid,
-                    };
-                    v.countdown = (paid == Fen(0)).then(|| left.as_secs_f64().ceil() as u64);
-                });
-                let asked = inbox.try_recv().ok();
-                let gone = reader.is_some_and(|reader| {
-                    matches!(
-                        devices.readers.wait(reader, false, Some(Duration::ZERO)),
-                        Ok(true)
-                    )
-                });
-                card_out |= gone;
-                match asked {
-                    Some(Command::Cancel) if paid == Fen(0) => false,
-                    Some(Command::BuyWithPaid) if paid > Fen(0) => false,
-                    _ => !gone && !shared.stopping(),
-                }
-            },
+            &mut |paid| watch.go_on(paid),
         );
+        let card_out = watch.card_out;
         match taken {
             Ok(_) => self.acceptor_error = None,
             Err(e) => {
