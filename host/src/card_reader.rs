@@ -2,7 +2,7 @@
 //! polling, and binds a codec's `card-channel` to exactly the card that was connected.
 
 use std::ffi::{CStr, CString};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
 
@@ -136,19 +136,30 @@ impl Readers {
     /// Connects to the card in `reader`.
     pub fn connect(&self, reader: &str) -> Result<PcscCard, ReaderError> {
         let name = c_name(reader)?;
-        let card = self
-            .ctx
-            .connect(&name, ShareMode::Exclusive, Protocols::ANY)
-            .map_err(|e| match e {
-                pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
-                    ReaderError::NoCard(reader.to_string())
+        // Another program (the kiosk, `card watch`) may hold the card for a moment; a card is
+        // only ever held for one short exchange, so wait for it rather than fail.
+        let deadline = Instant::now() + CARD_IN_USE_WAIT;
+        let card = loop {
+            match self
+                .ctx
+                .connect(&name, ShareMode::Exclusive, Protocols::ANY)
+            {
+                Err(pcsc::Error::SharingViolation) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                cause => ReaderError::Pcsc {
-                    reader: reader.to_string(),
-                    operation: "connecting to the card",
-                    cause,
-                },
-            })?;
+                Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => {
+                    return Err(ReaderError::NoCard(reader.to_string()));
+                }
+                Err(cause) => {
+                    return Err(ReaderError::Pcsc {
+                        reader: reader.to_string(),
+                        operation: "connecting to the card",
+                        cause,
+                    });
+                }
+                Ok(card) => break card,
+            }
+        };
         let atr = card
             .status2_owned()
             .map(|status| status.atr().to_vec())
@@ -292,6 +303,9 @@ impl PcscCard {
         false
     }
 }
+
+/// How long connecting waits for another program to let go of the card.
+const CARD_IN_USE_WAIT: Duration = Duration::from_secs(3);
 
 /// How long an empty answer waits for pcscd to report the card gone (it polls every ~0.4 s).
 const CARD_LEFT_GRACE: Duration = Duration::from_millis(1500);

@@ -120,6 +120,18 @@ fn an_operator_watches_and_reads_meter_cards() {
     assert_eq!(json["card"]["purchase_count"], 0);
     assert_eq!(json["card"]["pending"], serde_json::Value::Null);
 
+    // While another program holds the card, `card read` waits its turn instead of failing.
+    let held = readers.connect(&slot.reader).unwrap();
+    let reading = std::thread::spawn({
+        let (config, reader) = (config.clone(), slot.reader.clone());
+        move || selfvend_with(&config, &["card", "read", "--reader", &reader])
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    drop(held);
+    let out = reading.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("card serial:     3701000000000001\n"));
+
     inserted.pull_out();
     assert!(readers.wait(&slot.reader, false, WAIT).unwrap());
     let events: Vec<String> = lines.map(Result::unwrap).collect();

@@ -1,5 +1,6 @@
 //! `selfvend card …`: the meter-card reader as operators and vendors check it.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -71,15 +72,19 @@ fn watch(
     }
     let mut left = events;
     readers.watch(idle_secs.map(Duration::from_secs), |event| {
-        match &event {
-            ReaderEvent::ReaderAdded(r) => println!("reader plugged in: {r}"),
-            ReaderEvent::ReaderRemoved(r) => println!("reader unplugged: {r}"),
-            ReaderEvent::CardRemoved(r) => println!("card removed from {r}"),
-            ReaderEvent::CardInserted { reader, atr } => println!(
+        let line = match &event {
+            ReaderEvent::ReaderAdded(r) => format!("reader plugged in: {r}"),
+            ReaderEvent::ReaderRemoved(r) => format!("reader unplugged: {r}"),
+            ReaderEvent::CardRemoved(r) => format!("card removed from {r}"),
+            ReaderEvent::CardInserted { reader, atr } => format!(
                 "card inserted in {reader}: ATR {}, {}",
                 hex::encode_upper(atr),
                 claim(&readers, &codecs, reader)
             ),
+        };
+        // Whoever reads our output has gone (`card watch | head`): stop watching, quietly.
+        if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+            return false;
         }
         left = left.map(|n| n.saturating_sub(1));
         left != Some(0)
