@@ -19,7 +19,7 @@ pub use bill_payments::{BILL_STATES, BillPaymentRow, NewBillPayment};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -227,6 +227,12 @@ CREATE INDEX bill_payments_by_period
 ALTER TABLE payments ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
 ALTER TABLE manual_items ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
 "#,
+    r#"
+-- The bill payment an approved debit paid for (a sale's is in `serial`).
+ALTER TABLE debits ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
+-- Whether a session's banknotes were for a bill payment (its payer is an account number).
+ALTER TABLE payments ADD COLUMN for_bill INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// A new backend sale, as [`Batch::record_sale`] records it.
@@ -262,7 +268,10 @@ pub struct DebitRow {
     pub card_json: Option<String>,
     /// `intent`, `approved`, `declined`, `failed`, `reversing` or `reversed`.
     pub state: String,
+    /// The sale it paid for, once approved.
     pub serial: Option<u64>,
+    /// The bill payment it paid for, once approved.
+    pub bill_serial: Option<u64>,
     pub reversal_attempts: u32,
 }
 
@@ -448,7 +457,10 @@ pub struct ManualItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenPayment {
     pub id: i64,
+    /// The card's serial, or for a bill payment the account number.
     pub card_serial: String,
+    /// For a bill payment (缴费), not a sale.
+    pub for_bill: bool,
     pub paid_fen: u64,
     /// A banknote decided for stacking and never seen credited or given back.
     pub escrow_fen: Option<u64>,
@@ -685,13 +697,13 @@ impl Batch<'_> {
     }
 
     /// Opens the payment of a session for `card_serial`; returns its id.
-    pub fn open_payment(&mut self, card_serial: &str, audit_id: i64) -> BatchResult<i64> {
+    pub fn open_payment(&mut self, payer: &str, for_bill: bool, audit_id: i64) -> BatchResult<i64> {
         self.tx
             .prepare_cached(
-                "INSERT INTO payments (period_id, card_serial, state, audit_id)
-             VALUES ((SELECT max(id) FROM periods), ?1, 'open', ?2)",
+                "INSERT INTO payments (period_id, card_serial, for_bill, state, audit_id)
+             VALUES ((SELECT max(id) FROM periods), ?1, ?2, 'open', ?3)",
             )?
-            .execute(params![card_serial, audit_id])?;
+            .execute(params![payer, for_bill, audit_id])?;
         Ok(self.tx.last_insert_rowid())
     }
 
@@ -1328,7 +1340,7 @@ impl Journal {
             .db
             .prepare_cached(
                 "SELECT id, batch, stan, amount_fen, pan_masked, card_json, state, serial,
-                        reversal_attempts
+                        reversal_attempts, bill_serial
                  FROM debits WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY id",
             )
             .map_err(read)?;
@@ -1345,6 +1357,7 @@ impl Journal {
                     state: r.get(6)?,
                     serial: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
                     reversal_attempts: r.get(8)?,
+                    bill_serial: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
                 })
             })
             .map_err(read)?;
@@ -1528,8 +1541,8 @@ impl Journal {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT id, card_serial, paid_fen, escrow_fen FROM payments WHERE state = 'open'
-                 ORDER BY id",
+                "SELECT id, card_serial, paid_fen, escrow_fen, for_bill FROM payments
+                 WHERE state = 'open' ORDER BY id",
             )
             .map_err(|cause| self.read_error(cause))?;
         let rows = stmt
@@ -1539,6 +1552,7 @@ impl Journal {
                     card_serial: r.get(1)?,
                     paid_fen: r.get::<_, i64>(2)? as u64,
                     escrow_fen: r.get::<_, Option<i64>>(3)?.map(|f| f as u64),
+                    for_bill: r.get(4)?,
                 })
             })
             .map_err(|cause| self.read_error(cause))?;

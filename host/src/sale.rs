@@ -241,15 +241,16 @@ pub struct CashSession {
     /// the note's value.
     pub caught: Vec<(i64, Fen)>,
     /// A bank-card payment: the approved debit, whose sale's intent is already journaled.
-    bank: Option<BankPaid>,
+    bank: Option<BankPaid<SaleRequest>>,
 }
 
-/// An approved bank-card debit and the sale recorded with it.
-struct BankPaid {
+/// An approved bank-card debit and what it paid for (a sale's or a bill payment's request),
+/// recorded with it.
+struct BankPaid<R> {
     pan_masked: String,
     rrn: String,
     serial: u64,
-    request: SaleRequest,
+    request: R,
 }
 
 impl CashSession {

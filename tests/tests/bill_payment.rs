@@ -366,10 +366,17 @@ fn killed_at_every_failpoint_of_a_bill_payment_no_money_is_lost_or_paid_twice() 
             "{point}: the validator and the journal disagree"
         );
         if handed > 0 {
+            // The operator is told it was a bill's money, by the account it was for.
             let items = journal.manual_items(false).unwrap();
-            assert!(
-                items.iter().any(|i| i.payment_id.is_some()),
-                "{point}: {items:?}"
+            let reasons: Vec<_> = items
+                .iter()
+                .filter(|i| i.payment_id.is_some())
+                .map(|i| i.reason.as_str())
+                .collect();
+            assert_eq!(
+                reasons,
+                ["顾客已投币 10.00 元，未缴费（户号 3701200005）：请退款或到营业厅缴费"],
+                "{point}"
             );
         }
         if point == "sale.after-banknote-escrowed" {
@@ -377,6 +384,11 @@ fn killed_at_every_failpoint_of_a_bill_payment_no_money_is_lost_or_paid_twice() 
             assert_eq!(items.len(), 1, "{point}");
             assert_eq!(items[0].caught_fen, Some(1000), "{point}");
             assert_eq!(items[0].card_serial.as_deref(), Some(SUN_QI), "{point}");
+            assert!(
+                items[0].reason.contains("（户号 3701200005）"),
+                "{point}: {}",
+                items[0].reason
+            );
         }
         // Clearing's cash box expects what was taken.
         let report = clearing::report(&journal, &w.config, None).unwrap();

@@ -136,6 +136,22 @@ impl Batch<'_> {
         )?)
     }
 
+    /// Records that debit `id`, approved in this commit, paid for bill payment `serial`.
+    pub fn debit_paid_bill(&mut self, id: i64, serial: u64) -> BatchResult<()> {
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE debits SET bill_serial = ?2
+                 WHERE id = ?1 AND state = 'approved' AND serial IS NULL AND bill_serial IS NULL",
+            )?
+            .execute(params![id, serial as i64])?;
+        self.expect_one(
+            changed,
+            || self.state_of("debits", "id", id, "debit"),
+            "approved",
+        )
+    }
+
     /// Closes session payment `id` (`open` → `sold`) as the money of bill payment `serial`.
     pub fn close_payment_for_bill(
         &mut self,

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use super::bill::{BillSession, bill_intent};
 use super::{BankPaid, CashSession, SaleEngine, SaleError, sale_intent};
 use crate::backend::PaymentKind;
 use crate::bank_card::BankCard;
 use crate::config::AcquirerEntry;
-use crate::journal::{BatchResult, NewDebit, NewItem};
+use crate::journal::{Batch, BatchResult, NewDebit, NewItem};
 use crate::money::Fen;
 use crate::payment::{
     AcquirerError, Decline, PurchaseOutcome, PurchaseRequest, ReversalReason, ReversalRequest,
@@ -78,6 +79,23 @@ impl BankLink {
             cause: cause.into(),
         }
     }
+}
+
+/// What an approved debit paid for: the serial of its sale or of its bill payment.
+pub(super) enum DebitFor {
+    Sale(u64),
+    Bill(u64),
+}
+
+/// How a debit ended: approved with what it paid for, or declined.
+pub(super) enum Debited<T> {
+    Approved {
+        pan_masked: String,
+        rrn: String,
+        serial: u64,
+        recorded: T,
+    },
+    Declined(Decline),
 }
 
 /// How a bank-card payment ended.
@@ -183,13 +201,112 @@ impl SaleEngine {
                 "this session is already being paid for",
             ));
         }
+        let amount = quote.amount;
+        let terminal_id = self.terminal_id.clone();
+        let debited = self.debit(link, card, pin_block, amount, |b| {
+            // The sale is for what was debited.
+            s.paid = amount;
+            let (serial, request, _) = sale_intent(b, &terminal_id, s, PaymentKind::BankCard)?;
+            Ok((DebitFor::Sale(serial), request))
+        });
+        match debited {
+            Ok(Debited::Approved {
+                pan_masked,
+                rrn,
+                serial,
+                recorded,
+            }) => {
+                s.bank = Some(BankPaid {
+                    pan_masked,
+                    rrn,
+                    serial,
+                    request: recorded,
+                });
+                Ok(CardPayment::Approved { serial })
+            }
+            Ok(Debited::Declined(decline)) => {
+                s.paid = Fen(0);
+                Ok(CardPayment::Declined(decline))
+            }
+            Err(e) => {
+                s.paid = Fen(0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Pays the bills of `s` (the amount chosen) from `card`. Approved, the bill payment is
+    /// recorded with the debit and [`complete_bill`](Self::complete_bill) pays it.
+    pub fn pay_bill_by_card(
+        &mut self,
+        s: &mut BillSession,
+        link: &BankLink,
+        card: &BankCard,
+        pin_block: Option<&PinBlock>,
+    ) -> Result<CardPayment, SaleError> {
+        if s.paid > Fen(0) || s.payment.is_some() || s.bank.is_some() {
+            return Err(SaleError::WrongStep(
+                "this bill payment is already being paid for",
+            ));
+        }
+        let amount = s.due();
+        if amount == Fen(0) {
+            return Err(SaleError::WrongStep("nothing is owed on this account"));
+        }
+        let terminal_id = self.terminal_id.clone();
+        let debited = self.debit(link, card, pin_block, amount, |b| {
+            s.paid = amount;
+            let id = b.append(
+                "bill-pay-intent",
+                &json!({"account": s.account.customer_number, "paid_fen": amount.0,
+                        "payment": "bank-card"}),
+            )?;
+            let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::BankCard, id)?;
+            Ok((DebitFor::Bill(serial), request))
+        });
+        match debited {
+            Ok(Debited::Approved {
+                pan_masked,
+                rrn,
+                serial,
+                recorded,
+            }) => {
+                s.bank = Some(BankPaid {
+                    pan_masked,
+                    rrn,
+                    serial,
+                    request: recorded,
+                });
+                Ok(CardPayment::Approved { serial })
+            }
+            Ok(Debited::Declined(decline)) => {
+                s.paid = Fen(0);
+                Ok(CardPayment::Declined(decline))
+            }
+            Err(e) => {
+                s.paid = Fen(0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Debits `amount` from `card`. The debit's intent is journaled before the purchase
+    /// message; its approval is journaled in one commit with what it pays for, which `record`
+    /// writes (and returns the serial of). A debit with no answer is reversed.
+    pub(super) fn debit<T>(
+        &mut self,
+        link: &BankLink,
+        card: &BankCard,
+        pin_block: Option<&PinBlock>,
+        amount: Fen,
+        record: impl FnOnce(&mut Batch<'_>) -> BatchResult<(DebitFor, T)>,
+    ) -> Result<Debited<T>, SaleError> {
         // A customer who tried before may still be owed a reversal: it goes first.
         self.forward_reversals(link)?;
         let pan_masked = card.masked_pan();
         let card_json = json!({"pan": card.pan, "expiry": card.expiry,
                                "track2": hex::encode_upper(&card.track2)})
         .to_string();
-        let amount = quote.amount;
         let opened = self.journal.commit(|b| {
             // Checked in the commit itself: clearing or a settlement may come from another
             // process (the operator's CLI) at any moment.
@@ -251,38 +368,48 @@ impl SaleEngine {
         };
         match answer {
             Ok(PurchaseOutcome::Approved(approval)) => {
-                // The sale is for what was debited.
-                s.paid = amount;
-                let terminal_id = self.terminal_id.clone();
-                let session: &CashSession = s;
-                let recorded = self.journal.commit(|b| {
+                let (serial, recorded) = self.journal.commit(|b| {
                     let id = b.append(
                         "debit-approved",
                         &json!({"batch": batch, "stan": stan, "fen": amount.0,
                                 "rrn": approval.rrn, "auth_code": approval.auth_code}),
                     )?;
                     b.count("lifetime.bank_debited_fen", amount.0 as i64)?;
-                    let (serial, request, _) =
-                        sale_intent(b, &terminal_id, session, PaymentKind::BankCard)?;
-                    b.debit_state(
-                        debit,
-                        &["intent"],
-                        "approved",
-                        Some(serial),
-                        Some(&approval.rrn),
-                        id,
-                    )?;
-                    Ok((serial, request))
-                });
-                let (serial, request) = recorded.inspect_err(|_| s.paid = Fen(0))?;
-                s.bank = Some(BankPaid {
+                    let (paid_for, recorded) = record(b)?;
+                    let serial = match paid_for {
+                        DebitFor::Sale(serial) => {
+                            b.debit_state(
+                                debit,
+                                &["intent"],
+                                "approved",
+                                Some(serial),
+                                Some(&approval.rrn),
+                                id,
+                            )?;
+                            serial
+                        }
+                        DebitFor::Bill(serial) => {
+                            b.debit_state(
+                                debit,
+                                &["intent"],
+                                "approved",
+                                None,
+                                Some(&approval.rrn),
+                                id,
+                            )?;
+                            b.debit_paid_bill(debit, serial)?;
+                            serial
+                        }
+                    };
+                    Ok((serial, recorded))
+                })?;
+                fail::fail_point!("bank.after-debit-approved");
+                Ok(Debited::Approved {
                     pan_masked,
                     rrn: approval.rrn,
                     serial,
-                    request,
-                });
-                fail::fail_point!("bank.after-debit-approved");
-                Ok(CardPayment::Approved { serial })
+                    recorded,
+                })
             }
             Ok(PurchaseOutcome::Declined(decline)) => {
                 self.journal.commit(|b| {
@@ -293,7 +420,7 @@ impl SaleEngine {
                     )?;
                     b.debit_state(debit, &["intent"], "declined", None, None, id)
                 })?;
-                Ok(CardPayment::Declined(decline))
+                Ok(Debited::Declined(decline))
             }
             Err(e) => {
                 let e: AcquirerError = e.into();
@@ -614,7 +741,7 @@ impl SaleEngine {
 }
 
 /// A counter's value inside a commit (0 when never counted).
-fn counter_in(b: &mut crate::journal::Batch<'_>, name: &str) -> BatchResult<i64> {
+fn counter_in(b: &mut Batch<'_>, name: &str) -> BatchResult<i64> {
     Ok(b.sql()
         .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
             r.get(0)
@@ -626,7 +753,7 @@ fn counter_in(b: &mut crate::journal::Batch<'_>, name: &str) -> BatchResult<i64>
 }
 
 /// The next trace number, counted in the journal in the commit that uses it.
-fn next_stan(b: &mut crate::journal::Batch<'_>) -> BatchResult<u32> {
+fn next_stan(b: &mut Batch<'_>) -> BatchResult<u32> {
     let next = counter_in(b, STAN)? % MAX_STAN + 1;
     b.set_counter(STAN, next)?;
     Ok(next as u32)

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Resolution;
 use super::cashier::{Till, TillParts};
 use super::receipt::ReceiptOf;
-use super::{SaleEngine, SaleError, yuan};
+use super::{BankPaid, SaleEngine, SaleError, yuan};
 use crate::backend::{
     BackendError, BillAccount, BillPaymentRequest, BillPaymentStatus, BillReceipt, PaymentKind,
     Refusal, check_account_number,
@@ -33,10 +33,12 @@ pub struct BillSession {
     pub account: BillAccount,
     /// What the customer chose to pay: everything owed unless they chose less.
     due: Fen,
-    paid: Fen,
-    payment: Option<i64>,
+    pub(super) paid: Fen,
+    pub(super) payment: Option<i64>,
     /// Banknotes the acceptor did not credit that may be in the kiosk: each item and value.
     pub caught: Vec<(i64, Fen)>,
+    /// A bank-card payment: the approved debit, whose bill payment's intent is journaled.
+    pub(super) bank: Option<BankPaid<BillPaymentRequest>>,
 }
 
 impl BillSession {
@@ -58,7 +60,7 @@ impl Till for BillSession {
         TillParts {
             payment: self.payment,
             payer: &self.account.customer_number,
-            payer_kind: "户号",
+            for_bill: true,
             paid: &mut self.paid,
             caught: &mut self.caught,
         }
@@ -139,6 +141,7 @@ impl SaleEngine {
             paid: Fen(0),
             payment: None,
             caught: Vec::new(),
+            bank: None,
         })
     }
 
@@ -188,6 +191,11 @@ impl SaleEngine {
         if s.due == Fen(0) {
             return Err(SaleError::WrongStep("nothing is owed on this account"));
         }
+        if s.bank.is_some() {
+            return Err(SaleError::WrongStep(
+                "paid by bank card: no banknotes are taken",
+            ));
+        }
         self.take_notes(s, acceptor, patience, go_on)
     }
 
@@ -226,49 +234,18 @@ impl SaleEngine {
         Ok(Some(printed))
     }
 
-    /// Pays what was put in to the account's bills and prints the receipt.
+    /// Pays what was put in (or debited from a bank card) to the account's bills and prints
+    /// the receipt.
     pub fn complete_bill(
         &mut self,
         s: &mut BillSession,
         printer: &mut dyn ReceiptPrinter,
     ) -> Result<BillCompletion, SaleError> {
-        if s.paid == Fen(0) {
-            return Err(SaleError::NothingPaid);
-        }
-        let payment = s
-            .payment
-            .ok_or(SaleError::WrongStep("money is in with no payment opened"))?;
-        let terminal_id = self.terminal_id.clone();
-        let utility = s.utility.clone();
-        let (serial, request) = self.journal.commit(|b| {
-            let id = b.append(
-                "bill-pay-intent",
-                &json!({"account": s.account.customer_number, "paid_fen": s.paid.0,
-                        "payment": payment}),
-            )?;
-            let serial = b.allocate_serial(id)?;
-            let request = BillPaymentRequest {
-                terminal_id: terminal_id.clone(),
-                kiosk_serial: serial,
-                customer_number: s.account.customer_number.clone(),
-                amount: s.paid,
-                payment: PaymentKind::Cash,
-            };
-            let request_json = serde_json::to_string(&request).expect("a request serializes");
-            b.record_bill_payment(
-                &NewBillPayment {
-                    serial,
-                    payment: "cash",
-                    customer_number: &s.account.customer_number,
-                    utility: &utility,
-                    paid_fen: s.paid.0,
-                    request_json: &request_json,
-                },
-                id,
-            )?;
-            b.close_payment_for_bill(payment, serial, id)?;
-            Ok((serial, request))
-        })?;
+        let (serial, request) = match &s.bank {
+            // Paid by bank card: the payment's intent went into the journal with the approval.
+            Some(bank) => (bank.serial, bank.request.clone()),
+            None => self.bill_cash_intent(s)?,
+        };
         fail::fail_point!("bill.after-intent");
         let answer = self.send_bill(&s.backend, s.dialect, &request);
         fail::fail_point!("bill.after-sent");
@@ -302,6 +279,31 @@ impl SaleEngine {
             receipt,
             printed,
         })
+    }
+
+    /// Journals the intent of paying the banknotes in `s` to its account's bills, with its
+    /// serial, and closes the session's payment to it, in one commit.
+    fn bill_cash_intent(
+        &mut self,
+        s: &BillSession,
+    ) -> Result<(u64, BillPaymentRequest), SaleError> {
+        if s.paid == Fen(0) {
+            return Err(SaleError::NothingPaid);
+        }
+        let payment = s
+            .payment
+            .ok_or(SaleError::WrongStep("money is in with no payment opened"))?;
+        let terminal_id = self.terminal_id.clone();
+        Ok(self.journal.commit(|b| {
+            let id = b.append(
+                "bill-pay-intent",
+                &json!({"account": s.account.customer_number, "paid_fen": s.paid.0,
+                        "payment": payment}),
+            )?;
+            let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::Cash, id)?;
+            b.close_payment_for_bill(payment, serial, id)?;
+            Ok((serial, request))
+        })?)
     }
 
     /// Sends `request` once, through the account's backend.
@@ -777,6 +779,10 @@ impl SaleEngine {
             .with(Line::new(format!("户号：{}", s.account.customer_number)))
             .with(Line::new(format!("应缴金额：{}元", yuan(s.account.total))))
             .with(Line::new(format!("实收金额：{}元", yuan(s.paid))));
+        if let Some(bank) = &s.bank {
+            r.push(Line::new(format!("银行卡支付：{}", bank.pan_masked)));
+            r.push(Line::new(format!("参考号：{}", bank.rrn)));
+        }
         match outcome {
             BillOutcome::Paid { receipt, .. } => {
                 r.push(Line::new(format!(
@@ -801,6 +807,41 @@ impl SaleEngine {
         super::receipt::caught_lines(&mut r, &s.caught);
         r
     }
+}
+
+/// Allocates bill payment `s`'s serial and records it in state `intent`, paid by `payment`,
+/// under audit row `audit_id`: the request it sends (and any re-pay repeats).
+pub(super) fn bill_intent(
+    b: &mut crate::journal::Batch<'_>,
+    terminal_id: &str,
+    s: &BillSession,
+    payment: PaymentKind,
+    audit_id: i64,
+) -> crate::journal::BatchResult<(u64, BillPaymentRequest)> {
+    let serial = b.allocate_serial(audit_id)?;
+    let request = BillPaymentRequest {
+        terminal_id: terminal_id.to_string(),
+        kiosk_serial: serial,
+        customer_number: s.account.customer_number.clone(),
+        amount: s.paid,
+        payment,
+    };
+    let request_json = serde_json::to_string(&request).expect("a request serializes");
+    b.record_bill_payment(
+        &NewBillPayment {
+            serial,
+            payment: match payment {
+                PaymentKind::Cash => "cash",
+                PaymentKind::BankCard => "bank-card",
+            },
+            customer_number: &s.account.customer_number,
+            utility: &s.utility,
+            paid_fen: s.paid.0,
+            request_json: &request_json,
+        },
+        audit_id,
+    )?;
+    Ok((serial, request))
 }
 
 /// What paying `owed` in banknotes takes: rounded up to the yuan, as the kiosk gives no change.

@@ -30,8 +30,8 @@ pub(super) struct TillParts<'s> {
     pub payment: Option<i64>,
     /// Who pays, as the journal names them: the card's serial, or the bill's account number.
     pub payer: &'s str,
-    /// How an operator item names the payer: 卡号 or 户号.
-    pub payer_kind: &'static str,
+    /// Whether the payer is a bill's account (户号), not a card (卡号).
+    pub for_bill: bool,
     pub paid: &'s mut Fen,
     pub caught: &'s mut Vec<(i64, Fen)>,
 }
@@ -45,7 +45,7 @@ impl Till for CashSession {
         TillParts {
             payment: self.payment,
             payer: &self.data.card_serial,
-            payer_kind: "卡号",
+            for_bill: false,
             paid: &mut self.paid,
             caught: &mut self.caught,
         }
@@ -54,6 +54,11 @@ impl Till for CashSession {
     fn set_payment(&mut self, id: i64) {
         self.payment = Some(id);
     }
+}
+
+/// How an operator item names a payment's payer.
+pub(super) fn payer_label(for_bill: bool) -> &'static str {
+    if for_bill { "户号" } else { "卡号" }
 }
 
 /// A banknote between being drawn in and being credited or given back.
@@ -112,7 +117,7 @@ impl SaleEngine {
     ) -> Result<Fen, SaleError> {
         let due = s.due();
         if s.parts().payment.is_none() {
-            let card = s.parts().payer.to_string();
+            let (card, for_bill) = (s.parts().payer.to_string(), s.parts().for_bill);
             let opened = self.journal.commit(|b| {
                 // Checked in the commit itself: an operator's CLI may start clearing at any
                 // moment, and then the acceptor stays inhibited.
@@ -124,8 +129,11 @@ impl SaleEngine {
                 if state != "open" {
                     return Ok(Err(SaleError::Clearing(period)));
                 }
-                let id = b.append("payment-opened", &json!({"card": card, "due_fen": due.0}))?;
-                Ok(Ok(b.open_payment(&card, id)?))
+                let id = b.append(
+                    "payment-opened",
+                    &json!({"card": card, "due_fen": due.0, "for_bill": for_bill}),
+                )?;
+                Ok(Ok(b.open_payment(&card, for_bill, id)?))
             })?;
             s.set_payment(opened?);
             fail::fail_point!("sale.after-payment-opened");
@@ -231,7 +239,11 @@ impl SaleEngine {
         };
         let fen = note.map_or(0, |n| n.value().0);
         let parts = s.parts();
-        let (payment, card, kind) = (parts.payment, parts.payer.to_string(), parts.payer_kind);
+        let (payment, card, kind) = (
+            parts.payment,
+            parts.payer.to_string(),
+            payer_label(parts.for_bill),
+        );
         let reason = match note {
             Some(n) => format!(
                 "纸币器未能确认 {} 元纸币的去向，可能在机内且未入账（{kind} {card}）：请开箱核实后退还",
@@ -265,7 +277,7 @@ impl SaleEngine {
             journal: &mut self.journal,
             payment: parts.payment,
             card: parts.payer,
-            card_kind: parts.payer_kind,
+            card_kind: payer_label(parts.for_bill),
             caught: parts.caught,
             paid: parts.paid,
             due,

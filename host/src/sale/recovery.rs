@@ -6,6 +6,7 @@
 use rusqlite::OptionalExtension;
 use serde_json::json;
 
+use super::cashier::payer_label;
 use super::{SaleEngine, SaleError, SaleOutcome, owe_refund, yuan};
 use crate::backend::{SaleRequest, SaleStatus, WriteConfirmation};
 use crate::clearing;
@@ -85,13 +86,19 @@ impl SaleEngine {
                             "escrow_fen": p.escrow_fen}),
                 )?;
                 b.close_payment(p.id, "open", "abandoned", None, audit)?;
+                let kind = payer_label(p.for_bill);
                 if p.paid_fen > 0 {
+                    let (undone, elsewhere) = if p.for_bill {
+                        ("未缴费", "到营业厅缴费")
+                    } else {
+                        ("未售电", "到营业厅购电")
+                    };
                     b.open_manual_item(
                         &NewItem::payment(
                             p.id,
                             &p.card_serial,
                             &format!(
-                                "顾客已投币 {} 元，未售电（卡号 {}）：请退款或到营业厅购电",
+                                "顾客已投币 {} 元，{undone}（{kind} {}）：请退款或{elsewhere}",
                                 yuan(Fen(p.paid_fen)),
                                 p.card_serial
                             ),
@@ -114,7 +121,7 @@ impl SaleEngine {
                         Some(p.id),
                         Some(&p.card_serial),
                         &format!(
-                            "终端中断时 {} 元纸币正在入钞，可能在机内且未入账（卡号 {}）：\
+                            "终端中断时 {} 元纸币正在入钞，可能在机内且未入账（{kind} {}）：\
                                  请开箱核实后退还",
                             yuan(Fen(fen)),
                             p.card_serial

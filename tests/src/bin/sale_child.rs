@@ -5,7 +5,8 @@
 //! bank batch. With `--bank-reader R` it pays by the bank card in reader R instead of cash, with
 //! the PIN the customer types on the config's PIN pad, through the config's acquirer. With
 //! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. With `--bill-account N
-//! --utility U` it pays `--fen` of account N's bills in cash instead of selling. `--config-text F` reads
+//! --utility U` it pays `--fen` of account N's bills instead of selling (by bank card with
+//! `--bank-reader`). `--config-text F` reads
 //! the config's text from F as if it were the file `--config` names (relative paths resolve
 //! beside that file): how `selfvend bench soak` hands over the demo config as it runs it.
 
@@ -23,7 +24,7 @@ use selfvend_host::escpos::EscPosPrinter;
 use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::money::Fen;
-use selfvend_host::pin_pad::{PinEntry, PinPad};
+use selfvend_host::pin_pad::{PinBlock, PinEntry, PinPad};
 use selfvend_host::plugin::trust::TrustStore;
 use selfvend_host::plugin::{Plugin, PluginRuntime, SharedCard};
 use selfvend_host::sale::{BankLink, CardPayment, SaleEngine};
@@ -168,7 +169,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if args.recover_only {
             return Ok(());
         }
-        return pay_bill(&mut engine, args, account);
+        return pay_bill(&mut engine, args, account, link.as_ref());
     }
     let readers = Readers::establish()?;
     // As the kiosk does: a card is connected to once the reader reports it (pcscd may still
@@ -195,14 +196,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         (Some(reader), Some(link)) => {
             present(reader)?;
             let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
-            let entry = link
-                .pin_pad()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_pin(&bank_card.pan, 4, 12, Duration::from_secs(30), &mut |_| {})?;
-            let PinEntry::Entered(pin) = entry else {
-                return Err(format!("no PIN was entered: {entry:?}").into());
-            };
+            let pin = customer_pin(link, &bank_card)?;
             match engine.pay_by_card(&mut session, link, &bank_card, Some(&pin))? {
                 CardPayment::Approved { .. } => {}
                 CardPayment::Declined(d) => return Err(format!("declined: {}", d.message).into()),
@@ -221,31 +215,68 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Pays `--fen` of `account`'s bills in cash, as a customer at the kiosk would.
+/// Pays `--fen` of `account`'s bills in cash, or by the bank card in `--bank-reader`, as a
+/// customer at the kiosk would.
 fn pay_bill(
     engine: &mut SaleEngine,
     args: &Args,
     account: &str,
+    link: Option<&BankLink>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut acceptor = Id003Acceptor::open(
-        Path::new(&args.validator),
-        9600,
-        Id003Settings {
-            reply_timeout: Duration::from_millis(500),
-            poll_interval: Duration::from_millis(1),
-        },
-    )?;
     let mut printer = EscPosPrinter::open(&args.printer, 9600)?;
     let mut s = engine.start_bill(account, &args.utility)?;
     engine.choose_bill_amount(&mut s, Fen(args.fen))?;
-    let paid =
-        engine.take_bill_cash(&mut s, &mut acceptor, Duration::from_secs(5), &mut |_| true)?;
-    if paid == Fen(0) {
-        engine.cancel_bill(s, &mut printer)?;
-        return Ok(());
+    match (&args.bank_reader, link) {
+        (Some(reader), Some(link)) => {
+            let readers = Readers::establish()?;
+            readers.wait(reader, true, Some(Duration::from_secs(5)))?;
+            let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
+            let pin = customer_pin(link, &bank_card)?;
+            match engine.pay_bill_by_card(&mut s, link, &bank_card, Some(&pin))? {
+                CardPayment::Approved { .. } => {}
+                CardPayment::Declined(d) => return Err(format!("declined: {}", d.message).into()),
+            }
+        }
+        (Some(_), None) => return Err("--bank-reader needs an [acquirer] in the config".into()),
+        (None, _) => {
+            let mut acceptor = Id003Acceptor::open(
+                Path::new(&args.validator),
+                9600,
+                Id003Settings {
+                    reply_timeout: Duration::from_millis(500),
+                    poll_interval: Duration::from_millis(1),
+                },
+            )?;
+            let paid = engine.take_bill_cash(
+                &mut s,
+                &mut acceptor,
+                Duration::from_secs(5),
+                &mut |_| true,
+            )?;
+            if paid == Fen(0) {
+                engine.cancel_bill(s, &mut printer)?;
+                return Ok(());
+            }
+        }
     }
     engine.complete_bill(&mut s, &mut printer)?;
     Ok(())
+}
+
+/// The PIN block of what the customer types on the PIN pad for `card`.
+fn customer_pin(
+    link: &BankLink,
+    card: &bank_card::BankCard,
+) -> Result<PinBlock, Box<dyn std::error::Error>> {
+    let entry = link
+        .pin_pad()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_pin(&card.pan, 4, 12, Duration::from_secs(30), &mut |_| {})?;
+    match entry {
+        PinEntry::Entered(pin) => Ok(pin),
+        entry => Err(format!("no PIN was entered: {entry:?}").into()),
+    }
 }
 
 /// The acquirer link of the config: its dialect plugin and the PIN pad it names.
