@@ -25,13 +25,13 @@ pub use view::{
 };
 
 use crate::backend::{Account, Purchase};
-use crate::bank_card;
+use crate::bank_card::{self, BankCard};
 use crate::card_reader::{Readers, Waker};
 use crate::cash_acceptor::CashAcceptor;
 use crate::clearing;
 use crate::config::KioskConfig;
 use crate::money::Fen;
-use crate::pin_pad::PinEntry;
+use crate::pin_pad::{PinBlock, PinEntry};
 use crate::plugin::SharedCard;
 use crate::receipt_printer::ReceiptPrinter;
 use crate::sale::{
@@ -557,10 +557,14 @@ impl Worker {
             });
             match self.wait(Watch::Out(&reader), Some(self.timeouts.choose)) {
                 Event::Command(Command::PayCash) => return self.pay_cash(s, due, price),
-                Event::Command(Command::PayCard) if bank => match self.pay_card(&mut s, due) {
-                    Ok(()) => return self.complete(s),
-                    Err(why) => notice = Some(why),
-                },
+                Event::Command(Command::PayCard) if bank => {
+                    match self.pay_card(due, true, |engine, link, card, pin| {
+                        engine.pay_by_card(&mut s, link, card, Some(pin))
+                    }) {
+                        Ok(()) => return self.complete(s),
+                        Err(why) => notice = Some(why),
+                    }
+                }
                 Event::Command(Command::Cancel) | Event::TimedOut => {
                     self.hand_back(s);
                     return self.finish(ResultView::Cancelled { caught: Fen(0) });
@@ -648,9 +652,21 @@ impl Worker {
         }
     }
 
-    /// A bank-card payment of `due`: card, PIN, debit, and the card handed back. `Err` says why
-    /// nothing was debited (or why what was is being reversed), for the payment choice to show.
-    fn pay_card(&mut self, s: &mut CashSession, due: Fen) -> Result<(), String> {
+    /// A bank-card payment of `due`: card, PIN, debit (by `pay`), and the card handed back.
+    /// `Err` says why nothing was debited (or why what was is being reversed), for the payment
+    /// choice to show. With `for_meter_card`, the debit is asked for only with the meter card
+    /// still in (what is bought is written onto it).
+    fn pay_card(
+        &mut self,
+        due: Fen,
+        for_meter_card: bool,
+        pay: impl FnOnce(
+            &mut SaleEngine,
+            &BankLink,
+            &BankCard,
+            &PinBlock,
+        ) -> Result<CardPayment, SaleError>,
+    ) -> Result<(), String> {
         let Some(bank_reader) = self.devices.bank_reader.clone() else {
             return Err("bank cards are not taken".into());
         };
@@ -662,13 +678,24 @@ impl Worker {
             Event::Command(Command::Cancel) => return Err("cancelled".into()),
             _ => return Err("no bank card was inserted".into()),
         }
-        let paid = self.debit(s, due, &bank_reader);
+        let paid = self.debit(due, &bank_reader, for_meter_card, pay);
         self.take_bank_card(&bank_reader);
         paid
     }
 
     /// Reads the bank card in `bank_reader`, has the PIN entered and asks for the debit.
-    fn debit(&mut self, s: &mut CashSession, due: Fen, bank_reader: &str) -> Result<(), String> {
+    fn debit(
+        &mut self,
+        due: Fen,
+        bank_reader: &str,
+        for_meter_card: bool,
+        pay: impl FnOnce(
+            &mut SaleEngine,
+            &BankLink,
+            &BankCard,
+            &PinBlock,
+        ) -> Result<CardPayment, SaleError>,
+    ) -> Result<(), String> {
         let link = self
             .devices
             .bank
@@ -705,7 +732,7 @@ impl Worker {
             PinEntry::TimedOut => return Err("no PIN was entered in time".into()),
         };
         // The customer's money is taken only for a meter card still here to be written.
-        if !self.meter_card_in() {
+        if for_meter_card && !self.meter_card_in() {
             return Err("the meter card was taken out; nothing was debited".into());
         }
         self.screen(Screen::Debiting { due });
@@ -714,7 +741,7 @@ impl Worker {
             .bank
             .as_ref()
             .ok_or("bank cards are not taken")?;
-        match self.engine.pay_by_card(s, link, &card, Some(&block)) {
+        match pay(&mut self.engine, link, &card, &block) {
             Ok(CardPayment::Approved { .. }) => Ok(()),
             Ok(CardPayment::Declined(d)) => Err(d.message),
             Err(e) => Err(customer_reason(&e)),

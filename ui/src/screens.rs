@@ -566,8 +566,8 @@ fn kwh_text(wh: Wh) -> String {
     format!("{}.{:03}", wh.0 / 1000, wh.0 % 1000)
 }
 
-/// An account's open bills, and what paying them in banknotes takes (no change is given: what
-/// is paid beyond the bills is the account's credit).
+/// An account's open bills, and what paying them takes: in banknotes, rounded up to the yuan
+/// (no change is given: the rest is the account's credit); by bank card, exactly.
 fn bills_ui(ui: &mut Ui, w: &Words, bills: &BillsView) -> Option<Command> {
     ui.label(RichText::new(w.bills_title).size(56.0).strong());
     ui.label(format!(
@@ -596,17 +596,23 @@ fn bills_ui(ui: &mut Ui, w: &Words, bills: &BillsView) -> Option<Command> {
     if due > bills.total {
         ui.label(format!(
             "{}{}{} ({} {})",
-            w.due,
+            w.in_banknotes,
             w.sep,
             w.money(due),
             w.money(Fen(due.0 - bills.total.0)),
             w.prepaid
         ));
     }
+    if let Some(notice) = &bills.notice {
+        ui.label(RichText::new(notice).size(32.0).color(Color32::DARK_RED));
+    }
     ui.add_space(24.0);
     let mut chosen = None;
     if ui.add(Button::new(w.pay_cash).min_size(BIG)).clicked() {
         chosen = Some(Command::PayCash);
+    }
+    if bills.bank && ui.add(Button::new(w.pay_card).min_size(BIG)).clicked() {
+        chosen = Some(Command::PayCard);
     }
     if ui.add(Button::new(w.back).min_size(BIG)).clicked() {
         chosen = Some(Command::Cancel);

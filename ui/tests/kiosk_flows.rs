@@ -689,7 +689,7 @@ fn a_customer_in_arrears_pays_them_and_buys_in_one_visit() {
     assert!(f.shows("2026-10  5.00 元 + 滞纳金 0.50 元"));
     assert!(f.shows("合计应缴：12.50 元"));
     // No change is given: 13.00 goes in, 0.50 is kept as the account's credit.
-    assert!(f.shows("应付：13.00 元 (0.50 元 预存)"));
+    assert!(f.shows("现金应投：13.00 元 (0.50 元 预存)"));
     f.press("现金支付");
     f.wait("the banknote screen", |s| {
         matches!(s, Screen::Paying { due: Fen(1300), .. })
@@ -813,5 +813,90 @@ fn a_postpaid_customer_types_the_account_number_and_pays_the_bills_in_cash() {
             .map(|b| (b.customer_number.as_str(), b.state.as_str(), b.paid_fen))
             .collect::<Vec<_>>(),
         [("3701200005", "paid", 18_100)]
+    );
+}
+
+#[test]
+fn a_postpaid_customer_pays_the_bills_by_bank_card_after_a_wrong_pin() {
+    let mut f = Flow::start(quick());
+    f.press("缴费（输入户号）");
+    f.wait("the account number", |s| {
+        matches!(s, Screen::AccountEntry { .. })
+    });
+    for digit in "3701200005".chars() {
+        f.press(&digit.to_string());
+    }
+    f.press("确认");
+    f.wait(
+        "the bills, bank cards offered",
+        |s| matches!(s, Screen::Bills(b) if b.bank),
+    );
+    assert!(f.shows("合计应缴：181.00 元"));
+    // A declined card takes nothing and the bills are offered again, with the bank's words.
+    for pin in ["Wrong PIN + Enter", "PIN 135790 + Enter"] {
+        f.press("银行卡支付");
+        f.wait("the bank card prompt", |s| {
+            matches!(s, Screen::BankCard { due: Fen(18_100) })
+        });
+        f.press("Insert bank card");
+        f.wait("the PIN prompt", |s| {
+            matches!(s, Screen::Pin { digits: 0, .. })
+        });
+        f.press(pin);
+        f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
+        f.press("Pull bank card");
+        if pin.starts_with("Wrong") {
+            f.wait(
+                "the bills with the decline",
+                |s| matches!(s, Screen::Bills(b) if b.notice.is_some()),
+            );
+            assert_eq!(f.demo().acquirer.balance(DEMO_PAN), Some(100_000));
+        }
+    }
+    // A card pays exactly what is owed: nothing is kept as credit.
+    f.wait("the bill paid", |s| {
+        matches!(
+            s,
+            Screen::BillResult(BillResultView::Paid {
+                paid: Fen(18_100),
+                remaining: Fen(0)
+            })
+        )
+    });
+    let receipt = f.demo().last_receipt();
+    assert_printed(&receipt, "户号：3701200005");
+    assert_printed(&receipt, "实收金额：181.00元");
+    assert_printed(&receipt, "缴费成功");
+    assert!(
+        receipt
+            .iter()
+            .any(|l| l.starts_with("银行卡支付：622202") && l.ends_with("0128")),
+        "{receipt:?}"
+    );
+    assert!(
+        receipt.iter().any(|l| l.starts_with("参考号：")),
+        "{receipt:?}"
+    );
+    f.press("继续");
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+    assert_eq!(f.demo().acquirer.balance(DEMO_PAN), Some(100_000 - 18_100));
+    let journal = f.journal();
+    let bills = journal
+        .bill_payments(selfvend_host::journal::BILL_STATES)
+        .unwrap();
+    assert_eq!(
+        bills
+            .iter()
+            .map(|b| (b.payment.as_str(), b.state.as_str(), b.paid_fen))
+            .collect::<Vec<_>>(),
+        [("bank-card", "paid", 18_100)]
+    );
+    let debits = journal.debits(&["approved"]).unwrap();
+    assert_eq!(
+        debits
+            .iter()
+            .map(|d| (d.amount_fen, d.serial, d.bill_serial))
+            .collect::<Vec<_>>(),
+        [(18_100, None, Some(bills[0].serial))]
     );
 }

@@ -269,6 +269,8 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
                     ("2026-10".into(), Fen(500), Fen(50)),
                 ],
                 total: Fen(1250),
+                bank: true,
+                notice: None,
             }),
         ),
         (
@@ -435,11 +437,21 @@ fn the_bills_say_what_is_owed_and_what_goes_in_in_both_languages() {
     h.get_by_label("待缴账单");
     h.get_by_label("2026-10  5.00 元 + 滞纳金 0.50 元");
     h.get_by_label("合计应缴：12.50 元");
-    h.get_by_label("应付：13.00 元 (0.50 元 预存)");
+    h.get_by_label("现金应投：13.00 元 (0.50 元 预存)");
     h.get_by_label("现金支付").click();
     h.run();
-    assert_eq!(h.state().pressed, [Action::Send(Command::PayCash)]);
+    h.get_by_label("银行卡支付").click();
+    h.run();
+    assert_eq!(
+        h.state().pressed,
+        [
+            Action::Send(Command::PayCash),
+            Action::Send(Command::PayCard)
+        ]
+    );
     let h = harness(Lang::En, find("bills"));
+    h.get_by_label("In banknotes: 13.00 yuan (0.50 yuan kept as credit)");
+    h.get_by_label("Pay by bank card");
     h.get_by_label("Bills to pay");
     h.get_by_label("2026-10  5.00 yuan + late fee 0.50 yuan");
     let mut h = harness(Lang::Zh, find("bill-paid"));

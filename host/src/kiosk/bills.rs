@@ -1,7 +1,8 @@
 //! Paying an account's bills (缴费): at the attract screen, a customer types the account number
 //! (户号) and pays; within a card session, a customer in arrears settles them at the account
 //! screen, then buys in the same visit. The kiosk gives no change, so what is paid in banknotes
-//! is the bills rounded up to the yuan; the backend keeps the rest as credit (预存).
+//! is the bills rounded up to the yuan; the backend keeps the rest as credit (预存). A bank card
+//! pays exactly what is owed.
 
 use std::time::Duration;
 
@@ -92,14 +93,43 @@ impl Worker {
         }
     }
 
-    /// Shows `bill`'s bills and, if the customer pays, takes the banknotes and pays them;
-    /// `reader` holds the card the session is about, if there is one.
+    /// Shows `bill`'s bills and, if the customer pays, takes the banknotes or the bank card
+    /// and pays them; `reader` holds the card the session is about, if there is one.
     fn pay_bills(&mut self, mut bill: BillSession, reader: Option<&str>) -> Paying {
         let watch = || reader.map_or(Watch::None, Watch::Out);
-        loop {
-            self.screen(Screen::Bills(bills_view(&bill)));
+        let mut notice = None;
+        let card_out = loop {
+            let bank = self.bank_open();
+            self.screen(Screen::Bills(bills_view(&bill, bank, notice.take())));
             match self.wait(watch(), Some(self.timeouts.choose)) {
-                Event::Command(Command::PayCash) => break,
+                Event::Command(Command::PayCash) => {
+                    let due = cash_due(bill.account.total);
+                    if let Err(e) = self.engine.choose_bill_amount(&mut bill, due) {
+                        let reason = customer_reason(&e);
+                        let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
+                        return Paying::Result(BillResultView::NotPaid { reason });
+                    }
+                    let card_out = self.take_bill_notes(&mut bill, due, reader);
+                    if bill.paid() == Fen(0) {
+                        let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
+                        return if card_out { Paying::Gone } else { Paying::Left };
+                    }
+                    break card_out;
+                }
+                Event::Command(Command::PayCard) if bank => {
+                    // A card pays exactly what is owed: no change is needed.
+                    let due = bill.account.total;
+                    let paid = match self.engine.choose_bill_amount(&mut bill, due) {
+                        Ok(()) => self.pay_card(due, false, |engine, link, card, pin| {
+                            engine.pay_bill_by_card(&mut bill, link, card, Some(pin))
+                        }),
+                        Err(e) => Err(customer_reason(&e)),
+                    };
+                    match paid {
+                        Ok(()) => break reader.is_some() && !self.meter_card_in(),
+                        Err(why) => notice = Some(why),
+                    }
+                }
                 Event::Command(Command::Cancel) | Event::TimedOut => {
                     let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
                     return Paying::Left;
@@ -110,18 +140,7 @@ impl Worker {
                 }
                 Event::Command(_) => {}
             }
-        }
-        let due = cash_due(bill.account.total);
-        if let Err(e) = self.engine.choose_bill_amount(&mut bill, due) {
-            let reason = customer_reason(&e);
-            let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-            return Paying::Result(BillResultView::NotPaid { reason });
-        }
-        let card_out = self.take_bill_notes(&mut bill, due, reader);
-        if bill.paid() == Fen(0) {
-            let _ = self.engine.cancel_bill(bill, self.devices.printer.as_mut());
-            return if card_out { Paying::Gone } else { Paying::Left };
-        }
+        };
         self.screen(Screen::Processing(Step::Sell));
         let paid = bill.paid();
         let result = match self
@@ -234,7 +253,7 @@ impl Worker {
     }
 }
 
-fn bills_view(bill: &BillSession) -> BillsView {
+fn bills_view(bill: &BillSession, bank: bool, notice: Option<String>) -> BillsView {
     BillsView {
         customer_name: bill.account.customer_name.clone(),
         customer_number: bill.account.customer_number.clone(),
@@ -245,5 +264,7 @@ fn bills_view(bill: &BillSession) -> BillsView {
             .map(|b| (b.period.clone(), b.amount, b.late_fee))
             .collect(),
         total: bill.account.total,
+        bank,
+        notice,
     }
 }

@@ -69,7 +69,7 @@ pub enum Screen {
     AccountEntry {
         refusal: Option<String>,
     },
-    /// An account's open bills (缴费), and what paying them in banknotes takes.
+    /// An account's open bills (缴费), and what paying them in banknotes or by bank card takes.
     Bills(BillsView),
     /// How a bill payment ended; the customer goes on to buy.
     BillResult(BillResultView),
@@ -121,6 +121,10 @@ pub struct BillsView {
     pub bills: Vec<(String, Fen, Fen)>,
     /// Everything owed.
     pub total: Fen,
+    /// Whether a bank card is taken (it pays exactly what is owed).
+    pub bank: bool,
+    /// Why the last bank-card payment took nothing.
+    pub notice: Option<String>,
 }
 
 /// How a bill payment ended, and what happens to the money.
