@@ -558,8 +558,17 @@ impl SaleEngine {
         printer: &mut dyn ReceiptPrinter,
     ) -> Result<Completion, SaleError> {
         let (serial, request) = match &s.bank {
-            // Paid by bank card: the sale's intent went into the journal with the approval.
-            Some(bank) => (bank.serial, bank.request.clone()),
+            // Paid by bank card: the sale's intent went into the journal with the approval,
+            // maybe long ago (the customer took their card back since). Its request may be in
+            // flight from now on, and "no such sale" is proof only once that has passed.
+            Some(bank) => {
+                let serial = bank.serial;
+                self.journal.commit(|b| {
+                    let id = b.append("sale-sending", &json!({"serial": serial}))?;
+                    b.sale_state(serial, &["intent"], "intent", None, id)
+                })?;
+                (serial, bank.request.clone())
+            }
             None => {
                 if s.paid == Fen(0) {
                     return Err(SaleError::NothingPaid);

@@ -381,6 +381,17 @@ fn kiosk(
     bank_reader: Option<&str>,
     kill_at: Option<&str>,
 ) -> std::process::ExitStatus {
+    kiosk_with(w, config, bank_reader, kill_at, &[])
+}
+
+/// As [`kiosk`], with `extra` arguments.
+fn kiosk_with(
+    w: &World,
+    config: &Path,
+    bank_reader: Option<&str>,
+    kill_at: Option<&str>,
+    extra: &[&str],
+) -> std::process::ExitStatus {
     let mut cmd = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"));
     cmd.arg("--config")
         .arg(config)
@@ -394,7 +405,8 @@ fn kiosk(
             SUN_QI,
             "--utility",
             "3701",
-        ]);
+        ])
+        .args(extra);
     match bank_reader {
         Some(reader) => cmd.args(["--bank-reader", reader]),
         None => cmd.arg("--recover-only"),
@@ -405,23 +417,30 @@ fn kiosk(
     cmd.status().expect("run selfvend-sale-child")
 }
 
+/// The bank's far ends beside world `w`, the kiosk's config with them, and 王芳's bank card
+/// held in a second reader, her PIN about to be typed.
+fn bank_kiosk(w: &World) -> (BankSims, std::path::PathBuf, ReaderSlot, Inserted) {
+    // The kiosk process opens the PIN pad (exclusively); this one does not.
+    let bank = BankSims::start(&w.plugins);
+    // A reversal of a purchase the acquirer never saw is answered 25 (no such original).
+    bank.acquirer.answer_unknown_reversals_with("25");
+    let config = bank.kiosk_config(w);
+    let bank_slot = ReaderSlot::take();
+    let bank_card = Inserted::insert(
+        Arc::new(Mutex::new(UnionPayCard::wang_fang())),
+        bank_slot.address,
+    )
+    .unwrap();
+    assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
+    bank.pad_sim.act(&PadAction::pin(PIN));
+    (bank, config, bank_slot, bank_card)
+}
+
 #[test]
 fn killed_at_every_failpoint_of_a_bank_card_bill_payment_no_debit_is_left_without_its_bill() {
     for point in BANK_BILL_FAILPOINTS {
         let w = World::new();
-        // The kiosk process opens the PIN pad (exclusively); this one does not.
-        let bank = BankSims::start(&w.plugins);
-        // A reversal of a purchase the acquirer never saw is answered 25 (no such original).
-        bank.acquirer.answer_unknown_reversals_with("25");
-        let config = bank.kiosk_config(&w);
-        let bank_slot = ReaderSlot::take();
-        let _bank_card = Inserted::insert(
-            Arc::new(Mutex::new(UnionPayCard::wang_fang())),
-            bank_slot.address,
-        )
-        .unwrap();
-        assert!(w.readers.wait(&bank_slot.reader, true, WAIT).unwrap());
-        bank.pad_sim.act(&PadAction::pin(PIN));
+        let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
 
         let status = kiosk(&w, &config, Some(&bank_slot.reader), Some(point));
         assert_eq!(status.signal(), Some(9), "{point}: not killed there");
@@ -482,4 +501,38 @@ fn killed_at_every_failpoint_of_a_bank_card_bill_payment_no_debit_is_left_withou
             "{point}: nothing is left for an operator"
         );
     }
+}
+
+/// The customer takes their bank card back slowly after the debit, and the kiosk is killed as it
+/// sends the bill payment: "no such payment" right after the restart is no proof it never
+/// arrives, however long ago the debit was, so it is neither paid again nor refundable yet.
+#[test]
+fn a_card_bill_sent_after_a_slow_customer_is_not_taken_as_never_reached_while_in_flight() {
+    let w = World::with_policy(&[("unknown_outcome_settle_secs", "2")]);
+    let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
+    let status = kiosk_with(
+        &w,
+        &config,
+        Some(&bank_slot.reader),
+        Some("bill.after-intent"),
+        &["--dawdle-ms", "2500"],
+    );
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk(&w, &config, None, None).success());
+    let journal = Journal::open(&w.journal).unwrap();
+    assert_eq!(
+        bill_states(&journal),
+        [(1, "bank-card".into(), "intent".into(), 18_100)]
+    );
+    assert!(w.jinan.ledger().bill_payments("K-SALE-01").is_empty());
+
+    // Once it cannot be in flight any more, "no such payment" is proof: paid again, once.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(kiosk(&w, &config, None, None).success());
+    assert_eq!(
+        bill_states(&journal),
+        [(1, "bank-card".into(), "paid".into(), 18_100)]
+    );
+    assert_eq!(w.jinan.ledger().bill_payments("K-SALE-01").len(), 1);
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 18_100));
 }

@@ -836,3 +836,44 @@ fn a_write_whose_outcome_is_unknown_is_never_confirmed_as_not_written() {
     );
     meter_takes_once(&card, &w, 1, "after the card came back");
 }
+
+/// The customer takes their bank card back slowly after the debit, and the kiosk is killed as it
+/// sends the sale: "no such sale" right after the restart is no proof it never arrives, however
+/// long ago the debit was, so it is neither re-sold nor refundable yet.
+#[test]
+fn a_card_sale_sent_after_a_slow_customer_is_not_taken_as_never_reached_while_in_flight() {
+    let w = World::with_policy(&[("unknown_outcome_settle_secs", "2")]);
+    let card = MemoryCard(zhang_san(&w));
+    let _inserted = card.insert(&w);
+    let (bank, config, bank_slot, _bank_card) = bank_kiosk(&w);
+    bank.pad_sim.act(&PadAction::pin(PIN));
+    let status = Command::new(selfvend_bin().with_file_name("selfvend-sale-child"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--reader", &w.slot.reader])
+        .args(["--validator", w.validator.path()])
+        .args(["--printer", w.printer_sim.path()])
+        .args(["--fen", "1000", "--bank-reader", &bank_slot.reader])
+        .args(["--dawdle-ms", "2500"])
+        .env("SELFVEND_KILL_AT", "sale.after-sale-intent")
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(9));
+    assert!(kiosk_with(&w, &config, None, true, None).success());
+    let state = || {
+        sql(
+            &w.journal,
+            "SELECT count(*) FROM sales WHERE serial = 1 AND state = 'intent'",
+        )
+    };
+    assert_eq!(state(), 1);
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 0);
+
+    // Once it cannot be in flight any more, "no such sale" is proof: re-sold once.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(kiosk_with(&w, &config, None, true, None).success());
+    assert_eq!(state(), 0);
+    assert_eq!(w.jinan.ledger().sale_count("K-SALE-01"), 1);
+    assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 1000));
+    meter_takes_once(&card, &w, 1, "settled");
+}

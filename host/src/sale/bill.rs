@@ -242,8 +242,17 @@ impl SaleEngine {
         printer: &mut dyn ReceiptPrinter,
     ) -> Result<BillCompletion, SaleError> {
         let (serial, request) = match &s.bank {
-            // Paid by bank card: the payment's intent went into the journal with the approval.
-            Some(bank) => (bank.serial, bank.request.clone()),
+            // Paid by bank card: the payment's intent went into the journal with the approval,
+            // maybe long ago (the customer took their card back since). Its request may be in
+            // flight from now on, and "no such payment" is proof only once that has passed.
+            Some(bank) => {
+                let serial = bank.serial;
+                self.journal.commit(|b| {
+                    let id = b.append("bill-pay-sending", &json!({"serial": serial}))?;
+                    b.bill_payment_state(serial, &["intent"], "intent", None, id)
+                })?;
+                (serial, bank.request.clone())
+            }
             None => self.bill_cash_intent(s)?,
         };
         fail::fail_point!("bill.after-intent");

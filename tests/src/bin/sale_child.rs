@@ -3,7 +3,8 @@
 //! in `--reader`; or, with `--clear-period N`, clears the kiosk until period N is closed (the
 //! operator PIN on stdin), counting `--fen` in the cash box; or, with `--settle`, settles the
 //! bank batch. With `--bank-reader R` it pays by the bank card in reader R instead of cash, with
-//! the PIN the customer types on the config's PIN pad, through the config's acquirer. With
+//! the PIN the customer types on the config's PIN pad, through the config's acquirer, and the
+//! customer takes `--dawdle-ms` to take the bank card back after the debit. With
 //! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. With `--bill-account N
 //! --utility U` it pays `--fen` of account N's bills instead of selling (by bank card with
 //! `--bank-reader`). `--config-text F` reads
@@ -42,6 +43,8 @@ struct Args {
     settle: bool,
     bill_account: Option<String>,
     utility: String,
+    /// How long the customer takes to take their bank card back after its debit.
+    dawdle: Duration,
 }
 
 fn args() -> Option<Args> {
@@ -59,6 +62,7 @@ fn args() -> Option<Args> {
         settle: false,
         bill_account: None,
         utility: String::new(),
+        dawdle: Duration::ZERO,
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
@@ -74,6 +78,7 @@ fn args() -> Option<Args> {
             "--settle" => out.settle = true,
             "--bill-account" => out.bill_account = Some(a.next()?),
             "--utility" => out.utility = a.next()?,
+            "--dawdle-ms" => out.dawdle = Duration::from_millis(a.next()?.parse().ok()?),
             _ => return None,
         }
     }
@@ -84,8 +89,8 @@ fn main() -> ExitCode {
     let Some(args) = args() else {
         eprintln!(
             "usage: selfvend-sale-child --config F [--config-text F] --reader R --validator P \
-             --printer P --fen N [--recover-only | --clear-period N | --bank-reader R | --settle \
-             | --bill-account N --utility U]"
+             --printer P --fen N [--recover-only | --clear-period N | --bank-reader R \
+             [--dawdle-ms MS] | --settle | --bill-account N --utility U]"
         );
         return ExitCode::FAILURE;
     };
@@ -198,7 +203,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
             let pin = customer_pin(link, &bank_card)?;
             match engine.pay_by_card(&mut session, link, &bank_card, Some(&pin))? {
-                CardPayment::Approved { .. } => {}
+                CardPayment::Approved { .. } => std::thread::sleep(args.dawdle),
                 CardPayment::Declined(d) => return Err(format!("declined: {}", d.message).into()),
             }
         }
@@ -233,7 +238,7 @@ fn pay_bill(
             let bank_card = bank_card::read(&mut readers.connect(reader)?)?;
             let pin = customer_pin(link, &bank_card)?;
             match engine.pay_bill_by_card(&mut s, link, &bank_card, Some(&pin))? {
-                CardPayment::Approved { .. } => {}
+                CardPayment::Approved { .. } => std::thread::sleep(args.dawdle),
                 CardPayment::Declined(d) => return Err(format!("declined: {}", d.message).into()),
             }
         }
