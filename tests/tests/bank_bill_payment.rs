@@ -23,7 +23,7 @@ use selfvend_sim::unionpay_card::UnionPayCard;
 use selfvend_sim::vpcd::Inserted;
 use selfvend_tests::bank_rig::{BALANCE_FEN, Bank, BankSims, PAN, PIN, read_bank_card};
 use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN, WAIT, World};
-use selfvend_tests::{ReaderSlot, selfvend_bin};
+use selfvend_tests::{ReaderSlot, selfvend_bin, selfvend_with, text};
 
 /// 孙七 (jinan, fixed-text): 181.00 owed.
 const SUN_QI: &str = "3701200005";
@@ -159,6 +159,12 @@ fn a_postpaid_customer_pays_bills_by_bank_card_through_each_dialect_and_the_book
     );
     assert_eq!(journal.counter("lifetime.bill_paid_fen").unwrap(), 33_730);
     assert_eq!(journal.counter("lifetime.cash_fen").unwrap(), 0);
+    // The operator's list says what each debit paid for.
+    let listed = text(&selfvend_with(&k.config.path, &["bank", "debits", "--all"]).stdout);
+    let lines: Vec<_> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[0].ends_with("approved  bill 1"), "{listed}");
+    assert!(lines[1].ends_with("approved  bill 2"), "{listed}");
 
     // Clearing counts them as 银行卡缴费, each utility its own, and expects no cash.
     let report = clearing::report(journal, &k.config, None).unwrap();
@@ -347,9 +353,17 @@ fn a_refused_bank_card_bill_payment_is_refunded_only_by_an_operator() {
     assert_eq!(bank.acquirer.balance(PAN), Some(BALANCE_FEN - 18_100));
     let items = k.engine.journal().manual_items(false).unwrap();
     assert_eq!(items.len(), 1);
+    let lines = k.printed_lines();
+    let rrn = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("参考号："))
+        .unwrap_or_else(|| panic!("no reference number in {lines:?}"));
     assert_eq!(
         items[0].reason,
-        "退款 181.00 元：缴费被拒（该户没有待缴账单）（户号 3701200005）"
+        format!(
+            "退款 181.00 元：缴费被拒（该户没有待缴账单）（户号 3701200005，\
+             银行卡 622202*********0128，参考号 {rrn}）"
+        )
     );
     assert_eq!(
         k.engine.resolutions(&items[0]).unwrap(),

@@ -37,6 +37,8 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
                     "failed",
                     "reversing",
                     "reversed",
+                    "reversal-ended",
+                    "kept",
                 ]
             } else {
                 &["intent", "reversing"]
@@ -46,15 +48,20 @@ pub fn run(cmd: BankCommand, config: &Path) -> anyhow::Result<ExitCode> {
                 println!("no {}debits", if all { "" } else { "undecided " });
             }
             for d in debits {
+                // What an approved debit paid for: a sale, or a bill payment (缴费).
+                let paid_for = match (d.serial, d.bill_serial) {
+                    (Some(serial), _) => format!("sale {serial}"),
+                    (None, Some(serial)) => format!("bill {serial}"),
+                    (None, None) => "sale -".into(),
+                };
                 println!(
-                    "#{:<4} batch {:06} trace {:06} {:>10} yuan  {}  {:<9} sale {}{}",
+                    "#{:<4} batch {:06} trace {:06} {:>10} yuan  {}  {:<9} {paid_for}{}",
                     d.id,
                     d.batch,
                     d.stan,
                     Fen(d.amount_fen).to_string(),
                     d.pan_masked,
                     d.state,
-                    d.serial.map_or("-".into(), |s| s.to_string()),
                     if d.reversal_attempts > 0 {
                         format!(" ({} reversal tries)", d.reversal_attempts)
                     } else {

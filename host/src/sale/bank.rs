@@ -203,7 +203,7 @@ impl SaleEngine {
         }
         let amount = quote.amount;
         let terminal_id = self.terminal_id.clone();
-        let debited = self.debit(link, card, pin_block, amount, |b| {
+        let debited = self.debit(link, card, pin_block, amount, |b, _| {
             // The sale is for what was debited.
             s.paid = amount;
             let (serial, request, _) = sale_intent(b, &terminal_id, s, PaymentKind::BankCard)?;
@@ -254,12 +254,12 @@ impl SaleEngine {
             return Err(SaleError::WrongStep("nothing is owed on this account"));
         }
         let terminal_id = self.terminal_id.clone();
-        let debited = self.debit(link, card, pin_block, amount, |b| {
+        let debited = self.debit(link, card, pin_block, amount, |b, debit| {
             s.paid = amount;
             let id = b.append(
                 "bill-pay-intent",
                 &json!({"account": s.account.customer_number, "paid_fen": amount.0,
-                        "payment": "bank-card"}),
+                        "debit": debit}),
             )?;
             let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::BankCard, id)?;
             Ok((DebitFor::Bill(serial), request))
@@ -292,14 +292,14 @@ impl SaleEngine {
 
     /// Debits `amount` from `card`. The debit's intent is journaled before the purchase
     /// message; its approval is journaled in one commit with what it pays for, which `record`
-    /// writes (and returns the serial of). A debit with no answer is reversed.
+    /// writes, given the debit's id (and returns the serial of). A debit with no answer is reversed.
     pub(super) fn debit<T>(
         &mut self,
         link: &BankLink,
         card: &BankCard,
         pin_block: Option<&PinBlock>,
         amount: Fen,
-        record: impl FnOnce(&mut Batch<'_>) -> BatchResult<(DebitFor, T)>,
+        record: impl FnOnce(&mut Batch<'_>, i64) -> BatchResult<(DebitFor, T)>,
     ) -> Result<Debited<T>, SaleError> {
         // A customer who tried before may still be owed a reversal: it goes first.
         self.forward_reversals(link)?;
@@ -375,7 +375,7 @@ impl SaleEngine {
                                 "rrn": approval.rrn, "auth_code": approval.auth_code}),
                     )?;
                     b.count("lifetime.bank_debited_fen", amount.0 as i64)?;
-                    let (paid_for, recorded) = record(b)?;
+                    let (paid_for, recorded) = record(b, debit)?;
                     let serial = match paid_for {
                         DebitFor::Sale(serial) => {
                             b.debit_state(

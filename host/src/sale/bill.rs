@@ -6,6 +6,7 @@
 //! then handed to an operator. A refund needs the backend's refusal or proof the payment never
 //! arrived, and never follows a re-pay that may have reached it (it is claimed `pending` first).
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use super::Resolution;
@@ -407,8 +408,20 @@ impl SaleEngine {
                         [serial as i64],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
+                    // Paid by card, the operator checks the claimant's card and receipt.
+                    let card: Option<(String, Option<String>)> = b
+                        .sql()
+                        .query_row(
+                            "SELECT pan_masked, rrn FROM debits WHERE bill_serial = ?1",
+                            [serial as i64],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let paid_by = card.map_or_else(String::new, |(pan, rrn)| {
+                        format!("，银行卡 {pan}，参考号 {}", rrn.unwrap_or_default())
+                    });
                     let reason = format!(
-                        "退款 {} 元：{what}被拒（{}）（户号 {account}）",
+                        "退款 {} 元：{what}被拒（{}）（户号 {account}{paid_by}）",
                         yuan(Fen(paid as u64)),
                         r.message
                     );
