@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 
 mod bill_payments;
+mod fleet_rows;
 
 pub use bill_payments::{BILL_STATES, BillPaymentRow, NewBillPayment};
 
@@ -500,7 +500,7 @@ pub struct SaleRow {
 const AUDIT_ROWS: &str = "lifetime.audit_rows";
 
 /// The hash before the first row.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use selfvend_fleet_wire::GENESIS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -1107,14 +1107,8 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-fn row_hash(prev: &str, id: i64, at: &str, kind: &str, body: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [prev, &id.to_string(), at, kind, body] {
-        h.update(part.as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
-}
+/// The chain's rule is the fleet's too: one definition, in the wire crate.
+use selfvend_fleet_wire::row_hash;
 
 /// The kiosk's journal.
 pub struct Journal {

@@ -11,6 +11,7 @@ pub mod clearing;
 pub mod codecs;
 pub mod config;
 pub mod escpos;
+pub mod fleet;
 pub mod id003;
 pub mod journal;
 pub mod kiosk;
@@ -20,3 +21,6 @@ pub mod pin_pad;
 pub mod plugin;
 pub mod receipt_printer;
 pub mod sale;
+
+/// The messages a kiosk and its fleet server exchange.
+pub use selfvend_fleet_wire as fleet_wire;

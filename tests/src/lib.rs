@@ -3,6 +3,7 @@
 
 pub mod bank_rig;
 pub mod dialect_rig;
+pub mod fleet_rig;
 pub mod kiosk_rig;
 
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ mod bench;
 mod card_cmd;
 mod cash_cmd;
 mod clearing_cmd;
+mod fleet_cmd;
 mod journal_cmd;
 mod kiosk_cmd;
 mod manual_cmd;
@@ -65,6 +66,9 @@ enum Command {
     /// The bank-card acquirer: sign on, settle, send reversals, list debits.
     #[command(subcommand)]
     Bank(bank_cmd::BankCommand),
+    /// The fleet server: pair with it, send it what it does not hold yet.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCommand),
     /// Measure the kiosk's performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
         Command::Bank(cmd) => bank_cmd::run(cmd, &cli.config),
+        Command::Fleet(cmd) => fleet_cmd::run(cmd, &cli.config),
         Command::Card(cmd) => card_cmd::run(cmd, &cli.config),
         Command::Cash(cmd) => cash_cmd::run(cmd, &cli.config),
         Command::Printer(cmd) => printer_cmd::run(cmd, &cli.config),

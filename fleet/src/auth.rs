@@ -1,0 +1,55 @@
+//! Who is asking: a kiosk's signed request checked against the key it paired with. An unknown
+//! or revoked kiosk, a signature that does not verify, or a clock too far off is refused.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use selfvend_fleet_wire::{KIOSK_HEADER, MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, TIME_HEADER, verify};
+
+use crate::Fleet;
+use crate::error::ApiError;
+
+/// The id of the kiosk that signed this request.
+pub async fn kiosk(
+    fleet: &Fleet,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthorized(format!("the request has no {name} header")))
+    };
+    let kiosk = header(KIOSK_HEADER)?;
+    let time: i64 = header(TIME_HEADER)?
+        .parse()
+        .map_err(|_| ApiError::Unauthorized(format!("{TIME_HEADER}: not a number")))?;
+    let signature = header(SIGNATURE_HEADER)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if (now - time).abs() > MAX_CLOCK_SKEW_MS {
+        return Err(ApiError::Unauthorized(format!(
+            "{TIME_HEADER}: the kiosk's clock is {} s from the server's",
+            (time - now) / 1000
+        )));
+    }
+    let client = fleet.db.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT public_key, revoked_at IS NOT NULL FROM kiosks WHERE id = $1",
+            &[&kiosk],
+        )
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized(format!("kiosk {kiosk} is not paired")))?;
+    let (public_key, revoked): (Vec<u8>, bool) = (row.get(0), row.get(1));
+    if revoked {
+        return Err(ApiError::Forbidden(format!("kiosk {kiosk} is revoked")));
+    }
+    verify(&public_key, signature, method, path, time, body)
+        .map_err(|e| ApiError::Unauthorized(format!("kiosk {kiosk}: {e}")))?;
+    Ok(kiosk.to_string())
+}

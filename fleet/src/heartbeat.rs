@@ -1,0 +1,37 @@
+//! Heartbeats: what a kiosk shows and holds, every few seconds. The latest is kept with its
+//! time; a kiosk whose heartbeats stop is down.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use selfvend_fleet_wire::{Heartbeat, HeartbeatReply};
+
+use crate::error::{ApiError, json_body};
+use crate::{Fleet, auth};
+
+/// `POST /api/heartbeat`.
+pub async fn heartbeat(
+    State(fleet): State<Fleet>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let kiosk = auth::kiosk(&fleet, &headers, "POST", "/api/heartbeat", &body).await?;
+    let beat: Heartbeat = json_body(&body)?;
+    beat.check().map_err(ApiError::BadRequest)?;
+    let json = serde_json::to_string(&beat).expect("a heartbeat serializes");
+    let row = fleet
+        .db
+        .get()
+        .await?
+        .query_one(
+            "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
+                    software_version = $3
+             WHERE id = $1 RETURNING journal_head",
+            &[&kiosk, &json, &beat.software_version],
+        )
+        .await?;
+    Ok(Json(HeartbeatReply {
+        journal_head: row.get(0),
+    }))
+}

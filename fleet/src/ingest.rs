@@ -1,0 +1,163 @@
+//! Journal ingest: a kiosk's audit rows, in chain order, stored once each. A batch continues the
+//! chain the server holds (its last row's id and hash); rows it holds already are skipped if
+//! they are the same rows, so a batch sent twice is stored once. A gap, a fork or an edited row
+//! opens a tamper alert and holds the kiosk's ingest until an admin acts: nothing after the
+//! break is stored.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use deadpool_postgres::Transaction;
+use selfvend_fleet_wire::{AuditRow, ChainBreak, JournalAck, JournalBatch, check_next};
+
+use crate::error::{ApiError, json_body};
+use crate::{Fleet, auth};
+
+/// `POST /api/journal`.
+pub async fn journal(
+    State(fleet): State<Fleet>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<JournalAck>, ApiError> {
+    let kiosk = auth::kiosk(&fleet, &headers, "POST", "/api/journal", &body).await?;
+    let batch: JournalBatch = json_body(&body)?;
+    batch.check().map_err(ApiError::BadRequest)?;
+    let mut client = fleet.db.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "SELECT journal_head, journal_head_hash, ingest_held FROM kiosks
+             WHERE id = $1 FOR UPDATE",
+            &[&kiosk],
+        )
+        .await?;
+    let (mut head, mut head_hash, held): (i64, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if held {
+        return Err(ApiError::Conflict(format!(
+            "kiosk {kiosk}: its journal's chain is broken; ingest is held until an admin acts"
+        )));
+    }
+    let (known, new): (Vec<&AuditRow>, Vec<&AuditRow>) =
+        batch.rows.iter().partition(|r| r.id <= head);
+    if let Some(broken) = differing(&tx, &kiosk, &known).await? {
+        return hold(tx, &kiosk, &broken).await;
+    }
+    let mut fresh = Vec::with_capacity(new.len());
+    for row in new {
+        if let Err(broken) = check_next(head, &head_hash, row) {
+            // What came before the break is kept; nothing after it.
+            store(&tx, &kiosk, &fresh).await?;
+            advance(&tx, &kiosk, head, &head_hash).await?;
+            return hold(tx, &kiosk, &broken.to_string()).await;
+        }
+        head = row.id;
+        head_hash.clone_from(&row.hash);
+        fresh.push(row);
+    }
+    store(&tx, &kiosk, &fresh).await?;
+    advance(&tx, &kiosk, head, &head_hash).await?;
+    tx.commit().await?;
+    Ok(Json(JournalAck { head }))
+}
+
+/// The first of `rows` (all at or below the stored head) that is not the row stored under its
+/// id, said in words.
+async fn differing(
+    tx: &Transaction<'_>,
+    kiosk: &str,
+    rows: &[&AuditRow],
+) -> Result<Option<String>, ApiError> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let stored = tx
+        .query(
+            "SELECT id, hash FROM journal_rows WHERE kiosk_id = $1 AND id BETWEEN $2 AND $3",
+            &[&kiosk, &first.id, &last.id],
+        )
+        .await?;
+    let stored: std::collections::HashMap<i64, String> =
+        stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for row in rows {
+        match stored.get(&row.id) {
+            Some(hash) if *hash == row.hash => {}
+            Some(hash) => {
+                return Ok(Some(
+                    ChainBreak::Edited {
+                        id: row.id,
+                        stated: row.hash.clone(),
+                        computed: hash.clone(),
+                    }
+                    .to_string()
+                        + " (the server received it before with the second hash)",
+                ));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "row {} is below the received head but was never received",
+                    row.id
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn store(tx: &Transaction<'_>, kiosk: &str, rows: &[&AuditRow]) -> Result<(), ApiError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&AuditRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    tx.execute(
+        "INSERT INTO journal_rows (kiosk_id, id, at, kind, body, prev_hash, hash)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[])",
+        &[
+            &kiosk,
+            &ids,
+            &column(|r| r.at.clone()),
+            &column(|r| r.kind.clone()),
+            &column(|r| r.body.clone()),
+            &column(|r| r.prev_hash.clone()),
+            &column(|r| r.hash.clone()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn advance(
+    tx: &Transaction<'_>,
+    kiosk: &str,
+    head: i64,
+    head_hash: &str,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE kiosks SET journal_head = $2, journal_head_hash = $3 WHERE id = $1",
+        &[&kiosk, &head, &head_hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Holds `kiosk`'s ingest and opens its tamper alert (once), in the same commit.
+async fn hold(tx: Transaction<'_>, kiosk: &str, why: &str) -> Result<Json<JournalAck>, ApiError> {
+    tx.execute(
+        "UPDATE kiosks SET ingest_held = true WHERE id = $1",
+        &[&kiosk],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO alerts (kiosk_id, kind, detail) VALUES ($1, 'chain-broken', $2)
+         ON CONFLICT (kiosk_id, kind) WHERE closed_at IS NULL DO NOTHING",
+        &[&kiosk, &why],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::warn!("kiosk {kiosk}: journal chain broken: {why}");
+    Err(ApiError::Conflict(format!(
+        "kiosk {kiosk}: the journal's chain is broken ({why}); ingest is held until an admin acts"
+    )))
+}

@@ -1,0 +1,30 @@
+//! The fleet server: kiosks pair with a one-time code, then every request they make is signed
+//! with their own key. Their journals are stored row by row with the hash chain checked across
+//! batches; their heartbeats say what each kiosk shows and holds. The server keeps no state of
+//! its own: everything is in PostgreSQL, so several instances can serve one database.
+
+pub mod auth;
+pub mod error;
+pub mod heartbeat;
+pub mod ingest;
+pub mod pairing;
+pub mod store;
+
+use axum::Router;
+use axum::routing::post;
+use deadpool_postgres::Pool;
+
+/// What every handler shares: the database.
+#[derive(Clone)]
+pub struct Fleet {
+    pub db: Pool,
+}
+
+/// The kiosks' API.
+pub fn router(fleet: Fleet) -> Router {
+    Router::new()
+        .route("/api/pair", post(pairing::pair))
+        .route("/api/journal", post(ingest::journal))
+        .route("/api/heartbeat", post(heartbeat::heartbeat))
+        .with_state(fleet)
+}

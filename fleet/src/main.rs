@@ -1,0 +1,68 @@
+//! `selfvend-fleet`: the fleet server and its admin commands.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use selfvend_fleet::{Fleet, pairing, router, store};
+
+#[derive(Parser)]
+#[command(name = "selfvend-fleet", about = "The selfvend fleet server")]
+struct Cli {
+    /// The PostgreSQL database, as a URL (`postgres://user@host:port/db`) or key=value pairs.
+    #[arg(long, env = "SELFVEND_FLEET_DB", global = true)]
+    db: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the kiosks' API (the schema is brought up to date first).
+    Serve {
+        /// Where to listen; port 0 picks a free one. The address is printed on the first line.
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: SocketAddr,
+    },
+    /// Brings the database's schema up to date.
+    Migrate,
+    /// Prints a one-time pairing code, valid for an hour.
+    PairingCode,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let url = cli
+        .db
+        .context("no database: pass --db URL or set SELFVEND_FLEET_DB")?;
+    let db = store::pool(&url)?;
+    let version = store::migrate(&db)
+        .await
+        .with_context(|| format!("migrating the fleet database {url}"))?;
+    let fleet = Fleet { db };
+    match cli.command {
+        Command::Migrate => println!("schema version {version}"),
+        Command::PairingCode => println!("{}", pairing::new_code(&fleet).await?),
+        Command::Serve { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            println!("listening on http://{}", listener.local_addr()?);
+            std::io::stdout().flush()?;
+            axum::serve(listener, router(fleet))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}

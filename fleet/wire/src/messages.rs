@@ -1,0 +1,208 @@
+//! The messages, as JSON bodies. Each one the server takes is checked field by field
+//! ([`PairRequest::check`] and siblings): the error names the field and what is wrong with it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AuditRow;
+
+/// Rows in one journal batch, at most.
+pub const MAX_BATCH_ROWS: usize = 500;
+/// A request body, at most.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// A short text field (names, states, versions), at most, in characters.
+const MAX_TEXT: usize = 200;
+/// Devices, plugins or denominations in one heartbeat, at most.
+const MAX_LIST: usize = 64;
+
+/// A kiosk pairs with a one-time code an admin made in the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairRequest {
+    pub code: String,
+    pub terminal_id: String,
+    pub region: String,
+    /// The kiosk's Ed25519 public key, 32 bytes in hex.
+    pub public_key: String,
+    pub software_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairReply {
+    /// The kiosk's id at the fleet, sent with every later request.
+    pub kiosk_id: String,
+}
+
+/// Audit rows in chain order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalBatch {
+    pub rows: Vec<AuditRow>,
+}
+
+/// What the server holds of a kiosk's journal after a batch: the kiosk resumes after `head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalAck {
+    pub head: i64,
+}
+
+/// One device as the kiosk sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    /// `card-reader`, `bank-card-reader`, `validator`, `printer`, `pin-pad`, `backend`,
+    /// `acquirer`.
+    pub device: String,
+    /// Which one, when there can be several (a backend's name).
+    pub name: String,
+    /// `ok`, `fault`, `paper-near-end`, `paper-out`, `jammed`, `cash-box-full`, `absent`, ….
+    pub state: String,
+    /// What the kiosk says of it, as text.
+    pub detail: String,
+}
+
+/// The cash box: banknotes by denomination (yuan) and what it holds at most.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CashBox {
+    pub notes: Vec<(u32, u32)>,
+    pub capacity: u32,
+}
+
+impl CashBox {
+    pub fn count(&self) -> u32 {
+        self.notes.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn fen(&self) -> u64 {
+        self.notes
+            .iter()
+            .map(|(yuan, n)| u64::from(*yuan) * 100 * u64::from(*n))
+            .sum()
+    }
+}
+
+/// The clearing period's totals so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PeriodTotals {
+    pub period: i64,
+    pub sales: u32,
+    pub sales_fen: u64,
+    pub bill_payments: u32,
+    pub bill_payments_fen: u64,
+}
+
+/// A loaded plugin, its version and who signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginReport {
+    pub name: String,
+    pub version: String,
+    pub signer: String,
+}
+
+/// Every few seconds: what the kiosk shows and holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The screen shown (`attract`, `paying`, `out-of-service`, …) and for how long.
+    pub screen: String,
+    pub screen_secs: u64,
+    /// Money in the customer session under way, if any.
+    pub money_in_fen: u64,
+    pub devices: Vec<DeviceReport>,
+    pub cash_box: CashBox,
+    pub open_items: u32,
+    pub period: PeriodTotals,
+    pub software_version: String,
+    pub plugins: Vec<PluginReport>,
+    /// The newest audit row the kiosk has written.
+    pub journal_head: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// What the server holds of the kiosk's journal.
+    pub journal_head: i64,
+}
+
+/// `field` must be one line of printable text, at most [`MAX_TEXT`] characters.
+fn text(field: &str, value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_TEXT {
+        return Err(format!("{field}: longer than {MAX_TEXT} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field}: contains a control character"));
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field}: empty"));
+    }
+    text(field, value)
+}
+
+fn list<T>(field: &str, items: &[T]) -> Result<(), String> {
+    if items.len() > MAX_LIST {
+        return Err(format!("{field}: more than {MAX_LIST} entries"));
+    }
+    Ok(())
+}
+
+impl PairRequest {
+    pub fn check(&self) -> Result<(), String> {
+        non_empty("code", &self.code)?;
+        non_empty("terminal_id", &self.terminal_id)?;
+        text("region", &self.region)?;
+        text("software_version", &self.software_version)?;
+        match hex::decode(&self.public_key) {
+            Ok(key) if key.len() == 32 => Ok(()),
+            _ => Err("public_key: not 32 bytes of hex".into()),
+        }
+    }
+}
+
+impl JournalBatch {
+    pub fn check(&self) -> Result<(), String> {
+        if self.rows.len() > MAX_BATCH_ROWS {
+            return Err(format!("rows: more than {MAX_BATCH_ROWS}"));
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            let at = |what: &str| format!("rows[{i}].{what}");
+            if row.id < 1 {
+                return Err(format!("{}: not a row id", at("id")));
+            }
+            text(&at("at"), &row.at)?;
+            text(&at("kind"), &row.kind)?;
+            for (name, hash) in [("prev_hash", &row.prev_hash), ("hash", &row.hash)] {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("{}: not a SHA-256 in hex", at(name)));
+                }
+            }
+            if i > 0 && row.id != self.rows[i - 1].id + 1 {
+                return Err(format!("{}: rows are not consecutive", at("id")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Heartbeat {
+    pub fn check(&self) -> Result<(), String> {
+        non_empty("screen", &self.screen)?;
+        text("software_version", &self.software_version)?;
+        list("devices", &self.devices)?;
+        for (i, d) in self.devices.iter().enumerate() {
+            non_empty(&format!("devices[{i}].device"), &d.device)?;
+            text(&format!("devices[{i}].name"), &d.name)?;
+            non_empty(&format!("devices[{i}].state"), &d.state)?;
+            text(&format!("devices[{i}].detail"), &d.detail)?;
+        }
+        list("cash_box.notes", &self.cash_box.notes)?;
+        list("plugins", &self.plugins)?;
+        for (i, p) in self.plugins.iter().enumerate() {
+            non_empty(&format!("plugins[{i}].name"), &p.name)?;
+            text(&format!("plugins[{i}].version"), &p.version)?;
+            text(&format!("plugins[{i}].signer"), &p.signer)?;
+        }
+        if self.journal_head < 0 {
+            return Err("journal_head: negative".into());
+        }
+        Ok(())
+    }
+}

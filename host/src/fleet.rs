@@ -1,0 +1,265 @@
+//! The kiosk's link to its fleet server. Pairing makes the kiosk's identity key and stores the
+//! kiosk id the server gave (`fleet.json` beside the journal). From then on a thread of its own
+//! sends a heartbeat every few seconds and ships the journal's audit rows in chain order, in
+//! batches, from the row after the last one the server holds: at least once, resumable after
+//! any stop on either side. A sale never waits for it; a kiosk offline for days catches up.
+
+mod http;
+mod identity;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use identity::Identity;
+use selfvend_fleet_wire::{
+    Heartbeat, HeartbeatReply, JournalAck, JournalBatch, KIOSK_HEADER, MAX_BATCH_ROWS, PairReply,
+    PairRequest, PeriodTotals, SIGNATURE_HEADER, TIME_HEADER,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalError};
+
+/// Where the pairing is kept, beside the journal.
+const PAIRED_FILE: &str = "fleet.json";
+/// A request's deadline.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("this kiosk is not paired with a fleet server (`selfvend fleet pair`)")]
+    NotPaired,
+    #[error("the fleet identity: {0}")]
+    Identity(String),
+    #[error("the fleet server cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the fleet server did not answer: {0}")]
+    NoReply(String),
+    #[error("the fleet server: {0}")]
+    Server(String),
+    /// The server answered with an error status and its reason.
+    #[error("the fleet server refused: {reason} (HTTP {status})")]
+    Refused { status: u16, reason: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl FleetError {
+    fn identity(path: &Path, e: std::io::Error) -> FleetError {
+        FleetError::Identity(format!("{}: {e}", path.display()))
+    }
+}
+
+/// The kiosk's pairing: which server, and who the kiosk is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paired {
+    pub server: String,
+    pub kiosk_id: String,
+}
+
+impl Paired {
+    /// The pairing in `data_dir`, if the kiosk is paired.
+    pub fn load(data_dir: &Path) -> Result<Option<Paired>, FleetError> {
+        let path = data_dir.join(PAIRED_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| FleetError::Identity(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FleetError::identity(&path, e)),
+        }
+    }
+
+    fn save(&self, data_dir: &Path) -> Result<(), FleetError> {
+        let path = data_dir.join(PAIRED_FILE);
+        let temp = data_dir.join(format!("{PAIRED_FILE}.new"));
+        let json = serde_json::to_vec_pretty(self).expect("a pairing serializes");
+        std::fs::write(&temp, json)
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .map_err(|e| FleetError::identity(&path, e))
+    }
+}
+
+/// Pairs the kiosk whose data directory is `data_dir` with `server`, by a one-time `code`.
+pub fn pair(
+    data_dir: &Path,
+    server: &str,
+    code: &str,
+    terminal_id: &str,
+    region: &str,
+) -> Result<Paired, FleetError> {
+    let identity = Identity::load_or_make(data_dir)?;
+    let request = PairRequest {
+        code: code.to_string(),
+        terminal_id: terminal_id.to_string(),
+        region: region.to_string(),
+        public_key: identity.public_key_hex(),
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let body = serde_json::to_vec(&request).expect("a request serializes");
+    let reply: PairReply = answer(http::post(server, "/api/pair", &[], &body, TIMEOUT)?)?;
+    let paired = Paired {
+        server: server.trim_end_matches('/').to_string(),
+        kiosk_id: reply.kiosk_id,
+    };
+    paired.save(data_dir)?;
+    Ok(paired)
+}
+
+/// A reply's body as `T`, or the server's refusal in its words.
+fn answer<T: serde::de::DeserializeOwned>(reply: http::Reply) -> Result<T, FleetError> {
+    if reply.status != 200 {
+        return Err(FleetError::Refused {
+            status: reply.status,
+            reason: String::from_utf8_lossy(&reply.body)
+                .chars()
+                .take(500)
+                .collect(),
+        });
+    }
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| FleetError::Server(format!("a reply that does not fit: {e}")))
+}
+
+/// A paired kiosk's link: its identity and its journal.
+pub struct FleetLink {
+    paired: Paired,
+    identity: Identity,
+    journal: PathBuf,
+}
+
+/// What one round of the link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Rows the server holds now.
+    pub head: i64,
+    /// Rows sent this round.
+    pub sent: usize,
+}
+
+impl FleetLink {
+    /// The link of the kiosk whose data directory is `data_dir`, if it is paired.
+    pub fn load(data_dir: &Path) -> Result<Option<FleetLink>, FleetError> {
+        let Some(paired) = Paired::load(data_dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(FleetLink {
+            paired,
+            identity: Identity::load(data_dir)?,
+            journal: data_dir.join("journal.sqlite"),
+        }))
+    }
+
+    pub fn paired(&self) -> &Paired {
+        &self.paired
+    }
+
+    /// POSTs `body` to `path`, signed.
+    fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> Result<T, FleetError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let signature = self.identity.sign("POST", path, now, body);
+        let headers = [
+            (KIOSK_HEADER, self.paired.kiosk_id.clone()),
+            (TIME_HEADER, now.to_string()),
+            (SIGNATURE_HEADER, signature),
+        ];
+        answer(http::post(
+            &self.paired.server,
+            path,
+            &headers,
+            body,
+            TIMEOUT,
+        )?)
+    }
+
+    /// Sends one heartbeat; the reply says how much of the journal the server holds.
+    pub fn heartbeat(&self, beat: &Heartbeat) -> Result<i64, FleetError> {
+        let body = serde_json::to_vec(beat).expect("a heartbeat serializes");
+        let reply: HeartbeatReply = self.post("/api/heartbeat", &body)?;
+        Ok(reply.journal_head)
+    }
+
+    /// Ships the journal from the row after `head` (what the server holds) until the server
+    /// holds all of it; returns what it holds then.
+    pub fn ship(&self, journal: &Journal, mut head: i64) -> Result<Synced, FleetError> {
+        let mut sent = 0;
+        loop {
+            let rows = journal.raw_rows(head + 1, MAX_BATCH_ROWS)?;
+            if rows.is_empty() {
+                return Ok(Synced { head, sent });
+            }
+            sent += rows.len();
+            let body = serde_json::to_vec(&JournalBatch { rows }).expect("a batch serializes");
+            let ack: JournalAck = self.post("/api/journal", &body)?;
+            if ack.head <= head {
+                return Err(FleetError::Server(format!(
+                    "it acknowledged row {} after being sent rows from {}",
+                    ack.head,
+                    head + 1
+                )));
+            }
+            head = ack.head;
+        }
+    }
+
+    /// One round: a heartbeat (with `live`, what the kiosk shows now), then the journal.
+    pub fn sync(&self, live: &Heartbeat) -> Result<Synced, FleetError> {
+        let journal = Journal::open(&self.journal)?;
+        let beat = journal_facts(&journal, live.clone())?;
+        let head = self.heartbeat(&beat)?;
+        self.ship(&journal, head)
+    }
+
+    /// Runs the link on a thread of its own until `stop` is set: a round every `every`, with
+    /// what `live` says the kiosk shows. Errors are logged and the next round tries again.
+    pub fn spawn(
+        self,
+        every: Duration,
+        live: impl Fn() -> Heartbeat + Send + 'static,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("fleet link".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match self.sync(&live()) {
+                        Ok(s) if s.sent > 0 => {
+                            tracing::info!("fleet: {} journal rows sent, {} held", s.sent, s.head);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("fleet: {e}"),
+                    }
+                    let until = std::time::Instant::now() + every;
+                    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+    }
+}
+
+/// `beat` with what the journal says: its head, the period's totals, open operator items and
+/// the cash box's banknotes.
+pub fn journal_facts(journal: &Journal, mut beat: Heartbeat) -> Result<Heartbeat, FleetError> {
+    let period = journal.current_period()?;
+    beat.journal_head = journal.last_id()?;
+    beat.open_items = journal.manual_items(false)?.len() as u32;
+    beat.cash_box.notes = journal.banknotes_by_value(period.id)?;
+    let (sales, sales_fen, bills, bills_fen) = journal.period_takings(period.id)?;
+    beat.period = PeriodTotals {
+        period: period.id,
+        sales,
+        sales_fen,
+        bill_payments: bills,
+        bill_payments_fen: bills_fen,
+    };
+    Ok(beat)
+}

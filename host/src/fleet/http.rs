@@ -1,0 +1,126 @@
+//! A small blocking HTTP/1.1 client for the fleet link: one request per connection, with
+//! deadlines and a cap on the reply, so a slow or hostile server can hold the link thread up
+//! only for its deadline and never fill its memory. Plain `http://` only: a fleet server
+//! behind TLS is reached through a local terminating proxy (the kiosk carries no TLS stack).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::FleetError;
+
+/// A reply, at most.
+const MAX_REPLY_BYTES: u64 = 1024 * 1024;
+
+/// A reply: its status and body.
+pub(super) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// `server` split into the host:port to connect to and the Host header's value.
+fn authority(server: &str) -> Result<&str, FleetError> {
+    let rest = server.strip_prefix("http://").ok_or_else(|| {
+        FleetError::Server(format!(
+            "{server}: only http:// fleet addresses are supported (put a TLS proxy beside the kiosk)"
+        ))
+    })?;
+    Ok(rest.trim_end_matches('/'))
+}
+
+/// POSTs `body` (JSON) to `path` on `server` with `headers`.
+pub(super) fn post(
+    server: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, FleetError> {
+    let host = authority(server)?;
+    let unreachable = |e: std::io::Error| FleetError::Unreachable(format!("{server}: {e}"));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(unreachable)?
+        .next()
+        .ok_or_else(|| FleetError::Unreachable(format!("{server}: no address")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let lost = |e: std::io::Error| FleetError::NoReply(format!("{server}{path}: {e}"));
+    stream.write_all(request.as_bytes()).map_err(lost)?;
+    stream.write_all(body).map_err(lost)?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_REPLY_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(lost)?;
+    if raw.len() as u64 > MAX_REPLY_BYTES {
+        return Err(FleetError::Server(format!(
+            "{server}{path}: the reply is longer than {MAX_REPLY_BYTES} bytes"
+        )));
+    }
+    parse(&raw).map_err(|why| FleetError::Server(format!("{server}{path}: {why}")))
+}
+
+fn parse(raw: &[u8]) -> Result<Reply, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let start = match response.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("the reply ends inside its headers".into()),
+        Err(e) => return Err(format!("the reply is not HTTP: {e}")),
+    };
+    let status = response.code.ok_or("the reply has no status")?;
+    let mut body = raw[start..].to_vec();
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or("Content-Length is not a number")
+        })
+        .transpose()?;
+    if let Some(length) = length {
+        if body.len() < length {
+            return Err(format!(
+                "the reply's body is {} bytes, its Content-Length {length}",
+                body.len()
+            ));
+        }
+        body.truncate(length);
+    }
+    Ok(Reply { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_its_status_and_its_content_length_of_body() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}garbage").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").err(),
+            Some("the reply's body is 2 bytes, its Content-Length 9".to_string())
+        );
+        assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(authority("https://fleet").is_err());
+    }
+}
