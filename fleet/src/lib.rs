@@ -4,25 +4,30 @@
 //! its own: everything is in PostgreSQL, so several instances can serve one database.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod heartbeat;
 pub mod ingest;
 pub mod pairing;
+pub mod sessions;
+pub mod status;
 pub mod store;
+pub mod users;
 
 use axum::Router;
 use axum::routing::post;
 use deadpool_postgres::Pool;
 
-/// What every handler shares: the database.
+/// What every handler shares: the database, and when a kiosk is down or stuck.
 #[derive(Clone)]
 pub struct Fleet {
     pub db: Pool,
+    pub limits: status::Limits,
 }
 
-/// The kiosks' API.
+/// The kiosks' API and the console.
 pub fn router(fleet: Fleet) -> Router {
-    Router::new()
+    console::router()
         .route("/api/pair", post(pairing::pair))
         .route("/api/journal", post(ingest::journal))
         .route("/api/heartbeat", post(heartbeat::heartbeat))

@@ -2,9 +2,12 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use selfvend_fleet::status::Limits;
+use selfvend_fleet::users::{self, Role};
 use selfvend_fleet::{Fleet, pairing, router, store};
 
 #[derive(Parser)]
@@ -24,11 +27,25 @@ enum Command {
         /// Where to listen; port 0 picks a free one. The address is printed on the first line.
         #[arg(long, default_value = "127.0.0.1:8470")]
         listen: SocketAddr,
+        /// The kiosks' heartbeat interval: a kiosk is down after three missed.
+        #[arg(long, default_value_t = 5)]
+        heartbeat_secs: u64,
+        /// A kiosk on one customer screen longer than this is stuck.
+        #[arg(long, default_value_t = 300)]
+        stuck_secs: u64,
     },
     /// Brings the database's schema up to date.
     Migrate,
     /// Prints a one-time pairing code, valid for an hour.
     PairingCode,
+    /// Adds a console user; the password is read from standard input.
+    UserAdd {
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
 }
 
 #[tokio::main]
@@ -47,11 +64,33 @@ async fn main() -> anyhow::Result<()> {
     let version = store::migrate(&db)
         .await
         .with_context(|| format!("migrating the fleet database {url}"))?;
-    let fleet = Fleet { db };
+    let limits = match &cli.command {
+        Command::Serve {
+            heartbeat_secs,
+            stuck_secs,
+            ..
+        } => Limits {
+            heartbeat: Duration::from_secs(*heartbeat_secs),
+            stuck_after: Duration::from_secs(*stuck_secs),
+        },
+        _ => Limits {
+            heartbeat: Duration::from_secs(5),
+            stuck_after: Duration::from_secs(300),
+        },
+    };
+    let fleet = Fleet { db, limits };
     match cli.command {
         Command::Migrate => println!("schema version {version}"),
         Command::PairingCode => println!("{}", pairing::new_code(&fleet).await?),
-        Command::Serve { listen } => {
+        Command::UserAdd { name, role } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role}: viewer, operator or admin"))?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            users::add(&fleet, &name, password.trim_end_matches(['\r', '\n']), role).await?;
+            println!("user {name} added as {}", role.as_str());
+        }
+        Command::Serve { listen, .. } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;

@@ -5,7 +5,10 @@ use deadpool_postgres::{Config, Pool, Runtime};
 use tokio_postgres::NoTls;
 
 /// Each migration takes the schema from its index to its index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/001_kiosks_and_journals.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/001_kiosks_and_journals.sql"),
+    include_str!("../migrations/002_console_users.sql"),
+];
 
 /// Any number, the same for every instance: the lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x5e1f_7e4d;

@@ -8,8 +8,6 @@ mod http;
 mod identity;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -218,18 +216,18 @@ impl FleetLink {
         self.ship(&journal, head)
     }
 
-    /// Runs the link on a thread of its own until `stop` is set: a round every `every`, with
-    /// what `live` says the kiosk shows. Errors are logged and the next round tries again.
+    /// Runs the link on a thread of its own until `stopping` says so: a round every `every`,
+    /// with what `live` says the kiosk shows. Errors are logged and the next round tries again.
     pub fn spawn(
         self,
         every: Duration,
         live: impl Fn() -> Heartbeat + Send + 'static,
-        stop: Arc<AtomicBool>,
+        stopping: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("fleet link".into())
             .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                while !stopping() {
                     match self.sync(&live()) {
                         Ok(s) if s.sent > 0 => {
                             tracing::info!("fleet: {} journal rows sent, {} held", s.sent, s.head);
@@ -238,7 +236,7 @@ impl FleetLink {
                         Err(e) => tracing::warn!("fleet: {e}"),
                     }
                     let until = std::time::Instant::now() + every;
-                    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    while !stopping() && std::time::Instant::now() < until {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }

@@ -10,7 +10,10 @@
 //! confirmations, bank-card reversals and sign-on.
 
 mod bills;
+mod heartbeat;
 mod view;
+
+pub use heartbeat::heartbeat;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -30,6 +33,7 @@ use crate::card_reader::{Readers, Waker};
 use crate::cash_acceptor::CashAcceptor;
 use crate::clearing;
 use crate::config::KioskConfig;
+use crate::fleet::FleetLink;
 use crate::money::Fen;
 use crate::pin_pad::{PinBlock, PinEntry};
 use crate::plugin::SharedCard;
@@ -129,6 +133,8 @@ pub struct Kiosk {
     commands: Sender<Command>,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
+    /// The fleet link's thread, while the kiosk reports to a fleet.
+    fleet: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -141,6 +147,10 @@ struct Shared {
     /// The worker is blocked in that wait (waking it at any other time could end a card
     /// exchange's own wait in the same PC/SC context).
     waiting: AtomicBool,
+    /// The devices as the last housekeeping found them, and when the screen last changed:
+    /// what the fleet's heartbeats report.
+    devices: Mutex<Vec<DeviceLine>>,
+    screen_since: Mutex<Instant>,
 }
 
 impl Shared {
@@ -153,6 +163,9 @@ impl Shared {
         let before = (view.screen.clone(), view.countdown);
         update(&mut view);
         if (view.screen.clone(), view.countdown) != before {
+            if view.screen != before.0 {
+                *self.screen_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            }
             view.seq += 1;
             drop(view);
             (self.changed)();
@@ -197,6 +210,8 @@ impl Kiosk {
             stopping: AtomicBool::new(false),
             waker: Mutex::new(devices.readers.waker()),
             waiting: AtomicBool::new(false),
+            devices: Mutex::new(Vec::new()),
+            screen_since: Mutex::new(Instant::now()),
         });
         let (commands, inbox) = mpsc::channel();
         let worker = Worker {
@@ -218,12 +233,55 @@ impl Kiosk {
             commands,
             shared,
             worker: Some(worker),
+            fleet: None,
         }
+    }
+
+    /// Reports to the fleet through `link` every `every`, on a thread of its own, until the
+    /// kiosk stops.
+    pub fn report_to(&mut self, link: FleetLink, every: Duration) -> std::io::Result<()> {
+        let (live, stop) = (self.shared.clone(), self.shared.clone());
+        self.fleet = Some(link.spawn(
+            every,
+            move || {
+                let view = live.view().clone();
+                let devices = live
+                    .devices
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let shown = live
+                    .screen_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed();
+                heartbeat(&view, shown, &devices)
+            },
+            move || stop.stopping(),
+        )?);
+        Ok(())
     }
 
     /// What to show now.
     pub fn view(&self) -> View {
         self.shared.view().clone()
+    }
+
+    /// The devices as the last housekeeping found them, and how long the screen has shown.
+    pub fn status(&self) -> (Vec<DeviceLine>, Duration) {
+        let devices = self
+            .shared
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let since = self
+            .shared
+            .screen_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        (devices, since)
     }
 
     pub fn send(&self, command: Command) {
@@ -239,6 +297,9 @@ impl Drop for Kiosk {
         self.shared.wake();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
+        }
+        if let Some(fleet) = self.fleet.take() {
+            let _ = fleet.join();
         }
     }
 }
@@ -440,6 +501,12 @@ impl Worker {
             return;
         }
         self.last_housekeeping = Some(Instant::now());
+        let lines = self.device_lines();
+        *self
+            .shared
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = lines;
         if let Err(e) = self.engine.recover() {
             tracing::warn!("recovery: {e}");
         }

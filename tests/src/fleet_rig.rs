@@ -42,6 +42,25 @@ impl FleetDb {
         psql(&self.url, query)
     }
 
+    /// Adds console user `name` with `password` and `role`, as an admin would.
+    pub fn add_user(&self, name: &str, password: &str, role: &str) {
+        let mut child = Command::new(fleet_bin())
+            .args([
+                "--db", &self.url, "user-add", "--name", name, "--role", role,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run selfvend-fleet");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{password}").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "user-add failed");
+    }
+
     /// A one-time pairing code, as an admin makes it.
     pub fn pairing_code(&self) -> String {
         let out = Command::new(fleet_bin())
@@ -85,8 +104,14 @@ pub struct FleetServer {
 
 impl FleetServer {
     pub fn start(db: &FleetDb) -> FleetServer {
+        FleetServer::start_with(db, &[])
+    }
+
+    /// The server with more `serve` options (`--heartbeat-secs 1`, say).
+    pub fn start_with(db: &FleetDb, options: &[&str]) -> FleetServer {
         let mut child = Command::new(fleet_bin())
             .args(["--db", &db.url, "serve", "--listen", "127.0.0.1:0"])
+            .args(options)
             .stdout(Stdio::piped())
             .spawn()
             .expect("run selfvend-fleet serve");

@@ -5,6 +5,7 @@ pub mod bank_rig;
 pub mod dialect_rig;
 pub mod fleet_rig;
 pub mod kiosk_rig;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use selfvend_host::card_reader::Readers;
 use selfvend_host::config::{KioskConfig, PluginRole};
 use selfvend_host::escpos::EscPosPrinter;
+use selfvend_host::fleet::FleetLink;
 use selfvend_host::id003::{Id003Acceptor, Id003Settings};
 use selfvend_host::journal::Journal;
 use selfvend_host::kiosk::{Kiosk, KioskDevices, Timeouts};
@@ -142,11 +143,12 @@ pub fn start(
 ) -> anyhow::Result<Kiosk> {
     let engine = sale_engine(config)?;
     let devices = devices(config)?;
-    Ok(Kiosk::start(
-        config.clone(),
-        engine,
-        devices,
-        timeouts,
-        changed,
-    ))
+    let mut kiosk = Kiosk::start(config.clone(), engine, devices, timeouts, changed);
+    // Paired with a fleet, the kiosk reports to it; a sale never waits for it.
+    if let Some(link) = FleetLink::load(&config.kiosk.data_dir)? {
+        kiosk
+            .report_to(link, config.policy.fleet_heartbeat)
+            .context("starting the fleet link")?;
+    }
+    Ok(kiosk)
 }

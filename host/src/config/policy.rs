@@ -30,6 +30,8 @@ pub struct Policy {
     pub unanswered_sale_alert: Duration,
     /// Failed tries at a reversal after which an operator is asked to check with the acquirer.
     pub reversal_alert_attempts: u32,
+    /// How often a paired kiosk sends its fleet a heartbeat (and the journal it lacks).
+    pub fleet_heartbeat: Duration,
     /// Wrong operator PINs in a row that lock PIN entry.
     pub operator_pin_tries: u32,
     pub operator_lockout: Duration,
@@ -50,6 +52,7 @@ impl Default for Policy {
             unknown_outcome_settle: Duration::from_secs(60),
             unanswered_sale_alert: Duration::from_secs(3600),
             reversal_alert_attempts: 5,
+            fleet_heartbeat: Duration::from_secs(5),
             operator_pin_tries: 5,
             operator_lockout: Duration::from_secs(15 * 60),
             accepted_notes: Denomination::ALL.to_vec(),
@@ -70,6 +73,7 @@ pub(super) struct PolicyFile {
     unknown_outcome_settle_secs: Option<Bounded<0, 86_400>>,
     unanswered_sale_alert_secs: Option<Bounded<1, 604_800>>,
     reversal_alert_attempts: Option<Bounded<1, 1000>>,
+    fleet_heartbeat_secs: Option<Bounded<1, 3600>>,
     operator_pin_tries: Option<Bounded<1, 20>>,
     operator_lockout_secs: Option<Bounded<1, 86_400>>,
     accepted_yuan: Option<Spanned<Vec<Spanned<u64>>>>,
@@ -150,6 +154,9 @@ impl PolicyFile {
             unanswered_sale_alert: self
                 .unanswered_sale_alert_secs
                 .map_or(d.unanswered_sale_alert, |b| Duration::from_secs(b.0)),
+            fleet_heartbeat: self
+                .fleet_heartbeat_secs
+                .map_or(d.fleet_heartbeat, |b| Duration::from_secs(b.0)),
             reversal_alert_attempts: self
                 .reversal_alert_attempts
                 .map_or(d.reversal_alert_attempts, |b| b.0 as u32),
