@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use selfvend_fleet_wire::{Heartbeat, HeartbeatReply};
 
 use crate::error::{ApiError, json_body};
-use crate::{Fleet, auth};
+use crate::{Fleet, alerts, auth};
 
 /// `POST /api/heartbeat`.
 pub async fn heartbeat(
@@ -20,10 +20,9 @@ pub async fn heartbeat(
     let beat: Heartbeat = json_body(&body)?;
     beat.check().map_err(ApiError::BadRequest)?;
     let json = serde_json::to_string(&beat).expect("a heartbeat serializes");
-    let row = fleet
-        .db
-        .get()
-        .await?
+    let mut client = fleet.db.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
         .query_one(
             "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
                     software_version = $3
@@ -31,6 +30,8 @@ pub async fn heartbeat(
             &[&kiosk, &json, &beat.software_version],
         )
         .await?;
+    alerts::from_heartbeat(&tx, &kiosk, &beat).await?;
+    tx.commit().await?;
     Ok(Json(HeartbeatReply {
         journal_head: row.get(0),
     }))

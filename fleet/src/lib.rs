@@ -3,11 +3,13 @@
 //! batches; their heartbeats say what each kiosk shows and holds. The server keeps no state of
 //! its own: everything is in PostgreSQL, so several instances can serve one database.
 
+pub mod alerts;
 pub mod auth;
 pub mod console;
 pub mod error;
 pub mod heartbeat;
 pub mod ingest;
+pub mod notifier;
 pub mod pairing;
 pub mod sessions;
 pub mod status;

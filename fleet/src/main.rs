@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use selfvend_fleet::status::Limits;
 use selfvend_fleet::users::{self, Role};
-use selfvend_fleet::{Fleet, pairing, router, store};
+use selfvend_fleet::{Fleet, notifier, pairing, router, store};
 
 #[derive(Parser)]
 #[command(name = "selfvend-fleet", about = "The selfvend fleet server")]
@@ -33,6 +33,9 @@ enum Command {
         /// A kiosk on one customer screen longer than this is stuck.
         #[arg(long, default_value_t = 300)]
         stuck_secs: u64,
+        /// Where alerts are POSTed as JSON when they open and when they close (`http://…`).
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// Brings the database's schema up to date.
     Migrate,
@@ -90,7 +93,10 @@ async fn main() -> anyhow::Result<()> {
             users::add(&fleet, &name, password.trim_end_matches(['\r', '\n']), role).await?;
             println!("user {name} added as {}", role.as_str());
         }
-        Command::Serve { listen, .. } => {
+        Command::Serve {
+            listen, webhook, ..
+        } => {
+            tokio::spawn(notifier::run(fleet.clone(), webhook));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;

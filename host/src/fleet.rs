@@ -80,6 +80,20 @@ impl Paired {
     }
 }
 
+/// Carries the pairing (and the identity key, still `0600`) from data directory `from` to
+/// `to`, if `from` has one: a demo kiosk runs each time on a fresh journal of its own.
+pub fn carry_pairing(from: &Path, to: &Path) -> Result<(), FleetError> {
+    if Paired::load(from)?.is_none() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to).map_err(|e| FleetError::identity(to, e))?;
+    for file in [PAIRED_FILE, identity::KEY_FILE] {
+        let target = to.join(file);
+        std::fs::copy(from.join(file), &target).map_err(|e| FleetError::identity(&target, e))?;
+    }
+    Ok(())
+}
+
 /// Pairs the kiosk whose data directory is `data_dir` with `server`, by a one-time `code`.
 pub fn pair(
     data_dir: &Path,

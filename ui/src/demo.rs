@@ -96,7 +96,9 @@ impl Demo {
         config.devices.pinpad = Some(serial(pad.path()));
         // Compiled plugins stay cached across runs where the config keeps them.
         config.kiosk.plugin_cache = Some(config.plugin_cache_dir());
-        config.kiosk.data_dir = dir.path().join("data");
+        let paired_in = std::mem::replace(&mut config.kiosk.data_dir, dir.path().join("data"));
+        // A demo kiosk paired with a fleet (`./dev run` pairs it) reports to it from here too.
+        selfvend_host::fleet::carry_pairing(&paired_in, &config.kiosk.data_dir)?;
         let machine = EncryptionMachine::default();
         let memory = |serial: &str, customer: &str, meter: &str| {
             MeterCard::Memory(Arc::new(Mutex::new(sle4442::ht01::issue(

@@ -11,7 +11,7 @@ use selfvend_fleet_wire::signing_bytes;
 
 use super::FleetError;
 
-const KEY_FILE: &str = "fleet-identity.key";
+pub(super) const KEY_FILE: &str = "fleet-identity.key";
 
 /// The kiosk's signing key.
 pub struct Identity {
