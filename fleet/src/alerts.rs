@@ -28,17 +28,6 @@ pub async fn open(
     Ok(())
 }
 
-/// Closes `kind` for `kiosk` if it is open.
-pub async fn close(db: &impl GenericClient, kiosk: &str, kind: &str) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE alerts SET closed_at = now(), closed_by = 'kiosk', next_attempt_at = now()
-         WHERE kiosk_id = $1 AND kind = $2 AND closed_at IS NULL",
-        &[&kiosk, &kind],
-    )
-    .await?;
-    Ok(())
-}
-
 /// The device alerts a heartbeat says are open now (kind, detail); every other device alert
 /// closes.
 fn device_alerts(beat: &Heartbeat) -> Vec<(&'static str, String)> {
@@ -53,7 +42,10 @@ fn device_alerts(beat: &Heartbeat) -> Vec<(&'static str, String)> {
         }
     }
     let cash = &beat.cash_box;
-    if cash.capacity > 0 && cash.count() * 100 >= cash.capacity * CASH_BOX_ALERT_PERCENT {
+    if cash.capacity > 0
+        && u64::from(cash.count()) * 100
+            >= u64::from(cash.capacity) * u64::from(CASH_BOX_ALERT_PERCENT)
+    {
         open.push((
             "cash-box-full",
             format!("{} of {} notes", cash.count(), cash.capacity),
@@ -73,19 +65,29 @@ const DEVICE_KINDS: &[&str] = &[
 ];
 
 /// Opens and closes `kiosk`'s alerts by what its heartbeat says; a heartbeat closes `down`.
+/// `any_open` says whether the kiosk has an open alert (nothing to close when it has none).
 pub async fn from_heartbeat(
     db: &impl GenericClient,
     kiosk: &str,
     beat: &Heartbeat,
+    any_open: bool,
 ) -> Result<(), ApiError> {
     let now_open = device_alerts(beat);
-    for kind in DEVICE_KINDS {
-        match now_open.iter().find(|(k, _)| k == kind) {
-            Some((_, detail)) => open(db, kiosk, kind, detail).await?,
-            None => close(db, kiosk, kind).await?,
-        }
+    for (kind, detail) in &now_open {
+        open(db, kiosk, kind, detail).await?;
     }
-    close(db, kiosk, "down").await
+    if any_open {
+        let closable: Vec<&str> = DEVICE_KINDS.iter().copied().chain(["down"]).collect();
+        let still: Vec<&str> = now_open.iter().map(|(k, _)| *k).collect();
+        db.execute(
+            "UPDATE alerts SET closed_at = now(), closed_by = 'kiosk', next_attempt_at = now()
+             WHERE kiosk_id = $1 AND closed_at IS NULL
+               AND kind = ANY($2) AND NOT (kind = ANY($3))",
+            &[&kiosk, &closable, &still],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Opens `down` for every kiosk whose heartbeats stopped (three missed). Safe to run from every

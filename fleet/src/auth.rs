@@ -31,10 +31,10 @@ pub async fn kiosk(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    if (now - time).abs() > MAX_CLOCK_SKEW_MS {
+    if now.abs_diff(time) > MAX_CLOCK_SKEW_MS as u64 {
         return Err(ApiError::Unauthorized(format!(
             "{TIME_HEADER}: the kiosk's clock is {} s from the server's",
-            (time - now) / 1000
+            now.abs_diff(time) / 1000
         )));
     }
     let client = fleet.db.get().await?;

@@ -35,7 +35,12 @@ pub fn router() -> Router<Fleet> {
 #[derive(Deserialize)]
 struct LangQuery {
     lang: Option<String>,
+    /// The fleet page's page, from 1.
+    page: Option<usize>,
 }
+
+/// Kiosks on one fleet page, the worst first.
+const PAGE: usize = 100;
 
 /// The language the request asks for (`?lang=`), else the one its cookie remembers.
 fn lang_of(query: &LangQuery, headers: &HeaderMap) -> Lang {
@@ -96,7 +101,13 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&LangQuery { lang: None }, &headers);
+    let lang = lang_of(
+        &LangQuery {
+            lang: None,
+            page: None,
+        },
+        &headers,
+    );
     let w = lang.words();
     let refused = |why: &str| {
         reply(
@@ -152,13 +163,17 @@ async fn logout(
     Ok(Redirect::to("/login").into_response())
 }
 
-/// One kiosk's row on the fleet page.
+/// One kiosk's row on the fleet page: what its last heartbeat said, in a few columns (the
+/// page reads no whole heartbeats, so it stays fast with thousands of kiosks).
 struct KioskRow {
     id: String,
     terminal: String,
     region: String,
     heartbeat_age: Option<f64>,
-    beat: Option<Heartbeat>,
+    screen: String,
+    screen_secs: i64,
+    money_in_fen: i64,
+    open_items: i64,
     journal_head: i64,
     held: bool,
     alerts: i64,
@@ -166,16 +181,13 @@ struct KioskRow {
 
 impl KioskRow {
     fn status(&self, fleet: &Fleet) -> Status {
-        let (screen, secs, money) = self.beat.as_ref().map_or(("", 0, 0), |b| {
-            (b.screen.as_str(), b.screen_secs, b.money_in_fen)
-        });
         Status::of(
             fleet.limits,
             self.heartbeat_age
                 .map(|a| Duration::from_secs_f64(a.max(0.0))),
-            screen,
-            secs,
-            money,
+            &self.screen,
+            self.screen_secs.max(0) as u64,
+            self.money_in_fen.max(0) as u64,
         )
     }
 }
@@ -186,11 +198,15 @@ async fn kiosk_rows(fleet: &Fleet, id: Option<&str>) -> Result<Vec<KioskRow>, Ap
         .query(
             "SELECT k.id, k.terminal_id, k.region,
                     extract(epoch FROM now() - k.last_heartbeat_at)::float8,
-                    k.heartbeat::text, k.journal_head, k.ingest_held,
-                    (SELECT count(*) FROM alerts a WHERE a.kiosk_id = k.id
-                                                    AND a.closed_at IS NULL)
-             FROM kiosks k WHERE k.revoked_at IS NULL AND ($1::text IS NULL OR k.id = $1)
-             ORDER BY k.id",
+                    coalesce(k.heartbeat->>'screen', ''),
+                    coalesce((k.heartbeat->>'screen_secs')::bigint, 0),
+                    coalesce((k.heartbeat->>'money_in_fen')::bigint, 0),
+                    coalesce((k.heartbeat->>'open_items')::bigint, 0),
+                    k.journal_head, k.ingest_held, coalesce(a.open, 0)
+             FROM kiosks k
+             LEFT JOIN (SELECT kiosk_id, count(*) AS open FROM alerts
+                        WHERE closed_at IS NULL GROUP BY kiosk_id) a ON a.kiosk_id = k.id
+             WHERE k.revoked_at IS NULL AND ($1::text IS NULL OR k.id = $1)",
             &[&id],
         )
         .await?;
@@ -201,14 +217,28 @@ async fn kiosk_rows(fleet: &Fleet, id: Option<&str>) -> Result<Vec<KioskRow>, Ap
             terminal: r.get(1),
             region: r.get(2),
             heartbeat_age: r.get(3),
-            beat: r
-                .get::<_, Option<String>>(4)
-                .and_then(|json| serde_json::from_str(&json).ok()),
-            journal_head: r.get(5),
-            held: r.get(6),
-            alerts: r.get(7),
+            screen: r.get(4),
+            screen_secs: r.get(5),
+            money_in_fen: r.get(6),
+            open_items: r.get(7),
+            journal_head: r.get(8),
+            held: r.get(9),
+            alerts: r.get(10),
         })
         .collect())
+}
+
+/// Kiosk `id`'s last heartbeat, whole.
+async fn last_heartbeat(fleet: &Fleet, id: &str) -> Result<Option<Heartbeat>, ApiError> {
+    let row = fleet
+        .db
+        .get()
+        .await?
+        .query_opt("SELECT heartbeat::text FROM kiosks WHERE id = $1", &[&id])
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|json| serde_json::from_str(&json).ok()))
 }
 
 fn status_cell(w: &Words, status: Status) -> String {
@@ -251,8 +281,15 @@ async fn fleet_page(
     let Some(session) = sessions::of(&fleet, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let mut rows = kiosk_rows(&fleet, None).await?;
-    rows.sort_by_key(|r| (r.status(&fleet).severity(), r.id.clone()));
+    let mut rows: Vec<(Status, KioskRow)> = kiosk_rows(&fleet, None)
+        .await?
+        .into_iter()
+        .map(|r| (r.status(&fleet), r))
+        .collect();
+    rows.sort_by(|(a, ra), (b, rb)| (a.severity(), &ra.id).cmp(&(b.severity(), &rb.id)));
+    let total = rows.len();
+    let pages = total.div_ceil(PAGE).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, pages);
     let mut body = user_bar(w, &session);
     if session.user.role == Role::Admin {
         body += &format!(
@@ -266,6 +303,18 @@ async fn fleet_page(
     if rows.is_empty() {
         body += &format!("<p>{}</p>", w.no_kiosks);
     } else {
+        let count = |s: fn(&Status) -> bool| rows.iter().filter(|(st, _)| s(st)).count();
+        body += &format!(
+            "<p id=\"summary\">{total} · {} {} · {} {} · {} {} · {} {}</p>",
+            w.online,
+            count(|s| *s == Status::Online),
+            w.down,
+            count(|s| *s == Status::Down),
+            w.out_of_service,
+            count(|s| *s == Status::OutOfService),
+            w.stuck,
+            count(|s| matches!(s, Status::Stuck { .. })),
+        );
         body += &format!(
             "<table id=\"kiosks\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>\
              <th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
@@ -279,22 +328,33 @@ async fn fleet_page(
             w.open_items,
             w.alerts
         );
-        for r in &rows {
+        for (status, r) in rows.iter().skip((page_no - 1) * PAGE).take(PAGE) {
             body += &format!(
                 "<tr id=\"kiosk-{id}\"><td><a href=\"/kiosks/{id}\">{id}</a></td><td>{}</td>\
                  <td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.terminal),
                 esc(&r.region),
-                status_cell(w, r.status(&fleet)),
-                esc(r.beat.as_ref().map_or("", |b| b.screen.as_str())),
+                status_cell(w, *status),
+                esc(&r.screen),
                 age_text(w, r.heartbeat_age),
                 r.journal_head,
-                r.beat.as_ref().map_or(0, |b| b.open_items),
+                r.open_items,
                 r.alerts,
                 id = esc(&r.id),
             );
         }
         body += "</table>";
+        if pages > 1 {
+            body += "<p id=\"pages\">";
+            for p in 1..=pages {
+                body += &if p == page_no {
+                    format!("<b>{p}</b> ")
+                } else {
+                    format!("<a href=\"/?page={p}\">{p}</a> ")
+                };
+            }
+            body += "</p>";
+        }
     }
     Ok(reply(lang, StatusCode::OK, page(lang, w.fleet, &body)))
 }
@@ -304,7 +364,13 @@ async fn new_pairing_code(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&LangQuery { lang: None }, &headers);
+    let lang = lang_of(
+        &LangQuery {
+            lang: None,
+            page: None,
+        },
+        &headers,
+    );
     let w = lang.words();
     let Some(session) = form_session(&fleet, &headers, &form.csrf).await? else {
         return Ok(Redirect::to("/login").into_response());
@@ -368,7 +434,7 @@ async fn kiosk_page(
         k.journal_head,
         w.journal_rows,
     );
-    if let Some(b) = &k.beat {
+    if let Some(b) = &last_heartbeat(&fleet, &k.id).await? {
         body += &format!(
             "<h2>{}</h2><table id=\"devices\"><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
             w.devices, w.device, w.state, w.detail

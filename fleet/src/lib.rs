@@ -33,5 +33,8 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/pair", post(pairing::pair))
         .route("/api/journal", post(ingest::journal))
         .route("/api/heartbeat", post(heartbeat::heartbeat))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            selfvend_fleet_wire::MAX_BODY_BYTES,
+        ))
         .with_state(fleet)
 }

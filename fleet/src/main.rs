@@ -39,8 +39,11 @@ enum Command {
     },
     /// Brings the database's schema up to date.
     Migrate,
-    /// Prints a one-time pairing code, valid for an hour.
-    PairingCode,
+    /// Prints one-time pairing codes, each valid for an hour, one per line.
+    PairingCode {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
     /// Adds a console user; the password is read from standard input.
     UserAdd {
         #[arg(long)]
@@ -84,7 +87,11 @@ async fn main() -> anyhow::Result<()> {
     let fleet = Fleet { db, limits };
     match cli.command {
         Command::Migrate => println!("schema version {version}"),
-        Command::PairingCode => println!("{}", pairing::new_code(&fleet).await?),
+        Command::PairingCode { count } => {
+            for _ in 0..count {
+                println!("{}", pairing::new_code(&fleet).await?);
+            }
+        }
         Command::UserAdd { name, role } => {
             let role = Role::parse(&role)
                 .with_context(|| format!("--role {role}: viewer, operator or admin"))?;

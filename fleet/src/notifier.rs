@@ -1,7 +1,7 @@
 //! The notifier: every second it opens `down` alerts for silent kiosks and delivers alerts to
 //! the webhook, each when it opens and when it closes, retried with exponential backoff (up to
-//! five minutes apart) until the webhook answers 2xx. Rows are claimed with `SKIP LOCKED`, so
-//! several instances deliver each alert once between them.
+//! five minutes apart) until the webhook answers 2xx. Rows are claimed with `SKIP LOCKED` and a
+//! lease, so several instances share the work; no row is locked while the webhook is called.
 
 use std::time::Duration;
 
@@ -27,36 +27,49 @@ pub async fn run(fleet: Fleet, webhook: Option<String>) {
     }
 }
 
-/// Delivers what is due; returns how many the webhook took.
+/// How long a claimed delivery is another instance's to leave alone.
+const LEASE_SECS: f64 = 30.0;
+
+/// Delivers what is due; returns how many the webhook took. Each alert is claimed by pushing
+/// its next attempt a lease ahead (in a short commit, `SKIP LOCKED`), posted with no
+/// transaction open, then marked sent or given its backoff, each in its own commit.
 pub async fn deliver(fleet: &Fleet, url: &str) -> Result<usize, ApiError> {
-    let mut client = fleet.db.get().await?;
-    let tx = client.transaction().await?;
-    let due = tx
-        .query(
-            "SELECT a.id, a.kiosk_id, k.terminal_id, a.kind, a.detail, a.opened_at::text,
-                    a.closed_at::text, a.opened_sent_at IS NULL, a.attempts
-             FROM alerts a JOIN kiosks k ON k.id = a.kiosk_id
-             WHERE a.next_attempt_at <= now()
-               AND (a.opened_sent_at IS NULL
-                    OR (a.closed_at IS NOT NULL AND a.closed_sent_at IS NULL))
-             ORDER BY a.id LIMIT 50 FOR UPDATE OF a SKIP LOCKED",
-            &[],
-        )
-        .await?;
+    let due = {
+        let mut client = fleet.db.get().await?;
+        let tx = client.transaction().await?;
+        let due = tx
+            .query(
+                "UPDATE alerts SET next_attempt_at = now() + make_interval(secs => $1)
+                 WHERE id IN (
+                     SELECT id FROM alerts
+                     WHERE next_attempt_at <= now()
+                       AND (opened_sent_at IS NULL
+                            OR (closed_at IS NOT NULL AND closed_sent_at IS NULL))
+                     ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, kiosk_id, kind, detail, opened_at::text, closed_at::text,
+                           opened_sent_at IS NULL, attempts,
+                           (SELECT terminal_id FROM kiosks k WHERE k.id = kiosk_id)",
+                &[&LEASE_SECS],
+            )
+            .await?;
+        tx.commit().await?;
+        due
+    };
     let mut delivered = 0;
     for row in &due {
         let id: i64 = row.get(0);
-        let opening: bool = row.get(7);
+        let opening: bool = row.get(6);
         let event = json!({
             "event": if opening { "opened" } else { "closed" },
             "alert": id,
             "kiosk": row.get::<_, String>(1),
-            "terminal_id": row.get::<_, String>(2),
-            "kind": row.get::<_, String>(3),
-            "detail": row.get::<_, String>(4),
-            "opened_at": row.get::<_, String>(5),
-            "closed_at": row.get::<_, Option<String>>(6),
+            "terminal_id": row.get::<_, String>(8),
+            "kind": row.get::<_, String>(2),
+            "detail": row.get::<_, String>(3),
+            "opened_at": row.get::<_, String>(4),
+            "closed_at": row.get::<_, Option<String>>(5),
         });
+        let client = fleet.db.get().await?;
         match post(url, &event.to_string()).await {
             Ok(()) => {
                 let column = if opening {
@@ -64,30 +77,32 @@ pub async fn deliver(fleet: &Fleet, url: &str) -> Result<usize, ApiError> {
                 } else {
                     "closed_sent_at"
                 };
-                tx.execute(
-                    &format!(
-                        "UPDATE alerts SET {column} = now(), attempts = 0, last_error = NULL,
-                                next_attempt_at = now() WHERE id = $1"
-                    ),
-                    &[&id],
-                )
-                .await?;
+                client
+                    .execute(
+                        &format!(
+                            "UPDATE alerts SET {column} = now(), attempts = 0, last_error = NULL,
+                                    next_attempt_at = now() WHERE id = $1"
+                        ),
+                        &[&id],
+                    )
+                    .await?;
                 delivered += 1;
             }
             Err(why) => {
-                let attempts: i32 = row.get(8);
+                let attempts: i32 = row.get(7);
                 let backoff =
                     f64::from(2u32.saturating_pow(attempts.clamp(0, 16) as u32)).min(300.0);
-                tx.execute(
-                    "UPDATE alerts SET attempts = attempts + 1, last_error = $2,
-                            next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
-                    &[&id, &why, &backoff],
-                )
-                .await?;
+                client
+                    .execute(
+                        "UPDATE alerts SET attempts = attempts + 1, last_error = $2,
+                                next_attempt_at = now() + make_interval(secs => $3)
+                         WHERE id = $1",
+                        &[&id, &why, &backoff],
+                    )
+                    .await?;
             }
         }
     }
-    tx.commit().await?;
     Ok(delivered)
 }
 

@@ -57,17 +57,12 @@ pub async fn pair(State(fleet): State<Fleet>, body: Bytes) -> Result<Json<PairRe
             "the pairing code is unknown, used already or expired: ask for a new one".into(),
         ));
     }
+    let already = || ApiError::Conflict("this key is already paired with the fleet".into());
     let taken = tx
-        .query_opt(
-            "SELECT id FROM kiosks WHERE public_key = $1",
-            &[&public_key],
-        )
+        .query_opt("SELECT 1 FROM kiosks WHERE public_key = $1", &[&public_key])
         .await?;
-    if let Some(row) = taken {
-        let other: String = row.get(0);
-        return Err(ApiError::Conflict(format!(
-            "this key is already paired as kiosk {other}"
-        )));
+    if taken.is_some() {
+        return Err(already());
     }
     tx.execute(
         "INSERT INTO kiosks (id, terminal_id, region, public_key, software_version,
@@ -82,7 +77,15 @@ pub async fn pair(State(fleet): State<Fleet>, body: Bytes) -> Result<Json<PairRe
             &GENESIS,
         ],
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        // The same key sent with two codes at once: the second finds it paired.
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            already()
+        } else {
+            e.into()
+        }
+    })?;
     tx.execute(
         "UPDATE pairing_codes SET used_at = now(), kiosk_id = $2 WHERE code = $1",
         &[&code, &kiosk_id],

@@ -79,36 +79,88 @@ pub async fn add(fleet: &Fleet, name: &str, password: &str, role: Role) -> anyho
     Ok(())
 }
 
-/// Checks `name`'s `password`. A wrong one is counted; five in a row lock the user for fifteen
-/// minutes, during which even the right one is refused.
+/// Hashes at once, at most: argon2 is meant to be slow, and must not starve the kiosks' API.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// What a failed sign-in costs the caller, whatever the reason (so a name's existence does not
+/// show in the time taken).
+const FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Whether `password` matches `hash`, off the async workers and at most two at a time.
+async fn verify(hash: String, password: String) -> bool {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A real hash of a random password, spent on a name that does not exist so that it costs
+/// what a real check costs.
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            Argon2::default()
+                .hash_password(b"no such user", &SaltString::generate(&mut OsRng))
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+/// Checks `name`'s `password`. The attempt is counted before the password is checked (so
+/// parallel guesses cannot pass the lock); five wrong in a row lock the user for fifteen
+/// minutes, during which even the right one is refused; a lock that has expired starts the
+/// count again. Every failure costs the same delay.
 pub async fn sign_in(fleet: &Fleet, name: &str, password: &str) -> Result<SignIn, ApiError> {
-    let client = fleet.db.get().await?;
-    let Some(row) = client
+    let taken = fleet
+        .db
+        .get()
+        .await?
         .query_opt(
-            "SELECT id, password_hash, role, coalesce(locked_until > now(), false)
-             FROM users WHERE name = $1",
+            "UPDATE users SET
+                 failed_logins = CASE WHEN locked_until <= now() THEN 1
+                                      ELSE failed_logins + 1 END,
+                 locked_until = CASE WHEN locked_until <= now() THEN NULL ELSE locked_until END
+             WHERE name = $1 AND (locked_until IS NULL OR locked_until <= now())
+             RETURNING id, password_hash, role, failed_logins",
             &[&name],
         )
-        .await?
-    else {
-        // As slow as a real check, so a name's existence does not show in the time taken.
-        let _ = Argon2::default().hash_password(b"x", &SaltString::generate(&mut OsRng));
-        return Ok(SignIn::Wrong);
+        .await?;
+    let Some(row) = taken else {
+        let locked = fleet
+            .db
+            .get()
+            .await?
+            .query_opt("SELECT 1 FROM users WHERE name = $1", &[&name])
+            .await?
+            .is_some();
+        verify(dummy_hash(), password.into()).await;
+        tokio::time::sleep(FAILURE_DELAY).await;
+        return Ok(if locked {
+            SignIn::Locked
+        } else {
+            SignIn::Wrong
+        });
     };
-    let (id, hash, role, locked): (i64, String, String, bool) =
+    let (id, hash, role, attempts): (i64, String, String, i32) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    if locked {
-        return Ok(SignIn::Locked);
-    }
-    let right = PasswordHash::new(&hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false);
-    if right {
-        client
+    if verify(hash, password.into()).await {
+        fleet
+            .db
+            .get()
+            .await?
             .execute(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1",
                 &[&id],
@@ -120,19 +172,21 @@ pub async fn sign_in(fleet: &Fleet, name: &str, password: &str) -> Result<SignIn
             role: Role::parse(&role).unwrap_or(Role::Viewer),
         }));
     }
-    let failed: i32 = client
-        .query_one(
-            "UPDATE users SET failed_logins = failed_logins + 1,
-                 locked_until = CASE WHEN failed_logins + 1 >= $2
-                                     THEN now() + make_interval(mins => $3) END
-             WHERE id = $1 RETURNING failed_logins",
-            &[&id, &LOCK_AFTER, &LOCK_MINUTES],
-        )
-        .await?
-        .get(0);
-    // Each wrong password in a row costs the next try a little more time.
-    tokio::time::sleep(std::time::Duration::from_millis(250 * failed.min(8) as u64)).await;
-    Ok(if failed >= LOCK_AFTER {
+    let locked = attempts >= LOCK_AFTER;
+    if locked {
+        fleet
+            .db
+            .get()
+            .await?
+            .execute(
+                "UPDATE users SET locked_until = now() + make_interval(mins => $2)
+                 WHERE id = $1",
+                &[&id, &LOCK_MINUTES],
+            )
+            .await?;
+    }
+    tokio::time::sleep(FAILURE_DELAY).await;
+    Ok(if locked {
         SignIn::Locked
     } else {
         SignIn::Wrong

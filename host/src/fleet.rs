@@ -4,7 +4,7 @@
 //! batches, from the row after the last one the server holds: at least once, resumable after
 //! any stop on either side. A sale never waits for it; a kiosk offline for days catches up.
 
-mod http;
+pub mod http;
 mod identity;
 
 use std::path::{Path, PathBuf};
@@ -74,9 +74,13 @@ impl Paired {
         let path = data_dir.join(PAIRED_FILE);
         let temp = data_dir.join(format!("{PAIRED_FILE}.new"));
         let json = serde_json::to_vec_pretty(self).expect("a pairing serializes");
-        std::fs::write(&temp, json)
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .map_err(|e| FleetError::identity(&path, e))
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            std::io::Write::write_all(&mut file, &json)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)
+        })();
+        written.map_err(|e| FleetError::identity(&path, e))
     }
 }
 
@@ -103,6 +107,19 @@ pub fn pair(
     region: &str,
 ) -> Result<Paired, FleetError> {
     let identity = Identity::load_or_make(data_dir)?;
+    let paired = pair_identity(&identity, server, code, terminal_id, region)?;
+    paired.save(data_dir)?;
+    Ok(paired)
+}
+
+/// Pairs `identity` with `server` by a one-time `code`; the pairing is not stored.
+pub fn pair_identity(
+    identity: &Identity,
+    server: &str,
+    code: &str,
+    terminal_id: &str,
+    region: &str,
+) -> Result<Paired, FleetError> {
     let request = PairRequest {
         code: code.to_string(),
         terminal_id: terminal_id.to_string(),
@@ -112,12 +129,20 @@ pub fn pair(
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
     let reply: PairReply = answer(http::post(server, "/api/pair", &[], &body, TIMEOUT)?)?;
-    let paired = Paired {
+    // It goes into every later request's header: letters and digits only.
+    if reply.kiosk_id.is_empty()
+        || reply.kiosk_id.len() > 64
+        || !reply.kiosk_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(FleetError::Server(format!(
+            "a kiosk id that is not letters and digits: {:?}",
+            reply.kiosk_id.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(Paired {
         server: server.trim_end_matches('/').to_string(),
         kiosk_id: reply.kiosk_id,
-    };
-    paired.save(data_dir)?;
-    Ok(paired)
+    })
 }
 
 /// A reply's body as `T`, or the server's refusal in its words.
@@ -164,8 +189,24 @@ impl FleetLink {
         }))
     }
 
+    /// A link for `identity`, paired as `paired`, shipping the journal at `journal`.
+    pub fn new(paired: Paired, identity: Identity, journal: PathBuf) -> FleetLink {
+        FleetLink {
+            paired,
+            identity,
+            journal,
+        }
+    }
+
     pub fn paired(&self) -> &Paired {
         &self.paired
+    }
+
+    /// Sends one batch of audit rows; returns the last row the server holds then.
+    pub fn send_batch(&self, rows: Vec<selfvend_fleet_wire::AuditRow>) -> Result<i64, FleetError> {
+        let body = serde_json::to_vec(&JournalBatch { rows }).expect("a batch serializes");
+        let ack: JournalAck = self.post("/api/journal", &body)?;
+        Ok(ack.head)
     }
 
     /// POSTs `body` to `path`, signed.
@@ -204,21 +245,21 @@ impl FleetLink {
     pub fn ship(&self, journal: &Journal, mut head: i64) -> Result<Synced, FleetError> {
         let mut sent = 0;
         loop {
-            let rows = journal.raw_rows(head + 1, MAX_BATCH_ROWS)?;
+            let from = head
+                .checked_add(1)
+                .ok_or_else(|| FleetError::Server(format!("it says it holds row {head}")))?;
+            let rows = journal.raw_rows(from, MAX_BATCH_ROWS)?;
             if rows.is_empty() {
                 return Ok(Synced { head, sent });
             }
             sent += rows.len();
-            let body = serde_json::to_vec(&JournalBatch { rows }).expect("a batch serializes");
-            let ack: JournalAck = self.post("/api/journal", &body)?;
-            if ack.head <= head {
+            let acked = self.send_batch(rows)?;
+            if acked <= head {
                 return Err(FleetError::Server(format!(
-                    "it acknowledged row {} after being sent rows from {}",
-                    ack.head,
-                    head + 1
+                    "it acknowledged row {acked} after being sent rows from {from}"
                 )));
             }
-            head = ack.head;
+            head = acked;
         }
     }
 

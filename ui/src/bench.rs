@@ -1,6 +1,7 @@
 //! `selfvend bench …`: performance figures, printed one per line.
 
 mod clearing;
+mod fleet;
 mod sale;
 mod soak;
 mod ui;
@@ -105,6 +106,24 @@ pub enum BenchCommand {
     /// A whole demo kiosk through many customers with seeded purchases and faults, then the
     /// money rules across the validator, the acquirer, the backends, the cards, the meters and
     /// the journal (`./dev run bench soak`). Exits non-zero on a broken rule.
+    /// N simulated kiosks against a fleet server: ingest rows/s and p99, heartbeats/s, and the
+    /// console's fleet page p99 (`./dev run bench fleet` starts the server and the database).
+    Fleet {
+        #[arg(long)]
+        server: String,
+        /// One pairing code per line, one per kiosk (`selfvend-fleet pairing-code --count N`).
+        #[arg(long)]
+        codes: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        kiosks: usize,
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// A console user's name and password.
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        password: String,
+    },
     Soak {
         #[arg(long, default_value_t = 60)]
         customers: u64,
@@ -141,6 +160,14 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
         BenchCommand::Cash { notes } => bench_cash(notes)?,
         BenchCommand::Clearing { sales } => clearing::run(sales)?,
         BenchCommand::Ui { idle_secs } => ui::run(config, idle_secs)?,
+        BenchCommand::Fleet {
+            server,
+            codes,
+            kiosks,
+            minutes,
+            login,
+            password,
+        } => fleet::run(&server, &codes, kiosks, minutes, &login, &password)?,
         BenchCommand::Soak { customers, seed } => {
             if !soak::run(config, customers, seed)? {
                 return Ok(ExitCode::FAILURE);

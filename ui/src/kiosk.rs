@@ -144,11 +144,16 @@ pub fn start(
     let engine = sale_engine(config)?;
     let devices = devices(config)?;
     let mut kiosk = Kiosk::start(config.clone(), engine, devices, timeouts, changed);
-    // Paired with a fleet, the kiosk reports to it; a sale never waits for it.
-    if let Some(link) = FleetLink::load(&config.kiosk.data_dir)? {
-        kiosk
-            .report_to(link, config.policy.fleet_heartbeat)
-            .context("starting the fleet link")?;
+    // Paired with a fleet, the kiosk reports to it; a sale never waits for it, and a kiosk
+    // whose fleet files are damaged still sells (the fault is logged).
+    match FleetLink::load(&config.kiosk.data_dir) {
+        Ok(Some(link)) => {
+            if let Err(e) = kiosk.report_to(link, config.policy.fleet_heartbeat) {
+                tracing::error!("the fleet link did not start: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("not reporting to the fleet: {e}"),
     }
     Ok(kiosk)
 }

@@ -66,14 +66,15 @@ pub struct CashBox {
 
 impl CashBox {
     pub fn count(&self) -> u32 {
-        self.notes.iter().map(|(_, n)| n).sum()
+        self.notes
+            .iter()
+            .fold(0u32, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     pub fn fen(&self) -> u64 {
-        self.notes
-            .iter()
-            .map(|(yuan, n)| u64::from(*yuan) * 100 * u64::from(*n))
-            .sum()
+        self.notes.iter().fold(0u64, |sum, (yuan, n)| {
+            sum.saturating_add(u64::from(*yuan) * 100 * u64::from(*n))
+        })
     }
 }
 
@@ -164,7 +165,7 @@ impl JournalBatch {
         }
         for (i, row) in self.rows.iter().enumerate() {
             let at = |what: &str| format!("rows[{i}].{what}");
-            if row.id < 1 {
+            if row.id < 1 || row.id > i64::MAX / 2 {
                 return Err(format!("{}: not a row id", at("id")));
             }
             text(&at("at"), &row.at)?;
@@ -194,6 +195,19 @@ impl Heartbeat {
             text(&format!("devices[{i}].detail"), &d.detail)?;
         }
         list("cash_box.notes", &self.cash_box.notes)?;
+        for (i, (yuan, count)) in self.cash_box.notes.iter().enumerate() {
+            if !matches!(yuan, 1 | 5 | 10 | 20 | 50 | 100) {
+                return Err(format!(
+                    "cash_box.notes[{i}]: {yuan} yuan is not a banknote"
+                ));
+            }
+            if *count > 100_000 {
+                return Err(format!("cash_box.notes[{i}]: {count} notes"));
+            }
+        }
+        if self.cash_box.capacity > 100_000 {
+            return Err("cash_box.capacity: more than 100000 notes".into());
+        }
         list("plugins", &self.plugins)?;
         for (i, p) in self.plugins.iter().enumerate() {
             non_empty(&format!("plugins[{i}].name"), &p.name)?;

@@ -12,9 +12,10 @@ use super::FleetError;
 /// A reply, at most.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 
-/// A reply: its status and body.
-pub(super) struct Reply {
+/// A reply: its status, headers and body.
+pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -36,6 +37,18 @@ pub(super) fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Reply, FleetError> {
+    request("POST", server, path, headers, body, timeout)
+}
+
+/// One request (`Content-Type` JSON unless `headers` say otherwise) and its reply.
+pub fn request(
+    method: &str,
+    server: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, FleetError> {
     let host = authority(server)?;
     let unreachable = |e: std::io::Error| FleetError::Unreachable(format!("{server}: {e}"));
     let addr = host
@@ -51,10 +64,15 @@ pub(super) fn post(
         .set_write_timeout(Some(timeout))
         .map_err(unreachable)?;
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        request.push_str("Content-Type: application/json\r\n");
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -105,7 +123,21 @@ fn parse(raw: &[u8]) -> Result<Reply, String> {
         }
         body.truncate(length);
     }
-    Ok(Reply { status, body })
+    let headers = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,13 @@ fn key_path(data_dir: &Path) -> PathBuf {
 }
 
 impl Identity {
+    /// A new key, kept in memory only.
+    pub fn generate() -> Identity {
+        Identity {
+            key: SigningKey::generate(&mut OsRng),
+        }
+    }
+
     /// The key in `data_dir`, made (0600) if there is none yet.
     pub fn load_or_make(data_dir: &Path) -> Result<Identity, FleetError> {
         let path = key_path(data_dir);
