@@ -161,6 +161,7 @@ fn answer<T: serde::de::DeserializeOwned>(reply: http::Reply) -> Result<T, Fleet
 }
 
 /// A paired kiosk's link: its identity and its journal.
+#[derive(Clone)]
 pub struct FleetLink {
     paired: Paired,
     identity: Identity,

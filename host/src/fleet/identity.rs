@@ -14,6 +14,7 @@ use super::FleetError;
 pub(super) const KEY_FILE: &str = "fleet-identity.key";
 
 /// The kiosk's signing key.
+#[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
 }
