@@ -44,6 +44,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Revokes a kiosk: every later request it signs is refused (pair it again to let it back).
+    Revoke {
+        #[arg(long)]
+        kiosk: String,
+    },
     /// Adds a console user; the password is read from standard input.
     UserAdd {
         #[arg(long)]
@@ -91,6 +96,19 @@ async fn main() -> anyhow::Result<()> {
             for _ in 0..count {
                 println!("{}", pairing::new_code(&fleet).await?);
             }
+        }
+        Command::Revoke { kiosk } => {
+            let revoked = fleet
+                .db
+                .get()
+                .await?
+                .execute(
+                    "UPDATE kiosks SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                    &[&kiosk],
+                )
+                .await?;
+            anyhow::ensure!(revoked == 1, "no paired kiosk {kiosk}");
+            println!("kiosk {kiosk} revoked");
         }
         Command::UserAdd { name, role } => {
             let role = Role::parse(&role)

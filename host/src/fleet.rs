@@ -255,6 +255,7 @@ impl FleetLink {
             }
             sent += rows.len();
             let acked = self.send_batch(rows)?;
+            fail::fail_point!("fleet.after-batch-acknowledged");
             if acked <= head {
                 return Err(FleetError::Server(format!(
                     "it acknowledged row {acked} after being sent rows from {from}"

@@ -146,7 +146,7 @@ fn a_kiosk_pairs_once_and_ships_its_journal_to_the_fleet_once() {
 }
 
 #[test]
-fn a_kiosk_with_the_wrong_key_is_refused() {
+fn a_kiosk_with_the_wrong_key_or_revoked_is_refused() {
     let k = Kiosk::new();
     let db = FleetDb::new();
     let server = FleetServer::start(&db);
@@ -164,6 +164,22 @@ fn a_kiosk_with_the_wrong_key_is_refused() {
         "{refused}"
     );
     assert_eq!(stored_rows(&db, &kiosk_id), 0);
+    // Its own key again, but revoked by an admin: refused all the same.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(k.journal.with_file_name("fleet.json")).unwrap();
+    let kiosk_id = pair(&k, &server, &db);
+    let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
+        .args(["--db", &db.url, "revoke", "--kiosk", &kiosk_id])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), format!("kiosk {kiosk_id} revoked\n"));
+    let refused = cli(&k, &["fleet", "sync"]).unwrap_err();
+    assert!(
+        refused.contains(&format!(
+            "the fleet server refused: kiosk {kiosk_id} is revoked (HTTP 403)"
+        )),
+        "{refused}"
+    );
     // A key others can read is not used at all.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused = cli(&k, &["fleet", "sync"]).unwrap_err();
@@ -263,4 +279,49 @@ fn ingest_resumes_where_the_fleet_stopped_after_the_server_restarts() {
         )
     );
     assert_eq!(stored_rows(&db, &kiosk_id), rows as u64);
+}
+
+/// The kiosk is killed (SIGKILL) the moment the server has stored a batch and before it moves
+/// on: started again, it resumes from what the server holds, and no row is stored twice.
+#[test]
+fn ingest_resumes_after_the_kiosk_is_killed_while_shipping() {
+    let mut k = Kiosk::new();
+    let card = zhang_san(&k);
+    k.sell(&card, 1000);
+    let db = FleetDb::new();
+    let server = FleetServer::start(&db);
+    let kiosk_id = pair(&k, &server, &db);
+    let status = std::process::Command::new(
+        selfvend_tests::selfvend_bin().with_file_name("selfvend-sale-child"),
+    )
+    .arg("--config")
+    .arg(&k.config.path)
+    .arg("--fleet-sync")
+    .env("SELFVEND_KILL_AT", "fleet.after-batch-acknowledged")
+    .status()
+    .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let held = stored_rows(&db, &kiosk_id);
+    assert_eq!(
+        held as i64,
+        Journal::open(&k.journal).unwrap().last_id().unwrap()
+    );
+
+    k.sell(&chen_xiaoming(&k), 2000);
+    let rows = Journal::open(&k.journal).unwrap().last_id().unwrap();
+    assert_eq!(
+        cli(&k, &["fleet", "sync"]).unwrap(),
+        format!(
+            "sent {} journal rows; the fleet holds {rows} of them\n",
+            rows as u64 - held
+        )
+    );
+    assert_eq!(stored_rows(&db, &kiosk_id), rows as u64);
+    assert_eq!(
+        db.sql("SELECT count(*) FROM alerts WHERE kind = 'chain-broken'"),
+        "0"
+    );
 }

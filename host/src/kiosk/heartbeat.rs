@@ -76,7 +76,7 @@ fn report(line: &DeviceLine) -> DeviceReport {
                 Paper::NearEnd => "paper-near-end",
                 Paper::Adequate => "ok",
             },
-            format!("{status:?}"),
+            printer_text(status),
         ),
         DeviceState::Keys { pin, mac } => {
             (if *pin && *mac { "ok" } else { "no-keys" }, String::new())
@@ -99,4 +99,26 @@ fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
         .collect()
+}
+
+/// A printer's state in a few words.
+fn printer_text(status: &crate::receipt_printer::PrinterStatus) -> String {
+    let mut words = vec![
+        match status.paper {
+            Paper::Adequate => "paper ok",
+            Paper::NearEnd => "paper near its end",
+            Paper::Out => "paper out",
+        }
+        .to_string(),
+    ];
+    if status.offline {
+        words.push("offline".into());
+    }
+    if status.cover_open {
+        words.push("cover open".into());
+    }
+    if let Some(fault) = &status.fault {
+        words.push(fault.to_string());
+    }
+    words.join(", ")
 }

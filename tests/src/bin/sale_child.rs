@@ -4,7 +4,8 @@
 //! operator PIN on stdin), counting `--fen` in the cash box; or, with `--settle`, settles the
 //! bank batch. With `--bank-reader R` it pays by the bank card in reader R instead of cash, with
 //! the PIN the customer types on the config's PIN pad, through the config's acquirer, and the
-//! customer takes `--dawdle-ms` to take the bank card back after the debit. With
+//! customer takes `--dawdle-ms` to take the bank card back after the debit. `--fleet-sync` sends
+//! the fleet a heartbeat and the journal rows it lacks, and nothing else. With
 //! `SELFVEND_KILL_AT=<failpoint>` it kills itself with SIGKILL there. With `--bill-account N
 //! --utility U` it pays `--fen` of account N's bills instead of selling (by bank card with
 //! `--bank-reader`). `--config-text F` reads
@@ -45,6 +46,7 @@ struct Args {
     utility: String,
     /// How long the customer takes to take their bank card back after its debit.
     dawdle: Duration,
+    fleet_sync: bool,
 }
 
 fn args() -> Option<Args> {
@@ -63,6 +65,7 @@ fn args() -> Option<Args> {
         bill_account: None,
         utility: String::new(),
         dawdle: Duration::ZERO,
+        fleet_sync: false,
     };
     while let Some(flag) = a.next() {
         match flag.as_str() {
@@ -79,6 +82,7 @@ fn args() -> Option<Args> {
             "--bill-account" => out.bill_account = Some(a.next()?),
             "--utility" => out.utility = a.next()?,
             "--dawdle-ms" => out.dawdle = Duration::from_millis(a.next()?.parse().ok()?),
+            "--fleet-sync" => out.fleet_sync = true,
             _ => return None,
         }
     }
@@ -123,6 +127,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(text) => KioskConfig::parse(&args.config, &std::fs::read_to_string(text)?)?,
         None => KioskConfig::load(&args.config)?,
     };
+    if args.fleet_sync {
+        let link = selfvend_host::fleet::FleetLink::load(&config.kiosk.data_dir)?
+            .ok_or("--fleet-sync: the kiosk is not paired")?;
+        let beat = selfvend_host::fleet_wire::Heartbeat {
+            screen: "attract".into(),
+            screen_secs: 0,
+            money_in_fen: 0,
+            devices: Vec::new(),
+            cash_box: Default::default(),
+            open_items: 0,
+            period: Default::default(),
+            software_version: "sale-child".into(),
+            plugins: Vec::new(),
+            journal_head: 0,
+        };
+        link.sync(&beat)?;
+        return Ok(());
+    }
     let runtime = PluginRuntime::new(
         TrustStore::load(&config.trust_dir)?,
         &config.plugin_cache_dir(),
