@@ -325,3 +325,83 @@ fn ingest_resumes_after_the_kiosk_is_killed_while_shipping() {
         "0"
     );
 }
+
+/// A kiosk cut off from its fleet goes on selling; 1,000 sales later the fleet is back, and the
+/// kiosk catches up in batches: every row stored once, in chain order, and the heartbeat's
+/// takings count every sale.
+#[test]
+fn a_kiosk_offline_through_a_thousand_sales_catches_up() {
+    use selfvend_host::journal::NewSale;
+    let k = Kiosk::new();
+    let db = FleetDb::new();
+    let server = FleetServer::start(&db);
+    let kiosk_id = pair(&k, &server, &db);
+    cli(&k, &["fleet", "sync"]).unwrap();
+    drop(server);
+
+    // A thousand cash sales of 10.00, each written as the engine writes one: its intent and
+    // serial, the banknote, the grant and the card written, one commit each.
+    let mut journal = Journal::open(&k.journal).unwrap();
+    for i in 0..1000 {
+        journal
+            .commit(|b| {
+                let audit = b.append(
+                    "sale-intent",
+                    &serde_json::json!({"card": "3701000000000001", "paid_fen": 1000, "n": i}),
+                )?;
+                let serial = b.allocate_serial(audit)?;
+                b.record_sale(
+                    &NewSale {
+                        serial,
+                        payment: "cash",
+                        card_serial: "3701000000000001",
+                        utility: "3701",
+                        paid_fen: 1000,
+                        request_json: "{}",
+                    },
+                    audit,
+                )?;
+                b.record_banknote(1000, audit)?;
+                let granted = b.append("sale-granted", &serde_json::json!({"serial": serial}))?;
+                b.sale_state(serial, &["intent"], "granted", None, granted)?;
+                let written = b.append("card-written", &serde_json::json!({"serial": serial}))?;
+                b.sale_state(serial, &["granted"], "written", None, written)
+            })
+            .unwrap();
+    }
+    let down = cli(&k, &["fleet", "sync"]).unwrap_err();
+    assert!(down.contains("cannot be reached"), "{down}");
+
+    // The fleet is back (on another port, which the kiosk is told).
+    let server = FleetServer::start(&db);
+    let paired = k.journal.with_file_name("fleet.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&paired).unwrap()).unwrap();
+    let moved = serde_json::json!({"server": server.url, "kiosk_id": json["kiosk_id"]});
+    std::fs::write(&paired, moved.to_string()).unwrap();
+    let held = stored_rows(&db, &kiosk_id);
+    let rows = journal.last_id().unwrap();
+    assert!(rows as u64 - held >= 3000);
+    assert_eq!(
+        cli(&k, &["fleet", "sync"]).unwrap(),
+        format!(
+            "sent {} journal rows; the fleet holds {rows} of them\n",
+            rows as u64 - held
+        )
+    );
+    assert_eq!(stored_rows(&db, &kiosk_id), rows as u64);
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT count(*), min(id), max(id) FROM journal_rows WHERE kiosk_id = '{kiosk_id}'"
+        )),
+        format!("{rows}|1|{rows}")
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT heartbeat->'period'->>'sales', heartbeat->'period'->>'sales_fen',
+                    heartbeat->'cash_box'->'notes'::text
+             FROM kiosks WHERE id = '{kiosk_id}'"
+        )),
+        "1000|1000000|[[10, 1000]]"
+    );
+}
