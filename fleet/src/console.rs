@@ -30,6 +30,7 @@ pub fn router() -> Router<Fleet> {
         .route("/logout", post(logout))
         .route("/kiosks/{id}", get(kiosk_page))
         .route("/pairing-codes", post(new_pairing_code))
+        .route("/clearings", get(clearings_page))
 }
 
 #[derive(Deserialize)]
@@ -291,6 +292,10 @@ async fn fleet_page(
     let pages = total.div_ceil(PAGE).max(1);
     let page_no = q.page.unwrap_or(1).clamp(1, pages);
     let mut body = user_bar(w, &session);
+    body += &format!(
+        "<p><a href=\"/clearings\" id=\"clearings-link\">{}</a></p>",
+        w.clearings
+    );
     if session.user.role == Role::Admin {
         body += &format!(
             "<form method=\"post\" action=\"/pairing-codes\">\
@@ -544,4 +549,94 @@ async fn open_alerts(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, Ap
     }
     out += "</ul>";
     Ok(out)
+}
+
+/// Money as yuan from a report's JSON number of fen.
+fn fen_of(v: &serde_json::Value) -> String {
+    yuan(v.as_u64().unwrap_or(0))
+}
+
+/// Every kiosk's clearings (清机), the newest first: the cash the box should hold and what the
+/// operator counted, and each utility's sales in the period, from the kiosks' own reports.
+async fn clearings_page(
+    State(fleet): State<Fleet>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = lang_of(&q, &headers);
+    let w = lang.words();
+    let Some(session) = sessions::of(&fleet, &headers).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let rows = fleet
+        .db
+        .get()
+        .await?
+        .query(
+            "SELECT j.kiosk_id, k.terminal_id, j.body FROM journal_rows j
+             JOIN kiosks k ON k.id = j.kiosk_id
+             WHERE j.kind = 'clearing-ended'
+             ORDER BY j.received_at DESC, j.kiosk_id, j.id DESC LIMIT 200",
+            &[],
+        )
+        .await?;
+    let mut body = user_bar(w, &session);
+    body += &format!(
+        "<table id=\"clearings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>\
+         <th>{}</th><th>{}</th><th>{}</th></tr>",
+        w.kiosk,
+        w.terminal,
+        w.period,
+        w.closed_at,
+        w.expected,
+        w.counted,
+        w.difference,
+        w.sold_by_utility
+    );
+    for r in &rows {
+        let kiosk: String = r.get(0);
+        let terminal: String = r.get(1);
+        let entry: serde_json::Value =
+            serde_json::from_str(r.get::<_, &str>(2)).unwrap_or_default();
+        let report = &entry["report"];
+        let cash = &report["cash"];
+        let counted = if cash["counted"].is_null() {
+            w.not_counted.to_string()
+        } else {
+            fen_of(&cash["counted"])
+        };
+        let difference = match &cash["difference"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| format!("{k} {}", fen_of(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        };
+        let mut by_utility: std::collections::BTreeMap<String, u64> = Default::default();
+        for u in report["utilities"].as_array().into_iter().flatten() {
+            *by_utility
+                .entry(u["utility"].as_str().unwrap_or("").to_string())
+                .or_default() += u["sold"]["fen"].as_u64().unwrap_or(0);
+        }
+        let sold = by_utility
+            .iter()
+            .map(|(u, fen)| format!("{}: {}", esc(u), yuan(*fen)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        body += &format!(
+            "<tr><td><a href=\"/kiosks/{k}\">{k}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{sold}</td></tr>",
+            esc(&terminal),
+            entry["period"].as_i64().unwrap_or(0),
+            esc(report["closed_at"].as_str().unwrap_or("")),
+            fen_of(&cash["expected"]),
+            counted,
+            esc(&difference),
+            k = esc(&kiosk),
+        );
+    }
+    body += "</table>";
+    Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
 }

@@ -1,12 +1,15 @@
 //! The fleet console in real headless Chromium over WebDriver, against the fleet server on the
 //! real PostgreSQL: sign-in (wrong passwords slowed, then locked), the demo-like kiosk's sale
-//! appearing after it paired and synced, the kiosk going down when its heartbeats stop, markup
-//! from a kiosk shown as text, and an admin's pairing code.
+//! appearing after it paired and synced, its clearing with the cash short, the kiosk going down
+//! when its heartbeats stop, markup from a kiosk shown as text, and an admin's pairing code.
 
+use selfvend_host::clearing;
 use selfvend_host::fleet::FleetLink;
 use selfvend_host::fleet_wire::{DeviceReport, Heartbeat};
+use selfvend_host::journal::Journal;
+use selfvend_host::money::Fen;
 use selfvend_tests::fleet_rig::{FleetDb, FleetServer};
-use selfvend_tests::kiosk_rig::{Kiosk, zhang_san};
+use selfvend_tests::kiosk_rig::{Kiosk, OPERATOR_PIN, zhang_san};
 use selfvend_tests::webdriver::Browser;
 use selfvend_tests::{selfvend_with, text};
 
@@ -24,6 +27,15 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
     let mut k = Kiosk::new();
     let card = zhang_san(&k);
     k.sell(&card, 5000);
+    // Cleared: the operator finds 40.00 where 50.00 should be.
+    {
+        let mut journal = Journal::open(&k.journal).unwrap();
+        clearing::start(&mut journal, &k.config, OPERATOR_PIN).unwrap();
+        clearing::box_removed(&mut journal).unwrap();
+        clearing::count(&mut journal, Fen(4000)).unwrap();
+        clearing::box_replaced(&mut journal).unwrap();
+        clearing::end(&mut journal, &k.config, OPERATOR_PIN, None, &k.dialects()).unwrap();
+    }
     let db = FleetDb::new();
     db.add_user("admin", ADMIN_PASSWORD, "admin");
     let server = FleetServer::start_with(&db, &["--heartbeat-secs", "2"]);
@@ -69,6 +81,19 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
     );
     assert!(b.text("#sales").contains("50.00 yuan"));
     b.go(&format!("{}/kiosks/{kiosk_id}?lang=zh", server.url));
+
+    // The clearings across the fleet: the cash short, the utility's sales.
+    b.go(&server.url);
+    b.submit("#clearings-link");
+    let clearings = b.text("#clearings");
+    assert!(
+        clearings.contains(&format!("{kiosk_id} K-SALE-01 1 ")),
+        "{clearings}"
+    );
+    assert!(
+        clearings.contains(" 50.00 40.00 short 10.00 3701: 50.00"),
+        "{clearings}"
+    );
 
     // What a kiosk sends is shown as text, never run as markup.
     let mut beat = Heartbeat {

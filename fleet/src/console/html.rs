@@ -107,6 +107,13 @@ pub struct Words {
     pub yuan: &'static str,
     pub forbidden: &'static str,
     pub no_such_kiosk: &'static str,
+    pub clearings: &'static str,
+    pub closed_at: &'static str,
+    pub expected: &'static str,
+    pub counted: &'static str,
+    pub difference: &'static str,
+    pub sold_by_utility: &'static str,
+    pub not_counted: &'static str,
 }
 
 const ZH: Words = Words {
@@ -161,6 +168,13 @@ const ZH: Words = Words {
     yuan: "元",
     forbidden: "无此权限",
     no_such_kiosk: "无此终端",
+    clearings: "清机记录",
+    closed_at: "清机时间",
+    expected: "应有现金",
+    counted: "清点现金",
+    difference: "差额",
+    sold_by_utility: "各单位售电",
+    not_counted: "未清点",
 };
 
 const EN: Words = Words {
@@ -215,6 +229,13 @@ const EN: Words = Words {
     yuan: "yuan",
     forbidden: "Not allowed",
     no_such_kiosk: "No such kiosk",
+    clearings: "Clearings",
+    closed_at: "Closed",
+    expected: "Cash expected",
+    counted: "Cash counted",
+    difference: "Difference",
+    sold_by_utility: "Sold per utility",
+    not_counted: "not counted",
 };
 
 /// A whole page: `body` inside the console's frame, with the language links.
