@@ -31,6 +31,7 @@ pub fn router() -> Router<Fleet> {
         .route("/kiosks/{id}", get(kiosk_page))
         .route("/pairing-codes", post(new_pairing_code))
         .route("/clearings", get(clearings_page))
+        .route("/takings", get(takings_page))
 }
 
 #[derive(Deserialize)]
@@ -293,8 +294,9 @@ async fn fleet_page(
     let page_no = q.page.unwrap_or(1).clamp(1, pages);
     let mut body = user_bar(w, &session);
     body += &format!(
-        "<p><a href=\"/clearings\" id=\"clearings-link\">{}</a></p>",
-        w.clearings
+        "<p><a href=\"/takings\" id=\"takings-link\">{}</a> · \
+         <a href=\"/clearings\" id=\"clearings-link\">{}</a></p>",
+        w.takings, w.clearings
     );
     if session.user.role == Role::Admin {
         body += &format!(
@@ -639,4 +641,56 @@ async fn clearings_page(
     }
     body += "</table>";
     Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
+}
+
+/// Sales and bill payments across the fleet, per day, utility and business type, from the
+/// kiosks' own journal rows (each grant and each booked bill payment names its utility).
+async fn takings_page(
+    State(fleet): State<Fleet>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = lang_of(&q, &headers);
+    let w = lang.words();
+    let Some(session) = sessions::of(&fleet, &headers).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let rows = fleet
+        .db
+        .get()
+        .await?
+        .query(
+            "SELECT substr(at, 1, 10), body::jsonb->>'utility', kind, body::jsonb->>'payment',
+                    count(*),
+                    sum(coalesce((body::jsonb->>'paid_fen')::bigint,
+                                 (body::jsonb->>'amount_fen')::bigint))::bigint
+             FROM journal_rows
+             WHERE kind IN ('sale-granted', 'bill-paid') AND body::jsonb ? 'utility'
+             GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 3, 4 LIMIT 1000",
+            &[],
+        )
+        .await?;
+    let mut body = user_bar(w, &session);
+    body += &format!(
+        "<table id=\"takings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        w.day, w.utility, w.business, w.count, w.amount
+    );
+    for r in &rows {
+        let (kind, payment): (String, Option<String>) = (r.get(2), r.get(3));
+        let business = match (kind.as_str(), payment.as_deref()) {
+            ("sale-granted", Some("bank-card")) => w.businesses[1],
+            ("sale-granted", _) => w.businesses[0],
+            (_, Some("bank-card")) => w.businesses[3],
+            _ => w.businesses[2],
+        };
+        body += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{business}</td><td>{}</td><td>{}</td></tr>",
+            esc(r.get::<_, &str>(0)),
+            esc(r.get::<_, Option<&str>>(1).unwrap_or("")),
+            r.get::<_, i64>(4),
+            yuan(r.get::<_, Option<i64>>(5).unwrap_or(0).max(0) as u64),
+        );
+    }
+    body += "</table>";
+    Ok(reply(lang, StatusCode::OK, page(lang, w.takings, &body)))
 }

@@ -813,11 +813,13 @@ impl SaleEngine {
         let recorded = self.journal.commit(|b| {
             match answer {
                 Ok(grant) => {
+                    let (utility, paid, payment) = sale_facts(b, serial)?;
                     let id = b.append(
                         "sale-granted",
                         &json!({"serial": serial, "sale_id": grant.backend_sale_id,
                                 "purchase_count": grant.purchase_count,
-                                "amount_fen": grant.amount.0, "energy_wh": grant.energy.0}),
+                                "amount_fen": grant.amount.0, "energy_wh": grant.energy.0,
+                                "utility": utility, "paid_fen": paid, "payment": payment}),
                     )?;
                     let grant = serde_json::to_string(grant).expect("a grant serializes");
                     b.sale_state(serial, from, "granted", Some(&grant), id)?;
@@ -871,9 +873,11 @@ impl SaleEngine {
                 [serial as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            let (utility, paid, payment) = sale_facts(b, serial)?;
             let body = json!({"serial": serial, "sale_id": grant.backend_sale_id,
                               "purchase_count": grant.purchase_count,
                               "amount_fen": grant.amount.0, "energy_wh": grant.energy.0,
+                              "utility": utility, "paid_fen": paid, "payment": payment,
                               "late": true});
             match state.as_str() {
                 "granted" | "written" => Ok(true),
@@ -1218,6 +1222,19 @@ fn owe_refund(
         ),
         id,
     )
+}
+
+/// Sale `serial`'s utility, what was paid and how: what a grant's audit row carries, so that
+/// whoever reads the journal (the fleet) can total sales per utility without the sales table.
+fn sale_facts(
+    b: &mut crate::journal::Batch<'_>,
+    serial: u64,
+) -> crate::journal::BatchResult<(String, i64, String)> {
+    Ok(b.sql().query_row(
+        "SELECT utility, paid_fen, payment FROM sales WHERE serial = ?1",
+        [serial as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?)
 }
 
 /// Journals the intent of session `s`'s backend sale under a fresh serial, paid by `payment`;

@@ -82,6 +82,12 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
     assert!(b.text("#sales").contains("50.00 yuan"));
     b.go(&format!("{}/kiosks/{kiosk_id}?lang=zh", server.url));
 
+    // Takings across the fleet, per day, utility and business.
+    b.go(&server.url);
+    b.submit("#takings-link");
+    let takings = b.text("#takings");
+    assert!(takings.contains(" 3701 现金售电 1 50.00"), "{takings}");
+
     // The clearings across the fleet: the cash short, the utility's sales.
     b.go(&server.url);
     b.submit("#clearings-link");

@@ -114,6 +114,13 @@ pub struct Words {
     pub difference: &'static str,
     pub sold_by_utility: &'static str,
     pub not_counted: &'static str,
+    pub takings: &'static str,
+    pub day: &'static str,
+    pub utility: &'static str,
+    pub business: &'static str,
+    pub count: &'static str,
+    /// 现金售电, 银行卡售电, 现金缴费, 银行卡缴费.
+    pub businesses: [&'static str; 4],
 }
 
 const ZH: Words = Words {
@@ -175,6 +182,12 @@ const ZH: Words = Words {
     difference: "差额",
     sold_by_utility: "各单位售电",
     not_counted: "未清点",
+    takings: "每日售电与缴费",
+    day: "日期（UTC）",
+    utility: "供电单位",
+    business: "业务",
+    count: "笔数",
+    businesses: ["现金售电", "银行卡售电", "现金缴费", "银行卡缴费"],
 };
 
 const EN: Words = Words {
@@ -236,6 +249,17 @@ const EN: Words = Words {
     difference: "Difference",
     sold_by_utility: "Sold per utility",
     not_counted: "not counted",
+    takings: "Sales and bill payments per day",
+    day: "Day (UTC)",
+    utility: "Utility",
+    business: "Business",
+    count: "Count",
+    businesses: [
+        "cash sales",
+        "bank-card sales",
+        "cash bill payments",
+        "bank-card bill payments",
+    ],
 };
 
 /// A whole page: `body` inside the console's frame, with the language links.

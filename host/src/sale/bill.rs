@@ -387,11 +387,13 @@ impl SaleEngine {
         let recorded = self.journal.commit(|b| {
             match answer {
                 BillAnswer::Paid(receipt) => {
+                    let (utility, payment) = bill_facts(b, serial)?;
                     let id = b.append(
                         "bill-paid",
                         &json!({"serial": serial, "payment_id": receipt.backend_payment_id,
                                 "amount_fen": receipt.amount.0,
-                                "remaining_fen": receipt.remaining.0}),
+                                "remaining_fen": receipt.remaining.0,
+                                "utility": utility, "payment": payment}),
                     )?;
                     let json = serde_json::to_string(receipt).expect("a receipt serializes");
                     b.bill_payment_state(serial, from, "paid", Some(&json), id)?;
@@ -482,10 +484,12 @@ impl SaleEngine {
                     .map(|_| ())
             }
             state => {
+                let (utility, payment) = bill_facts(b, serial)?;
                 let id = b.append(
                     "bill-paid",
                     &json!({"serial": serial, "payment_id": receipt.backend_payment_id,
-                            "amount_fen": receipt.amount.0, "late": true, "was": state}),
+                            "amount_fen": receipt.amount.0, "late": true, "was": state,
+                            "utility": utility, "payment": payment}),
                 )?;
                 let json = serde_json::to_string(receipt).expect("a receipt serializes");
                 b.bill_payment_state(serial, &[state], "paid", Some(&json), id)?;
@@ -864,6 +868,19 @@ pub(super) fn bill_intent(
         audit_id,
     )?;
     Ok((serial, request))
+}
+
+/// Bill payment `serial`'s utility and how it was paid, for its `bill-paid` audit row (the fleet
+/// totals bill payments per utility from the journal alone).
+fn bill_facts(
+    b: &mut crate::journal::Batch<'_>,
+    serial: u64,
+) -> crate::journal::BatchResult<(String, String)> {
+    Ok(b.sql().query_row(
+        "SELECT utility, payment FROM bill_payments WHERE serial = ?1",
+        [serial as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
 
 /// What paying `owed` in banknotes takes: rounded up to the yuan, as the kiosk gives no change.
