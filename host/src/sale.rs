@@ -42,6 +42,7 @@ use crate::receipt_printer::{Receipt, ReceiptPrinter};
 
 mod bank;
 mod bill;
+mod bill_recovery;
 mod can_buy;
 mod cashier;
 mod operator;

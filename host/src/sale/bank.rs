@@ -88,14 +88,32 @@ pub(super) enum DebitFor {
 }
 
 /// How a debit ended: approved with what it paid for, or declined.
-pub(super) enum Debited<T> {
-    Approved {
-        pan_masked: String,
-        rrn: String,
-        serial: u64,
-        recorded: T,
-    },
+pub(super) enum Debited<R> {
+    Approved(BankPaid<R>),
     Declined(Decline),
+}
+
+/// A debit's end, left in its session: the approved payment, or nothing paid.
+fn into_session<R>(
+    debited: Result<Debited<R>, SaleError>,
+    bank: &mut Option<BankPaid<R>>,
+    paid: &mut Fen,
+) -> Result<CardPayment, SaleError> {
+    match debited {
+        Ok(Debited::Approved(payment)) => {
+            let serial = payment.serial;
+            *bank = Some(payment);
+            Ok(CardPayment::Approved { serial })
+        }
+        Ok(Debited::Declined(decline)) => {
+            *paid = Fen(0);
+            Ok(CardPayment::Declined(decline))
+        }
+        Err(e) => {
+            *paid = Fen(0);
+            Err(e)
+        }
+    }
 }
 
 /// How a bank-card payment ended.
@@ -209,30 +227,7 @@ impl SaleEngine {
             let (serial, request, _) = sale_intent(b, &terminal_id, s, PaymentKind::BankCard)?;
             Ok((DebitFor::Sale(serial), request))
         });
-        match debited {
-            Ok(Debited::Approved {
-                pan_masked,
-                rrn,
-                serial,
-                recorded,
-            }) => {
-                s.bank = Some(BankPaid {
-                    pan_masked,
-                    rrn,
-                    serial,
-                    request: recorded,
-                });
-                Ok(CardPayment::Approved { serial })
-            }
-            Ok(Debited::Declined(decline)) => {
-                s.paid = Fen(0);
-                Ok(CardPayment::Declined(decline))
-            }
-            Err(e) => {
-                s.paid = Fen(0);
-                Err(e)
-            }
-        }
+        into_session(debited, &mut s.bank, &mut s.paid)
     }
 
     /// Pays the bills of `s` (the amount chosen) from `card`. Approved, the bill payment is
@@ -264,30 +259,7 @@ impl SaleEngine {
             let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::BankCard, id)?;
             Ok((DebitFor::Bill(serial), request))
         });
-        match debited {
-            Ok(Debited::Approved {
-                pan_masked,
-                rrn,
-                serial,
-                recorded,
-            }) => {
-                s.bank = Some(BankPaid {
-                    pan_masked,
-                    rrn,
-                    serial,
-                    request: recorded,
-                });
-                Ok(CardPayment::Approved { serial })
-            }
-            Ok(Debited::Declined(decline)) => {
-                s.paid = Fen(0);
-                Ok(CardPayment::Declined(decline))
-            }
-            Err(e) => {
-                s.paid = Fen(0);
-                Err(e)
-            }
-        }
+        into_session(debited, &mut s.bank, &mut s.paid)
     }
 
     /// Debits `amount` from `card`. The debit's intent is journaled before the purchase
@@ -404,12 +376,12 @@ impl SaleEngine {
                     Ok((serial, recorded))
                 })?;
                 fail::fail_point!("bank.after-debit-approved");
-                Ok(Debited::Approved {
+                Ok(Debited::Approved(BankPaid {
                     pan_masked,
                     rrn: approval.rrn,
                     serial,
-                    recorded,
-                })
+                    request: recorded,
+                }))
             }
             Ok(PurchaseOutcome::Declined(decline)) => {
                 self.journal.commit(|b| {
