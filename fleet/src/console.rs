@@ -3,16 +3,17 @@
 //! Every form carries its session's CSRF token; every value shown is escaped.
 
 mod html;
+mod kiosk;
+mod reports;
 
 use std::time::Duration;
 
 use axum::Form;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use selfvend_fleet_wire::Heartbeat;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -21,20 +22,43 @@ use crate::status::Status;
 use crate::users::{self, Role, SignIn};
 use crate::{Fleet, pairing};
 pub use html::{Lang, esc};
-use html::{Words, page, yuan};
+use html::{Words, page};
 
 pub fn router() -> Router<Fleet> {
     Router::new()
         .route("/", get(fleet_page))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route("/kiosks/{id}", get(kiosk_page))
+        .route("/kiosks/{id}", get(kiosk::kiosk_page))
+        .route("/kiosks/{id}/release", post(kiosk::release))
         .route("/pairing-codes", post(new_pairing_code))
-        .route("/clearings", get(clearings_page))
-        .route("/takings", get(takings_page))
+        .route("/clearings", get(reports::clearings_page))
+        .route("/takings", get(reports::takings_page))
+        .route("/items", get(reports::items_page))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
-#[derive(Deserialize)]
+/// No page may be framed (clickjacking), run a script, load from elsewhere or post a form
+/// elsewhere; the browser must not guess a type or send the address on.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[derive(Deserialize, Default)]
 struct LangQuery {
     lang: Option<String>,
     /// The fleet page's page, from 1.
@@ -65,9 +89,10 @@ fn reply(lang: Lang, status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn login_form(w: &Words, error: Option<&str>) -> String {
+fn login_form(w: &Words, csrf: &str, error: Option<&str>) -> String {
     format!(
         "{}<form method=\"post\" action=\"/login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <p><label>{} <input name=\"name\" id=\"name\" autocomplete=\"username\"></label></p>\
          <p><label>{} <input name=\"password\" id=\"password\" type=\"password\" \
          autocomplete=\"current-password\"></label></p>\
@@ -76,26 +101,47 @@ fn login_form(w: &Words, error: Option<&str>) -> String {
             "<p class=\"down\" id=\"error\">{}</p>",
             esc(e)
         )),
+        esc(csrf),
         w.name,
         w.password,
         w.sign_in
     )
 }
 
-async fn login_page(Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
-    let lang = lang_of(&q, &headers);
+/// The sign-in page (with `error`), and a fresh CSRF token for its form in a cookie.
+fn login_reply(
+    lang: Lang,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     let w = lang.words();
-    reply(
+    let token = sessions::login_token();
+    let mut response = reply(
         lang,
-        StatusCode::OK,
-        page(lang, w.sign_in, &login_form(w, None)),
-    )
+        status,
+        page(lang, w.sign_in, &login_form(w, &token, error)),
+    );
+    if let Ok(cookie) = header::HeaderValue::from_str(&format!(
+        "{}={token}; {}",
+        sessions::LOGIN_COOKIE,
+        sessions::cookie_attributes(headers)
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn login_page(Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
+    login_reply(lang_of(&q, &headers), &headers, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     name: String,
     password: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn login(
@@ -103,21 +149,19 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(
-        &LangQuery {
-            lang: None,
-            page: None,
-        },
-        &headers,
-    );
+    let lang = lang_of(&LangQuery::default(), &headers);
     let w = lang.words();
-    let refused = |why: &str| {
-        reply(
+    // A sign-in posted from another site (login CSRF) carries no matching token.
+    let expected = sessions::cookie(&headers, sessions::LOGIN_COOKIE);
+    if form.csrf.is_empty() || expected.as_deref() != Some(form.csrf.as_str()) {
+        return Ok(login_reply(
             lang,
-            StatusCode::UNAUTHORIZED,
-            page(lang, w.sign_in, &login_form(w, Some(why))),
-        )
-    };
+            &headers,
+            StatusCode::FORBIDDEN,
+            Some(w.session_expired),
+        ));
+    }
+    let refused = |why: &str| login_reply(lang, &headers, StatusCode::UNAUTHORIZED, Some(why));
     match users::sign_in(&fleet, &form.name, &form.password).await? {
         SignIn::Wrong => Ok(refused(w.wrong_password)),
         SignIn::Locked => Ok(refused(w.locked)),
@@ -127,8 +171,9 @@ async fn login(
                 [(
                     header::SET_COOKIE,
                     format!(
-                        "{}={token}; Path=/; HttpOnly; SameSite=Strict",
-                        sessions::COOKIE
+                        "{}={token}; {}",
+                        sessions::COOKIE,
+                        sessions::cookie_attributes(&headers)
                     ),
                 )],
                 Redirect::to("/"),
@@ -230,19 +275,6 @@ async fn kiosk_rows(fleet: &Fleet, id: Option<&str>) -> Result<Vec<KioskRow>, Ap
         .collect())
 }
 
-/// Kiosk `id`'s last heartbeat, whole.
-async fn last_heartbeat(fleet: &Fleet, id: &str) -> Result<Option<Heartbeat>, ApiError> {
-    let row = fleet
-        .db
-        .get()
-        .await?
-        .query_opt("SELECT heartbeat::text FROM kiosks WHERE id = $1", &[&id])
-        .await?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .and_then(|json| serde_json::from_str(&json).ok()))
-}
-
 fn status_cell(w: &Words, status: Status) -> String {
     let (class, text) = match status {
         Status::Online => ("online", w.online),
@@ -295,8 +327,9 @@ async fn fleet_page(
     let mut body = user_bar(w, &session);
     body += &format!(
         "<p><a href=\"/takings\" id=\"takings-link\">{}</a> · \
-         <a href=\"/clearings\" id=\"clearings-link\">{}</a></p>",
-        w.takings, w.clearings
+         <a href=\"/clearings\" id=\"clearings-link\">{}</a> · \
+         <a href=\"/items\" id=\"items-link\">{}</a></p>",
+        w.takings, w.clearings, w.items_title
     );
     if session.user.role == Role::Admin {
         body += &format!(
@@ -371,13 +404,7 @@ async fn new_pairing_code(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(
-        &LangQuery {
-            lang: None,
-            page: None,
-        },
-        &headers,
-    );
+    let lang = lang_of(&LangQuery::default(), &headers);
     let w = lang.words();
     let Some(session) = form_session(&fleet, &headers, &form.csrf).await? else {
         return Ok(Redirect::to("/login").into_response());
@@ -403,294 +430,4 @@ async fn new_pairing_code(
         StatusCode::OK,
         page(lang, w.pairing_code, &body),
     ))
-}
-
-async fn kiosk_page(
-    State(fleet): State<Fleet>,
-    Path(id): Path<String>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let Some(k) = kiosk_rows(&fleet, Some(&id)).await?.into_iter().next() else {
-        return Ok(reply(
-            lang,
-            StatusCode::NOT_FOUND,
-            page(lang, w.no_such_kiosk, ""),
-        ));
-    };
-    let mut body = user_bar(w, &session);
-    body += &format!(
-        "<table><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr>\
-         <tr><th>{}</th>{}</tr><tr><th>{}</th><td>{}</td></tr>\
-         <tr><th>{}</th><td id=\"chain\">{} ({} {})</td></tr></table>",
-        w.terminal,
-        esc(&k.terminal),
-        w.region,
-        esc(&k.region),
-        w.status,
-        status_cell(w, k.status(&fleet)),
-        w.last_heartbeat,
-        age_text(w, k.heartbeat_age),
-        w.chain,
-        if k.held { w.chain_held } else { w.chain_ok },
-        k.journal_head,
-        w.journal_rows,
-    );
-    if let Some(b) = &last_heartbeat(&fleet, &k.id).await? {
-        body += &format!(
-            "<h2>{}</h2><table id=\"devices\"><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
-            w.devices, w.device, w.state, w.detail
-        );
-        for d in &b.devices {
-            body += &format!(
-                "<tr><td>{} {}</td><td>{}</td><td>{}</td></tr>",
-                esc(&d.device),
-                esc(&d.name),
-                esc(&d.state),
-                esc(&d.detail)
-            );
-        }
-        body += "</table>";
-        body += &format!(
-            "<h2>{}</h2><p id=\"cash-box\">{} {} · {} {}</p>",
-            w.cash_box,
-            b.cash_box.count(),
-            w.notes,
-            yuan(b.cash_box.fen()),
-            w.yuan
-        );
-        body += &format!(
-            "<h2>{}</h2><p id=\"period\">{}: {} · {} {} · {}: {} · {} {} · {}: {}</p>",
-            w.period,
-            w.sales,
-            b.period.sales,
-            yuan(b.period.sales_fen),
-            w.yuan,
-            w.bill_payments,
-            b.period.bill_payments,
-            yuan(b.period.bill_payments_fen),
-            w.yuan,
-            w.open_items,
-            b.open_items
-        );
-        body += &format!(
-            "<h2>{}</h2><p>{}: {}</p><table>",
-            w.plugins,
-            w.software,
-            esc(&b.software_version)
-        );
-        for p in &b.plugins {
-            body += &format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&p.name),
-                esc(&p.version),
-                esc(&p.signer)
-            );
-        }
-        body += "</table>";
-    }
-    body += &recent_sales(&fleet, &k.id, w).await?;
-    body += &open_alerts(&fleet, &k.id, w).await?;
-    Ok(reply(lang, StatusCode::OK, page(lang, &k.id, &body)))
-}
-
-async fn recent_sales(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, ApiError> {
-    let rows = fleet
-        .db
-        .get()
-        .await?
-        .query(
-            "SELECT at, body FROM journal_rows WHERE kiosk_id = $1 AND kind = 'sale-intent'
-             ORDER BY id DESC LIMIT 20",
-            &[&kiosk],
-        )
-        .await?;
-    let mut out = format!(
-        "<h2>{}</h2><table id=\"sales\"><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
-        w.recent_sales, w.time, w.card, w.amount
-    );
-    for r in &rows {
-        let at: String = r.get(0);
-        let body: serde_json::Value = serde_json::from_str(r.get::<_, &str>(1)).unwrap_or_default();
-        out += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{} {}</td></tr>",
-            esc(&at),
-            esc(body["card"].as_str().unwrap_or("")),
-            yuan(body["paid_fen"].as_u64().unwrap_or(0)),
-            w.yuan
-        );
-    }
-    out += "</table>";
-    Ok(out)
-}
-
-async fn open_alerts(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, ApiError> {
-    let rows = fleet
-        .db
-        .get()
-        .await?
-        .query(
-            "SELECT kind, detail, opened_at::text FROM alerts
-             WHERE kiosk_id = $1 AND closed_at IS NULL ORDER BY id",
-            &[&kiosk],
-        )
-        .await?;
-    let mut out = format!("<h2>{}</h2><ul id=\"alerts\">", w.alerts);
-    for r in &rows {
-        out += &format!(
-            "<li>{} · {}: {}</li>",
-            esc(r.get(2)),
-            esc(r.get(0)),
-            esc(r.get(1))
-        );
-    }
-    out += "</ul>";
-    Ok(out)
-}
-
-/// Money as yuan from a report's JSON number of fen.
-fn fen_of(v: &serde_json::Value) -> String {
-    yuan(v.as_u64().unwrap_or(0))
-}
-
-/// Every kiosk's clearings (清机), the newest first: the cash the box should hold and what the
-/// operator counted, and each utility's sales in the period, from the kiosks' own reports.
-async fn clearings_page(
-    State(fleet): State<Fleet>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let rows = fleet
-        .db
-        .get()
-        .await?
-        .query(
-            "SELECT j.kiosk_id, k.terminal_id, j.body FROM journal_rows j
-             JOIN kiosks k ON k.id = j.kiosk_id
-             WHERE j.kind = 'clearing-ended'
-             ORDER BY j.received_at DESC, j.kiosk_id, j.id DESC LIMIT 200",
-            &[],
-        )
-        .await?;
-    let mut body = user_bar(w, &session);
-    body += &format!(
-        "<table id=\"clearings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>\
-         <th>{}</th><th>{}</th><th>{}</th></tr>",
-        w.kiosk,
-        w.terminal,
-        w.period,
-        w.closed_at,
-        w.expected,
-        w.counted,
-        w.difference,
-        w.sold_by_utility
-    );
-    for r in &rows {
-        let kiosk: String = r.get(0);
-        let terminal: String = r.get(1);
-        let entry: serde_json::Value =
-            serde_json::from_str(r.get::<_, &str>(2)).unwrap_or_default();
-        let report = &entry["report"];
-        let cash = &report["cash"];
-        let counted = if cash["counted"].is_null() {
-            w.not_counted.to_string()
-        } else {
-            fen_of(&cash["counted"])
-        };
-        let difference = match &cash["difference"] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Object(o) => o
-                .iter()
-                .map(|(k, v)| format!("{k} {}", fen_of(v)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            _ => String::new(),
-        };
-        let mut by_utility: std::collections::BTreeMap<String, u64> = Default::default();
-        for u in report["utilities"].as_array().into_iter().flatten() {
-            *by_utility
-                .entry(u["utility"].as_str().unwrap_or("").to_string())
-                .or_default() += u["sold"]["fen"].as_u64().unwrap_or(0);
-        }
-        let sold = by_utility
-            .iter()
-            .map(|(u, fen)| format!("{}: {}", esc(u), yuan(*fen)))
-            .collect::<Vec<_>>()
-            .join("; ");
-        body += &format!(
-            "<tr><td><a href=\"/kiosks/{k}\">{k}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{sold}</td></tr>",
-            esc(&terminal),
-            entry["period"].as_i64().unwrap_or(0),
-            esc(report["closed_at"].as_str().unwrap_or("")),
-            fen_of(&cash["expected"]),
-            counted,
-            esc(&difference),
-            k = esc(&kiosk),
-        );
-    }
-    body += "</table>";
-    Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
-}
-
-/// Sales and bill payments across the fleet, per day, utility and business type, from the
-/// kiosks' own journal rows (each grant and each booked bill payment names its utility).
-async fn takings_page(
-    State(fleet): State<Fleet>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let rows = fleet
-        .db
-        .get()
-        .await?
-        .query(
-            "SELECT substr(at, 1, 10), body::jsonb->>'utility', kind, body::jsonb->>'payment',
-                    count(*),
-                    sum(coalesce((body::jsonb->>'paid_fen')::bigint,
-                                 (body::jsonb->>'amount_fen')::bigint))::bigint
-             FROM journal_rows
-             WHERE kind IN ('sale-granted', 'bill-paid') AND body::jsonb ? 'utility'
-             GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 3, 4 LIMIT 1000",
-            &[],
-        )
-        .await?;
-    let mut body = user_bar(w, &session);
-    body += &format!(
-        "<table id=\"takings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-        w.day, w.utility, w.business, w.count, w.amount
-    );
-    for r in &rows {
-        let (kind, payment): (String, Option<String>) = (r.get(2), r.get(3));
-        let business = match (kind.as_str(), payment.as_deref()) {
-            ("sale-granted", Some("bank-card")) => w.businesses[1],
-            ("sale-granted", _) => w.businesses[0],
-            (_, Some("bank-card")) => w.businesses[3],
-            _ => w.businesses[2],
-        };
-        body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{business}</td><td>{}</td><td>{}</td></tr>",
-            esc(r.get::<_, &str>(0)),
-            esc(r.get::<_, Option<&str>>(1).unwrap_or("")),
-            r.get::<_, i64>(4),
-            yuan(r.get::<_, Option<i64>>(5).unwrap_or(0).max(0) as u64),
-        );
-    }
-    body += "</table>";
-    Ok(reply(lang, StatusCode::OK, page(lang, w.takings, &body)))
 }

@@ -14,6 +14,12 @@ pub enum ApiError {
     /// The kiosk's journal is held by a tamper alert.
     #[error("{0}")]
     Conflict(String),
+    /// A signed request no later than the kiosk's last one: replayed, or out of order.
+    #[error(
+        "kiosk {kiosk}: a request signed at {time} ms, not after its last one ({last} ms): \
+         replayed or out of order"
+    )]
+    Replayed { kiosk: String, time: i64, last: i64 },
     #[error("the fleet's database: {0}")]
     Database(String),
 }
@@ -37,6 +43,15 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Replayed { last, .. } => {
+                let last = last.to_string();
+                return (
+                    StatusCode::CONFLICT,
+                    [(selfvend_fleet_wire::LAST_TIME_HEADER, last)],
+                    self.to_string(),
+                )
+                    .into_response();
+            }
             ApiError::Database(e) => {
                 tracing::error!("database: {e}");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -49,6 +49,14 @@ enum Command {
         #[arg(long)]
         kiosk: String,
     },
+    /// Accepts the break in a kiosk's journal chain that holds its ingest, as an admin does in
+    /// the console; the release is recorded under `--by`.
+    Release {
+        #[arg(long)]
+        kiosk: String,
+        #[arg(long)]
+        by: String,
+    },
     /// Adds a console user; the password is read from standard input.
     UserAdd {
         #[arg(long)]
@@ -109,6 +117,14 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             anyhow::ensure!(revoked == 1, "no paired kiosk {kiosk}");
             println!("kiosk {kiosk} revoked");
+        }
+        Command::Release { kiosk, by } => {
+            let by = format!("{by} (command line)");
+            anyhow::ensure!(
+                selfvend_fleet::ingest::release(&fleet, &kiosk, &by).await?,
+                "kiosk {kiosk}'s ingest is not held"
+            );
+            println!("kiosk {kiosk}: ingest resumes from the break");
         }
         Command::UserAdd { name, role } => {
             let role = Role::parse(&role)

@@ -10,6 +10,9 @@ use crate::error::ApiError;
 use crate::users::{Role, User};
 
 pub const COOKIE: &str = "selfvend_session";
+/// The sign-in form's own CSRF token, before there is a session (double submit: the form and
+/// this cookie must carry the same).
+pub const LOGIN_COOKIE: &str = "selfvend_login";
 /// How long a session lasts.
 const HOURS: i32 = 12;
 
@@ -18,6 +21,25 @@ const HOURS: i32 = 12;
 pub struct Session {
     pub user: User,
     pub csrf: String,
+}
+
+/// A fresh token for the sign-in form.
+pub fn login_token() -> String {
+    random_hex()
+}
+
+/// A cookie's attributes: HttpOnly, SameSite=Strict, and Secure when the console is reached
+/// over HTTPS (through a proxy that says so in `X-Forwarded-Proto`).
+pub fn cookie_attributes(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    if https {
+        "Path=/; HttpOnly; SameSite=Strict; Secure"
+    } else {
+        "Path=/; HttpOnly; SameSite=Strict"
+    }
 }
 
 fn random_hex() -> String {

@@ -72,6 +72,10 @@ pub struct Kiosk {
     /// Where compiled plugins are cached, when not in `data_dir`.
     #[serde(default)]
     pub plugin_cache: Option<PathBuf>,
+    /// Banknotes the validator's cash box holds, reported to the fleet (which alerts at 90 %
+    /// and projects the days until full).
+    #[serde(default)]
+    pub cash_box_capacity: Option<u32>,
 }
 
 /// What a plugin is loaded for.
@@ -550,6 +554,14 @@ impl KioskConfig {
             None => Policy::default(),
         };
         let mut kiosk = file.kiosk;
+        if let Some(n) = kiosk.cash_box_capacity
+            && !(1..=100_000).contains(&n)
+        {
+            return Err(at(
+                None,
+                format!("[kiosk] cash_box_capacity: {n} banknotes is not from 1 to 100000"),
+            ));
+        }
         kiosk.data_dir = resolve(&kiosk.data_dir);
         kiosk.plugin_cache = kiosk.plugin_cache.as_deref().map(resolve);
         Ok(KioskConfig {

@@ -8,17 +8,25 @@ pub mod http;
 mod identity;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use identity::Identity;
 use selfvend_fleet_wire::{
-    Heartbeat, HeartbeatReply, JournalAck, JournalBatch, KIOSK_HEADER, MAX_BATCH_ROWS, PairReply,
-    PairRequest, PeriodTotals, SIGNATURE_HEADER, TIME_HEADER,
+    Heartbeat, HeartbeatReply, JournalAck, JournalBatch, KIOSK_HEADER, LAST_TIME_HEADER,
+    MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_CLOCK_SKEW_MS, OpenItem, PairReply, PairRequest,
+    PeriodTotals, SIGNATURE_HEADER, TIME_HEADER,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Journal, JournalError};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Where the pairing is kept, beside the journal.
 const PAIRED_FILE: &str = "fleet.json";
@@ -166,6 +174,9 @@ pub struct FleetLink {
     paired: Paired,
     identity: Identity,
     journal: PathBuf,
+    /// The time the last request was signed at: each is signed later (the server refuses a
+    /// replay), even if the clock steps back.
+    last_signed: Arc<Mutex<i64>>,
 }
 
 /// What one round of the link did.
@@ -187,6 +198,7 @@ impl FleetLink {
             paired,
             identity: Identity::load(data_dir)?,
             journal: data_dir.join("journal.sqlite"),
+            last_signed: Arc::default(),
         }))
     }
 
@@ -196,6 +208,7 @@ impl FleetLink {
             paired,
             identity,
             journal,
+            last_signed: Arc::default(),
         }
     }
 
@@ -210,28 +223,45 @@ impl FleetLink {
         Ok(ack.head)
     }
 
-    /// POSTs `body` to `path`, signed.
+    /// POSTs `body` to `path`, signed. Refused as out of order (another process of this kiosk
+    /// signed later, or the clock stepped back), it is signed again after the server's last.
     fn post<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &[u8],
     ) -> Result<T, FleetError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let signature = self.identity.sign("POST", path, now, body);
+        let reply = self.post_signed(path, body)?;
+        let last = (reply.status == 409)
+            .then(|| reply.header(LAST_TIME_HEADER))
+            .flatten()
+            .and_then(|v| v.parse::<i64>().ok());
+        let Some(last) = last else {
+            return answer(reply);
+        };
+        // Only as far ahead as the server would take from this clock anyway.
+        if last > now_ms() + MAX_CLOCK_SKEW_MS {
+            return answer(reply);
+        }
+        {
+            let mut signed = self.last_signed.lock().unwrap_or_else(|e| e.into_inner());
+            *signed = (*signed).max(last);
+        }
+        answer(self.post_signed(path, body)?)
+    }
+
+    fn post_signed(&self, path: &str, body: &[u8]) -> Result<http::Reply, FleetError> {
+        let time = {
+            let mut signed = self.last_signed.lock().unwrap_or_else(|e| e.into_inner());
+            *signed = now_ms().max(*signed + 1);
+            *signed
+        };
+        let signature = self.identity.sign("POST", path, time, body);
         let headers = [
             (KIOSK_HEADER, self.paired.kiosk_id.clone()),
-            (TIME_HEADER, now.to_string()),
+            (TIME_HEADER, time.to_string()),
             (SIGNATURE_HEADER, signature),
         ];
-        answer(http::post(
-            &self.paired.server,
-            path,
-            &headers,
-            body,
-            TIMEOUT,
-        )?)
+        http::post(&self.paired.server, path, &headers, body, TIMEOUT)
     }
 
     /// Sends one heartbeat; the reply says how much of the journal the server holds.
@@ -243,15 +273,25 @@ impl FleetLink {
 
     /// Ships the journal from the row after `head` (what the server holds) until the server
     /// holds all of it; returns what it holds then.
-    pub fn ship(&self, journal: &Journal, mut head: i64) -> Result<Synced, FleetError> {
+    pub fn ship(&self, journal: &Journal, head: i64) -> Result<Synced, FleetError> {
+        self.ship_until(journal, head, &|| false)
+    }
+
+    /// [`FleetLink::ship`], stopping between batches when `stopping` says so.
+    fn ship_until(
+        &self,
+        journal: &Journal,
+        mut head: i64,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Synced, FleetError> {
         let mut sent = 0;
-        loop {
+        while !stopping() {
             let from = head
                 .checked_add(1)
                 .ok_or_else(|| FleetError::Server(format!("it says it holds row {head}")))?;
-            let rows = journal.raw_rows(from, MAX_BATCH_ROWS)?;
+            let rows = within_batch_bytes(journal.raw_rows(from, MAX_BATCH_ROWS)?)?;
             if rows.is_empty() {
-                return Ok(Synced { head, sent });
+                break;
             }
             sent += rows.len();
             let acked = self.send_batch(rows)?;
@@ -263,14 +303,23 @@ impl FleetLink {
             }
             head = acked;
         }
+        Ok(Synced { head, sent })
     }
 
     /// One round: a heartbeat (with `live`, what the kiosk shows now), then the journal.
     pub fn sync(&self, live: &Heartbeat) -> Result<Synced, FleetError> {
+        self.sync_until(live, &|| false)
+    }
+
+    fn sync_until(
+        &self,
+        live: &Heartbeat,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Synced, FleetError> {
         let journal = Journal::open(&self.journal)?;
         let beat = journal_facts(&journal, live.clone())?;
         let head = self.heartbeat(&beat)?;
-        self.ship(&journal, head)
+        self.ship_until(&journal, head, stopping)
     }
 
     /// Runs the link on a thread of its own until `stopping` says so: a round every `every`,
@@ -285,7 +334,7 @@ impl FleetLink {
             .name("fleet link".into())
             .spawn(move || {
                 while !stopping() {
-                    match self.sync(&live()) {
+                    match self.sync_until(&live(), &stopping) {
                         Ok(s) if s.sent > 0 => {
                             tracing::info!("fleet: {} journal rows sent, {} held", s.sent, s.head);
                         }
@@ -301,12 +350,59 @@ impl FleetLink {
     }
 }
 
+/// A batch's rows, at most: well within the server's body limit, so a batch of large rows
+/// (clearing reports) is split rather than refused.
+const BATCH_BYTES: usize = MAX_BODY_BYTES / 4;
+
+/// The first of `rows` that fit in [`BATCH_BYTES`] as JSON (at least one, if it fits in a
+/// body at all).
+fn within_batch_bytes(
+    mut rows: Vec<selfvend_fleet_wire::AuditRow>,
+) -> Result<Vec<selfvend_fleet_wire::AuditRow>, FleetError> {
+    let mut bytes = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let size = serde_json::to_vec(row).map_or(usize::MAX, |json| json.len() + 1);
+        if i == 0 && size > MAX_BODY_BYTES - 64 {
+            return Err(FleetError::Server(format!(
+                "journal row {} is {size} bytes, more than one request may carry",
+                row.id
+            )));
+        }
+        bytes += size;
+        if i > 0 && bytes > BATCH_BYTES {
+            rows.truncate(i);
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// `text` on one line, within the wire's bounds for a text field.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
 /// `beat` with what the journal says: its head, the period's totals, open operator items and
-/// the cash box's banknotes.
+/// the cash box's banknotes (its capacity is the kiosk's config's, set by the caller).
 pub fn journal_facts(journal: &Journal, mut beat: Heartbeat) -> Result<Heartbeat, FleetError> {
     let period = journal.current_period()?;
     beat.journal_head = journal.last_id()?;
-    beat.open_items = journal.manual_items(false)?.len() as u32;
+    let items = journal.manual_items(false)?;
+    beat.open_items = items.len() as u32;
+    beat.items = items
+        .iter()
+        .take(selfvend_fleet_wire::MAX_LIST)
+        .map(|item| OpenItem {
+            id: item.id,
+            serial: item.serial,
+            card: one_line(item.card_serial.as_deref().unwrap_or("")),
+            reason: one_line(&item.reason),
+            caught_fen: item.caught_fen.unwrap_or(0),
+        })
+        .collect();
     beat.cash_box.notes = journal.banknotes_by_value(period.id)?;
     let (sales, sales_fen, bills, bills_fen) = journal.period_takings(period.id)?;
     beat.period = PeriodTotals {
@@ -317,4 +413,35 @@ pub fn journal_facts(journal: &Journal, mut beat: Heartbeat) -> Result<Heartbeat
         bill_payments_fen: bills_fen,
     };
     Ok(beat)
+}
+
+#[cfg(test)]
+mod tests {
+    use selfvend_fleet_wire::{AuditRow, GENESIS};
+
+    use super::*;
+
+    fn row(id: i64, body_bytes: usize) -> AuditRow {
+        AuditRow {
+            id,
+            at: "2026-12-04T10:00:00.000Z".into(),
+            kind: "clearing-ended".into(),
+            body: "x".repeat(body_bytes),
+            prev_hash: GENESIS.into(),
+            hash: GENESIS.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_to_its_bytes_and_a_row_too_large_for_any_is_named() {
+        let small: Vec<_> = (1..=500).map(|id| row(id, 100)).collect();
+        assert_eq!(within_batch_bytes(small).unwrap().len(), 500);
+        let large: Vec<_> = (1..=5).map(|id| row(id, 600 * 1024)).collect();
+        let batch = within_batch_bytes(large).unwrap();
+        assert_eq!(batch.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
+        let Err(FleetError::Server(why)) = within_batch_bytes(vec![row(9, MAX_BODY_BYTES)]) else {
+            panic!("a row larger than a request was taken");
+        };
+        assert!(why.starts_with("journal row 9 is "), "{why}");
+    }
 }

@@ -135,6 +135,15 @@ pub struct Kiosk {
     worker: Option<JoinHandle<()>>,
     /// The fleet link's thread, while the kiosk reports to a fleet.
     fleet: Option<JoinHandle<()>>,
+    /// What the heartbeat says that does not change while the kiosk runs.
+    fixed: FixedFacts,
+}
+
+/// The config's and the loaded plugins' part of every heartbeat.
+#[derive(Clone)]
+struct FixedFacts {
+    cash_box_capacity: u32,
+    plugins: Vec<selfvend_fleet_wire::PluginReport>,
 }
 
 struct Shared {
@@ -214,6 +223,19 @@ impl Kiosk {
             screen_since: Mutex::new(Instant::now()),
         });
         let (commands, inbox) = mpsc::channel();
+        let fixed = FixedFacts {
+            cash_box_capacity: config.kiosk.cash_box_capacity.unwrap_or(0),
+            plugins: engine
+                .plugins()
+                .chain(devices.bank.as_ref().map(|l| l.dialect()))
+                .map(|p| selfvend_fleet_wire::PluginReport {
+                    name: crate::fleet::one_line(&p.name),
+                    version: crate::fleet::one_line(&p.inspection.version.to_string()),
+                    signer: crate::fleet::one_line(&p.signer.to_string()),
+                })
+                .take(selfvend_fleet_wire::MAX_LIST)
+                .collect(),
+        };
         let worker = Worker {
             config,
             engine,
@@ -234,6 +256,7 @@ impl Kiosk {
             shared,
             worker: Some(worker),
             fleet: None,
+            fixed,
         }
     }
 
@@ -241,6 +264,7 @@ impl Kiosk {
     /// kiosk stops.
     pub fn report_to(&mut self, link: FleetLink, every: Duration) -> std::io::Result<()> {
         let (live, stop) = (self.shared.clone(), self.shared.clone());
+        let fixed = self.fixed.clone();
         self.fleet = Some(link.spawn(
             every,
             move || {
@@ -255,7 +279,10 @@ impl Kiosk {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .elapsed();
-                heartbeat(&view, shown, &devices)
+                let mut beat = heartbeat(&view, shown, &devices);
+                beat.cash_box.capacity = fixed.cash_box_capacity;
+                beat.plugins.clone_from(&fixed.plugins);
+                beat
             },
             move || stop.stopping(),
         )?);

@@ -1254,7 +1254,8 @@ fn sale_intent(
     let paid = s.paid;
     let id = b.append(
         "sale-intent",
-        &json!({"card": card.card_serial, "paid_fen": paid.0, "purchase": purchase}),
+        &json!({"card": card.card_serial, "paid_fen": paid.0, "purchase": purchase,
+                "customer_name": s.account.customer_name, "address": s.account.address}),
     )?;
     let serial = b.allocate_serial(id)?;
     let request = SaleRequest {

@@ -144,6 +144,14 @@ impl Browser {
             .to_string()
     }
 
+    /// The page's title, as the browser has it now (a script could have changed it).
+    pub fn title(&self) -> String {
+        self.session_call("GET", "/title", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The whole page's text.
     pub fn page_text(&self) -> String {
         self.text("body")

@@ -1,8 +1,8 @@
 //! The kiosk and its fleet server over real HTTP on loopback, the server's store a database of
 //! its own in the real PostgreSQL cluster: pairing by a one-time code, journal rows shipped in
 //! chain order and stored once, heartbeats, a kiosk with the wrong key refused, an edited
-//! journal raising one tamper alert that holds ingest, and ingest resuming after the server
-//! restarts.
+//! journal raising one tamper alert that holds ingest until an admin accepts the break, a
+//! replayed request refused, and ingest resuming after the server restarts.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -238,6 +238,112 @@ fn an_edited_journal_raises_one_tamper_alert_and_holds_its_ingest() {
     );
     assert_eq!(alerts(), "chain-broken|t");
     assert_eq!(stored_rows(&db, &kiosk_id) as i64, edited - 1);
+
+    // An admin accepts the break: the edited row is stored as the kiosk sends it, marked with
+    // the break, and everything after it follows; the alert closes, the release is recorded.
+    let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
+        .args([
+            "--db", &db.url, "release", "--kiosk", &kiosk_id, "--by", "li.admin",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli(&k, &["fleet", "sync"]).unwrap();
+    let head = sql(&k.journal, "SELECT max(id) FROM audit") as i64;
+    assert_eq!(stored_rows(&db, &kiosk_id) as i64, head);
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT id, body LIKE '%\"paid_fen\":500,%', accepted_break LIKE 'row {edited} was changed%'
+             FROM journal_rows WHERE kiosk_id = '{kiosk_id}' AND accepted_break IS NOT NULL"
+        )),
+        format!("{edited}|t|t")
+    );
+    assert_eq!(alerts(), "chain-broken|f");
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT released_by, head FROM chain_releases WHERE kiosk_id = '{kiosk_id}'"
+        )),
+        format!("li.admin (command line)|{}", edited - 1)
+    );
+    // The acceptance was for that break only: the next edit holds ingest again.
+    {
+        let mut journal = Journal::open(&k.journal).unwrap();
+        journal.note("account-shown", serde_json::json!({"arrears_fen": 3000}));
+        journal.flush().unwrap();
+    }
+    let next = sql(&k.journal, "SELECT max(id) FROM audit") as i64;
+    let out = std::process::Command::new("sqlite3")
+        .arg(&k.journal)
+        .arg(format!(
+            "UPDATE audit SET body = replace(body, '3000', '300') WHERE id = {next}"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let refused = cli(&k, &["fleet", "sync"]).unwrap_err();
+    assert!(
+        refused.contains(&format!("(row {next} was changed after it was written")),
+        "{refused}"
+    );
+    assert_eq!(stored_rows(&db, &kiosk_id) as i64, next - 1);
+}
+
+#[test]
+fn a_replayed_request_is_refused_and_a_kiosk_signing_out_of_order_recovers() {
+    let k = Kiosk::new();
+    let db = FleetDb::new();
+    let server = FleetServer::start(&db);
+    let kiosk_id = pair(&k, &server, &db);
+    let identity = selfvend_host::fleet::Identity::load(k.journal.parent().unwrap()).unwrap();
+    let body = br#"{"rows":[]}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let signed = [
+        ("x-selfvend-kiosk", kiosk_id.clone()),
+        ("x-selfvend-time", now.to_string()),
+        (
+            "x-selfvend-signature",
+            identity.sign("POST", "/api/journal", now, body),
+        ),
+    ];
+    let send = || {
+        selfvend_host::fleet::http::request(
+            "POST",
+            &server.url,
+            "/api/journal",
+            &signed,
+            body,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    assert_eq!(send().status, 200);
+    // The same request captured and sent again.
+    let replayed = send();
+    assert_eq!(replayed.status, 409);
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.body),
+        format!(
+            "kiosk {kiosk_id}: a request signed at {now} ms, not after its last one ({now} ms): \
+             replayed or out of order"
+        )
+    );
+    // Another process of the kiosk signed later (or its clock stepped back a minute): the
+    // link signs again after the server's last and gets through.
+    db.sql(&format!(
+        "UPDATE kiosks SET last_request_ms = {} WHERE id = '{kiosk_id}'",
+        now + 60_000
+    ));
+    cli(&k, &["fleet", "sync"]).unwrap();
+    let last: i64 = db
+        .sql(&format!(
+            "SELECT last_request_ms FROM kiosks WHERE id = '{kiosk_id}'"
+        ))
+        .parse()
+        .unwrap();
+    assert!(last > now + 60_000, "{last}");
 }
 
 #[test]

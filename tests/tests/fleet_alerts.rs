@@ -70,6 +70,7 @@ fn beat(printer: &str, open_items: u32) -> Heartbeat {
         }],
         cash_box: Default::default(),
         open_items,
+        items: Vec::new(),
         period: Default::default(),
         software_version: "test".into(),
         plugins: Vec::new(),

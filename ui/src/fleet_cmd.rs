@@ -40,7 +40,9 @@ pub fn run(cmd: FleetCommand, config: &Path) -> anyhow::Result<ExitCode> {
         }
         FleetCommand::Sync => {
             let link = FleetLink::load(data_dir)?.ok_or(fleet::FleetError::NotPaired)?;
-            let synced = link.sync(&idle_heartbeat())?;
+            let mut beat = idle_heartbeat();
+            beat.cash_box.capacity = config.kiosk.cash_box_capacity.unwrap_or(0);
+            let synced = link.sync(&beat)?;
             println!(
                 "sent {} journal rows; the fleet holds {} of them",
                 synced.sent, synced.head
@@ -59,6 +61,7 @@ fn idle_heartbeat() -> Heartbeat {
         devices: Vec::new(),
         cash_box: Default::default(),
         open_items: 0,
+        items: Vec::new(),
         period: Default::default(),
         software_version: env!("CARGO_PKG_VERSION").into(),
         plugins: Vec::new(),

@@ -280,6 +280,47 @@ fn a_cash_sale_from_card_to_receipt() {
 }
 
 #[test]
+fn a_paired_kiosk_reports_its_sale_cash_box_and_plugins_to_the_fleet() {
+    use selfvend_tests::fleet_rig::{FleetDb, FleetServer};
+    let db = FleetDb::new();
+    let server = FleetServer::start(&db);
+    let mut f = Flow::start_with(quick(), |config, _| {
+        config.policy.fleet_heartbeat = Duration::from_secs(1);
+        selfvend_host::fleet::pair(
+            &config.kiosk.data_dir,
+            &server.url,
+            &db.pairing_code(),
+            config.kiosk.terminal_id.as_str(),
+            &config.kiosk.region,
+        )
+        .unwrap();
+    });
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+    f.pay_cash(ZHANG_SAN, 50);
+    f.press("¥50");
+    f.result();
+    f.take_card_out();
+    // The link's own thread ships the sale and reports what the kiosk holds.
+    let reported = || {
+        db.sql(
+            "SELECT heartbeat->>'screen', heartbeat->'cash_box'->>'capacity',
+                    heartbeat->'cash_box'->'notes'->>0,
+                    (SELECT string_agg(p->>'name' || ' ' || (p->>'signer'), ', ' ORDER BY 1)
+                     FROM jsonb_array_elements(heartbeat->'plugins') p),
+                    (SELECT count(*) FROM journal_rows WHERE kind = 'sale-granted')
+             FROM kiosks",
+        )
+    };
+    f.wait_until("the sale and the cash box at the fleet", |_| {
+        reported().starts_with("attract|1000|[50, 1]|") && reported().ends_with("|1")
+    });
+    let plugins = reported();
+    for name in ["hengtai-sle4442 ", "lanling-cpu ", "json-http ", "iso8583 "] {
+        assert!(plugins.contains(name), "{name} in {plugins}");
+    }
+}
+
+#[test]
 fn a_bank_card_sale_with_the_pin_on_the_pad() {
     let mut f = Flow::start(quick());
     f.reach_the_pin_pad(CHEN_XIAOMING, 100);

@@ -9,9 +9,9 @@ mod signing;
 pub use chain::{AuditRow, ChainBreak, GENESIS, check_next, row_hash};
 pub use messages::{
     CashBox, DeviceReport, Heartbeat, HeartbeatReply, JournalAck, JournalBatch, MAX_BATCH_ROWS,
-    MAX_BODY_BYTES, PairReply, PairRequest, PeriodTotals, PluginReport,
+    MAX_BODY_BYTES, MAX_LIST, OpenItem, PairReply, PairRequest, PeriodTotals, PluginReport,
 };
 pub use signing::{
-    KIOSK_HEADER, MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, SignError, TIME_HEADER, signing_bytes,
-    verify,
+    KIOSK_HEADER, LAST_TIME_HEADER, MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, SignError, TIME_HEADER,
+    signing_bytes, verify,
 };

@@ -12,7 +12,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// A short text field (names, states, versions), at most, in characters.
 const MAX_TEXT: usize = 200;
 /// Devices, plugins or denominations in one heartbeat, at most.
-const MAX_LIST: usize = 64;
+pub const MAX_LIST: usize = 64;
 
 /// A kiosk pairs with a one-time code an admin made in the console.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,20 @@ pub struct PluginReport {
     pub signer: String,
 }
 
+/// An operator item open at the kiosk (money the kiosk could not settle by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenItem {
+    pub id: i64,
+    /// The sale or bill payment it is about, if any.
+    pub serial: Option<u64>,
+    /// The card's serial, or a bill payment's account number.
+    pub card: String,
+    /// Why it is open, in the kiosk's words.
+    pub reason: String,
+    /// A banknote the acceptor caught and did not credit, in fen (0: none, or of unknown value).
+    pub caught_fen: u64,
+}
+
 /// Every few seconds: what the kiosk shows and holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -107,6 +121,10 @@ pub struct Heartbeat {
     pub devices: Vec<DeviceReport>,
     pub cash_box: CashBox,
     pub open_items: u32,
+    /// The open operator items, the oldest first, at most [`MAX_LIST`] of them (an older
+    /// kiosk sends none).
+    #[serde(default)]
+    pub items: Vec<OpenItem>,
     pub period: PeriodTotals,
     pub software_version: String,
     pub plugins: Vec<PluginReport>,
@@ -129,6 +147,25 @@ fn text(field: &str, value: &str) -> Result<(), String> {
         return Err(format!("{field}: contains a control character"));
     }
     Ok(())
+}
+
+/// `value` is a UTC time as the journal writes it: `YYYY-MM-DDTHH:MM:SS`, an optional fraction,
+/// then `Z` (so it sorts and compares as text).
+fn is_utc_time(value: &str) -> bool {
+    let b = value.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:dd";
+    b.len() > shape.len()
+        && b.len() <= 32
+        && b.iter().zip(shape).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            s => c == s,
+        })
+        && b[b.len() - 1] == b'Z'
+        && match &b[shape.len()..b.len() - 1] {
+            [] => true,
+            [b'.', digits @ ..] => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), String> {
@@ -168,7 +205,12 @@ impl JournalBatch {
             if row.id < 1 || row.id > i64::MAX / 2 {
                 return Err(format!("{}: not a row id", at("id")));
             }
-            text(&at("at"), &row.at)?;
+            if !is_utc_time(&row.at) {
+                return Err(format!(
+                    "{}: not a UTC time like 2026-12-04T10:00:00.000Z",
+                    at("at")
+                ));
+            }
             text(&at("kind"), &row.kind)?;
             for (name, hash) in [("prev_hash", &row.prev_hash), ("hash", &row.hash)] {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -208,6 +250,11 @@ impl Heartbeat {
         if self.cash_box.capacity > 100_000 {
             return Err("cash_box.capacity: more than 100000 notes".into());
         }
+        list("items", &self.items)?;
+        for (i, item) in self.items.iter().enumerate() {
+            text(&format!("items[{i}].card"), &item.card)?;
+            text(&format!("items[{i}].reason"), &item.reason)?;
+        }
         list("plugins", &self.plugins)?;
         for (i, p) in self.plugins.iter().enumerate() {
             non_empty(&format!("plugins[{i}].name"), &p.name)?;
@@ -218,5 +265,47 @@ impl Heartbeat {
             return Err("journal_head: negative".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, at: &str) -> AuditRow {
+        AuditRow {
+            id,
+            at: at.into(),
+            kind: "sale-intent".into(),
+            body: "{}".into(),
+            prev_hash: "0".repeat(64),
+            hash: "a".repeat(64),
+        }
+    }
+
+    #[test]
+    fn a_batch_names_the_row_and_field_that_is_wrong() {
+        let batch = |rows| JournalBatch { rows }.check();
+        assert_eq!(batch(vec![row(1, "2026-12-04T10:00:00.123Z")]), Ok(()));
+        assert_eq!(batch(vec![row(1, "2026-12-04T10:00:00Z")]), Ok(()));
+        for at in [
+            "2026-12-04 10:00:00",
+            "2026-12-04T10:00:00.Z",
+            "'; DROP TABLE kiosks; --",
+            "2026-12-04T10:00:00.1x2Z",
+        ] {
+            assert_eq!(
+                batch(vec![row(1, "2026-12-04T10:00:00Z"), row(2, at)]),
+                Err("rows[1].at: not a UTC time like 2026-12-04T10:00:00.000Z".into()),
+                "{at}"
+            );
+        }
+        assert_eq!(
+            batch(vec![
+                row(1, "2026-12-04T10:00:00Z"),
+                row(3, "2026-12-04T10:00:00Z")
+            ]),
+            Err("rows[1].id: rows are not consecutive".into())
+        );
     }
 }

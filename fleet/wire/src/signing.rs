@@ -1,8 +1,9 @@
 //! Signed requests: every request a paired kiosk makes carries its kiosk id, the time, and an
 //! Ed25519 signature by its identity key over the method, the path, that time and the body's
 //! SHA-256. The server checks it against the public key it stored at pairing, and refuses a
-//! time further than [`MAX_CLOCK_SKEW_MS`] from its own (a replayed request is also harmless:
-//! journal batches are idempotent and heartbeats are states).
+//! time further than [`MAX_CLOCK_SKEW_MS`] from its own, or one no later than the kiosk's last
+//! request (a replay). A kiosk refused as out of order is told its last time in
+//! [`LAST_TIME_HEADER`] and signs again after it.
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -10,6 +11,8 @@ use sha2::{Digest, Sha256};
 pub const KIOSK_HEADER: &str = "x-selfvend-kiosk";
 /// Milliseconds since the Unix epoch, as the kiosk's clock says.
 pub const TIME_HEADER: &str = "x-selfvend-time";
+/// In a refusal of a request as replayed: the time of the kiosk's last request.
+pub const LAST_TIME_HEADER: &str = "x-selfvend-last-time";
 /// The signature, 64 bytes in hex.
 pub const SIGNATURE_HEADER: &str = "x-selfvend-signature";
 /// How far a request's time may be from the server's.

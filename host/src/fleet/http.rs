@@ -1,11 +1,12 @@
-//! A small blocking HTTP/1.1 client for the fleet link: one request per connection, with
-//! deadlines and a cap on the reply, so a slow or hostile server can hold the link thread up
-//! only for its deadline and never fill its memory. Plain `http://` only: a fleet server
+//! A small blocking HTTP/1.1 client for the fleet link: one request per connection, with one
+//! deadline for the whole exchange and a cap on the reply, so a slow or hostile server (one
+//! that trickles its reply a byte at a time) holds the link thread up only until the deadline
+//! and never fills its memory. Plain `http://` only: a fleet server
 //! behind TLS is reached through a local terminating proxy (the kiosk carries no TLS stack).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::FleetError;
 
@@ -17,6 +18,16 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The value of header `name`, if the reply has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `server` split into the host:port to connect to and the Host header's value.
@@ -49,6 +60,7 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Reply, FleetError> {
+    let deadline = Instant::now() + timeout;
     let host = authority(server)?;
     let unreachable = |e: std::io::Error| FleetError::Unreachable(format!("{server}: {e}"));
     let addr = host
@@ -81,14 +93,38 @@ pub fn request(
     stream.write_all(request.as_bytes()).map_err(lost)?;
     stream.write_all(body).map_err(lost)?;
     let mut raw = Vec::new();
-    stream
-        .take(MAX_REPLY_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(lost)?;
-    if raw.len() as u64 > MAX_REPLY_BYTES {
-        return Err(FleetError::Server(format!(
-            "{server}{path}: the reply is longer than {MAX_REPLY_BYTES} bytes"
-        )));
+    let mut chunk = [0u8; 16 * 1024];
+    let late = || {
+        FleetError::NoReply(format!(
+            "{server}{path}: no whole reply within {} s",
+            timeout.as_secs_f32()
+        ))
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        stream.set_read_timeout(Some(left)).map_err(lost)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late());
+            }
+            Err(e) => return Err(lost(e)),
+        }
+        if raw.len() as u64 > MAX_REPLY_BYTES {
+            return Err(FleetError::Server(format!(
+                "{server}{path}: the reply is longer than {MAX_REPLY_BYTES} bytes"
+            )));
+        }
     }
     parse(&raw).map_err(|why| FleetError::Server(format!("{server}{path}: {why}")))
 }
@@ -154,5 +190,31 @@ mod tests {
         );
         assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_err());
         assert!(authority("https://fleet").is_err());
+    }
+
+    #[test]
+    fn a_server_trickling_its_reply_is_cut_off_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0u8; 4096]);
+            // Each byte well within a read timeout, the whole far beyond the deadline.
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+                .iter()
+                .cycle()
+            {
+                if conn.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let Err(FleetError::NoReply(why)) =
+            post(&server, "/api/x", &[], b"{}", Duration::from_millis(600))
+        else {
+            panic!("a trickled reply was taken");
+        };
+        assert!(why.ends_with("no whole reply within 0.6 s"), "{why}");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use selfvend_fleet_wire::{DeviceReport, Heartbeat};
 
 use super::view::{Device, DeviceLine, DeviceState, Screen, View};
+use crate::fleet::one_line;
 use crate::receipt_printer::Paper;
 
 /// The heartbeat of a kiosk showing `view` for `shown`, its devices as `devices` say.
@@ -47,6 +48,7 @@ pub fn heartbeat(view: &View, shown: Duration, devices: &[DeviceLine]) -> Heartb
         devices: reports,
         cash_box: Default::default(),
         open_items: 0,
+        items: Vec::new(),
         period: Default::default(),
         software_version: env!("CARGO_PKG_VERSION").into(),
         plugins: Vec::new(),
@@ -91,14 +93,6 @@ fn report(line: &DeviceLine) -> DeviceReport {
         state: state.into(),
         detail: one_line(&detail),
     }
-}
-
-/// `text` on one line, within the wire's bounds.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect()
 }
 
 /// A printer's state in a few words.

@@ -254,7 +254,8 @@ impl SaleEngine {
             let id = b.append(
                 "bill-pay-intent",
                 &json!({"account": s.account.customer_number, "paid_fen": amount.0,
-                        "debit": debit}),
+                        "debit": debit, "customer_name": s.account.customer_name,
+                        "address": s.account.address}),
             )?;
             let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::BankCard, id)?;
             Ok((DebitFor::Bill(serial), request))

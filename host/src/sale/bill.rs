@@ -308,7 +308,8 @@ impl SaleEngine {
             let id = b.append(
                 "bill-pay-intent",
                 &json!({"account": s.account.customer_number, "paid_fen": s.paid.0,
-                        "payment": payment}),
+                        "payment": payment, "customer_name": s.account.customer_name,
+                        "address": s.account.address}),
             )?;
             let (serial, request) = bill_intent(b, &terminal_id, s, PaymentKind::Cash, id)?;
             b.close_payment_for_bill(payment, serial, id)?;

@@ -137,6 +137,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             devices: Vec::new(),
             cash_box: Default::default(),
             open_items: 0,
+            items: Vec::new(),
             period: Default::default(),
             software_version: "sale-child".into(),
             plugins: Vec::new(),

@@ -93,6 +93,7 @@ fn heartbeat(head: i64) -> Heartbeat {
             .collect(),
         cash_box: Default::default(),
         open_items: 0,
+        items: Vec::new(),
         period: Default::default(),
         software_version: env!("CARGO_PKG_VERSION").into(),
         plugins: Vec::new(),
@@ -277,27 +278,39 @@ pub fn run(
     Ok(())
 }
 
-/// Signs `login` in to the console; the session cookie.
+/// The `name=value` of cookie `name` that `reply` sets.
+fn set_cookie(reply: &selfvend_host::fleet::http::Reply, name: &str) -> Option<String> {
+    reply
+        .headers
+        .iter()
+        .find(|(header, value)| {
+            header.eq_ignore_ascii_case("set-cookie") && value.starts_with(&format!("{name}="))
+        })
+        .and_then(|(_, value)| value.split(';').next())
+        .map(str::to_string)
+}
+
+/// Signs `login` in to the console as a browser does (the sign-in page first, for its CSRF
+/// token); the session cookie.
 fn sign_in(server: &str, login: &str, password: &str) -> anyhow::Result<String> {
-    let form = format!("name={login}&password={password}");
+    let page = request("GET", server, "/login", &[], b"", Duration::from_secs(30))?;
+    let login_cookie = set_cookie(&page, "selfvend_login").context("the sign-in page's cookie")?;
+    let token = login_cookie.split_once('=').map_or("", |(_, t)| t);
+    let form = format!("name={login}&password={password}&csrf={token}");
     let reply = request(
         "POST",
         server,
         "/login",
-        &[(
-            "Content-Type",
-            "application/x-www-form-urlencoded".to_string(),
-        )],
+        &[
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("Cookie", login_cookie.clone()),
+        ],
         form.as_bytes(),
         Duration::from_secs(30),
     )?;
-    reply
-        .headers
-        .iter()
-        .find(|(name, value)| {
-            name.eq_ignore_ascii_case("set-cookie") && value.starts_with("selfvend_session=")
-        })
-        .and_then(|(_, value)| value.split(';').next())
-        .map(str::to_string)
+    set_cookie(&reply, "selfvend_session")
         .with_context(|| format!("signing in as {login}: HTTP {}", reply.status))
 }
