@@ -2,6 +2,8 @@
 //! or revoked kiosk, a signature that does not verify, or a clock too far off is refused. Each
 //! request must be signed later than the kiosk's last one ([`claim`]), so none can be replayed.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
@@ -11,47 +13,101 @@ use selfvend_fleet_wire::{KIOSK_HEADER, MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, TIM
 use crate::Fleet;
 use crate::error::ApiError;
 
-/// A kiosk whose signature verified, and the time it signed at.
+/// A kiosk whose signature verified, the key it verified with, and the time it signed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub kiosk: String,
+    pub public_key: Vec<u8>,
     pub time_ms: i64,
 }
 
-/// Records `caller`'s request as its latest, in the transaction that acts on it; refuses one no
-/// later than the last (compare-and-set on the kiosk's row).
-pub async fn claim(db: &impl GenericClient, caller: &Caller) -> Result<(), ApiError> {
+/// The kiosks' public keys as last read, so a request's signature is checked without a read.
+/// Only a shortcut: every write a request makes is conditioned on the kiosk still having that
+/// key and not being revoked ([`claim`], the heartbeat's update), so a revocation or a new key
+/// takes effect at once on every instance.
+#[derive(Default)]
+pub struct Keys(RwLock<HashMap<String, Vec<u8>>>);
+
+impl Keys {
+    fn get(&self, kiosk: &str) -> Option<Vec<u8>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kiosk)
+            .cloned()
+    }
+
+    fn put(&self, kiosk: &str, key: Vec<u8>) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kiosk.to_string(), key);
+    }
+
+    pub fn forget(&self, kiosk: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(kiosk);
+    }
+}
+
+/// Records `caller`'s request as its latest, in the transaction that acts on it, if the kiosk
+/// still has the key it signed with and is not revoked; refuses one no later than the last
+/// (compare-and-set on the kiosk's row).
+pub async fn claim(
+    fleet: &Fleet,
+    db: &impl GenericClient,
+    caller: &Caller,
+) -> Result<(), ApiError> {
     let claimed = db
         .execute(
-            "UPDATE kiosks SET last_request_ms = $2 WHERE id = $1 AND last_request_ms < $2",
-            &[&caller.kiosk, &caller.time_ms],
+            "UPDATE kiosks SET last_request_ms = $2
+             WHERE id = $1 AND last_request_ms < $2 AND revoked_at IS NULL AND public_key = $3",
+            &[&caller.kiosk, &caller.time_ms, &caller.public_key],
         )
         .await?;
     if claimed == 1 {
         return Ok(());
     }
-    Err(replayed(db, caller).await)
+    Err(refusal(fleet, db, caller).await)
 }
 
-/// The refusal of `caller`'s request as replayed, with the kiosk's last request's time.
-pub async fn replayed(db: &impl GenericClient, caller: &Caller) -> ApiError {
-    match db
-        .query_one(
-            "SELECT last_request_ms FROM kiosks WHERE id = $1",
-            &[&caller.kiosk],
+/// Why a write conditioned on `caller` matched nothing: revoked, paired again with another key,
+/// or a request no later than its last one (replayed or out of order).
+pub async fn refusal(fleet: &Fleet, db: &impl GenericClient, caller: &Caller) -> ApiError {
+    let kiosk = &caller.kiosk;
+    let row = match db
+        .query_opt(
+            "SELECT revoked_at IS NOT NULL, public_key, last_request_ms FROM kiosks WHERE id = $1",
+            &[kiosk],
         )
         .await
     {
-        Ok(row) => ApiError::Replayed {
-            kiosk: caller.kiosk.clone(),
+        Ok(row) => row,
+        Err(e) => return e.into(),
+    };
+    let Some(row) = row else {
+        fleet.keys.forget(kiosk);
+        return ApiError::Unauthorized(format!("kiosk {kiosk} is not paired"));
+    };
+    let (revoked, key, last): (bool, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+    if revoked {
+        fleet.keys.forget(kiosk);
+        ApiError::Forbidden(format!("kiosk {kiosk} is revoked"))
+    } else if key != caller.public_key {
+        fleet.keys.forget(kiosk);
+        ApiError::Unauthorized(format!("kiosk {kiosk}: its key has changed"))
+    } else {
+        ApiError::Replayed {
+            kiosk: kiosk.clone(),
             time: caller.time_ms,
-            last: row.get(0),
-        },
-        Err(e) => e.into(),
+            last,
+        }
     }
 }
 
-/// The kiosk that signed this request, and when.
+/// The kiosk that signed this request, the key it verified with, and when.
 pub async fn kiosk(
     fleet: &Fleet,
     headers: &HeaderMap,
@@ -79,8 +135,21 @@ pub async fn kiosk(
             now.abs_diff(time) / 1000
         )));
     }
-    let client = fleet.db.get().await?;
-    let row = client
+    let checked = |key: &[u8]| verify(key, signature, method, path, time, body);
+    // A key as last read verifies without a read; one that does not is read again.
+    if let Some(key) = fleet.keys.get(kiosk)
+        && checked(&key).is_ok()
+    {
+        return Ok(Caller {
+            kiosk: kiosk.to_string(),
+            public_key: key,
+            time_ms: time,
+        });
+    }
+    let row = fleet
+        .db
+        .get()
+        .await?
         .query_opt(
             "SELECT public_key, revoked_at IS NOT NULL FROM kiosks WHERE id = $1",
             &[&kiosk],
@@ -89,12 +158,14 @@ pub async fn kiosk(
         .ok_or_else(|| ApiError::Unauthorized(format!("kiosk {kiosk} is not paired")))?;
     let (public_key, revoked): (Vec<u8>, bool) = (row.get(0), row.get(1));
     if revoked {
+        fleet.keys.forget(kiosk);
         return Err(ApiError::Forbidden(format!("kiosk {kiosk} is revoked")));
     }
-    verify(&public_key, signature, method, path, time, body)
-        .map_err(|e| ApiError::Unauthorized(format!("kiosk {kiosk}: {e}")))?;
+    checked(&public_key).map_err(|e| ApiError::Unauthorized(format!("kiosk {kiosk}: {e}")))?;
+    fleet.keys.put(kiosk, public_key.clone());
     Ok(Caller {
         kiosk: kiosk.to_string(),
+        public_key,
         time_ms: time,
     })
 }

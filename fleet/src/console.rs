@@ -239,22 +239,49 @@ impl KioskRow {
     }
 }
 
-async fn kiosk_rows(fleet: &Fleet, id: Option<&str>) -> Result<Vec<KioskRow>, ApiError> {
+/// Every kiosk's status and id, from the few columns a status needs (the fleet page sorts
+/// thousands of kiosks by these, then reads the rest for one page of them).
+async fn statuses(fleet: &Fleet) -> Result<Vec<(Status, String)>, ApiError> {
+    let rows = fleet
+        .db
+        .get()
+        .await?
+        .query(
+            "SELECT id, extract(epoch FROM now() - last_heartbeat_at)::float8, screen,
+                    screen_secs, money_in_fen
+             FROM kiosks WHERE revoked_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let age: Option<f64> = r.get(1);
+            let status = Status::of(
+                fleet.limits,
+                age.map(|a| Duration::from_secs_f64(a.max(0.0))),
+                r.get(2),
+                r.get::<_, i64>(3).max(0) as u64,
+                r.get::<_, i64>(4).max(0) as u64,
+            );
+            (status, r.get(0))
+        })
+        .collect())
+}
+
+/// The rows of the kiosks `ids`, in no particular order.
+async fn kiosk_rows(fleet: &Fleet, ids: &[String]) -> Result<Vec<KioskRow>, ApiError> {
     let client = fleet.db.get().await?;
     let rows = client
         .query(
             "SELECT k.id, k.terminal_id, k.region,
                     extract(epoch FROM now() - k.last_heartbeat_at)::float8,
-                    coalesce(k.heartbeat->>'screen', ''),
-                    coalesce((k.heartbeat->>'screen_secs')::bigint, 0),
-                    coalesce((k.heartbeat->>'money_in_fen')::bigint, 0),
-                    coalesce((k.heartbeat->>'open_items')::bigint, 0),
-                    k.journal_head, k.ingest_held, coalesce(a.open, 0)
+                    k.screen, k.screen_secs, k.money_in_fen, k.open_items,
+                    k.journal_head, k.ingest_held,
+                    (SELECT count(*) FROM alerts a WHERE a.kiosk_id = k.id AND closed_at IS NULL)
              FROM kiosks k
-             LEFT JOIN (SELECT kiosk_id, count(*) AS open FROM alerts
-                        WHERE closed_at IS NULL GROUP BY kiosk_id) a ON a.kiosk_id = k.id
-             WHERE k.revoked_at IS NULL AND ($1::text IS NULL OR k.id = $1)",
-            &[&id],
+             WHERE k.revoked_at IS NULL AND k.id = ANY($1)",
+            &[&ids],
         )
         .await?;
     Ok(rows
@@ -315,12 +342,8 @@ async fn fleet_page(
     let Some(session) = sessions::of(&fleet, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let mut rows: Vec<(Status, KioskRow)> = kiosk_rows(&fleet, None)
-        .await?
-        .into_iter()
-        .map(|r| (r.status(&fleet), r))
-        .collect();
-    rows.sort_by(|(a, ra), (b, rb)| (a.severity(), &ra.id).cmp(&(b.severity(), &rb.id)));
+    let mut rows = statuses(&fleet).await?;
+    rows.sort_by(|(a, ra), (b, rb)| (a.severity(), ra).cmp(&(b.severity(), rb)));
     let total = rows.len();
     let pages = total.div_ceil(PAGE).max(1);
     let page_no = q.page.unwrap_or(1).clamp(1, pages);
@@ -368,13 +391,25 @@ async fn fleet_page(
             w.open_items,
             w.alerts
         );
-        for (status, r) in rows.iter().skip((page_no - 1) * PAGE).take(PAGE) {
+        let shown: Vec<String> = rows
+            .iter()
+            .skip((page_no - 1) * PAGE)
+            .take(PAGE)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut details: std::collections::HashMap<String, KioskRow> = kiosk_rows(&fleet, &shown)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        for r in shown.iter().filter_map(|id| details.remove(id)) {
+            let status = r.status(&fleet);
             body += &format!(
                 "<tr id=\"kiosk-{id}\"><td><a href=\"/kiosks/{id}\">{id}</a></td><td>{}</td>\
                  <td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.terminal),
                 esc(&r.region),
-                status_cell(w, *status),
+                status_cell(w, status),
                 esc(&r.screen),
                 age_text(w, r.heartbeat_age),
                 r.journal_head,

@@ -25,6 +25,11 @@ pub async fn journal(
     let kiosk = caller.kiosk.clone();
     let batch: JournalBatch = json_body(&body)?;
     batch.check().map_err(ApiError::BadRequest)?;
+    let _slot = fleet
+        .ingest_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Database("the server is stopping".into()))?;
     let mut client = fleet.db.get().await?;
     let tx = client.transaction().await?;
     let row = tx
@@ -36,7 +41,7 @@ pub async fn journal(
         .await?;
     let (mut head, mut head_hash, held, mut break_accepted): (i64, String, bool, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    auth::claim(&tx, &caller).await?;
+    auth::claim(&fleet, &tx, &caller).await?;
     if held {
         return Err(ApiError::Conflict(format!(
             "kiosk {kiosk}: its journal's chain is broken; ingest is held until an admin acts"

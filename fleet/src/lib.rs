@@ -24,7 +24,31 @@ use deadpool_postgres::Pool;
 #[derive(Clone)]
 pub struct Fleet {
     pub db: Pool,
+    /// The same database, its commits not waiting for the disk: for states the next report
+    /// replaces (heartbeats), never for journal rows or money.
+    pub states: Pool,
     pub limits: status::Limits,
+    pub keys: std::sync::Arc<auth::Keys>,
+    /// Journal batches stored at once, at most: a fleet catching up after an outage waits its
+    /// turn rather than starving heartbeats and the console of the database.
+    pub ingest_slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Journal batches the server stores at once (more add no throughput on a small database
+/// server, only latency for everything else).
+const INGEST_SLOTS: usize = 4;
+
+impl Fleet {
+    /// The fleet on the database at `url`.
+    pub fn new(url: &str, limits: status::Limits) -> anyhow::Result<Fleet> {
+        Ok(Fleet {
+            db: store::pool(url, None)?,
+            states: store::pool(url, Some("-c synchronous_commit=off"))?,
+            limits,
+            keys: Default::default(),
+            ingest_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(INGEST_SLOTS)),
+        })
+    }
 }
 
 /// The kiosks' API and the console.

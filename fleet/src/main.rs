@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let url = cli
         .db
         .context("no database: pass --db URL or set SELFVEND_FLEET_DB")?;
-    let db = store::pool(&url)?;
+    let db = store::pool(&url, None)?;
     let version = store::migrate(&db)
         .await
         .with_context(|| format!("migrating the fleet database {url}"))?;
@@ -97,7 +97,8 @@ async fn main() -> anyhow::Result<()> {
             stuck_after: Duration::from_secs(300),
         },
     };
-    let fleet = Fleet { db, limits };
+    drop(db);
+    let fleet = Fleet::new(&url, limits)?;
     match cli.command {
         Command::Migrate => println!("schema version {version}"),
         Command::PairingCode { count } => {

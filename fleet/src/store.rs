@@ -15,10 +15,12 @@ const MIGRATIONS: &[&str] = &[
 /// Any number, the same for every instance: the lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x5e1f_7e4d;
 
-/// A pool of connections to `url` (`postgres://user@host:port/db` or key=value form).
-pub fn pool(url: &str) -> anyhow::Result<Pool> {
+/// A pool of connections to `url` (`postgres://user@host:port/db` or key=value form), each
+/// with the server `options` given (`-c name=value`).
+pub fn pool(url: &str, options: Option<&str>) -> anyhow::Result<Pool> {
     let mut config = Config::new();
     config.url = Some(url.to_string());
+    config.options = options.map(str::to_string);
     Ok(config.create_pool(Some(Runtime::Tokio1), NoTls)?)
 }
 

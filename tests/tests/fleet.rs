@@ -168,6 +168,8 @@ fn a_kiosk_with_the_wrong_key_or_revoked_is_refused() {
     std::fs::remove_file(&key).unwrap();
     std::fs::remove_file(k.journal.with_file_name("fleet.json")).unwrap();
     let kiosk_id = pair(&k, &server, &db);
+    // It has been heard from, so the server knows its key without reading it.
+    cli(&k, &["fleet", "sync"]).unwrap();
     let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
         .args(["--db", &db.url, "revoke", "--kiosk", &kiosk_id])
         .output()

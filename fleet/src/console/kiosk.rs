@@ -30,7 +30,11 @@ pub(super) async fn kiosk_page(
     let Some(session) = sessions::of(&fleet, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let Some(k) = kiosk_rows(&fleet, Some(&id)).await?.into_iter().next() else {
+    let Some(k) = kiosk_rows(&fleet, std::slice::from_ref(&id))
+        .await?
+        .into_iter()
+        .next()
+    else {
         return Ok(reply(
             lang,
             StatusCode::NOT_FOUND,

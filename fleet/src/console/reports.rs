@@ -172,7 +172,7 @@ pub(super) async fn items_page(
         .query(
             "SELECT k.id, k.terminal_id, k.region, (i->>'id')::bigint, i->>'serial',
                     i->>'card', i->>'reason', coalesce((i->>'caught_fen')::bigint, 0),
-                    coalesce((k.heartbeat->>'open_items')::bigint, 0)
+                    k.open_items
              FROM kiosks k, jsonb_array_elements(coalesce(k.heartbeat->'items', '[]')) i
              WHERE k.revoked_at IS NULL
              ORDER BY 9 DESC, k.id, 4 LIMIT 2000",

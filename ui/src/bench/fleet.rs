@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use selfvend_host::fleet::http::request;
 use selfvend_host::fleet::{FleetLink, Identity, pair_identity};
-use selfvend_host::fleet_wire::{AuditRow, DeviceReport, GENESIS, Heartbeat, row_hash};
+use selfvend_host::fleet_wire::{
+    AuditRow, CashBox, DeviceReport, GENESIS, Heartbeat, PeriodTotals, PluginReport, row_hash,
+};
 
 /// Rows per journal batch, a kiosk's heartbeat interval, and the threads that send heartbeats
 /// (the rest send journal batches).
@@ -91,12 +93,35 @@ fn heartbeat(head: i64) -> Heartbeat {
             .into_iter()
             .map(device)
             .collect(),
-        cash_box: Default::default(),
+        cash_box: CashBox {
+            notes: vec![(10, 31), (20, 12), (50, 40), (100, 57)],
+            capacity: 1000,
+        },
         open_items: 0,
         items: Vec::new(),
-        period: Default::default(),
+        period: PeriodTotals {
+            period: 3,
+            sales: 48,
+            sales_fen: 1_251_000,
+            bill_payments: 9,
+            bill_payments_fen: 203_517,
+        },
         software_version: env!("CARGO_PKG_VERSION").into(),
-        plugins: Vec::new(),
+        // The demo kiosk's plugins, as a kiosk reports them.
+        plugins: [
+            "hengtai-sle4442",
+            "lanling-cpu",
+            "fixed-text",
+            "json-http",
+            "iso8583",
+        ]
+        .into_iter()
+        .map(|name| PluginReport {
+            name: name.into(),
+            version: "1.1.0".into(),
+            signer: "Hengtai Meters (key 11ef4ae3b12cd72e)".into(),
+        })
+        .collect(),
         journal_head: head,
     }
 }
