@@ -20,6 +20,9 @@ pub enum ApiError {
          replayed or out of order"
     )]
     Replayed { kiosk: String, time: i64, last: i64 },
+    /// The instance is busy; the request may be sent again.
+    #[error("{0}")]
+    Busy(String),
     #[error("the fleet's database: {0}")]
     Database(String),
 }
@@ -43,6 +46,14 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, "5")],
+                    self.to_string(),
+                )
+                    .into_response();
+            }
             ApiError::Replayed { last, .. } => {
                 let last = last.to_string();
                 return (

@@ -2,8 +2,9 @@
 //! chain the server holds (its last row's id and hash); rows it holds already are skipped if
 //! they are the same rows, so a batch sent twice is stored once. A gap, a fork or an edited row
 //! opens a tamper alert and holds the kiosk's ingest until an admin acts: nothing after the
-//! break is stored. An admin's [`release`] accepts the break: the one row after the received
-//! head is stored as the kiosk sends it, marked with the break, and the chain goes on from it.
+//! break is stored. An admin's [`release`] accepts exactly the break the admin saw: the row that
+//! broke the chain (its id and the hash it stated) is stored once as the kiosk sends it, marked
+//! with the break, and the chain goes on from it; any other break holds ingest again.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,6 +16,10 @@ use selfvend_fleet_wire::{AuditRow, ChainBreak, JournalAck, JournalBatch, check_
 use crate::error::{ApiError, json_body};
 use crate::{Fleet, auth};
 
+/// How long a batch waits for one of the instance's ingest slots before it is turned away
+/// (the kiosk sends it again next round).
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /api/journal`.
 pub async fn journal(
     State(fleet): State<Fleet>,
@@ -25,22 +30,23 @@ pub async fn journal(
     let kiosk = caller.kiosk.clone();
     let batch: JournalBatch = json_body(&body)?;
     batch.check().map_err(ApiError::BadRequest)?;
-    let _slot = fleet
-        .ingest_slots
-        .acquire()
+    let busy =
+        || ApiError::Busy("the fleet is storing other kiosks' journals; send it again".into());
+    let _slot = tokio::time::timeout(SLOT_WAIT, fleet.ingest_slots.acquire())
         .await
-        .map_err(|_| ApiError::Database("the server is stopping".into()))?;
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let mut client = fleet.db.get().await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_one(
-            "SELECT journal_head, journal_head_hash, ingest_held, break_accepted FROM kiosks
-             WHERE id = $1 FOR UPDATE",
+            "SELECT journal_head, journal_head_hash, ingest_held, accept_row, accept_hash
+             FROM kiosks WHERE id = $1 FOR UPDATE",
             &[&kiosk],
         )
         .await?;
-    let (mut head, mut head_hash, held, mut break_accepted): (i64, String, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (mut head, mut head_hash, held): (i64, String, bool) = (row.get(0), row.get(1), row.get(2));
+    let accept: (Option<i64>, Option<String>) = (row.get(3), row.get(4));
     auth::claim(&fleet, &tx, &caller).await?;
     if held {
         return Err(ApiError::Conflict(format!(
@@ -49,24 +55,23 @@ pub async fn journal(
     }
     let (known, new): (Vec<&AuditRow>, Vec<&AuditRow>) =
         batch.rows.iter().partition(|r| r.id <= head);
-    if let Some(broken) = differing(&tx, &kiosk, &known).await? {
-        return hold(tx, &kiosk, &broken).await;
+    if let Some((row, why)) = differing(&tx, &kiosk, &known).await? {
+        return hold(tx, &kiosk, row, &why).await;
     }
     let mut fresh = Vec::with_capacity(new.len());
     let mut accepted = None;
     for row in new {
         if let Err(broken) = check_next(head, &head_hash, row) {
-            if break_accepted && fresh.is_empty() {
+            let released = accept.0 == Some(row.id) && accept.1.as_deref() == Some(&row.hash);
+            if fresh.is_empty() && released {
                 accepted = Some((row.id, broken.to_string()));
             } else {
                 // What came before the break is kept; nothing after it.
                 store(&tx, &kiosk, &fresh).await?;
-                advance(&tx, &kiosk, head, &head_hash, break_accepted).await?;
-                return hold(tx, &kiosk, &broken.to_string()).await;
+                advance(&tx, &kiosk, head, &head_hash).await?;
+                return hold(tx, &kiosk, row, &broken.to_string()).await;
             }
         }
-        // An acceptance covers the first row after the head only, broken or not.
-        break_accepted = false;
         head = row.id;
         head_hash.clone_from(&row.hash);
         fresh.push(row);
@@ -79,18 +84,20 @@ pub async fn journal(
         )
         .await?;
     }
-    advance(&tx, &kiosk, head, &head_hash, break_accepted).await?;
+    if !fresh.is_empty() {
+        advance(&tx, &kiosk, head, &head_hash).await?;
+    }
     tx.commit().await?;
     Ok(Json(JournalAck { head }))
 }
 
 /// The first of `rows` (all at or below the stored head) that is not the row stored under its
 /// id, said in words.
-async fn differing(
+async fn differing<'a>(
     tx: &Transaction<'_>,
     kiosk: &str,
-    rows: &[&AuditRow],
-) -> Result<Option<String>, ApiError> {
+    rows: &[&'a AuditRow],
+) -> Result<Option<(&'a AuditRow, String)>, ApiError> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(None);
     };
@@ -106,7 +113,8 @@ async fn differing(
         match stored.get(&row.id) {
             Some(hash) if *hash == row.hash => {}
             Some(hash) => {
-                return Ok(Some(
+                return Ok(Some((
+                    row,
                     ChainBreak::Edited {
                         id: row.id,
                         stated: row.hash.clone(),
@@ -114,12 +122,15 @@ async fn differing(
                     }
                     .to_string()
                         + " (the server received it before with the second hash)",
-                ));
+                )));
             }
             None => {
-                return Ok(Some(format!(
-                    "row {} is below the received head but was never received",
-                    row.id
+                return Ok(Some((
+                    row,
+                    format!(
+                        "row {} is below the received head but was never received",
+                        row.id
+                    ),
                 )));
             }
         }
@@ -151,27 +162,37 @@ async fn store(tx: &Transaction<'_>, kiosk: &str, rows: &[&AuditRow]) -> Result<
     Ok(())
 }
 
+/// Moves `kiosk`'s received head; a release covered the row after the old head only, so any
+/// acceptance ends here.
 async fn advance(
     tx: &Transaction<'_>,
     kiosk: &str,
     head: i64,
     head_hash: &str,
-    break_accepted: bool,
 ) -> Result<(), ApiError> {
     tx.execute(
-        "UPDATE kiosks SET journal_head = $2, journal_head_hash = $3, break_accepted = $4
+        "UPDATE kiosks SET journal_head = $2, journal_head_hash = $3, accept_row = NULL,
+                accept_hash = NULL
          WHERE id = $1",
-        &[&kiosk, &head, &head_hash, &break_accepted],
+        &[&kiosk, &head, &head_hash],
     )
     .await?;
     Ok(())
 }
 
-/// Holds `kiosk`'s ingest and opens its tamper alert (once), in the same commit.
-async fn hold(tx: Transaction<'_>, kiosk: &str, why: &str) -> Result<Json<JournalAck>, ApiError> {
+/// Holds `kiosk`'s ingest at `row`, the row that broke its chain, and opens its tamper alert
+/// (once), in the same commit.
+async fn hold(
+    tx: Transaction<'_>,
+    kiosk: &str,
+    row: &AuditRow,
+    why: &str,
+) -> Result<Json<JournalAck>, ApiError> {
     tx.execute(
-        "UPDATE kiosks SET ingest_held = true WHERE id = $1",
-        &[&kiosk],
+        "UPDATE kiosks SET ingest_held = true, hold_row = $2, hold_hash = $3, accept_row = NULL,
+                accept_hash = NULL
+         WHERE id = $1",
+        &[&kiosk, &row.id, &row.hash],
     )
     .await?;
     tx.execute(
@@ -187,22 +208,49 @@ async fn hold(tx: Transaction<'_>, kiosk: &str, why: &str) -> Result<Json<Journa
     )))
 }
 
-/// An admin (`by`) accepts the break that holds `kiosk`'s ingest: the tamper alert closes, the
-/// release is recorded with the break, and ingest resumes with the row after the received
-/// head, stored as the kiosk sends it. Returns false if the kiosk's ingest was not held.
-pub async fn release(fleet: &Fleet, kiosk: &str, by: &str) -> Result<bool, ApiError> {
+/// What an admin's release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The break is accepted; ingest resumes.
+    Released,
+    /// The kiosk's ingest was not held.
+    NotHeld,
+    /// The kiosk's received head is no longer the one the admin saw: nothing was done.
+    Stale { head: i64 },
+}
+
+/// An admin (`by`) accepts the break that holds `kiosk`'s ingest, as seen at received head
+/// `seen` (if given): the tamper alert closes and the release is recorded with the break. A
+/// break in new rows lets in exactly the row that broke it (its id and stated hash), once; a
+/// break in rows the server held already (a fork of received rows) keeps what it holds, and
+/// ingest resumes after the head.
+pub async fn release(
+    fleet: &Fleet,
+    kiosk: &str,
+    seen: Option<i64>,
+    by: &str,
+) -> Result<Released, ApiError> {
     let mut client = fleet.db.get().await?;
     let tx = client.transaction().await?;
     let Some(row) = tx
         .query_opt(
-            "SELECT journal_head FROM kiosks WHERE id = $1 AND ingest_held FOR UPDATE",
+            "SELECT journal_head, hold_row, hold_hash FROM kiosks
+             WHERE id = $1 AND ingest_held FOR UPDATE",
             &[&kiosk],
         )
         .await?
     else {
-        return Ok(false);
+        return Ok(Released::NotHeld);
     };
-    let head: i64 = row.get(0);
+    let (head, hold_row, hold_hash): (i64, Option<i64>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    if seen.is_some_and(|seen| seen != head) {
+        return Ok(Released::Stale { head });
+    }
+    let (accept_row, accept_hash) = match hold_row {
+        Some(id) if id > head => (Some(id), hold_hash),
+        _ => (None, None),
+    };
     let detail: String = tx
         .query_opt(
             "UPDATE alerts SET closed_at = now(), closed_by = $2, next_attempt_at = now()
@@ -213,8 +261,10 @@ pub async fn release(fleet: &Fleet, kiosk: &str, by: &str) -> Result<bool, ApiEr
         .await?
         .map_or_else(String::new, |r| r.get(0));
     tx.execute(
-        "UPDATE kiosks SET ingest_held = false, break_accepted = true WHERE id = $1",
-        &[&kiosk],
+        "UPDATE kiosks SET ingest_held = false, hold_row = NULL, hold_hash = NULL,
+                accept_row = $2, accept_hash = $3
+         WHERE id = $1",
+        &[&kiosk, &accept_row, &accept_hash],
     )
     .await?;
     tx.execute(
@@ -225,5 +275,5 @@ pub async fn release(fleet: &Fleet, kiosk: &str, by: &str) -> Result<bool, ApiEr
     .await?;
     tx.commit().await?;
     tracing::warn!("kiosk {kiosk}: {by} released its held ingest at row {head} ({detail})");
-    Ok(true)
+    Ok(Released::Released)
 }

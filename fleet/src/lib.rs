@@ -29,8 +29,9 @@ pub struct Fleet {
     pub states: Pool,
     pub limits: status::Limits,
     pub keys: std::sync::Arc<auth::Keys>,
-    /// Journal batches stored at once, at most: a fleet catching up after an outage waits its
-    /// turn rather than starving heartbeats and the console of the database.
+    /// Journal batches this instance stores at once, at most: a fleet catching up after an
+    /// outage waits its turn (or is told to send again) rather than starving heartbeats and the
+    /// console of the database.
     pub ingest_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -43,7 +44,7 @@ impl Fleet {
     pub fn new(url: &str, limits: status::Limits) -> anyhow::Result<Fleet> {
         Ok(Fleet {
             db: store::pool(url, None)?,
-            states: store::pool(url, Some("-c synchronous_commit=off"))?,
+            states: store::pool(url, Some("SET synchronous_commit = off"))?,
             limits,
             keys: Default::default(),
             ingest_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(INGEST_SLOTS)),

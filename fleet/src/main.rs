@@ -121,8 +121,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Release { kiosk, by } => {
             let by = format!("{by} (command line)");
+            let released = selfvend_fleet::ingest::release(&fleet, &kiosk, None, &by).await?;
             anyhow::ensure!(
-                selfvend_fleet::ingest::release(&fleet, &kiosk, &by).await?,
+                released == selfvend_fleet::ingest::Released::Released,
                 "kiosk {kiosk}'s ingest is not held"
             );
             println!("kiosk {kiosk}: ingest resumes from the break");

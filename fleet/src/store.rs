@@ -1,7 +1,7 @@
 //! The PostgreSQL store: the connection pool and the migrations, applied in order under an
 //! advisory lock so instances starting together apply each once.
 
-use deadpool_postgres::{Config, Pool, Runtime};
+use deadpool_postgres::{Config, Hook, HookError, Pool, Runtime};
 use tokio_postgres::NoTls;
 
 /// Each migration takes the schema from its index to its index + 1.
@@ -15,13 +15,18 @@ const MIGRATIONS: &[&str] = &[
 /// Any number, the same for every instance: the lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x5e1f_7e4d;
 
-/// A pool of connections to `url` (`postgres://user@host:port/db` or key=value form), each
-/// with the server `options` given (`-c name=value`).
-pub fn pool(url: &str, options: Option<&str>) -> anyhow::Result<Pool> {
+/// A pool of connections to `url` (`postgres://user@host:port/db` or key=value form); each new
+/// connection first runs `session` (`SET …`), if given, leaving the URL's own options alone.
+pub fn pool(url: &str, session: Option<&'static str>) -> anyhow::Result<Pool> {
     let mut config = Config::new();
     config.url = Some(url.to_string());
-    config.options = options.map(str::to_string);
-    Ok(config.create_pool(Some(Runtime::Tokio1), NoTls)?)
+    let mut builder = config.builder(NoTls)?.runtime(Runtime::Tokio1);
+    if let Some(sql) = session {
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            Box::pin(async move { client.batch_execute(sql).await.map_err(HookError::Backend) })
+        }));
+    }
+    Ok(builder.build()?)
 }
 
 /// Brings the schema up to date; returns its version.

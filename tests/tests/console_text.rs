@@ -159,6 +159,15 @@ fn every_field_from_a_kiosk_a_backend_or_a_user_is_stored_and_shown_as_text() {
             text(&hostile("utility"))
         ),
     ));
+    // A body whose amount is no number does not break the fleet's reports.
+    rows.push((
+        day_ago.clone(),
+        "sale-granted",
+        format!(
+            r#"{{"serial":2,"utility":{},"paid_fen":"9999999999999999999999","payment":"cash"}}"#,
+            text(&hostile("utility"))
+        ),
+    ));
     rows.push((
         day_ago.clone(),
         "clearing-ended",
@@ -283,7 +292,39 @@ fn every_field_from_a_kiosk_a_backend_or_a_user_is_stored_and_shown_as_text() {
     );
     let releases = b.text("#releases");
     assert!(releases.contains(&format!("{user} · after row {head} · row {}", head + 1)));
-    assert_eq!(link.send_batch(forked).unwrap(), head + 1);
+    // The release was for that row: another in its place holds ingest again.
+    let other = chained(
+        head + 1,
+        &"e".repeat(64),
+        &[(day_ago.clone(), "sale-intent", "{}".to_string())],
+    );
+    let refused = link.send_batch(other.clone()).unwrap_err().to_string();
+    assert!(
+        refused.contains("ingest is held until an admin acts"),
+        "{refused}"
+    );
+    // Released for the row that broke it now, that row goes in, and the one before does not.
+    let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
+        .args(["--db", &db.url, "release", "--kiosk", &kiosk, "--by", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(link.send_batch(other).unwrap(), head + 1);
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT count(*) FROM chain_releases WHERE kiosk_id = '{kiosk}'"
+        )),
+        "2"
+    );
+    let refused = link.send_batch(forked).unwrap_err().to_string();
+    assert!(
+        refused.contains("was never received") || refused.contains("changed"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -280,10 +280,13 @@ fn a_cash_sale_from_card_to_receipt() {
 }
 
 #[test]
-fn a_paired_kiosk_reports_its_sale_cash_box_and_plugins_to_the_fleet() {
+fn a_paired_kiosk_reports_its_sale_cash_box_and_plugins_and_goes_down_in_the_console() {
     use selfvend_tests::fleet_rig::{FleetDb, FleetServer};
+    use selfvend_tests::webdriver::Browser;
     let db = FleetDb::new();
-    let server = FleetServer::start(&db);
+    db.add_user("admin", "an admin's long password", "admin");
+    // Down after three missed heartbeats of one second.
+    let server = FleetServer::start_with(&db, &["--heartbeat-secs", "1"]);
     let mut f = Flow::start_with(quick(), |config, _| {
         config.policy.fleet_heartbeat = Duration::from_secs(1);
         selfvend_host::fleet::pair(
@@ -317,6 +320,38 @@ fn a_paired_kiosk_reports_its_sale_cash_box_and_plugins_to_the_fleet() {
     let plugins = reported();
     for name in ["hengtai-sle4442 ", "lanling-cpu ", "json-http ", "iso8583 "] {
         assert!(plugins.contains(name), "{name} in {plugins}");
+    }
+
+    // In the console: the demo kiosk online with its sale, then down once it stops.
+    let kiosk = db.sql("SELECT id FROM kiosks");
+    let b = Browser::start();
+    b.go(&format!("{}/login", server.url));
+    b.type_into("#name", "admin");
+    b.type_into("#password", "an admin's long password");
+    b.submit("#sign-in");
+    let row = b.text(&format!("#kiosk-{kiosk}"));
+    assert!(row.contains("DEMO-0001") && row.contains("在线"), "{row}");
+    b.go(&format!("{}/kiosks/{kiosk}", server.url));
+    let sales = b.text("#sales");
+    assert!(
+        sales.contains("售电") && sales.contains("张三") && sales.contains("50.00 元"),
+        "{sales}"
+    );
+    assert!(
+        b.text("#cash-box").starts_with("1 张 · 50.00 元"),
+        "{}",
+        b.text("#cash-box")
+    );
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        b.go(&server.url);
+        let row = b.text(&format!("#kiosk-{kiosk}"));
+        if row.contains("离线") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not down: {row}");
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -21,9 +21,24 @@ struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        // SIGTERM first: Xvfb then removes its lock file and socket (SIGKILL would leave them).
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..40 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The pid in display `n`'s lock file, if there is one.
+fn lock_holder(n: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/tmp/.X{n}-lock"))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 fn root() -> PathBuf {
@@ -39,7 +54,8 @@ fn selfvend_bin() -> PathBuf {
 /// Xvfb on the first free display from :90, 1600x800 (the kiosk and the demo panel).
 fn xvfb() -> (Killed, String) {
     for n in 90..120 {
-        if Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+        // A lock whose process is gone is stale (a server killed outright): Xvfb takes it over.
+        if lock_holder(n).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
             continue;
         }
         let display = format!(":{n}");
@@ -51,9 +67,10 @@ fn xvfb() -> (Killed, String) {
                 .spawn()
                 .expect("Xvfb (Debian package xvfb; ./dev installs it)"),
         );
+        // Ready when the lock is ours and the socket is there (a stale one may be there first).
         let socket = format!("/tmp/.X11-unix/X{n}");
         for _ in 0..100 {
-            if Path::new(&socket).exists() {
+            if lock_holder(n) == Some(server.0.id()) && Path::new(&socket).exists() {
                 return (server, display);
             }
             std::thread::sleep(Duration::from_millis(50));

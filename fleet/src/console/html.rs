@@ -135,6 +135,7 @@ pub struct Words {
     pub bill_payment: &'static str,
     pub items_title: &'static str,
     pub session_expired: &'static str,
+    pub not_shown: &'static str,
     /// 现金售电, 银行卡售电, 现金缴费, 银行卡缴费.
     pub businesses: [&'static str; 4],
 }
@@ -219,6 +220,7 @@ const ZH: Words = Words {
     bill_payment: "缴费",
     items_title: "全部待处理事项",
     session_expired: "页面已过期，请重新登录",
+    not_shown: "（仅操作员可见）",
     businesses: ["现金售电", "银行卡售电", "现金缴费", "银行卡缴费"],
 };
 
@@ -302,6 +304,7 @@ const EN: Words = Words {
     bill_payment: "bill payment",
     items_title: "Open items across the fleet",
     session_expired: "The page expired; sign in again",
+    not_shown: "(operators only)",
     businesses: [
         "cash sales",
         "bank-card sales",

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use selfvend_fleet_wire::Heartbeat;
 
 use super::html::{Words, esc, page, yuan};
-use super::{CsrfForm, KioskRow, LangQuery, age_text, kiosk_rows, lang_of, reply, status_cell};
+use super::{KioskRow, LangQuery, age_text, kiosk_rows, lang_of, reply, status_cell};
 use super::{form_session, user_bar};
 use crate::error::ApiError;
 use crate::sessions;
@@ -65,7 +65,9 @@ pub(super) async fn kiosk_page(
     if let Some(b) = &last_heartbeat(&fleet, &k.id).await? {
         body += &reported(&fleet, &k.id, b, w).await?;
     }
-    body += &recent_sales(&fleet, &k.id, w).await?;
+    // Customers' names and addresses are for the utility's operators, not every viewer.
+    let customers = session.user.role != Role::Viewer;
+    body += &recent_sales(&fleet, &k.id, w, customers).await?;
     body += &open_alerts(&fleet, &k.id, w).await?;
     Ok(reply(lang, StatusCode::OK, page(lang, &k.id, &body)))
 }
@@ -103,9 +105,11 @@ async fn chain(
         out += &format!(
             "<form method=\"post\" action=\"/kiosks/{}/release\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"head\" value=\"{}\">\
              <button type=\"submit\" id=\"release\">{}</button></form>",
             esc(&k.id),
             esc(csrf),
+            k.journal_head,
             w.release
         );
     }
@@ -270,8 +274,13 @@ async fn cash_box_fill(
     Ok(out)
 }
 
-/// The last sales and bill payments, with the customer the backend named.
-async fn recent_sales(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, ApiError> {
+/// The last sales and bill payments, with the customer the backend named if `customers`.
+async fn recent_sales(
+    fleet: &Fleet,
+    kiosk: &str,
+    w: &Words,
+    customers: bool,
+) -> Result<String, ApiError> {
     let rows = fleet
         .db
         .get()
@@ -301,8 +310,16 @@ async fn recent_sales(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, A
             "<tr><td>{}</td><td>{business}</td><td>{card}</td><td>{}</td><td>{}</td>\
              <td>{} {}</td></tr>",
             esc(at),
-            field("customer_name"),
-            field("address"),
+            if customers {
+                field("customer_name")
+            } else {
+                w.not_shown.into()
+            },
+            if customers {
+                field("address")
+            } else {
+                w.not_shown.into()
+            },
             yuan(body["paid_fen"].as_u64().unwrap_or(0)),
             w.yuan
         );
@@ -336,11 +353,18 @@ async fn open_alerts(fleet: &Fleet, kiosk: &str, w: &Words) -> Result<String, Ap
 }
 
 /// `POST /kiosks/{id}/release`: an admin accepts the break that holds the kiosk's ingest.
+#[derive(serde::Deserialize)]
+pub(super) struct ReleaseForm {
+    csrf: String,
+    /// The received head the admin saw: a release applies to that state only.
+    head: i64,
+}
+
 pub(super) async fn release(
     State(fleet): State<Fleet>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<ReleaseForm>,
 ) -> Result<Response, ApiError> {
     let Some(session) = form_session(&fleet, &headers, &form.csrf).await? else {
         return Ok(Redirect::to("/login").into_response());
@@ -354,7 +378,9 @@ pub(super) async fn release(
             page(lang, w.forbidden, ""),
         ));
     }
-    ingest::release(&fleet, &id, &session.user.name).await?;
+    // A stale page (the state changed since it was shown) releases nothing: the admin sees the
+    // kiosk's page as it is now and decides again.
+    ingest::release(&fleet, &id, Some(form.head), &session.user.name).await?;
     Ok(Redirect::to(&format!("/kiosks/{}", url_segment(&id))).into_response())
 }
 

@@ -120,8 +120,9 @@ pub(super) async fn takings_page(
         .query(
             "SELECT substr(at, 1, 10), body::jsonb->>'utility', kind, body::jsonb->>'payment',
                     count(*),
-                    sum(coalesce((body::jsonb->>'paid_fen')::bigint,
-                                 (body::jsonb->>'amount_fen')::bigint))::bigint
+                    sum(CASE WHEN body::jsonb ? 'paid_fen'
+                             THEN whole_number(body::jsonb, 'paid_fen')
+                             ELSE whole_number(body::jsonb, 'amount_fen') END)::bigint
              FROM journal_rows
              WHERE kind IN ('sale-granted', 'bill-paid') AND body::jsonb ? 'utility'
              GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 2, 3, 4 LIMIT 1000",
@@ -170,8 +171,8 @@ pub(super) async fn items_page(
         .get()
         .await?
         .query(
-            "SELECT k.id, k.terminal_id, k.region, (i->>'id')::bigint, i->>'serial',
-                    i->>'card', i->>'reason', coalesce((i->>'caught_fen')::bigint, 0),
+            "SELECT k.id, k.terminal_id, k.region, whole_number(i, 'id'), i->>'serial',
+                    i->>'card', i->>'reason', whole_number(i, 'caught_fen'),
                     k.open_items
              FROM kiosks k, jsonb_array_elements(coalesce(k.heartbeat->'items', '[]')) i
              WHERE k.revoked_at IS NULL

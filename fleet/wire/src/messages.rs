@@ -11,6 +11,9 @@ pub const MAX_BATCH_ROWS: usize = 500;
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// A short text field (names, states, versions), at most, in characters.
 const MAX_TEXT: usize = 200;
+/// A count, an amount in fen or a serial, at most (far beyond any real one, and within what a
+/// database's `bigint` and a JavaScript number hold exactly).
+const MAX_NUMBER: u64 = 1 << 52;
 /// Devices, plugins or denominations in one heartbeat, at most.
 pub const MAX_LIST: usize = 64;
 
@@ -212,6 +215,9 @@ impl JournalBatch {
                 ));
             }
             text(&at("kind"), &row.kind)?;
+            if serde_json::from_str::<serde::de::IgnoredAny>(&row.body).is_err() {
+                return Err(format!("{}: not JSON", at("body")));
+            }
             for (name, hash) in [("prev_hash", &row.prev_hash), ("hash", &row.hash)] {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!("{}: not a SHA-256 in hex", at(name)));
@@ -252,8 +258,27 @@ impl Heartbeat {
         }
         list("items", &self.items)?;
         for (i, item) in self.items.iter().enumerate() {
+            if item.id < 1 {
+                return Err(format!("items[{i}].id: not an item id"));
+            }
+            if item.serial.is_some_and(|s| s > MAX_NUMBER) {
+                return Err(format!("items[{i}].serial: more than {MAX_NUMBER}"));
+            }
+            if item.caught_fen > MAX_NUMBER {
+                return Err(format!("items[{i}].caught_fen: more than {MAX_NUMBER}"));
+            }
             text(&format!("items[{i}].card"), &item.card)?;
             text(&format!("items[{i}].reason"), &item.reason)?;
+        }
+        for (field, n) in [
+            ("screen_secs", self.screen_secs),
+            ("money_in_fen", self.money_in_fen),
+            ("period.sales_fen", self.period.sales_fen),
+            ("period.bill_payments_fen", self.period.bill_payments_fen),
+        ] {
+            if n > MAX_NUMBER {
+                return Err(format!("{field}: more than {MAX_NUMBER}"));
+            }
         }
         list("plugins", &self.plugins)?;
         for (i, p) in self.plugins.iter().enumerate() {
@@ -281,6 +306,41 @@ mod tests {
             prev_hash: "0".repeat(64),
             hash: "a".repeat(64),
         }
+    }
+
+    #[test]
+    fn a_heartbeat_names_a_number_beyond_any_real_one() {
+        let mut beat = Heartbeat {
+            screen: "attract".into(),
+            screen_secs: 1,
+            money_in_fen: 0,
+            devices: Vec::new(),
+            cash_box: CashBox::default(),
+            open_items: 1,
+            items: vec![OpenItem {
+                id: 1,
+                serial: Some(3),
+                card: "3701".into(),
+                reason: "caught".into(),
+                caught_fen: 5000,
+            }],
+            period: PeriodTotals::default(),
+            software_version: "0.1.0".into(),
+            plugins: Vec::new(),
+            journal_head: 9,
+        };
+        assert_eq!(beat.check(), Ok(()));
+        beat.items[0].caught_fen = u64::MAX;
+        assert_eq!(
+            beat.check(),
+            Err("items[0].caught_fen: more than 4503599627370496".into())
+        );
+        beat.items[0].caught_fen = 0;
+        beat.money_in_fen = 1 << 60;
+        assert_eq!(
+            beat.check(),
+            Err("money_in_fen: more than 4503599627370496".into())
+        );
     }
 
     #[test]

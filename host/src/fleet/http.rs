@@ -90,8 +90,17 @@ pub fn request(
     }
     request.push_str("\r\n");
     let lost = |e: std::io::Error| FleetError::NoReply(format!("{server}{path}: {e}"));
-    stream.write_all(request.as_bytes()).map_err(lost)?;
-    stream.write_all(body).map_err(lost)?;
+    for part in [request.as_bytes(), body] {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FleetError::NoReply(format!(
+                "{server}{path}: the request not sent within {} s",
+                timeout.as_secs_f32()
+            )));
+        }
+        stream.set_write_timeout(Some(left)).map_err(lost)?;
+        stream.write_all(part).map_err(lost)?;
+    }
     let mut raw = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let late = || {
