@@ -84,6 +84,12 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
     );
     assert!(b.text("#sales").contains("50.00 yuan"));
     b.go(&format!("{}/kiosks/{kiosk_id}?lang=zh", server.url));
+    // Its own clearing report, the cash short.
+    let clearings = b.text("#clearings");
+    assert!(
+        clearings.contains(" 50.00 40.00 short 10.00 3701: 50.00"),
+        "{clearings}"
+    );
 
     // Takings across the fleet, per day, utility and business.
     b.go(&server.url);

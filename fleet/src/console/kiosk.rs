@@ -68,6 +68,8 @@ pub(super) async fn kiosk_page(
     // Customers' names and addresses are for the utility's operators, not every viewer.
     let customers = session.user.role != Role::Viewer;
     body += &recent_sales(&fleet, &k.id, w, customers).await?;
+    body += &format!("<h2>{}</h2>", w.clearings);
+    body += &super::reports::clearings_table(&fleet, Some(&k.id), w).await?;
     body += &open_alerts(&fleet, &k.id, w).await?;
     Ok(reply(lang, StatusCode::OK, page(lang, &k.id, &body)))
 }

@@ -1,11 +1,11 @@
-//! Across the fleet: clearings (cash collections), sales and bill payments per utility per day,
-//! and every open operator item.
+//! Across the fleet: clearings (cash collections, also on each kiosk's page), sales and bill
+//! payments per utility per day, and every open operator item.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::html::{esc, page, yuan};
+use super::html::{Words, esc, page, yuan};
 use super::{LangQuery, lang_of, reply, user_bar};
 use crate::Fleet;
 use crate::error::ApiError;
@@ -16,8 +16,7 @@ fn fen_of(v: &serde_json::Value) -> String {
     yuan(v.as_u64().unwrap_or(0))
 }
 
-/// Every kiosk's clearings (清机), the newest first: the cash the box should hold and what the
-/// operator counted, and each utility's sales in the period, from the kiosks' own reports.
+/// Every kiosk's clearings (清机), the newest first.
 pub(super) async fn clearings_page(
     State(fleet): State<Fleet>,
     Query(q): Query<LangQuery>,
@@ -28,6 +27,18 @@ pub(super) async fn clearings_page(
     let Some(session) = sessions::of(&fleet, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
+    let body = user_bar(w, &session) + &clearings_table(&fleet, None, w).await?;
+    Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
+}
+
+/// The clearings of `kiosk` (or of every kiosk), the newest first: the cash the box should
+/// hold and what the operator counted, and each utility's sales in the period, from the
+/// kiosks' own reports.
+pub(super) async fn clearings_table(
+    fleet: &Fleet,
+    kiosk: Option<&str>,
+    w: &Words,
+) -> Result<String, ApiError> {
     let rows = fleet
         .db
         .get()
@@ -35,13 +46,12 @@ pub(super) async fn clearings_page(
         .query(
             "SELECT j.kiosk_id, k.terminal_id, j.body FROM journal_rows j
              JOIN kiosks k ON k.id = j.kiosk_id
-             WHERE j.kind = 'clearing-ended'
+             WHERE j.kind = 'clearing-ended' AND ($1::text IS NULL OR j.kiosk_id = $1)
              ORDER BY j.received_at DESC, j.kiosk_id, j.id DESC LIMIT 200",
-            &[],
+            &[&kiosk],
         )
         .await?;
-    let mut body = user_bar(w, &session);
-    body += &format!(
+    let mut out = format!(
         "<table id=\"clearings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>\
          <th>{}</th><th>{}</th><th>{}</th></tr>",
         w.kiosk,
@@ -76,16 +86,17 @@ pub(super) async fn clearings_page(
         };
         let mut by_utility: std::collections::BTreeMap<String, u64> = Default::default();
         for u in report["utilities"].as_array().into_iter().flatten() {
-            *by_utility
+            let sold = by_utility
                 .entry(u["utility"].as_str().unwrap_or("").to_string())
-                .or_default() += u["sold"]["fen"].as_u64().unwrap_or(0);
+                .or_default();
+            *sold = sold.saturating_add(u["sold"]["fen"].as_u64().unwrap_or(0));
         }
         let sold = by_utility
             .iter()
             .map(|(u, fen)| format!("{}: {}", esc(u), yuan(*fen)))
             .collect::<Vec<_>>()
             .join("; ");
-        body += &format!(
+        out += &format!(
             "<tr><td><a href=\"/kiosks/{k}\">{k}</a></td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{sold}</td></tr>",
             esc(&terminal),
@@ -97,8 +108,8 @@ pub(super) async fn clearings_page(
             k = esc(&kiosk),
         );
     }
-    body += "</table>";
-    Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
+    out += "</table>";
+    Ok(out)
 }
 
 /// Sales and bill payments across the fleet, per day, utility and business type, from the
