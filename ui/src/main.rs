@@ -12,6 +12,7 @@ mod kiosk_cmd;
 mod manual_cmd;
 mod plugin_cmd;
 mod printer_cmd;
+mod trust_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     /// Sign, verify and inspect plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// The utility's root key and its endorsements of vendor keys.
+    #[command(subcommand)]
+    Trust(trust_cmd::TrustCommand),
     /// Watch the card readers and read meter cards.
     #[command(subcommand)]
     Card(card_cmd::CardCommand),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Trust(cmd) => trust_cmd::run(cmd),
         Command::Backend(cmd) => backend_cmd::run(cmd, &cli.config),
         Command::Bank(cmd) => bank_cmd::run(cmd, &cli.config),
         Command::Fleet(cmd) => fleet_cmd::run(cmd, &cli.config),

@@ -8,7 +8,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
+pub use endorsement::Endorsement;
 use sha2::{Digest, Sha256};
+
+pub mod endorsement;
 
 /// Domain separation for plugin signatures.
 const SIGNED_CONTEXT: &[u8] = b"selfvend-plugin-signature-v1\0";
@@ -101,40 +104,81 @@ impl fmt::Display for Signer {
     }
 }
 
-/// The keys a kiosk trusts: every `*.pub` file in one directory.
+/// The keys a kiosk trusts: every `*.pub` file in one directory (installed with the kiosk), and
+/// every vendor key a `*.endorsement` there says one of the kiosk's root keys (`roots/*.pub`)
+/// endorsed. Root keys sign endorsements only, never plugins.
 #[derive(Debug, Clone)]
 pub struct TrustStore {
     dir: PathBuf,
     keys: Vec<PublicKey>,
+    roots: Vec<PublicKey>,
+    /// Endorsements that were not taken, each with why.
+    refused: Vec<String>,
+}
+
+/// The files in `dir` whose names end in `.ext`, sorted; none if `dir` does not exist and
+/// `optional`.
+fn files_with(dir: &Path, ext: &str, optional: bool) -> Result<Vec<PathBuf>, TrustError> {
+    let io = |cause| TrustError::Io {
+        path: dir.to_path_buf(),
+        cause,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == ext) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
 }
 
 impl TrustStore {
-    /// Loads every `*.pub` in `dir`. A malformed key file is an error, not skipped.
+    /// Loads every `*.pub` in `dir`, the root keys in `dir/roots`, and the vendor keys the
+    /// `*.endorsement` files in `dir` prove the roots endorsed. A malformed key file is an
+    /// error, not skipped; an endorsement that does not verify is refused (and logged), so a
+    /// bad statement the fleet carried never stops the kiosk, nor adds a key.
     pub fn load(dir: &Path) -> Result<Self, TrustError> {
-        let entries = std::fs::read_dir(dir).map_err(|cause| TrustError::Io {
-            path: dir.to_path_buf(),
-            cause,
-        })?;
-        let mut paths = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|cause| TrustError::Io {
-                path: dir.to_path_buf(),
-                cause,
-            })?;
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "pub") {
-                paths.push(path);
+        let read_all = |paths: Vec<PathBuf>| {
+            paths
+                .iter()
+                .map(|p| PublicKey::read(p))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut keys = read_all(files_with(dir, "pub", false)?)?;
+        let roots = read_all(files_with(&dir.join("roots"), "pub", true)?)?;
+        let mut refused = Vec::new();
+        for path in files_with(dir, "endorsement", false)? {
+            match Endorsement::read(&path).and_then(|e| e.verify(&path, &roots)) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    tracing::warn!("not trusted: {e}");
+                    refused.push(e.to_string());
+                }
             }
         }
-        paths.sort();
-        let keys = paths
-            .iter()
-            .map(|p| PublicKey::read(p))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(TrustStore {
             dir: dir.to_path_buf(),
             keys,
+            roots,
+            refused,
         })
+    }
+
+    /// The utility's root keys installed with the kiosk.
+    pub fn roots(&self) -> &[PublicKey] {
+        &self.roots
+    }
+
+    /// The endorsements that were not taken, each with why.
+    pub fn refused(&self) -> &[String] {
+        &self.refused
     }
 
     pub fn dir(&self) -> &Path {
