@@ -12,146 +12,44 @@
 //! [`SaleEngine::recover`] at start. Every state change is one commit with its audit row,
 //! compare-and-set on the state it leaves.
 //!
-//! This file holds the session's steps and the backend sale; beside it: `cashier` (banknotes),
-//! `bank` (the bank-card payment), `recovery` (what is finished between customers), `operator`
-//! (operator items) and `receipt`.
+//! This file holds the session's steps and the backend sale; beside it: `card_write` (the sale
+//! onto the card), `cashier` (banknotes), `bank` (the bank-card payment), `recovery` (what is
+//! finished between customers), `operator` (operator items), `receipt` and `error`.
 
 use std::cell::Cell;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::OptionalExtension;
 use serde_json::json;
 
-use crate::authority::BackendAuthority;
 use crate::backend::{
     Account, BackendError, BackendGrant, CardRef, PaymentKind, Purchase, Refusal, SaleRequest,
-    SaleStatus, TariffStep, WriteConfirmation,
+    SaleStatus, TariffStep,
 };
-use crate::card::{CardData, CardError, CreditGrant, VerifyOutcome};
-use crate::cash_acceptor::CashError;
+use crate::card::CardData;
 use crate::clearing;
-use crate::codecs::{self, IdentifyError};
+use crate::codecs;
 use crate::config::{BackendEntry, KioskConfig, Policy};
 use crate::journal::{Batch, BatchResult, Journal, JournalError, NewItem, NewSale};
 use crate::money::{Fen, Wh};
-use crate::plugin::{
-    BackendSession, CardCodecSession, CodecError, DialectError, Plugin, PluginError, SharedCard,
-};
+use crate::plugin::{BackendSession, CardCodecSession, DialectError, Plugin, SharedCard};
 use crate::receipt_printer::{Receipt, ReceiptPrinter};
 
 mod bank;
 mod bill;
 mod bill_recovery;
 mod can_buy;
+mod card_write;
 mod cashier;
+mod error;
 mod operator;
 mod receipt;
 mod recovery;
 pub use bank::{BankLink, CardPayment};
 pub use bill::{BillCompletion, BillOutcome, BillSession, cash_due};
+pub use error::SaleError;
 pub use receipt::ReceiptOf;
 use receipt::yuan;
-
-/// Why a step of the sale could not be taken. Every one leaves the journal consistent.
-#[derive(Debug, thiserror::Error)]
-pub enum SaleError {
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-    #[error("this card: {0}")]
-    Identify(Box<IdentifyError>),
-    #[error("reading the card with `{codec}`: {cause}")]
-    Card { codec: String, cause: CodecError },
-    /// The card belongs to a utility this kiosk does not serve.
-    #[error("this kiosk does not sell for utility {utility} (card {card_serial})")]
-    NotServed {
-        utility: String,
-        card_serial: String,
-    },
-    #[error("backend `{backend}`: {cause}")]
-    Backend {
-        backend: String,
-        cause: DialectError,
-    },
-    /// The backend answered and will not sell; its words are for the customer.
-    #[error("{}", .0.message)]
-    Refused(Refusal),
-    #[error("the purchase of {0} is outside what this kiosk sells ({1} to {2})")]
-    OutOfLimits(Fen, Fen, Fen),
-    #[error("cash acceptor: {0}")]
-    Cash(#[from] CashError),
-    #[error("{0}")]
-    Plugin(#[from] PluginError),
-    #[error("no open operator item {0}")]
-    NoSuchItem(i64),
-    /// Someone else (the kiosk's housekeeping, another operator) acted on the item first.
-    #[error("item {item}: {what}; nothing was done")]
-    Conflict { item: i64, what: String },
-    #[error(
-        "item {0} is a banknote of unknown value: count the cash box at clearing, then dismiss it          (a customer's note of known value is refunded through its own item)"
-    )]
-    UnknownNote(i64),
-    /// A refund needs proof the sale never took place at the backend.
-    #[error(
-        "sale {serial} is {state}: the backend sold it, or may have; no refund (re-write the card, \
-         or wait for the outcome)"
-    )]
-    RefundRefused { serial: u64, state: String },
-    #[error("sale {serial} is {state}: only a sale handed to an operator is re-sold by hand")]
-    ResellRefused { serial: u64, state: String },
-    #[error("nothing has been paid in this session: there is nothing to sell")]
-    NothingPaid,
-    /// An account number typed or read is not one: what is wrong with it.
-    #[error("{0}")]
-    Account(String),
-    #[error("item {item} is about {what}, not a sale: it is refunded, never re-sold")]
-    NotASale { item: i64, what: String },
-    #[error(
-        "item {0} is about a bank-card reversal: ask the acquirer, then dismiss it (no debit \
-         stands) or refund it (the debit stands; the customer is paid back here)"
-    )]
-    ReversalItem(i64),
-    #[error("the journal holds a sale it cannot read back: {0}")]
-    Corrupt(String),
-    #[error(
-        "item {0} is about money the customer paid: settle it by refund or re-sell, not by \
-         dismissing it"
-    )]
-    DismissRefused(i64),
-    /// An operator is clearing the kiosk (period `0`): no sales until it ends.
-    #[error("the kiosk is being cleared (period {0}); sales resume when clearing ends")]
-    Clearing(i64),
-    #[error("acquirer `{acquirer}`: {cause}")]
-    Acquirer {
-        acquirer: String,
-        cause: crate::payment::AcquirerError,
-    },
-    /// The debit's outcome is not known: it is being reversed, so nothing is taken.
-    #[error(
-        "the bank did not confirm the debit of {0}; it is being reversed and nothing is taken \
-         (try again, or pay in cash)"
-    )]
-    DebitReversed(Fen),
-    #[error("PIN pad: {0}")]
-    PinPad(#[from] crate::pin_pad::PinPadError),
-    #[error("the kiosk has not signed on with its acquirer; bank cards are not taken until it has")]
-    NotSignedOn,
-    /// A settlement of this batch is out, or was left unanswered by a stop.
-    #[error(
-        "the settlement of bank-card batch {0} has no answer yet; run `selfvend bank settle` to \
-         send it again before signing on"
-    )]
-    Settling(u32),
-    #[error("bank-card batch {0} is full (999 purchases): settle it (`selfvend bank settle`)")]
-    BatchFull(u32),
-    #[error(
-        "{0} bank-card reversals are not acknowledged yet; the batch is not settled until they \
-         are (`selfvend bank reversals`)"
-    )]
-    ReversalsPending(usize),
-    #[error("{0}")]
-    WrongStep(&'static str),
-}
 
 /// What the customer is buying and what it costs: priced by the backend's `quote` when its
 /// dialect has one (contract 1.1), else from the account's price.
@@ -936,46 +834,6 @@ impl SaleEngine {
         }
     }
 
-    /// Writes a grant sold earlier but never written onto this card, before anything else;
-    /// one the card has refused as often as the policy allows is left to an operator.
-    fn rewrite_outstanding(&mut self, s: &mut CashSession) -> Result<Option<u64>, SaleError> {
-        let max = self.policy.rewrite_max_attempts;
-        let outstanding = self
-            .journal
-            .sales(&["granted"], Some(&s.data.card_serial))?;
-        let Some(sale) = outstanding
-            .into_iter()
-            .find(|sale| sale.rewrite_attempts < max)
-        else {
-            return Ok(None);
-        };
-        let grant: BackendGrant = sale
-            .grant_json
-            .as_deref()
-            .ok_or_else(|| {
-                SaleError::Corrupt(format!("sale {} is granted with no grant", sale.serial))
-            })
-            .and_then(|g| {
-                serde_json::from_str(g).map_err(|e| {
-                    SaleError::Corrupt(format!("the grant of sale {}: {e}", sale.serial))
-                })
-            })?;
-        self.journal.append(
-            "rewrite-started",
-            json!({"serial": sale.serial, "card": s.data.card_serial}),
-        )?;
-        if self.write_card(s, sale.serial, &grant)? {
-            s.data = self
-                .wait(|| s.codec.read(&s.card))
-                .map_err(|cause| SaleError::Card {
-                    codec: s.codec_name.clone(),
-                    cause,
-                })?;
-            return Ok(Some(sale.serial));
-        }
-        Ok(None)
-    }
-
     /// Asks the backend what became of the sale under `serial`; `None` when it did not say
     /// (noted in the journal).
     fn ask_status(
@@ -999,161 +857,6 @@ impl SaleEngine {
                     json!({"serial": serial, "why": why}),
                 );
                 None
-            }
-        }
-    }
-
-    /// Writes the grant, reads it back and confirms it to the backend.
-    fn write_card(
-        &mut self,
-        s: &mut CashSession,
-        serial: u64,
-        grant: &BackendGrant,
-    ) -> Result<bool, SaleError> {
-        let credit = CreditGrant {
-            card_serial: s.data.card_serial.clone(),
-            purchase_count: grant.purchase_count,
-            amount: grant.amount,
-            energy: grant.energy,
-            token: grant.token.clone(),
-        };
-        self.journal
-            .append("card-write-intent", json!({"serial": serial}))?;
-        fail::fail_point!("sale.after-card-write-intent");
-        let authority = Arc::new(Mutex::new(BackendAuthority::new(
-            self.backend_session(&s.backend, s.dialect)?,
-            card_ref(&s.data),
-        )));
-        let authority: crate::plugin::SharedAuthority = authority;
-        let written = self.wait(|| {
-            s.codec
-                .write_credit(&s.card, &credit, &authority)
-                .and_then(|()| s.codec.verify(&s.card, &credit))
-        });
-        fail::fail_point!("sale.after-card-written");
-        // What the card holds: known once verified, or when it refused the grant outright.
-        let written = match written {
-            Ok(VerifyOutcome::Written) => Some(true),
-            Ok(VerifyOutcome::NotWritten) => Some(false),
-            Err(e) => {
-                self.write_failed(s, serial, &e)?;
-                matches!(e, CodecError::Card(CardError::GrantRejected(_))).then_some(false)
-            }
-        };
-        // Unknown (the card left mid-write, say): the backend is told nothing until the card
-        // is read again, never "not written" while the card may hold the credit.
-        let Some(written) = written else {
-            return Ok(false);
-        };
-        if written {
-            self.journal.commit(|b| {
-                let id = b.append("card-written", &json!({"serial": serial}))?;
-                b.sale_state(serial, &["granted"], "written", None, id)?;
-                b.count("lifetime.credited_fen", grant.amount.0 as i64)
-            })?;
-        }
-        let confirmation = WriteConfirmation {
-            terminal_id: self.terminal_id.clone(),
-            kiosk_serial: serial,
-            card_serial: s.data.card_serial.clone(),
-            written,
-            return_data: s.data.return_data.as_ref().map(|r| r.raw.clone()),
-        };
-        let (backend, dialect) = (s.backend.clone(), s.dialect);
-        self.confirm(&backend, dialect, &confirmation)?;
-        Ok(written)
-    }
-
-    /// Journals a write that failed. A card that refuses the grant itself is counted: at the
-    /// policy's limit an operator is told (the card needs the utility's counter) and the kiosk
-    /// stops re-writing it.
-    fn write_failed(
-        &mut self,
-        s: &CashSession,
-        serial: u64,
-        e: &CodecError,
-    ) -> Result<(), SaleError> {
-        let refused = matches!(e, CodecError::Card(CardError::GrantRejected(_)));
-        let (max, why, card) = (
-            self.policy.rewrite_max_attempts,
-            e.to_string(),
-            s.data.card_serial.clone(),
-        );
-        self.journal.commit(|b| {
-            b.append(
-                "card-write-failed",
-                &json!({"serial": serial, "codec": s.codec_name, "why": why}),
-            )?;
-            if !refused {
-                return Ok(());
-            }
-            let tries = b.count_rewrite_attempt(serial)?;
-            if tries == max {
-                let id = b.append(
-                    "rewrite-exhausted",
-                    &json!({"serial": serial, "attempts": tries}),
-                )?;
-                b.open_manual_item(
-                    &NewItem::sale(
-                        serial,
-                        Some(&card),
-                        &format!(
-                            "电卡 {tries} 次拒绝写入交易 {serial:08} 的购电（{why}）：已售电，\
-                             请到营业厅补写卡"
-                        ),
-                    ),
-                    id,
-                )?;
-            }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Sends a write confirmation; one the backend did not acknowledge is sent again by
-    /// [`SaleEngine::recover`]. The customer's credit does not depend on it. Returns whether
-    /// the backend acknowledged it (for the sale's state now).
-    fn confirm(
-        &mut self,
-        backend: &BackendEntry,
-        dialect: usize,
-        confirmation: &WriteConfirmation,
-    ) -> Result<bool, SaleError> {
-        let serial = confirmation.kiosk_serial;
-        self.journal.append(
-            "write-confirm-intent",
-            json!({"serial": serial, "written": confirmation.written}),
-        )?;
-        fail::fail_point!("sale.after-confirm-intent");
-        let sent = self
-            .backend_session(backend, dialect)
-            .map_err(|e| e.to_string())
-            .and_then(|mut b| {
-                self.wait(|| b.confirm_write(confirmation))
-                    .map_err(|e| e.to_string())
-            });
-        match sent {
-            Ok(()) => {
-                // Acknowledged for the fact it told: written, or granted and not written.
-                let told = if confirmation.written {
-                    "written"
-                } else {
-                    "granted"
-                };
-                Ok(self.journal.commit(|b| {
-                    b.append(
-                        "write-confirmed",
-                        &json!({"serial": serial, "written": confirmation.written}),
-                    )?;
-                    b.sale_confirmed(serial, told)
-                })?)
-            }
-            Err(why) => {
-                self.journal.note(
-                    "write-confirm-failed",
-                    json!({"serial": serial, "why": why}),
-                );
-                Ok(false)
             }
         }
     }
