@@ -23,9 +23,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use view::{
-    AccountStatus, AccountView, BillResultView, BillsView, Device, DeviceLine, DeviceState,
-    ItemLine, OperatorMessage, OperatorView, PluginLine, PriceView, Reconciled, ResultView, Screen,
-    View,
+    AccountStatus, AccountView, BillResultView, BillsView, CardNotice, Device, DeviceLine,
+    DeviceState, ItemLine, OperatorMessage, OperatorView, PluginLine, PriceView, Reconciled,
+    ResultView, Screen, View,
 };
 
 use crate::backend::{Account, Purchase};
@@ -760,17 +760,17 @@ impl Worker {
             &BankCard,
             &PinBlock,
         ) -> Result<CardPayment, SaleError>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CardNotice> {
         let Some(bank_reader) = self.devices.bank_reader.clone() else {
-            return Err("bank cards are not taken".into());
+            return Err(CardNotice::NotTaken);
         };
         // A card left by someone before goes back to its owner, never into this payment.
         self.take_bank_card(&bank_reader);
         self.screen(Screen::BankCard { due });
         match self.wait(Watch::In(&bank_reader), Some(self.timeouts.bank_card)) {
             Event::Card => {}
-            Event::Command(Command::Cancel) => return Err("cancelled".into()),
-            _ => return Err("no bank card was inserted".into()),
+            Event::Command(Command::Cancel) => return Err(CardNotice::Cancelled),
+            _ => return Err(CardNotice::NoCard),
         }
         let paid = self.debit(due, &bank_reader, for_meter_card, pay);
         self.take_bank_card(&bank_reader);
@@ -789,12 +789,8 @@ impl Worker {
             &BankCard,
             &PinBlock,
         ) -> Result<CardPayment, SaleError>,
-    ) -> Result<(), String> {
-        let link = self
-            .devices
-            .bank
-            .as_ref()
-            .ok_or("bank cards are not taken")?;
+    ) -> Result<(), CardNotice> {
+        let link = self.devices.bank.as_ref().ok_or(CardNotice::NotTaken)?;
         let pad = link.pin_pad().clone();
         // Reversals owed go first, before the customer is asked for anything.
         if let Err(e) = self.engine.forward_reversals(link) {
@@ -806,7 +802,8 @@ impl Worker {
             .readers
             .connect(bank_reader)
             .map_err(|e| e.to_string())
-            .and_then(|mut pc| bank_card::read(&mut pc).map_err(|e| e.to_string()))?;
+            .and_then(|mut pc| bank_card::read(&mut pc).map_err(|e| e.to_string()))
+            .map_err(|why| failed(format!("the bank card: {why}")))?;
         self.screen(Screen::Pin { due, digits: 0 });
         let shared = self.shared.clone();
         let entry = pad
@@ -819,26 +816,22 @@ impl Worker {
                 self.timeouts.pin,
                 &mut |digits| shared.show(Screen::Pin { due, digits }),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(format!("the PIN pad: {e}")))?;
         let block = match entry {
             PinEntry::Entered(block) => block,
-            PinEntry::Cancelled => return Err("PIN entry was cancelled".into()),
-            PinEntry::TimedOut => return Err("no PIN was entered in time".into()),
+            PinEntry::Cancelled => return Err(CardNotice::PinCancelled),
+            PinEntry::TimedOut => return Err(CardNotice::PinTimedOut),
         };
         // The customer's money is taken only for a meter card still here to be written.
         if for_meter_card && !self.meter_card_in() {
-            return Err("the meter card was taken out; nothing was debited".into());
+            return Err(CardNotice::MeterCardOut);
         }
         self.screen(Screen::Debiting { due });
-        let link = self
-            .devices
-            .bank
-            .as_ref()
-            .ok_or("bank cards are not taken")?;
+        let link = self.devices.bank.as_ref().ok_or(CardNotice::NotTaken)?;
         match pay(&mut self.engine, link, &card, &block) {
             Ok(CardPayment::Approved { .. }) => Ok(()),
-            Ok(CardPayment::Declined(d)) => Err(d.message),
-            Err(e) => Err(customer_reason(&e)),
+            Ok(CardPayment::Declined(d)) => Err(CardNotice::Declined(d.message)),
+            Err(e) => Err(card_notice(&e)),
         }
     }
 
@@ -1064,6 +1057,21 @@ fn bank_link(devices: &KioskDevices) -> Result<&BankLink, String> {
 }
 
 /// Why a session cannot go on, in words for the customer.
+/// A bank-card failure the customer is told of; its detail goes to the log.
+fn failed(detail: String) -> CardNotice {
+    tracing::warn!("bank-card payment: {detail}");
+    CardNotice::Failed(detail)
+}
+
+/// What the customer is told of an engine error ending a bank-card try.
+fn card_notice(e: &SaleError) -> CardNotice {
+    match e {
+        SaleError::Refused(r) => CardNotice::Refused(r.message.clone()),
+        SaleError::DebitReversed(fen) => CardNotice::Reversed(*fen),
+        other => failed(other.to_string()),
+    }
+}
+
 fn customer_reason(e: &SaleError) -> String {
     match e {
         SaleError::Refused(r) => r.message.clone(),

@@ -1,5 +1,6 @@
 //! The kiosk's words in each language it speaks: Chinese by default, English on request.
 
+use selfvend_host::kiosk::CardNotice;
 use selfvend_host::money::Fen;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +75,11 @@ pub struct Words {
     pub pending_detail: &'static str,
     pub refused: &'static str,
     pub choose_method: &'static str,
+    /// Why a bank-card try took nothing: not taken, cancelled, no card, PIN cancelled, PIN
+    /// timed out, meter card out, failed.
+    pub card_notices: [&'static str; 7],
+    /// Before the amount of a debit being reversed, and after it.
+    pub card_reversed: [&'static str; 2],
     pub buy_with_paid: &'static str,
     pub insert_bank_card: &'static str,
     pub enter_pin: &'static str,
@@ -190,6 +196,19 @@ const ZH: Words = Words {
     pending_detail: "您的款项已记录，结果确认后自动补售电，请保留凭条",
     refused: "无法售电",
     choose_method: "请选择支付方式",
+    card_notices: [
+        "暂不受理银行卡，请用现金支付",
+        "已取消银行卡支付",
+        "未插入银行卡",
+        "已取消输入密码，未扣款",
+        "输入密码超时，未扣款",
+        "电卡已拔出，未扣款；请插回电卡",
+        "银行卡暂时无法支付，未扣款；请重试或用现金支付",
+    ],
+    card_reversed: [
+        "银行未确认扣款 ",
+        "，正在冲正退回，未扣您的钱；请重试或用现金支付",
+    ],
     buy_with_paid: "按已投金额购电",
     insert_bank_card: "请插入银行卡",
     enter_pin: "请在密码键盘上输入银行卡密码",
@@ -301,6 +320,19 @@ const EN: Words = Words {
     pending_detail: "Your payment is recorded; the purchase completes once confirmed. Keep the receipt.",
     refused: "Cannot sell",
     choose_method: "How would you like to pay?",
+    card_notices: [
+        "Bank cards are not taken now; please pay in cash",
+        "The bank-card payment was cancelled",
+        "No bank card was inserted",
+        "The PIN entry was cancelled; nothing was taken",
+        "No PIN was entered in time; nothing was taken",
+        "The meter card was taken out; nothing was taken. Please put it back",
+        "The bank card cannot be used just now; nothing was taken. Try again or pay in cash",
+    ],
+    card_reversed: [
+        "The bank did not confirm the debit of ",
+        "; it is being reversed and nothing is taken. Try again or pay in cash",
+    ],
     buy_with_paid: "Buy with what is in",
     insert_bank_card: "Please insert your bank card",
     enter_pin: "Enter your card's PIN on the PIN pad",
@@ -383,5 +415,27 @@ impl Words {
     /// An amount as the screen shows it: `50.00 元` / `50.00 yuan`.
     pub fn money(&self, fen: Fen) -> String {
         format!("{fen} {}", self.yuan)
+    }
+
+    /// Why a bank-card try took nothing, in these words (a bank's or a backend's own words as
+    /// they said them).
+    pub fn card_notice(&self, notice: &CardNotice) -> String {
+        let n = &self.card_notices;
+        match notice {
+            CardNotice::NotTaken => n[0].into(),
+            CardNotice::Cancelled => n[1].into(),
+            CardNotice::NoCard => n[2].into(),
+            CardNotice::PinCancelled => n[3].into(),
+            CardNotice::PinTimedOut => n[4].into(),
+            CardNotice::MeterCardOut => n[5].into(),
+            CardNotice::Failed(_) => n[6].into(),
+            CardNotice::Declined(words) | CardNotice::Refused(words) => words.clone(),
+            CardNotice::Reversed(fen) => format!(
+                "{}{}{}",
+                self.card_reversed[0],
+                self.money(*fen),
+                self.card_reversed[1]
+            ),
+        }
     }
 }

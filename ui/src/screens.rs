@@ -133,7 +133,11 @@ pub fn screen_ui(ui: &mut Ui, lang: Lang, view: &View, keypad: &mut Keypad) -> O
             ui.label(RichText::new(format!("{}{}{}", w.due, w.sep, w.money(*due))).size(40.0));
             price_ui(ui, w, *due, price);
             if let Some(notice) = notice {
-                ui.label(RichText::new(notice).size(32.0).color(Color32::DARK_RED));
+                ui.label(
+                    RichText::new(w.card_notice(notice))
+                        .size(32.0)
+                        .color(Color32::DARK_RED),
+                );
             }
             ui.add_space(24.0);
             let mut chosen = None;
@@ -604,7 +608,11 @@ fn bills_ui(ui: &mut Ui, w: &Words, bills: &BillsView) -> Option<Command> {
         ));
     }
     if let Some(notice) = &bills.notice {
-        ui.label(RichText::new(notice).size(32.0).color(Color32::DARK_RED));
+        ui.label(
+            RichText::new(w.card_notice(notice))
+                .size(32.0)
+                .color(Color32::DARK_RED),
+        );
     }
     ui.add_space(24.0);
     let mut chosen = None;

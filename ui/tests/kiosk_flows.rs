@@ -14,8 +14,8 @@ use selfvend_host::card_reader::Readers;
 use selfvend_host::config::{KioskConfig, ReaderDevice};
 use selfvend_host::journal::Journal;
 use selfvend_host::kiosk::{
-    AccountStatus, BillResultView, Device, DeviceState, OperatorMessage, OperatorView, Reconciled,
-    ResultView, Screen, Timeouts, View,
+    AccountStatus, BillResultView, CardNotice, Device, DeviceState, OperatorMessage, OperatorView,
+    Reconciled, ResultView, Screen, Timeouts, View,
 };
 use selfvend_host::money::Fen;
 use selfvend_ui::app::KioskApp;
@@ -417,6 +417,29 @@ fn a_wrong_pin_is_declined_and_the_customer_pays_cash_instead() {
             ..
         }
     ));
+    f.take_card_out();
+}
+
+#[test]
+fn a_pin_cancelled_on_the_pad_is_told_in_the_customers_words_and_takes_nothing() {
+    let mut f = Flow::start(quick());
+    f.reach_the_pin_pad(ZHANG_SAN, 20);
+    f.press("Cancel on pad");
+    f.wait("the bank card asked back", |s| *s == Screen::TakeBankCard);
+    f.press("Pull bank card");
+    f.wait("the payment choice, told why", |s| {
+        matches!(
+            s,
+            Screen::Method {
+                notice: Some(CardNotice::PinCancelled),
+                ..
+            }
+        )
+    });
+    assert!(f.shows("已取消输入密码，未扣款"));
+    assert_eq!(f.demo().acquirer.balance(DEMO_PAN), Some(100_000));
+    f.press("取消");
+    f.result();
     f.take_card_out();
 }
 

@@ -9,8 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use selfvend_host::backend::{Purchase, TariffStep};
 use selfvend_host::kiosk::{
-    BillResultView, BillsView, Command, Device, DeviceLine, DeviceState, ItemLine, OperatorMessage,
-    OperatorView, PluginLine, View,
+    BillResultView, BillsView, CardNotice, Command, Device, DeviceLine, DeviceState, ItemLine,
+    OperatorMessage, OperatorView, PluginLine, View,
 };
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::receipt_printer::{Paper, PrinterStatus};
@@ -196,7 +196,7 @@ fn every_screen() -> Vec<(&'static str, Screen)> {
                     ],
                 },
                 bank: true,
-                notice: Some("密码错误".into()),
+                notice: Some(CardNotice::Declined("密码错误".into())),
             },
         ),
         ("bank-card", Screen::BankCard { due: Fen(5000) }),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::view::{BillResultView, BillsView, PriceView};
+use super::view::{BillResultView, BillsView, CardNotice, PriceView};
 use super::{Command, Event, NoteWatch, Screen, Watch, Worker, customer_reason};
 use crate::money::Fen;
 use crate::sale::{BillOutcome, BillSession, CashSession, Step, cash_due};
@@ -123,7 +123,7 @@ impl Worker {
                         Ok(()) => self.pay_card(due, false, |engine, link, card, pin| {
                             engine.pay_bill_by_card(&mut bill, link, card, Some(pin))
                         }),
-                        Err(e) => Err(customer_reason(&e)),
+                        Err(e) => Err(super::card_notice(&e)),
                     };
                     match paid {
                         Ok(()) => break reader.is_some() && !self.meter_card_in(),
@@ -253,7 +253,7 @@ impl Worker {
     }
 }
 
-fn bills_view(bill: &BillSession, bank: bool, notice: Option<String>) -> BillsView {
+fn bills_view(bill: &BillSession, bank: bool, notice: Option<CardNotice>) -> BillsView {
     BillsView {
         customer_name: bill.account.customer_name.clone(),
         customer_number: bill.account.customer_number.clone(),

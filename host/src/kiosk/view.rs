@@ -37,7 +37,7 @@ pub enum Screen {
         due: Fen,
         price: PriceView,
         bank: bool,
-        notice: Option<String>,
+        notice: Option<CardNotice>,
     },
     /// Banknotes going in.
     Paying {
@@ -124,7 +124,31 @@ pub struct BillsView {
     /// Whether a bank card is taken (it pays exactly what is owed).
     pub bank: bool,
     /// Why the last bank-card payment took nothing.
-    pub notice: Option<String>,
+    pub notice: Option<CardNotice>,
+}
+
+/// Why a bank-card try took nothing (or why what it took is being given back), for the window
+/// to word in the customer's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardNotice {
+    /// Bank cards are not taken now.
+    NotTaken,
+    /// The customer went back before inserting a card.
+    Cancelled,
+    /// No bank card went in before the wait ran out.
+    NoCard,
+    PinCancelled,
+    PinTimedOut,
+    /// The meter card left before the debit: nothing was debited.
+    MeterCardOut,
+    /// The bank declined, in its own words.
+    Declined(String),
+    /// The utility's backend will not sell or book it, in its own words.
+    Refused(String),
+    /// The bank did not confirm the debit of this much: it is being reversed, nothing is taken.
+    Reversed(Fen),
+    /// The card could not be read or the payment could not be made; the detail is logged.
+    Failed(String),
 }
 
 /// How a bill payment ended, and what happens to the money.
