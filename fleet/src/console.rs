@@ -76,6 +76,18 @@ fn lang_of(query: &LangQuery, headers: &HeaderMap) -> Lang {
     }
 }
 
+/// A page's language and its signed-in session; a request with no session is sent to sign in.
+async fn signed_in(
+    fleet: &Fleet,
+    q: &LangQuery,
+    headers: &HeaderMap,
+) -> Result<Result<(Lang, Session), Response>, ApiError> {
+    match sessions::of(fleet, headers).await? {
+        Some(session) => Ok(Ok((lang_of(q, headers), session))),
+        None => Ok(Err(Redirect::to("/login").into_response())),
+    }
+}
+
 /// `body` as a page, remembering the language in a cookie.
 fn reply(lang: Lang, status: StatusCode, body: String) -> Response {
     (
@@ -337,11 +349,11 @@ async fn fleet_page(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
+    let (lang, session) = match signed_in(&fleet, &q, &headers).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_sign_in) => return Ok(to_sign_in),
     };
+    let w = lang.words();
     let mut rows = statuses(&fleet).await?;
     rows.sort_by(|(a, ra), (b, rb)| (a.severity(), ra).cmp(&(b.severity(), rb)));
     let total = rows.len();

@@ -61,18 +61,24 @@ impl FleetDb {
         assert!(out.status.success(), "user-add failed");
     }
 
-    /// A one-time pairing code, as an admin makes it.
-    pub fn pairing_code(&self) -> String {
+    /// What `selfvend-fleet ARGS` on this database prints, as an admin runs it; its error if
+    /// it fails.
+    pub fn admin(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(fleet_bin())
-            .args(["--db", &self.url, "pairing-code"])
+            .args(["--db", &self.url])
+            .args(args)
             .output()
             .expect("run selfvend-fleet");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A one-time pairing code, as an admin makes it.
+    pub fn pairing_code(&self) -> String {
+        self.admin(&["pairing-code"]).unwrap().trim().to_string()
     }
 }
 

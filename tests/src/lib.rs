@@ -137,6 +137,15 @@ impl CardChannel for RecordCard {
     }
 }
 
+/// `selfvend ARGS` run in directory `dir`, as a vendor or an operator runs it there.
+pub fn selfvend_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(selfvend_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run selfvend")
+}
+
 /// Runs `selfvend --config CONFIG ARGS…` and returns what it printed.
 pub fn selfvend_with(config: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(selfvend_bin())

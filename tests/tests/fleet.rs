@@ -170,11 +170,10 @@ fn a_kiosk_with_the_wrong_key_or_revoked_is_refused() {
     let kiosk_id = pair(&k, &server, &db);
     // It has been heard from, so the server knows its key without reading it.
     cli(&k, &["fleet", "sync"]).unwrap();
-    let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
-        .args(["--db", &db.url, "revoke", "--kiosk", &kiosk_id])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout), format!("kiosk {kiosk_id} revoked\n"));
+    assert_eq!(
+        db.admin(&["revoke", "--kiosk", &kiosk_id]),
+        Ok(format!("kiosk {kiosk_id} revoked\n"))
+    );
     let refused = cli(&k, &["fleet", "sync"]).unwrap_err();
     assert!(
         refused.contains(&format!(
@@ -243,13 +242,10 @@ fn an_edited_journal_raises_one_tamper_alert_and_holds_its_ingest() {
 
     // An admin accepts the break: the edited row is stored as the kiosk sends it, marked with
     // the break, and everything after it follows; the alert closes, the release is recorded.
-    let out = std::process::Command::new(selfvend_tests::fleet_rig::fleet_bin())
-        .args([
-            "--db", &db.url, "release", "--kiosk", &kiosk_id, "--by", "li.admin",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        db.admin(&["release", "--kiosk", &kiosk_id, "--by", "li.admin"]),
+        Ok(format!("kiosk {kiosk_id}: ingest resumes from the break\n"))
+    );
     cli(&k, &["fleet", "sync"]).unwrap();
     let head = sql(&k.journal, "SELECT max(id) FROM audit") as i64;
     assert_eq!(stored_rows(&db, &kiosk_id) as i64, head);

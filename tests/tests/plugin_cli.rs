@@ -1,16 +1,12 @@
 //! `selfvend plugin keygen|sign|verify|inspect` as a vendor and an operator use them.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use selfvend_tests::{SignedPlugins, selfvend_bin};
+use selfvend_tests::{SignedPlugins, selfvend_in};
 
 fn selfvend(dir: &Path, args: &[&str]) -> Output {
-    Command::new(selfvend_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run selfvend")
+    selfvend_in(dir, args)
 }
 
 fn stdout(o: &Output) -> String {

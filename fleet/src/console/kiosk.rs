@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use selfvend_fleet_wire::Heartbeat;
 
 use super::html::{Words, esc, page, yuan};
-use super::{KioskRow, LangQuery, age_text, kiosk_rows, lang_of, reply, status_cell};
+use super::{KioskRow, LangQuery, age_text, kiosk_rows, lang_of, reply, signed_in, status_cell};
 use super::{form_session, user_bar};
 use crate::error::ApiError;
-use crate::sessions;
 use crate::users::Role;
 use crate::{Fleet, ingest};
 
@@ -25,11 +24,11 @@ pub(super) async fn kiosk_page(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
+    let (lang, session) = match signed_in(&fleet, &q, &headers).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_sign_in) => return Ok(to_sign_in),
     };
+    let w = lang.words();
     let Some(k) = kiosk_rows(&fleet, std::slice::from_ref(&id))
         .await?
         .into_iter()

@@ -3,13 +3,12 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 
 use super::html::{Words, esc, page, yuan};
-use super::{LangQuery, lang_of, reply, user_bar};
+use super::{LangQuery, reply, signed_in, user_bar};
 use crate::Fleet;
 use crate::error::ApiError;
-use crate::sessions;
 
 /// Money as yuan from a report's JSON number of fen.
 fn fen_of(v: &serde_json::Value) -> String {
@@ -22,11 +21,11 @@ pub(super) async fn clearings_page(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
+    let (lang, session) = match signed_in(&fleet, &q, &headers).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_sign_in) => return Ok(to_sign_in),
     };
+    let w = lang.words();
     let body = user_bar(w, &session) + &clearings_table(&fleet, None, w).await?;
     Ok(reply(lang, StatusCode::OK, page(lang, w.clearings, &body)))
 }
@@ -119,11 +118,11 @@ pub(super) async fn takings_page(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
+    let (lang, session) = match signed_in(&fleet, &q, &headers).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_sign_in) => return Ok(to_sign_in),
     };
+    let w = lang.words();
     let rows = fleet
         .db
         .get()
@@ -172,11 +171,11 @@ pub(super) async fn items_page(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&q, &headers);
-    let w = lang.words();
-    let Some(session) = sessions::of(&fleet, &headers).await? else {
-        return Ok(Redirect::to("/login").into_response());
+    let (lang, session) = match signed_in(&fleet, &q, &headers).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_sign_in) => return Ok(to_sign_in),
     };
+    let w = lang.words();
     let rows = fleet
         .db
         .get()
