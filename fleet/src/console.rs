@@ -5,6 +5,7 @@
 mod html;
 mod kiosk;
 mod reports;
+mod rollouts;
 
 use std::time::Duration;
 
@@ -35,6 +36,11 @@ pub fn router() -> Router<Fleet> {
         .route("/clearings", get(reports::clearings_page))
         .route("/takings", get(reports::takings_page))
         .route("/items", get(reports::items_page))
+        .route(
+            "/rollouts",
+            get(rollouts::rollouts_page).post(rollouts::create),
+        )
+        .route("/rollouts/{id}/{action}", post(rollouts::act))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -363,8 +369,9 @@ async fn fleet_page(
     body += &format!(
         "<p><a href=\"/takings\" id=\"takings-link\">{}</a> · \
          <a href=\"/clearings\" id=\"clearings-link\">{}</a> · \
-         <a href=\"/items\" id=\"items-link\">{}</a></p>",
-        w.takings, w.clearings, w.items_title
+         <a href=\"/items\" id=\"items-link\">{}</a> · \
+         <a href=\"/rollouts\" id=\"rollouts-link\">{}</a></p>",
+        w.takings, w.clearings, w.items_title, w.rollouts.title
     );
     if session.user.role == Role::Admin {
         body += &format!(

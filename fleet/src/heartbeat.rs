@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use selfvend_fleet_wire::{Heartbeat, HeartbeatReply};
 
 use crate::error::{ApiError, json_body};
-use crate::{Fleet, alerts, auth};
+use crate::{Fleet, alerts, auth, rollouts};
 
 /// `POST /api/heartbeat`.
 pub async fn heartbeat(
@@ -27,12 +27,16 @@ pub async fn heartbeat(
     let client = fleet.states.get().await?;
     let Some(row) = client
         .query_opt(
-            "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
+            &format!(
+                "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
                     software_version = $3, last_request_ms = $4, screen = $6,
                     screen_secs = $7, money_in_fen = $8, open_items = $9
              WHERE id = $1 AND last_request_ms < $4 AND revoked_at IS NULL AND public_key = $5
              RETURNING journal_head,
-                       EXISTS (SELECT 1 FROM alerts WHERE kiosk_id = $1 AND closed_at IS NULL)",
+                       EXISTS (SELECT 1 FROM alerts WHERE kiosk_id = $1 AND closed_at IS NULL),
+                       {desired}::text",
+                desired = rollouts::DESIRED_SQL
+            ),
             &[
                 kiosk,
                 &json,
@@ -51,7 +55,14 @@ pub async fn heartbeat(
     };
     let any_open: bool = row.get(1);
     alerts::from_heartbeat(&client, kiosk, &beat, any_open).await?;
+    if !beat.rollouts.is_empty() {
+        rollouts::record(&fleet, kiosk, &beat.rollouts).await?;
+    }
+    let desired: String = row.get(2);
+    let desired = serde_json::from_str(&desired)
+        .map_err(|e| ApiError::Database(format!("the desired state does not read back: {e}")))?;
     Ok(Json(HeartbeatReply {
         journal_head: row.get(0),
+        desired,
     }))
 }

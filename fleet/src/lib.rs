@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod ingest;
 pub mod notifier;
 pub mod pairing;
+pub mod rollouts;
 pub mod sessions;
 pub mod status;
 pub mod store;
@@ -58,6 +59,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/pair", post(pairing::pair))
         .route("/api/journal", post(ingest::journal))
         .route("/api/heartbeat", post(heartbeat::heartbeat))
+        .route("/api/plugin", post(rollouts::download))
         .layer(axum::extract::DefaultBodyLimit::max(
             selfvend_fleet_wire::MAX_BODY_BYTES,
         ))

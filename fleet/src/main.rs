@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use selfvend_fleet::rollouts::{self, Action, Targets};
 use selfvend_fleet::status::Limits;
 use selfvend_fleet::users::{self, Role};
 use selfvend_fleet::{Fleet, notifier, pairing, router, store};
@@ -57,6 +58,31 @@ enum Command {
         #[arg(long)]
         by: String,
     },
+    /// Uploads a plugin build as its vendor shipped it: FILE and its signature FILE.sig.
+    Upload {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        by: String,
+    },
+    /// Plugin rollouts: canaries first, then the rest.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Adds the utility's root's endorsement of a vendor key (`selfvend trust endorse` wrote
+    /// it) for the fleet to carry to every kiosk; each kiosk takes it only if its own root
+    /// signed it.
+    Endorse {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        by: String,
+    },
+    /// Sets a kiosk's tags (rollouts choose kiosks by tag).
+    Tag {
+        #[arg(long)]
+        kiosk: String,
+        tags: Vec<String>,
+    },
     /// Adds a console user; the password is read from standard input.
     UserAdd {
         #[arg(long)]
@@ -64,6 +90,52 @@ enum Command {
         /// viewer, operator or admin.
         #[arg(long, default_value = "viewer")]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Rolls an uploaded build of a plugin out to the kiosks chosen; prints its id.
+    Create {
+        /// The plugin, by the name the kiosks' configs give it.
+        #[arg(long)]
+        plugin: String,
+        /// The build: its SHA-256 (as `upload` printed), or the file uploaded.
+        #[arg(long)]
+        build: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// A kiosk by id (repeat for more).
+        #[arg(long = "kiosk")]
+        kiosks: Vec<String>,
+        /// A canary by id (repeat for more); without one, the first `--canaries` kiosks.
+        #[arg(long = "canary")]
+        canary: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        canaries: usize,
+        #[arg(long)]
+        by: String,
+    },
+    /// Where each rollout (or only ID) is, kiosk by kiosk.
+    Status { id: Option<i64> },
+    /// No kiosk starts on it; those running it keep it.
+    Pause {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+    Resume {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+    /// Every kiosk running it goes back to the build it ran before.
+    Rollback {
+        id: i64,
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -128,6 +200,37 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("kiosk {kiosk}: ingest resumes from the break");
         }
+        Command::Upload { file, by } => {
+            let component =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let sig_path = std::path::PathBuf::from(format!("{}.sig", file.display()));
+            let signature = std::fs::read_to_string(&sig_path).with_context(|| {
+                format!(
+                    "reading {} (a plugin ships with its signature)",
+                    sig_path.display()
+                )
+            })?;
+            let name = file
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into());
+            let by = format!("{by} (command line)");
+            let sha = rollouts::upload(&fleet, &name, &component, &signature, &by).await?;
+            println!("{sha}");
+        }
+        Command::Rollout { command } => rollout_command(&fleet, command).await?,
+        Command::Endorse { file, by } => {
+            let statement = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            rollouts::add_endorsement(&fleet, &statement, &format!("{by} (command line)")).await?;
+            println!(
+                "{}: carried to every kiosk from their next heartbeat",
+                file.display()
+            );
+        }
+        Command::Tag { kiosk, tags } => {
+            rollouts::tag(&fleet, &kiosk, &tags).await?;
+            println!("kiosk {kiosk}: tags {}", tags.join(", "));
+        }
         Command::UserAdd { name, role } => {
             let role = Role::parse(&role)
                 .with_context(|| format!("--role {role}: viewer, operator or admin"))?;
@@ -150,6 +253,96 @@ async fn main() -> anyhow::Result<()> {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn rollout_command(fleet: &Fleet, command: RolloutCommand) -> anyhow::Result<()> {
+    match command {
+        RolloutCommand::Create {
+            plugin,
+            build,
+            region,
+            tag,
+            kiosks,
+            canary,
+            canaries,
+            by,
+        } => {
+            let sha256 = if selfvend_fleet_wire::is_sha256(&build) {
+                build
+            } else {
+                let bytes = std::fs::read(&build).with_context(|| {
+                    format!("--build {build}: neither a SHA-256 nor a file that can be read")
+                })?;
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            };
+            let targets = Targets {
+                region,
+                tag,
+                kiosks,
+                canaries: canary,
+                canary_count: canaries,
+            };
+            let id = rollouts::create(
+                fleet,
+                &plugin,
+                &sha256,
+                &targets,
+                &format!("{by} (command line)"),
+            )
+            .await?;
+            println!("{id}");
+        }
+        RolloutCommand::Status { id } => {
+            let all = rollouts::status(fleet, id).await?;
+            if let Some(id) = id {
+                anyhow::ensure!(!all.is_empty(), "there is no rollout {id}");
+            }
+            for r in all {
+                println!(
+                    "rollout {} {} {} ({}): {}, {} of {} kiosks run it{}",
+                    r.id,
+                    r.plugin,
+                    &r.sha256[..12],
+                    r.file_name,
+                    r.state,
+                    r.active(),
+                    r.kiosks.len(),
+                    if r.why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.why)
+                    }
+                );
+                for k in &r.kiosks {
+                    println!(
+                        "  {} {}{}: {}{}",
+                        k.kiosk,
+                        k.terminal_id,
+                        if k.canary { " (canary)" } else { "" },
+                        k.step.as_deref().unwrap_or("not yet heard"),
+                        if k.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", k.detail)
+                        }
+                    );
+                }
+            }
+        }
+        RolloutCommand::Pause { id, by } => {
+            rollouts::act(fleet, id, Action::Pause, &format!("{by} (command line)")).await?;
+            println!("rollout {id} paused");
+        }
+        RolloutCommand::Resume { id, by } => {
+            rollouts::act(fleet, id, Action::Resume, &format!("{by} (command line)")).await?;
+            println!("rollout {id} resumed");
+        }
+        RolloutCommand::Rollback { id, by } => {
+            rollouts::act(fleet, id, Action::RollBack, &format!("{by} (command line)")).await?;
+            println!("rollout {id} rolled back");
         }
     }
     Ok(())

@@ -138,6 +138,7 @@ pub struct Words {
     pub not_shown: &'static str,
     /// 现金售电, 银行卡售电, 现金缴费, 银行卡缴费.
     pub businesses: [&'static str; 4],
+    pub rollouts: super::rollouts::RolloutWords,
 }
 
 const ZH: Words = Words {
@@ -219,6 +220,7 @@ const ZH: Words = Words {
     sale: "售电",
     bill_payment: "缴费",
     items_title: "全部待处理事项",
+    rollouts: super::rollouts::ZH,
     session_expired: "页面已过期，请重新登录",
     not_shown: "（仅操作员可见）",
     businesses: ["现金售电", "银行卡售电", "现金缴费", "银行卡缴费"],
@@ -303,6 +305,7 @@ const EN: Words = Words {
     sale: "sale",
     bill_payment: "bill payment",
     items_title: "Open items across the fleet",
+    rollouts: super::rollouts::EN,
     session_expired: "The page expired; sign in again",
     not_shown: "(operators only)",
     businesses: [

@@ -4,12 +4,17 @@
 
 mod chain;
 mod messages;
+mod rollout;
 mod signing;
 
 pub use chain::{AuditRow, ChainBreak, GENESIS, check_next, row_hash};
 pub use messages::{
     CashBox, DeviceReport, Heartbeat, HeartbeatReply, JournalAck, JournalBatch, MAX_BATCH_ROWS,
     MAX_BODY_BYTES, MAX_LIST, OpenItem, PairReply, PairRequest, PeriodTotals, PluginReport,
+};
+pub use rollout::{
+    Desired, DesiredPlugin, MAX_PLUGIN_BYTES, PluginDownload, PluginPart, RolloutStep, Step,
+    is_sha256,
 };
 pub use signing::{
     KIOSK_HEADER, LAST_TIME_HEADER, MAX_CLOCK_SKEW_MS, SIGNATURE_HEADER, SignError, TIME_HEADER,

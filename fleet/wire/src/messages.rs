@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::AuditRow;
+use crate::rollout::{Desired, RolloutStep, is_sha256};
 
 /// Rows in one journal batch, at most.
 pub const MAX_BATCH_ROWS: usize = 500;
@@ -97,6 +98,9 @@ pub struct PluginReport {
     pub name: String,
     pub version: String,
     pub signer: String,
+    /// The component's SHA-256 in hex (an older kiosk sends none).
+    #[serde(default)]
+    pub sha256: String,
 }
 
 /// An operator item open at the kiosk (money the kiosk could not settle by itself).
@@ -133,12 +137,18 @@ pub struct Heartbeat {
     pub plugins: Vec<PluginReport>,
     /// The newest audit row the kiosk has written.
     pub journal_head: i64,
+    /// How far the kiosk is with each rollout the server last asked of it.
+    #[serde(default)]
+    pub rollouts: Vec<RolloutStep>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     /// What the server holds of the kiosk's journal.
     pub journal_head: i64,
+    /// What the fleet wants the kiosk to run.
+    #[serde(default)]
+    pub desired: Desired,
 }
 
 /// `field` must be one line of printable text, at most [`MAX_TEXT`] characters.
@@ -285,6 +295,24 @@ impl Heartbeat {
             non_empty(&format!("plugins[{i}].name"), &p.name)?;
             text(&format!("plugins[{i}].version"), &p.version)?;
             text(&format!("plugins[{i}].signer"), &p.signer)?;
+            if !p.sha256.is_empty() && !is_sha256(&p.sha256) {
+                return Err(format!("plugins[{i}].sha256: not a SHA-256 in hex"));
+            }
+        }
+        list("rollouts", &self.rollouts)?;
+        for (i, r) in self.rollouts.iter().enumerate() {
+            if r.rollout < 1 {
+                return Err(format!("rollouts[{i}].rollout: not a rollout id"));
+            }
+            non_empty(&format!("rollouts[{i}].name"), &r.name)?;
+            if !is_sha256(&r.sha256) {
+                return Err(format!("rollouts[{i}].sha256: not a SHA-256 in hex"));
+            }
+            if r.detail.chars().count() > 1000 || r.detail.chars().any(char::is_control) {
+                return Err(format!(
+                    "rollouts[{i}].detail: more than 1000 characters or a control character"
+                ));
+            }
         }
         if self.journal_head < 0 {
             return Err("journal_head: negative".into());
@@ -328,6 +356,7 @@ mod tests {
             software_version: "0.1.0".into(),
             plugins: Vec::new(),
             journal_head: 9,
+            rollouts: Vec::new(),
         };
         assert_eq!(beat.check(), Ok(()));
         beat.items[0].caught_fen = u64::MAX;
