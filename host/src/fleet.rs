@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use identity::Identity;
 use selfvend_fleet_wire::{
     Heartbeat, HeartbeatReply, JournalAck, JournalBatch, KIOSK_HEADER, LAST_TIME_HEADER,
-    MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_CLOCK_SKEW_MS, OpenItem, PairReply, PairRequest,
-    PeriodTotals, SIGNATURE_HEADER, TIME_HEADER,
+    MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_CLOCK_SKEW_MS, MAX_PLUGIN_BYTES, OpenItem, PairReply,
+    PairRequest, PeriodTotals, PluginDownload, PluginPart, SIGNATURE_HEADER, TIME_HEADER,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,8 @@ fn now_ms() -> i64 {
 const PAIRED_FILE: &str = "fleet.json";
 /// A request's deadline.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// A plugin download's deadline (up to [`MAX_PLUGIN_BYTES`] on a kiosk's slow line).
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -136,7 +138,14 @@ pub fn pair_identity(
         software_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
-    let reply: PairReply = answer(http::post(server, "/api/pair", &[], &body, TIMEOUT)?)?;
+    let reply: PairReply = answer(http::post(
+        server,
+        "/api/pair",
+        &[],
+        &body,
+        TIMEOUT,
+        http::MAX_REPLY_BYTES,
+    )?)?;
     // It goes into every later request's header: letters and digits only.
     if reply.kiosk_id.is_empty()
         || reply.kiosk_id.len() > 64
@@ -153,8 +162,8 @@ pub fn pair_identity(
     })
 }
 
-/// A reply's body as `T`, or the server's refusal in its words.
-fn answer<T: serde::de::DeserializeOwned>(reply: http::Reply) -> Result<T, FleetError> {
+/// The reply, if the server accepted the request; else its refusal in its words.
+fn accepted(reply: http::Reply) -> Result<http::Reply, FleetError> {
     if reply.status != 200 {
         return Err(FleetError::Refused {
             status: reply.status,
@@ -164,7 +173,12 @@ fn answer<T: serde::de::DeserializeOwned>(reply: http::Reply) -> Result<T, Fleet
                 .collect(),
         });
     }
-    serde_json::from_slice(&reply.body)
+    Ok(reply)
+}
+
+/// A reply's body as `T`, or the server's refusal in its words.
+fn answer<T: serde::de::DeserializeOwned>(reply: http::Reply) -> Result<T, FleetError> {
+    serde_json::from_slice(&accepted(reply)?.body)
         .map_err(|e| FleetError::Server(format!("a reply that does not fit: {e}")))
 }
 
@@ -230,26 +244,43 @@ impl FleetLink {
         path: &str,
         body: &[u8],
     ) -> Result<T, FleetError> {
-        let reply = self.post_signed(path, body)?;
+        answer(self.post_in_order(path, body, TIMEOUT, http::MAX_REPLY_BYTES)?)
+    }
+
+    /// POSTs `body` to `path`, signed, and returns the reply as it is.
+    fn post_in_order(
+        &self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+        max_reply: usize,
+    ) -> Result<http::Reply, FleetError> {
+        let reply = self.post_signed(path, body, timeout, max_reply)?;
         let last = (reply.status == 409)
             .then(|| reply.header(LAST_TIME_HEADER))
             .flatten()
             .and_then(|v| v.parse::<i64>().ok());
         let Some(last) = last else {
-            return answer(reply);
+            return Ok(reply);
         };
         // Only as far ahead as the server would take from this clock anyway.
         if last > now_ms() + MAX_CLOCK_SKEW_MS {
-            return answer(reply);
+            return Ok(reply);
         }
         {
             let mut signed = self.last_signed.lock().unwrap_or_else(|e| e.into_inner());
             *signed = (*signed).max(last);
         }
-        answer(self.post_signed(path, body)?)
+        self.post_signed(path, body, timeout, max_reply)
     }
 
-    fn post_signed(&self, path: &str, body: &[u8]) -> Result<http::Reply, FleetError> {
+    fn post_signed(
+        &self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+        max_reply: usize,
+    ) -> Result<http::Reply, FleetError> {
         let time = {
             let mut signed = self.last_signed.lock().unwrap_or_else(|e| e.into_inner());
             *signed = now_ms().max(*signed + 1);
@@ -261,14 +292,37 @@ impl FleetLink {
             (TIME_HEADER, time.to_string()),
             (SIGNATURE_HEADER, signature),
         ];
-        http::post(&self.paired.server, path, &headers, body, TIMEOUT)
+        http::post(
+            &self.paired.server,
+            path,
+            &headers,
+            body,
+            timeout,
+            max_reply,
+        )
     }
 
     /// Sends one heartbeat; the reply says how much of the journal the server holds.
     pub fn heartbeat(&self, beat: &Heartbeat) -> Result<i64, FleetError> {
+        Ok(self.heartbeat_reply(beat)?.journal_head)
+    }
+
+    /// Sends one heartbeat; the reply says how much of the journal the server holds and what
+    /// the fleet wants the kiosk to run.
+    pub fn heartbeat_reply(&self, beat: &Heartbeat) -> Result<HeartbeatReply, FleetError> {
         let body = serde_json::to_vec(beat).expect("a heartbeat serializes");
-        let reply: HeartbeatReply = self.post("/api/heartbeat", &body)?;
-        Ok(reply.journal_head)
+        self.post("/api/heartbeat", &body)
+    }
+
+    /// Downloads a part of a plugin build one of the kiosk's rollouts names.
+    pub fn download(&self, sha256: &str, part: PluginPart) -> Result<Vec<u8>, FleetError> {
+        let body = serde_json::to_vec(&PluginDownload {
+            sha256: sha256.to_string(),
+            part,
+        })
+        .expect("a request serializes");
+        let reply = self.post_in_order("/api/plugin", &body, DOWNLOAD_TIMEOUT, MAX_PLUGIN_BYTES)?;
+        Ok(accepted(reply)?.body)
     }
 
     /// Ships the journal from the row after `head` (what the server holds) until the server
@@ -308,33 +362,37 @@ impl FleetLink {
 
     /// One round: a heartbeat (with `live`, what the kiosk shows now), then the journal.
     pub fn sync(&self, live: &Heartbeat) -> Result<Synced, FleetError> {
-        self.sync_until(live, &|| false)
+        self.sync_until(live, &|| false, &|_, _| {})
     }
 
     fn sync_until(
         &self,
         live: &Heartbeat,
         stopping: &dyn Fn() -> bool,
+        replied: &dyn Fn(&FleetLink, &HeartbeatReply),
     ) -> Result<Synced, FleetError> {
         let journal = Journal::open(&self.journal)?;
         let beat = journal_facts(&journal, live.clone())?;
-        let head = self.heartbeat(&beat)?;
-        self.ship_until(&journal, head, stopping)
+        let reply = self.heartbeat_reply(&beat)?;
+        replied(self, &reply);
+        self.ship_until(&journal, reply.journal_head, stopping)
     }
 
     /// Runs the link on a thread of its own until `stopping` says so: a round every `every`,
-    /// with what `live` says the kiosk shows. Errors are logged and the next round tries again.
+    /// with what `live` says the kiosk shows; `replied` hears each heartbeat's reply (what the
+    /// fleet wants the kiosk to run). Errors are logged and the next round tries again.
     pub fn spawn(
         self,
         every: Duration,
         live: impl Fn() -> Heartbeat + Send + 'static,
         stopping: impl Fn() -> bool + Send + 'static,
+        replied: impl Fn(&FleetLink, &HeartbeatReply) + Send + 'static,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("fleet link".into())
             .spawn(move || {
                 while !stopping() {
-                    match self.sync_until(&live(), &stopping) {
+                    match self.sync_until(&live(), &stopping, &replied) {
                         Ok(s) if s.sent > 0 => {
                             tracing::info!("fleet: {} journal rows sent, {} held", s.sent, s.head);
                         }

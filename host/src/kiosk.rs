@@ -9,6 +9,7 @@
 //! Between customers the worker does the kiosk's housekeeping: recovery and re-sell, write
 //! confirmations, bank-card reversals and sign-on.
 
+pub mod assembly;
 mod bills;
 mod heartbeat;
 mod operator;
@@ -37,7 +38,9 @@ use crate::fleet::FleetLink;
 use crate::money::Fen;
 use crate::pin_pad::{PinBlock, PinEntry};
 use crate::plugin::SharedCard;
+use crate::plugin::inspect::PluginKind;
 use crate::receipt_printer::ReceiptPrinter;
+use crate::rollout::Rollouts;
 use crate::sale::{
     BankLink, CardPayment, CashSession, Outcome, Resolution, SaleEngine, SaleError, Step,
 };
@@ -135,15 +138,20 @@ pub struct Kiosk {
     worker: Option<JoinHandle<()>>,
     /// The fleet link's thread, while the kiosk reports to a fleet.
     fleet: Option<JoinHandle<()>>,
-    /// What the heartbeat says that does not change while the kiosk runs.
-    fixed: FixedFacts,
+    /// The config's cash box capacity, for every heartbeat.
+    cash_box_capacity: u32,
+    /// Builds the fleet rolls out, prepared on the link's thread.
+    rollouts: Arc<Rollouts>,
 }
 
-/// The config's and the loaded plugins' part of every heartbeat.
-#[derive(Clone)]
-struct FixedFacts {
-    cash_box_capacity: u32,
-    plugins: Vec<selfvend_fleet_wire::PluginReport>,
+/// A loaded plugin as the fleet hears of it.
+fn plugin_report(p: &crate::plugin::Plugin) -> selfvend_fleet_wire::PluginReport {
+    selfvend_fleet_wire::PluginReport {
+        name: crate::fleet::one_line(&p.name),
+        version: crate::fleet::one_line(&p.inspection.version.to_string()),
+        signer: crate::fleet::one_line(&p.signer.to_string()),
+        sha256: p.sha256.clone(),
+    }
 }
 
 struct Shared {
@@ -160,6 +168,8 @@ struct Shared {
     /// what the fleet's heartbeats report.
     devices: Mutex<Vec<DeviceLine>>,
     screen_since: Mutex<Instant>,
+    /// The plugins running, as heartbeats report them (a rollout's switch changes them).
+    plugins: Mutex<Vec<selfvend_fleet_wire::PluginReport>>,
 }
 
 impl Shared {
@@ -221,21 +231,18 @@ impl Kiosk {
             waiting: AtomicBool::new(false),
             devices: Mutex::new(Vec::new()),
             screen_since: Mutex::new(Instant::now()),
+            plugins: Mutex::new(Vec::new()),
         });
         let (commands, inbox) = mpsc::channel();
-        let fixed = FixedFacts {
-            cash_box_capacity: config.kiosk.cash_box_capacity.unwrap_or(0),
-            plugins: engine
-                .plugins()
-                .chain(devices.bank.as_ref().map(|l| l.dialect()))
-                .map(|p| selfvend_fleet_wire::PluginReport {
-                    name: crate::fleet::one_line(&p.name),
-                    version: crate::fleet::one_line(&p.inspection.version.to_string()),
-                    signer: crate::fleet::one_line(&p.signer.to_string()),
-                })
-                .take(selfvend_fleet_wire::MAX_LIST)
-                .collect(),
-        };
+        let plugins = engine
+            .plugins()
+            .chain(devices.bank.as_ref().map(|l| l.dialect()))
+            .map(plugin_report)
+            .take(selfvend_fleet_wire::MAX_LIST)
+            .collect();
+        *shared.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugins;
+        let cash_box_capacity = config.kiosk.cash_box_capacity.unwrap_or(0);
+        let rollouts = Arc::new(Rollouts::new(config.clone()));
         let worker = Worker {
             config,
             engine,
@@ -246,6 +253,7 @@ impl Kiosk {
             acceptor_error: None,
             last_housekeeping: None,
             reader_fault: None,
+            rollouts: rollouts.clone(),
         };
         let worker = std::thread::Builder::new()
             .name("kiosk".into())
@@ -256,7 +264,8 @@ impl Kiosk {
             shared,
             worker: Some(worker),
             fleet: None,
-            fixed,
+            cash_box_capacity,
+            rollouts,
         }
     }
 
@@ -264,7 +273,8 @@ impl Kiosk {
     /// kiosk stops.
     pub fn report_to(&mut self, link: FleetLink, every: Duration) -> std::io::Result<()> {
         let (live, stop) = (self.shared.clone(), self.shared.clone());
-        let fixed = self.fixed.clone();
+        let capacity = self.cash_box_capacity;
+        let (rollouts, reported) = (self.rollouts.clone(), self.rollouts.clone());
         self.fleet = Some(link.spawn(
             every,
             move || {
@@ -280,11 +290,19 @@ impl Kiosk {
                     .unwrap_or_else(|p| p.into_inner())
                     .elapsed();
                 let mut beat = heartbeat(&view, shown, &devices);
-                beat.cash_box.capacity = fixed.cash_box_capacity;
-                beat.plugins.clone_from(&fixed.plugins);
+                beat.cash_box.capacity = capacity;
+                beat.plugins = live
+                    .plugins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                beat.rollouts = reported.steps();
                 beat
             },
             move || stop.stopping(),
+            move |link, reply| {
+                rollouts.apply(link, &reply.desired);
+            },
         )?);
         Ok(())
     }
@@ -352,6 +370,8 @@ enum Watch<'a> {
 /// The longest a wait blocks on the card reader before it looks at its inbox again. A command
 /// wakes it at once; this bounds the rare command sent just before the wait began.
 const TICK: Duration = Duration::from_secs(1);
+/// How often an idle kiosk looks for a build a rollout staged.
+const SWITCH_LOOK: Duration = Duration::from_secs(2);
 
 struct Worker {
     config: KioskConfig,
@@ -365,6 +385,7 @@ struct Worker {
     last_housekeeping: Option<Instant>,
     /// What is wrong with the card reader, while something is (logged when it changes).
     reader_fault: Option<String>,
+    rollouts: Arc<Rollouts>,
 }
 
 /// A worker that stops for any reason other than the kiosk's own stop leaves the window saying
@@ -412,7 +433,9 @@ impl Worker {
             if self.reader_fault.is_none() {
                 self.shared.show(Screen::Attract);
             }
-            match self.wait_for(Watch::In(&reader), Some(self.timeouts.housekeeping), false) {
+            self.switch_plugins();
+            let look = SWITCH_LOOK.min(self.timeouts.housekeeping);
+            match self.wait_for(Watch::In(&reader), Some(look), false) {
                 Event::Card => self.session(),
                 Event::Command(Command::Operator) => self.operator(),
                 Event::Command(Command::PayBills) => self.bill_counter(),
@@ -515,6 +538,31 @@ impl Worker {
         if let Ok(readers) = Readers::establish() {
             *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = readers.waker();
             self.devices.readers = readers;
+        }
+    }
+
+    /// Runs the builds a rollout staged, between customers: each switch is durable before the
+    /// new build takes the old one's place.
+    fn switch_plugins(&mut self) {
+        for switch in self.rollouts.take_staged() {
+            if self.rollouts.switch(&switch).is_err() {
+                continue;
+            }
+            let report = plugin_report(&switch.plugin);
+            match (switch.plugin.kind(), &mut self.devices.bank) {
+                (PluginKind::AcquirerDialect, Some(bank)) => bank.replace_dialect(switch.plugin),
+                (PluginKind::AcquirerDialect, None) => {}
+                _ => self.engine.replace_plugin(switch.plugin),
+            }
+            let mut plugins = self
+                .shared
+                .plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match plugins.iter_mut().find(|p| p.name == report.name) {
+                Some(p) => *p = report,
+                None => plugins.push(report),
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod inspect;
+pub mod installed;
 pub mod log;
 pub mod trust;
 

@@ -229,6 +229,19 @@ impl SaleEngine {
         &self.dialects
     }
 
+    /// Runs `plugin` in place of the codec or dialect of the same name (a rollout's switch,
+    /// between customers).
+    pub fn replace_plugin(&mut self, plugin: Plugin) {
+        let list = match plugin.kind() {
+            crate::plugin::inspect::PluginKind::CardCodec => &mut self.codecs,
+            _ => &mut self.dialects,
+        };
+        match list.iter_mut().find(|p| p.name == plugin.name) {
+            Some(old) => *old = plugin,
+            None => list.push(plugin),
+        }
+    }
+
     /// Ends the operator's clearing through this engine's journal and dialects.
     pub fn end_clearing(
         &mut self,

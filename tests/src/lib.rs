@@ -240,3 +240,20 @@ pub fn sql(journal: &Path, query: &str) -> u64 {
         .parse()
         .unwrap_or_else(|e| panic!("sqlite3 {query}: {stdout:?} is not a number: {e}"))
 }
+
+/// Has a kiosk process kill itself with SIGKILL at the failpoint `SELFVEND_KILL_AT` names, if
+/// it names one, as a power cut would: no destructor runs, nothing is flushed.
+pub fn kill_at_failpoint_from_env() {
+    let Ok(point) = std::env::var("SELFVEND_KILL_AT") else {
+        return;
+    };
+    fail::cfg_callback(point, || {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    })
+    .expect("a failpoint callback");
+}

@@ -128,6 +128,7 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
         software_version: "'); DROP TABLE kiosks; --".into(),
         plugins: Vec::new(),
         journal_head: 0,
+        rollouts: Vec::new(),
     };
     beat.cash_box.notes = vec![(50, 1)];
     link.heartbeat(&beat).unwrap();

@@ -71,8 +71,10 @@ fn beat(journal_head: i64) -> Heartbeat {
             name: hostile("plugin"),
             version: hostile("version"),
             signer: hostile("signer"),
+            sha256: String::new(),
         }],
         journal_head,
+        rollouts: Vec::new(),
     }
 }
 

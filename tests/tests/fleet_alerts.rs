@@ -75,6 +75,7 @@ fn beat(printer: &str, open_items: u32) -> Heartbeat {
         software_version: "test".into(),
         plugins: Vec::new(),
         journal_head: 0,
+        rollouts: Vec::new(),
     }
 }
 

@@ -66,5 +66,6 @@ fn idle_heartbeat() -> Heartbeat {
         software_version: env!("CARGO_PKG_VERSION").into(),
         plugins: Vec::new(),
         journal_head: 0,
+        rollouts: Vec::new(),
     }
 }

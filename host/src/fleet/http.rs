@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::FleetError;
 
-/// A reply, at most.
-const MAX_REPLY_BYTES: u64 = 1024 * 1024;
+/// A reply, at most (but a plugin download's, [`selfvend_fleet_wire::MAX_PLUGIN_BYTES`]).
+pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// A reply: its status, headers and body.
 pub struct Reply {
@@ -47,8 +47,9 @@ pub(super) fn post(
     headers: &[(&str, String)],
     body: &[u8],
     timeout: Duration,
+    max_reply: usize,
 ) -> Result<Reply, FleetError> {
-    request("POST", server, path, headers, body, timeout)
+    request_capped("POST", server, path, headers, body, timeout, max_reply)
 }
 
 /// One request (`Content-Type` JSON unless `headers` say otherwise) and its reply.
@@ -59,6 +60,27 @@ pub fn request(
     headers: &[(&str, String)],
     body: &[u8],
     timeout: Duration,
+) -> Result<Reply, FleetError> {
+    request_capped(
+        method,
+        server,
+        path,
+        headers,
+        body,
+        timeout,
+        MAX_REPLY_BYTES,
+    )
+}
+
+/// [`request`], its reply at most `max_reply` bytes.
+pub fn request_capped(
+    method: &str,
+    server: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+    max_reply: usize,
 ) -> Result<Reply, FleetError> {
     let deadline = Instant::now() + timeout;
     let host = authority(server)?;
@@ -129,9 +151,9 @@ pub fn request(
             }
             Err(e) => return Err(lost(e)),
         }
-        if raw.len() as u64 > MAX_REPLY_BYTES {
+        if raw.len() > max_reply.saturating_add(16 * 1024) {
             return Err(FleetError::Server(format!(
-                "{server}{path}: the reply is longer than {MAX_REPLY_BYTES} bytes"
+                "{server}{path}: the reply is longer than {max_reply} bytes"
             )));
         }
     }
@@ -219,9 +241,14 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        let Err(FleetError::NoReply(why)) =
-            post(&server, "/api/x", &[], b"{}", Duration::from_millis(600))
-        else {
+        let Err(FleetError::NoReply(why)) = post(
+            &server,
+            "/api/x",
+            &[],
+            b"{}",
+            Duration::from_millis(600),
+            MAX_REPLY_BYTES,
+        ) else {
             panic!("a trickled reply was taken");
         };
         assert!(why.ends_with("no whole reply within 0.6 s"), "{why}");

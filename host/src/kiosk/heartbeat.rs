@@ -53,6 +53,7 @@ pub fn heartbeat(view: &View, shown: Duration, devices: &[DeviceLine]) -> Heartb
         software_version: env!("CARGO_PKG_VERSION").into(),
         plugins: Vec::new(),
         journal_head: 0,
+        rollouts: Vec::new(),
     }
 }
 

@@ -145,6 +145,12 @@ impl TrustStore {
     /// error, not skipped; an endorsement that does not verify is refused (and logged), so a
     /// bad statement the fleet carried never stops the kiosk, nor adds a key.
     pub fn load(dir: &Path) -> Result<Self, TrustError> {
+        Self::load_with_carried(dir, None)
+    }
+
+    /// [`TrustStore::load`], also taking the `*.endorsement` files in `carried` (statements the
+    /// fleet carried, kept in the kiosk's data directory) under the same rule.
+    pub fn load_with_carried(dir: &Path, carried: Option<&Path>) -> Result<Self, TrustError> {
         let read_all = |paths: Vec<PathBuf>| {
             paths
                 .iter()
@@ -154,7 +160,11 @@ impl TrustStore {
         let mut keys = read_all(files_with(dir, "pub", false)?)?;
         let roots = read_all(files_with(&dir.join("roots"), "pub", true)?)?;
         let mut refused = Vec::new();
-        for path in files_with(dir, "endorsement", false)? {
+        let mut statements = files_with(dir, "endorsement", false)?;
+        if let Some(carried) = carried {
+            statements.extend(files_with(carried, "endorsement", true)?);
+        }
+        for path in statements {
             match Endorsement::read(&path).and_then(|e| e.verify(&path, &roots)) {
                 Ok(key) => keys.push(key),
                 Err(e) => {

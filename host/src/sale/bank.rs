@@ -66,6 +66,11 @@ impl BankLink {
         &self.dialect
     }
 
+    /// Speaks to the acquirer through `dialect` from now on (a rollout's switch).
+    pub fn replace_dialect(&mut self, dialect: Plugin) {
+        self.dialect = dialect;
+    }
+
     fn session(&self) -> Result<AcquirerSession, SaleError> {
         let security: Arc<Mutex<dyn Security>> = self.pin_pad.clone();
         Ok(self

@@ -13,7 +13,7 @@
 //! beside that file): how `selfvend bench soak` hands over the demo config as it runs it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,18 +99,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let scenario = fail::FailScenario::setup();
-    if let Ok(point) = std::env::var("SELFVEND_KILL_AT") {
-        // SIGKILL, as a power cut would: no destructor runs, nothing is flushed.
-        fail::cfg_callback(point, || {
-            let _ = Command::new("kill")
-                .args(["-9", &std::process::id().to_string()])
-                .status();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-        .expect("a failpoint callback");
-    }
+    selfvend_tests::kill_at_failpoint_from_env();
     let result = run(&args);
     scenario.teardown();
     match result {
@@ -142,6 +131,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             software_version: "sale-child".into(),
             plugins: Vec::new(),
             journal_head: 0,
+            rollouts: Vec::new(),
         };
         link.sync(&beat)?;
         return Ok(());

@@ -120,9 +120,11 @@ fn heartbeat(head: i64) -> Heartbeat {
             name: name.into(),
             version: "1.1.0".into(),
             signer: "Hengtai Meters (key 11ef4ae3b12cd72e)".into(),
+            sha256: String::new(),
         })
         .collect(),
         journal_head: head,
+        rollouts: Vec::new(),
     }
 }
 
