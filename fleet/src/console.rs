@@ -2,6 +2,7 @@
 //! passwords), the fleet with each kiosk's status, a kiosk's page, and pairing codes (admins).
 //! Every form carries its session's CSRF token; every value shown is escaped.
 
+mod commands;
 mod html;
 mod kiosk;
 mod reports;
@@ -32,6 +33,7 @@ pub fn router() -> Router<Fleet> {
         .route("/logout", post(logout))
         .route("/kiosks/{id}", get(kiosk::kiosk_page))
         .route("/kiosks/{id}/release", post(kiosk::release))
+        .route("/kiosks/{id}/commands", post(commands::give))
         .route("/pairing-codes", post(new_pairing_code))
         .route("/clearings", get(reports::clearings_page))
         .route("/takings", get(reports::takings_page))

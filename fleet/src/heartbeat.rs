@@ -8,7 +8,21 @@ use axum::http::HeaderMap;
 use selfvend_fleet_wire::{Heartbeat, HeartbeatReply};
 
 use crate::error::{ApiError, json_body};
-use crate::{Fleet, alerts, auth, rollouts};
+use crate::{Fleet, alerts, auth, commands, rollouts};
+
+/// The heartbeat's one statement: the kiosk's state in, what the fleet wants of it out.
+static HEARTBEAT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
+                    software_version = $3, last_request_ms = $4, screen = $6,
+                    screen_secs = $7, money_in_fen = $8, open_items = $9
+             WHERE id = $1 AND last_request_ms < $4 AND revoked_at IS NULL AND public_key = $5
+             RETURNING journal_head,
+                       EXISTS (SELECT 1 FROM alerts WHERE kiosk_id = $1 AND closed_at IS NULL),
+                       {desired}::text",
+        desired = rollouts::DESIRED_SQL.replace("{commands}", &commands::pending_sql())
+    )
+});
 
 /// `POST /api/heartbeat`.
 pub async fn heartbeat(
@@ -27,16 +41,7 @@ pub async fn heartbeat(
     let client = fleet.states.get().await?;
     let Some(row) = client
         .query_opt(
-            &format!(
-                "UPDATE kiosks SET last_heartbeat_at = now(), heartbeat = $2::text::jsonb,
-                    software_version = $3, last_request_ms = $4, screen = $6,
-                    screen_secs = $7, money_in_fen = $8, open_items = $9
-             WHERE id = $1 AND last_request_ms < $4 AND revoked_at IS NULL AND public_key = $5
-             RETURNING journal_head,
-                       EXISTS (SELECT 1 FROM alerts WHERE kiosk_id = $1 AND closed_at IS NULL),
-                       {desired}::text",
-                desired = rollouts::DESIRED_SQL
-            ),
+            HEARTBEAT_SQL.as_str(),
             &[
                 kiosk,
                 &json,
@@ -55,6 +60,9 @@ pub async fn heartbeat(
     };
     let any_open: bool = row.get(1);
     alerts::from_heartbeat(&client, kiosk, &beat, any_open).await?;
+    if !beat.commands_done.is_empty() {
+        commands::record(&client, kiosk, &beat.commands_done).await?;
+    }
     if !beat.rollouts.is_empty() {
         rollouts::record(&fleet, kiosk, &beat.rollouts).await?;
     }

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod commands;
 pub mod console;
 pub mod error;
 pub mod heartbeat;

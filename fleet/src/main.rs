@@ -77,6 +77,18 @@ enum Command {
         #[arg(long)]
         by: String,
     },
+    /// Gives a kiosk a command, done between customers: out-of-service, back-in-service,
+    /// send-journal, or resend-reconciliation (with --period).
+    #[command(name = "command")]
+    Tell {
+        #[arg(long)]
+        kiosk: String,
+        command: String,
+        #[arg(long)]
+        period: Option<i64>,
+        #[arg(long)]
+        by: String,
+    },
     /// Sets a kiosk's tags (rollouts choose kiosks by tag).
     Tag {
         #[arg(long)]
@@ -226,6 +238,22 @@ async fn main() -> anyhow::Result<()> {
                 "{}: carried to every kiosk from their next heartbeat",
                 file.display()
             );
+        }
+        Command::Tell {
+            kiosk,
+            command,
+            period,
+            by,
+        } => {
+            let kind = selfvend_fleet_wire::CommandKind::parse(&command).with_context(|| {
+                format!(
+                    "{command}: out-of-service, back-in-service, send-journal or \
+                     resend-reconciliation"
+                )
+            })?;
+            let by = format!("{by} (command line)");
+            let id = selfvend_fleet::commands::issue(&fleet, &kiosk, kind, period, &by).await?;
+            println!("{id}");
         }
         Command::Tag { kiosk, tags } => {
             rollouts::tag(&fleet, &kiosk, &tags).await?;

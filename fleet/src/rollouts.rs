@@ -201,7 +201,8 @@ pub enum Action {
 
 /// Applies `action` to rollout `id`, compare-and-set on the states it leaves.
 pub async fn act(fleet: &Fleet, id: i64, action: Action, by: &str) -> Result<(), ApiError> {
-    let client = fleet.db.get().await?;
+    let mut client = fleet.db.get().await?;
+    let client = client.transaction().await?;
     let (sql, what) = match action {
         Action::Pause => (
             "UPDATE rollouts SET paused_in = state, state = 'paused'
@@ -234,7 +235,13 @@ pub async fn act(fleet: &Fleet, id: i64, action: Action, by: &str) -> Result<(),
             Some(state) => ApiError::Conflict(format!("rollout {id} is {state}: not {what}")),
         });
     }
-    event(&client, id, what, by).await
+    event(&client, id, what, by).await?;
+    // What the kiosks reported while it was paused moves it on now.
+    if action == Action::Resume {
+        advance(&client, id).await?;
+    }
+    client.commit().await?;
+    Ok(())
 }
 
 /// A rollout and where each of its kiosks is.
@@ -320,43 +327,51 @@ pub async fn status(fleet: &Fleet, id: Option<i64>) -> Result<Vec<Status>, ApiEr
 }
 
 /// What `kiosk` ($1) is to run, as the JSON of a `Desired`: for each plugin, the newest
-/// rollout it is part of, unless that one has nothing left for it to do; and every endorsement.
+/// rollout it is part of, unless that one has nothing left for it to do; every rolled-back
+/// rollout the kiosk has not yet reported rolled back (so one rolled back after a newer one
+/// began still reaches it); the newest 32 endorsements (a kiosk keeps those it took); and
+/// `{commands}`, the kiosk's pending remote commands (`commands::pending_sql`).
 pub const DESIRED_SQL: &str = "json_build_object(
+    'commands', {commands},
     'plugins', (SELECT coalesce(json_agg(json_build_object('rollout', d.id, 'name', d.plugin,
-                    'sha256', d.sha256, 'roll_back', d.state = 'rolled-back')), '[]'::json)
-                FROM (SELECT DISTINCT ON (r.plugin) r.id, r.plugin, r.sha256, r.state,
-                             rk.canary, rk.step
+                    'sha256', d.sha256, 'roll_back', d.state = 'rolled-back')
+                    ORDER BY d.id), '[]'::json)
+                FROM (SELECT r.id, r.plugin, r.sha256, r.state, rk.canary, rk.step,
+                             r.id = max(r.id) OVER (PARTITION BY r.plugin) AS newest
                       FROM rollout_kiosks rk JOIN rollouts r ON r.id = rk.rollout_id
-                      WHERE rk.kiosk_id = $1
-                      ORDER BY r.plugin, r.id DESC) d
-                WHERE (d.state = 'canary' AND d.canary AND d.step IS DISTINCT FROM 'active')
-                   OR (d.state IN ('fleet', 'complete') AND d.step IS DISTINCT FROM 'active')
+                      WHERE rk.kiosk_id = $1) d
+                WHERE (d.newest AND d.state = 'canary' AND d.canary
+                       AND d.step IS DISTINCT FROM 'active')
+                   OR (d.newest AND d.state IN ('fleet', 'complete')
+                       AND d.step IS DISTINCT FROM 'active')
                    OR (d.state = 'rolled-back' AND d.step IS NOT NULL
-                       AND d.step NOT IN ('rolled-back', 'failed'))),
+                       AND d.step <> 'rolled-back')),
     'endorsements', (SELECT coalesce(json_agg(statement ORDER BY id), '[]'::json)
-                     FROM endorsements))";
+                     FROM (SELECT id, statement FROM endorsements
+                           ORDER BY id DESC LIMIT 32) e))";
 
 /// Records the steps a kiosk reported and moves each rollout on: a failure anywhere rolls it
 /// back; every canary running it opens it to the rest; every kiosk running it completes it.
+/// Each rollout's row is locked first, so kiosks reporting at once see each other's steps.
 pub async fn record(fleet: &Fleet, kiosk: &str, steps: &[RolloutStep]) -> Result<(), ApiError> {
     let mut client = fleet.db.get().await?;
     for s in steps {
         let tx = client.transaction().await?;
+        let locked = tx
+            .query_opt(
+                "SELECT 1 FROM rollouts WHERE id = $1 AND plugin = $2 AND sha256 = $3 FOR UPDATE",
+                &[&s.rollout, &s.name, &s.sha256],
+            )
+            .await?;
+        if locked.is_none() {
+            continue;
+        }
         let changed = tx
             .execute(
-                "UPDATE rollout_kiosks rk SET step = $3, detail = $4, step_at = now()
-                 FROM rollouts r
-                 WHERE rk.rollout_id = $1 AND rk.kiosk_id = $2 AND r.id = rk.rollout_id
-                   AND r.plugin = $5 AND r.sha256 = $6
-                   AND (rk.step IS DISTINCT FROM $3 OR rk.detail IS DISTINCT FROM $4)",
-                &[
-                    &s.rollout,
-                    &kiosk,
-                    &s.step.as_str(),
-                    &s.detail,
-                    &s.name,
-                    &s.sha256,
-                ],
+                "UPDATE rollout_kiosks SET step = $3, detail = $4, step_at = now()
+                 WHERE rollout_id = $1 AND kiosk_id = $2
+                   AND (step IS DISTINCT FROM $3 OR detail IS DISTINCT FROM $4)",
+                &[&s.rollout, &kiosk, &s.step.as_str(), &s.detail],
             )
             .await?;
         if changed == 0 {
@@ -377,41 +392,45 @@ pub async fn record(fleet: &Fleet, kiosk: &str, steps: &[RolloutStep]) -> Result
                     event(&tx, s.rollout, &format!("rolled back: {why}"), "the fleet").await?;
                 }
             }
-            Step::Active => {
-                let opened = tx
-                    .execute(
-                        "UPDATE rollouts r SET state = 'fleet' WHERE id = $1 AND state = 'canary'
-                           AND NOT EXISTS (SELECT 1 FROM rollout_kiosks
-                                           WHERE rollout_id = $1 AND canary
-                                             AND step IS DISTINCT FROM 'active')",
-                        &[&s.rollout],
-                    )
-                    .await?;
-                if opened == 1 {
-                    event(
-                        &tx,
-                        s.rollout,
-                        "every canary runs it: opened to the rest",
-                        "the fleet",
-                    )
-                    .await?;
-                }
-                let done = tx
-                    .execute(
-                        "UPDATE rollouts r SET state = 'complete' WHERE id = $1 AND state = 'fleet'
-                           AND NOT EXISTS (SELECT 1 FROM rollout_kiosks
-                                           WHERE rollout_id = $1
-                                             AND step IS DISTINCT FROM 'active')",
-                        &[&s.rollout],
-                    )
-                    .await?;
-                if done == 1 {
-                    event(&tx, s.rollout, "every kiosk runs it: complete", "the fleet").await?;
-                }
-            }
+            Step::Active => advance(&tx, s.rollout).await?,
             _ => {}
         }
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Opens rollout `id` to the rest once every canary runs it, and completes it once every kiosk
+/// does. The caller holds the rollout's row.
+async fn advance(tx: &impl GenericClient, id: i64) -> Result<(), ApiError> {
+    let opened = tx
+        .execute(
+            "UPDATE rollouts SET state = 'fleet' WHERE id = $1 AND state = 'canary'
+               AND NOT EXISTS (SELECT 1 FROM rollout_kiosks
+                               WHERE rollout_id = $1 AND canary
+                                 AND step IS DISTINCT FROM 'active')",
+            &[&id],
+        )
+        .await?;
+    if opened == 1 {
+        event(
+            tx,
+            id,
+            "every canary runs it: opened to the rest",
+            "the fleet",
+        )
+        .await?;
+    }
+    let done = tx
+        .execute(
+            "UPDATE rollouts SET state = 'complete' WHERE id = $1 AND state = 'fleet'
+               AND NOT EXISTS (SELECT 1 FROM rollout_kiosks
+                               WHERE rollout_id = $1 AND step IS DISTINCT FROM 'active')",
+            &[&id],
+        )
+        .await?;
+    if done == 1 {
+        event(tx, id, "every kiosk runs it: complete", "the fleet").await?;
     }
     Ok(())
 }
@@ -428,15 +447,23 @@ pub async fn download(
         return Err(ApiError::BadRequest("sha256: not a SHA-256 in hex".into()));
     }
     let client = fleet.db.get().await?;
+    // In order like every other request, so a captured one cannot be sent again.
+    auth::claim(&fleet, &client, &caller).await?;
+    let component = wanted.part == PluginPart::Component;
     let row = client
         .query_opt(
-            "SELECT b.component, b.signature FROM plugin_builds b
+            "SELECT CASE WHEN $4 THEN b.component END, b.signature FROM plugin_builds b
              WHERE b.sha256 = $1
                AND EXISTS (SELECT 1 FROM rollout_kiosks rk JOIN rollouts r ON r.id = rk.rollout_id
                            WHERE rk.kiosk_id = $2 AND r.sha256 = $1)
                AND EXISTS (SELECT 1 FROM kiosks
                            WHERE id = $2 AND revoked_at IS NULL AND public_key = $3)",
-            &[&wanted.sha256, &caller.kiosk, &caller.public_key],
+            &[
+                &wanted.sha256,
+                &caller.kiosk,
+                &caller.public_key,
+                &component,
+            ],
         )
         .await?;
     let Some(row) = row else {

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/003_alert_delivery.sql"),
     include_str!("../migrations/004_replay_and_releases.sql"),
     include_str!("../migrations/005_rollouts.sql"),
+    include_str!("../migrations/006_remote_commands.sql"),
 ];
 
 /// Any number, the same for every instance: the lock migrations run under.

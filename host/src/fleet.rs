@@ -230,6 +230,11 @@ impl FleetLink {
         &self.paired
     }
 
+    /// The journal this link ships, opened afresh.
+    pub fn open_journal(&self) -> Result<Journal, FleetError> {
+        Ok(Journal::open(&self.journal)?)
+    }
+
     /// Sends one batch of audit rows; returns the last row the server holds then.
     pub fn send_batch(&self, rows: Vec<selfvend_fleet_wire::AuditRow>) -> Result<i64, FleetError> {
         let body = serde_json::to_vec(&JournalBatch { rows }).expect("a batch serializes");
@@ -321,7 +326,11 @@ impl FleetLink {
             part,
         })
         .expect("a request serializes");
-        let reply = self.post_in_order("/api/plugin", &body, DOWNLOAD_TIMEOUT, MAX_PLUGIN_BYTES)?;
+        let max = match part {
+            PluginPart::Component => MAX_PLUGIN_BYTES,
+            PluginPart::Signature => 64 * 1024,
+        };
+        let reply = self.post_in_order("/api/plugin", &body, DOWNLOAD_TIMEOUT, max)?;
         Ok(accepted(reply)?.body)
     }
 

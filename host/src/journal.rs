@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 mod batch;
 mod bill_payments;
 mod fleet_rows;
+mod remote_commands;
 mod schema;
 
 use batch::states_json;

@@ -40,11 +40,13 @@ use crate::pin_pad::{PinBlock, PinEntry};
 use crate::plugin::SharedCard;
 use crate::plugin::inspect::PluginKind;
 use crate::receipt_printer::ReceiptPrinter;
+use crate::remote_command::{self, RemoteCommands};
 use crate::rollout::Rollouts;
 use crate::sale::{
     BankLink, CardPayment, CashSession, Outcome, Resolution, SaleEngine, SaleError, Step,
 };
 use bills::BillsEnd;
+use selfvend_fleet_wire::CommandKind;
 
 /// The devices the kiosk sells through.
 pub struct KioskDevices {
@@ -142,6 +144,8 @@ pub struct Kiosk {
     cash_box_capacity: u32,
     /// Builds the fleet rolls out, prepared on the link's thread.
     rollouts: Arc<Rollouts>,
+    /// Commands from the fleet, for the worker between customers.
+    remote: Arc<RemoteCommands>,
 }
 
 /// A loaded plugin as the fleet hears of it.
@@ -243,6 +247,7 @@ impl Kiosk {
         *shared.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugins;
         let cash_box_capacity = config.kiosk.cash_box_capacity.unwrap_or(0);
         let rollouts = Arc::new(Rollouts::new(config.clone()));
+        let remote = Arc::new(RemoteCommands::default());
         let worker = Worker {
             config,
             engine,
@@ -254,6 +259,8 @@ impl Kiosk {
             last_housekeeping: None,
             reader_fault: None,
             rollouts: rollouts.clone(),
+            remote: remote.clone(),
+            taken_out: None,
         };
         let worker = std::thread::Builder::new()
             .name("kiosk".into())
@@ -266,6 +273,7 @@ impl Kiosk {
             fleet: None,
             cash_box_capacity,
             rollouts,
+            remote,
         }
     }
 
@@ -275,6 +283,8 @@ impl Kiosk {
         let (live, stop) = (self.shared.clone(), self.shared.clone());
         let capacity = self.cash_box_capacity;
         let (rollouts, reported) = (self.rollouts.clone(), self.rollouts.clone());
+        let (remote, done) = (self.remote.clone(), self.remote.clone());
+        let busy = Arc::new(AtomicBool::new(false));
         self.fleet = Some(link.spawn(
             every,
             move || {
@@ -297,11 +307,40 @@ impl Kiosk {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 beat.rollouts = reported.steps();
+                beat.commands_done = done.reports();
                 beat
             },
             move || stop.stopping(),
             move |link, reply| {
-                rollouts.apply(link, &reply.desired);
+                if !reply.desired.commands.is_empty() || !remote.reports().is_empty() {
+                    match link.open_journal() {
+                        Ok(mut journal) => {
+                            remote.offer(link, &mut journal, &reply.desired.commands);
+                        }
+                        Err(e) => tracing::warn!("remote commands: {e}"),
+                    }
+                }
+                // Downloads, compiles and pings take a while: on a thread of their own, one at a
+                // time, so heartbeats and the journal's shipping go on (the next heartbeat's
+                // reply brings a wish again if this one was busy).
+                if reply.desired.plugins.is_empty() {
+                    rollouts.apply(link, &reply.desired);
+                    return;
+                }
+                if busy.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let (rollouts, busy, link) = (rollouts.clone(), busy.clone(), link.clone());
+                let desired = reply.desired.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("rollout".into())
+                    .spawn(move || {
+                        rollouts.apply(&link, &desired);
+                        busy.store(false, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!("the rollout thread did not start: {e}");
+                }
             },
         )?);
         Ok(())
@@ -386,6 +425,10 @@ struct Worker {
     /// What is wrong with the card reader, while something is (logged when it changes).
     reader_fault: Option<String>,
     rollouts: Arc<Rollouts>,
+    remote: Arc<RemoteCommands>,
+    /// Who took the kiosk out of service from the fleet, while it is (the journal keeps it
+    /// across restarts).
+    taken_out: Option<String>,
 }
 
 /// A worker that stops for any reason other than the kiosk's own stop leaves the window saying
@@ -409,6 +452,14 @@ impl Worker {
             self.acceptor_error = Some(e.to_string());
         }
         self.housekeeping();
+        self.taken_out = self
+            .engine
+            .journal()
+            .taken_out_of_service()
+            .unwrap_or_else(|e| {
+                tracing::error!("whether the fleet took the kiosk out of service: {e}");
+                None
+            });
         let reader = self.devices.card_reader.clone();
         // A card left in from before is taken out before the first session starts. Every
         // session ends with its card out (or the next customer's card just in).
@@ -429,12 +480,25 @@ impl Worker {
             }
         }
         while !self.shared.stopping() {
+            self.switch_plugins();
+            self.remote_commands();
+            let look = SWITCH_LOOK.min(self.timeouts.housekeeping);
+            if let Some(by) = &self.taken_out {
+                self.shared.show(Screen::OutOfService {
+                    why: format!("taken out of service from the fleet by {by}"),
+                });
+                match self.wait_for(Watch::None, Some(look), false) {
+                    Event::Command(Command::Operator) => self.operator(),
+                    Event::Stopping => return,
+                    Event::TimedOut => self.housekeeping(),
+                    _ => {}
+                }
+                continue;
+            }
             // While the reader is out of service, that stays on the screen until it answers.
             if self.reader_fault.is_none() {
                 self.shared.show(Screen::Attract);
             }
-            self.switch_plugins();
-            let look = SWITCH_LOOK.min(self.timeouts.housekeeping);
             match self.wait_for(Watch::In(&reader), Some(look), false) {
                 Event::Card => self.session(),
                 Event::Command(Command::Operator) => self.operator(),
@@ -541,6 +605,61 @@ impl Worker {
         }
     }
 
+    /// Does the commands the fleet gave, between customers; each once (see
+    /// [`remote_command::once`]).
+    fn remote_commands(&mut self) {
+        for command in self.remote.take() {
+            let outcome = match remote_command::done_before(self.engine.journal(), &command) {
+                Err(why) => Err(why),
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => {
+                    let outcome = match command.command {
+                        CommandKind::OutOfService => Ok("out of service".to_string()),
+                        CommandKind::BackInService => Ok("back in service".to_string()),
+                        CommandKind::ResendReconciliation => {
+                            self.resend_reconciliation(command.period)
+                        }
+                        // The link sends the journal itself.
+                        CommandKind::SendJournal => Err("not the worker's to do".to_string()),
+                    };
+                    remote_command::record(self.engine.journal_mut(), &command, outcome)
+                }
+            };
+            if outcome.is_ok() {
+                match command.command {
+                    CommandKind::OutOfService => self.taken_out = Some(command.by.clone()),
+                    CommandKind::BackInService => self.taken_out = None,
+                    _ => {}
+                }
+            }
+            self.remote.finished(command.id, outcome);
+        }
+    }
+
+    /// Sends closed period `period`'s report again to every backend that has not matched it;
+    /// what each answered.
+    fn resend_reconciliation(&mut self, period: Option<i64>) -> Result<String, String> {
+        let period = period.ok_or("no period named")?;
+        let answers = self
+            .engine
+            .reconcile_period(&self.config, period)
+            .map_err(|e| e.to_string())?;
+        if answers.is_empty() {
+            return Ok(format!(
+                "period {period}: every backend had matched it already"
+            ));
+        }
+        let said: Vec<String> = answers
+            .iter()
+            .map(|a| match &a.result {
+                Ok(r) if r.matched => format!("{}: matched", a.backend),
+                Ok(_) => format!("{}: differs", a.backend),
+                Err(why) => format!("{}: no answer ({why})", a.backend),
+            })
+            .collect();
+        Ok(format!("period {period} sent again: {}", said.join("; ")))
+    }
+
     /// Runs the builds a rollout staged, between customers: each switch is durable before the
     /// new build takes the old one's place.
     fn switch_plugins(&mut self) {
@@ -550,8 +669,12 @@ impl Worker {
             }
             let report = plugin_report(&switch.plugin);
             match (switch.plugin.kind(), &mut self.devices.bank) {
-                (PluginKind::AcquirerDialect, Some(bank)) => bank.replace_dialect(switch.plugin),
-                (PluginKind::AcquirerDialect, None) => {}
+                (PluginKind::AcquirerDialect, Some(bank)) if bank.entry.dialect == switch.name => {
+                    bank.replace_dialect(switch.plugin);
+                }
+                // An acquirer dialect the kiosk does not speak through now: the state file
+                // names it, and the next start loads it.
+                (PluginKind::AcquirerDialect, _) => {}
                 _ => self.engine.replace_plugin(switch.plugin),
             }
             let mut plugins = self

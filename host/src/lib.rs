@@ -20,6 +20,7 @@ pub mod payment;
 pub mod pin_pad;
 pub mod plugin;
 pub mod receipt_printer;
+pub mod remote_command;
 pub mod rollout;
 pub mod sale;
 

@@ -6,19 +6,19 @@
 //! build before, which a rolled-back rollout switches back to. Each step is reported in the
 //! next heartbeats. A build that fails any step never runs; the kiosk keeps what it ran.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use selfvend_fleet_wire::{Desired, DesiredPlugin, PluginPart, RolloutStep, Step};
+use selfvend_fleet_wire::{Desired, DesiredPlugin, PluginPart, RolloutStep, Step, is_sha256};
 use sha2::{Digest, Sha256};
 
-use crate::config::{KioskConfig, PluginEntry, PluginRole};
+use crate::config::{KioskConfig, PluginEntry};
 use crate::fleet::FleetLink;
 use crate::plugin::PluginRuntime;
 use crate::plugin::inspect::PluginKind;
-use crate::plugin::installed::{Direction, Installed};
+use crate::plugin::installed::{Direction, Installed, kind_name, kind_of};
 use crate::plugin::trust::TrustStore;
 use crate::plugin::{Plugin, trust::endorsement::Endorsement};
 
@@ -53,8 +53,10 @@ struct Progress {
     /// The last step of each rollout the server last asked about.
     steps: BTreeMap<i64, RolloutStep>,
     staged: Vec<Switch>,
+    /// Builds being prepared, staged or switched to: kept on disk whatever the state file says.
+    pinned: BTreeSet<String>,
     /// Statements the fleet carried that no root of this kiosk signed (each logged once).
-    refused: std::collections::BTreeSet<String>,
+    refused: BTreeSet<String>,
 }
 
 /// A kiosk's rollouts: what the link thread prepares and the worker switches to.
@@ -104,99 +106,140 @@ impl Rollouts {
         );
     }
 
-    /// Acts on what the fleet wants (run on the link's thread, after a heartbeat). Returns
-    /// whether a switch waits for the worker.
+    /// Acts on what the fleet wants (run off the worker, after a heartbeat). Returns whether
+    /// a switch waits for the worker.
     pub fn apply(&self, link: &FleetLink, desired: &Desired) -> bool {
         self.take_endorsements(&desired.endorsements);
+        // What the server sent is checked before it is acted on or echoed in a heartbeat.
+        let mut wanted: Vec<&DesiredPlugin> = desired
+            .plugins
+            .iter()
+            .filter(|d| {
+                let fits = d.rollout > 0
+                    && is_sha256(&d.sha256)
+                    && !d.name.is_empty()
+                    && d.name.len() <= 64
+                    && !d.name.chars().any(char::is_control);
+                if !fits {
+                    tracing::warn!("the fleet asked for a build it cannot mean: {d:?}");
+                }
+                fits
+            })
+            .collect();
+        // Rollbacks first: a build rolled back goes before the next one of its plugin comes.
+        wanted.sort_by_key(|d| (!d.roll_back, d.rollout));
         {
             let mut progress = self.progress();
             progress
                 .steps
-                .retain(|id, _| desired.plugins.iter().any(|d| d.rollout == *id));
-            let staged: Vec<String> = progress
+                .retain(|id, _| wanted.iter().any(|d| d.rollout == *id));
+            // A switch the fleet no longer asks for (paused, rolled back) is not made.
+            let asked = |s: &Switch| {
+                wanted.iter().any(|d| {
+                    d.rollout == s.rollout && d.roll_back == (s.direction == Direction::Back)
+                })
+            };
+            let dropped: Vec<String> = progress
                 .staged
                 .iter()
-                .filter_map(|s| match &s.direction {
-                    Direction::Forward(sha) => Some(sha.clone()),
-                    Direction::Back => None,
-                })
+                .filter(|s| !asked(s) && s.direction != Direction::Back)
+                .map(|s| s.sha256.clone())
                 .collect();
-            drop(progress);
-            self.installed.tidy(&staged);
+            progress.staged.retain(|s| asked(s));
+            for sha in dropped {
+                progress.pinned.remove(&sha);
+            }
         }
-        for d in &desired.plugins {
-            let (last, staged_back) = {
-                let progress = self.progress();
-                (
-                    progress.steps.get(&d.rollout).map(|s| s.step),
-                    progress
-                        .staged
-                        .iter()
-                        .find(|s| s.rollout == d.rollout)
-                        .map(|s| s.direction == Direction::Back),
-                )
-            };
-            let done = if d.roll_back {
-                last == Some(Step::RolledBack) || staged_back == Some(true)
-            } else {
-                last.is_some_and(|s| {
-                    s != Step::Downloaded && s != Step::Verified && s != Step::Compiled
-                })
-            };
-            if done {
-                continue;
-            }
-            let Some(entry) = self.config.plugins.iter().find(|p| p.name == d.name) else {
-                self.record(
-                    d,
-                    Step::Failed,
-                    format!("this kiosk's config has no [[plugin]] named `{}`", d.name),
-                );
-                continue;
-            };
-            let builds = match self.installed.builds(&d.name) {
-                Ok(builds) => builds,
-                Err(e) => {
-                    self.record(d, Step::Failed, e.to_string());
-                    continue;
-                }
-            };
-            let running = builds.current.as_deref() == Some(d.sha256.as_str());
-            if d.roll_back {
-                self.progress()
-                    .staged
-                    .retain(|s| !(s.rollout == d.rollout && s.direction != Direction::Back));
-                if !running {
-                    self.record(d, Step::RolledBack, "it never ran here".into());
-                    continue;
-                }
-                let back = match &builds.previous {
-                    Some(sha) => self.installed.path(sha),
-                    None => entry.file.clone(),
-                };
-                match self.runtime().and_then(|r| {
-                    r.load(&d.name, &back)
-                        .map_err(|e| format!("the build before does not load: {e}"))
-                }) {
-                    Ok(plugin) => self.stage(d, Direction::Back, plugin, String::new()),
-                    Err(why) => self.record(d, Step::Failed, why),
-                }
-            } else if running {
-                self.record(d, Step::Active, "it runs".into());
-            } else {
-                match self.prepare(link, d, entry) {
-                    Ok((plugin, detail)) => {
-                        let direction = Direction::Forward(d.sha256.clone());
-                        self.stage(d, direction, plugin, detail);
-                    }
-                    Err(why) => {
-                        self.record(d, Step::Failed, why);
-                        self.installed.tidy(&[]);
-                    }
-                }
-            }
+        self.tidy();
+        for d in wanted {
+            self.apply_one(link, d);
         }
         !self.progress().staged.is_empty()
+    }
+
+    /// Removes builds nothing needs; the pins are read before the state file (see
+    /// [`Installed::tidy`]).
+    fn tidy(&self) {
+        let pinned: Vec<String> = self.progress().pinned.iter().cloned().collect();
+        self.installed.tidy(&pinned);
+    }
+
+    fn apply_one(&self, link: &FleetLink, d: &DesiredPlugin) {
+        let (last, staged_back) = {
+            let progress = self.progress();
+            (
+                progress.steps.get(&d.rollout).map(|s| s.step),
+                progress
+                    .staged
+                    .iter()
+                    .find(|s| s.rollout == d.rollout)
+                    .map(|s| s.direction == Direction::Back),
+            )
+        };
+        let done = if d.roll_back {
+            last == Some(Step::RolledBack) || staged_back == Some(true)
+        } else {
+            matches!(
+                last,
+                Some(Step::Checked | Step::Active | Step::Failed | Step::RolledBack)
+            )
+        };
+        if done {
+            return;
+        }
+        let Some(entry) = self.config.plugins.iter().find(|p| p.name == d.name) else {
+            return self.record(
+                d,
+                Step::Failed,
+                format!("this kiosk's config has no [[plugin]] named `{}`", d.name),
+            );
+        };
+        let builds = match self.installed.builds(&d.name) {
+            Ok(builds) => builds,
+            Err(e) => return self.record(d, Step::Failed, e.to_string()),
+        };
+        let running = builds.current.as_deref() == Some(d.sha256.as_str());
+        if d.roll_back {
+            {
+                let mut progress = self.progress();
+                progress
+                    .staged
+                    .retain(|s| !(s.rollout == d.rollout && s.direction != Direction::Back));
+            }
+            if !running {
+                // Never back to it either.
+                if let Err(e) = self.installed.forget(&d.name, &d.sha256) {
+                    return self.record(d, Step::Failed, e.to_string());
+                }
+                return self.record(d, Step::RolledBack, "it does not run here".into());
+            }
+            let back = match &builds.previous {
+                Some(sha) => self.installed.path(sha),
+                None => entry.file.clone(),
+            };
+            match self.runtime().and_then(|r| {
+                r.load(&d.name, &back)
+                    .map_err(|e| format!("the build before does not load: {e}"))
+            }) {
+                Ok(plugin) => self.stage(d, Direction::Back, plugin, String::new()),
+                Err(why) => self.record(d, Step::Failed, why),
+            }
+        } else if running {
+            self.record(d, Step::Active, "it runs".into());
+        } else {
+            self.progress().pinned.insert(d.sha256.clone());
+            match self.prepare(link, d, entry) {
+                Ok((plugin, detail)) => {
+                    let direction = Direction::Forward(d.sha256.clone());
+                    self.stage(d, direction, plugin, detail);
+                }
+                Err(why) => {
+                    self.record(d, Step::Failed, why);
+                    self.progress().pinned.remove(&d.sha256);
+                    self.tidy();
+                }
+            }
+        }
     }
 
     fn stage(&self, d: &DesiredPlugin, direction: Direction, plugin: Plugin, detail: String) {
@@ -230,7 +273,8 @@ impl Rollouts {
         .map_err(|e| e.to_string())
     }
 
-    /// Download, verify, compile and self-check; the plugin and what each step found.
+    /// Download, verify, compile and self-check; the plugin and what each step found. Each
+    /// step is reported as it is reached.
     fn prepare(
         &self,
         link: &FleetLink,
@@ -254,12 +298,14 @@ impl Rollouts {
             .store(&d.sha256, &component, &signature)
             .map_err(|e| format!("storing the build: {e}"))?;
         let mut detail = format!("downloaded {} bytes", component.len());
+        self.record(d, Step::Downloaded, detail.clone());
         let runtime = self.runtime()?;
         let signer = runtime
             .trust()
             .verify(&path, &component)
             .map_err(|e| format!("verify: {e}"))?;
         detail.push_str(&format!(", signed by {signer}"));
+        self.record(d, Step::Verified, detail.clone());
         let started = Instant::now();
         let plugin = runtime
             .load(&d.name, &path)
@@ -268,11 +314,8 @@ impl Rollouts {
             ", compiled in {} ms",
             started.elapsed().as_millis()
         ));
-        let wanted = match entry.role {
-            PluginRole::CardCodec => PluginKind::CardCodec,
-            PluginRole::BackendDialect => PluginKind::BackendDialect,
-            PluginRole::AcquirerDialect => PluginKind::AcquirerDialect,
-        };
+        self.record(d, Step::Compiled, detail.clone());
+        let wanted = kind_of(entry.role);
         if plugin.kind() != wanted {
             return Err(format!(
                 "self-check: it is a {}, and `{}` is a {} in this kiosk's config",
@@ -281,8 +324,25 @@ impl Rollouts {
                 kind_name(wanted)
             ));
         }
+        let (vendor, name, version) =
+            about(&self.config, &plugin).map_err(|e| format!("self-check: {e}"))?;
+        // Another vendor's plugin under this name is a change to the kiosk's config, not a
+        // release: the fleet cannot make it.
+        let running = self
+            .installed
+            .load(&runtime, entry)
+            .map_err(|e| format!("self-check: the build running now does not load: {e}"))
+            .and_then(|p| about(&self.config, &p).map_err(|e| format!("self-check: {e}")))?;
+        if (vendor.as_str(), name.as_str()) != (running.0.as_str(), running.1.as_str()) {
+            return Err(format!(
+                "self-check: it is {vendor} {name}, and `{}` runs {} {} here",
+                d.name, running.0, running.1
+            ));
+        }
         let checked = self_check(&self.config, &plugin).map_err(|e| format!("self-check: {e}"))?;
-        detail.push_str(&format!(", self-check: {checked}"));
+        detail.push_str(&format!(
+            ", self-check: {vendor} {name} {version}, {checked}"
+        ));
         Ok((plugin, detail))
     }
 
@@ -324,7 +384,11 @@ impl Rollouts {
             sha256: switch.sha256.clone(),
             roll_back: switch.direction == Direction::Back,
         };
-        match self.installed.switch(&switch.name, &switch.direction) {
+        let switched = self.installed.switch(&switch.name, &switch.direction);
+        if switch.direction != Direction::Back {
+            self.progress().pinned.remove(&switch.sha256);
+        }
+        match switched {
             Ok(_) if switch.direction == Direction::Back => {
                 self.record(&d, Step::RolledBack, "back to the build before".into());
                 Ok(())
@@ -369,70 +433,65 @@ fn keep_if_endorsed(
     }
 }
 
-/// A plugin's self-check before it may run: `about` answers, and a backend dialect pings
-/// each backend this kiosk sends it to. Returns what it found.
-pub fn self_check(config: &KioskConfig, plugin: &Plugin) -> Result<String, String> {
+/// Who made a plugin and which release it is, as its `about` says.
+fn about(config: &KioskConfig, plugin: &Plugin) -> Result<(String, String, String), String> {
+    let fail = |e: crate::plugin::PluginError| format!("about: {e}");
     match plugin.kind() {
         PluginKind::CardCodec => {
-            let about = plugin
+            let a = plugin
                 .card_session()
                 .and_then(|mut s| s.about())
-                .map_err(|e| format!("about: {e}"))?;
-            Ok(format!("{} {} {}", about.vendor, about.name, about.version))
+                .map_err(fail)?;
+            Ok((a.vendor, a.name, a.version))
         }
         PluginKind::BackendDialect => {
-            let mut pinged = Vec::new();
-            for b in config.backends.iter().filter(|b| b.dialect == plugin.name) {
-                let mut session = plugin
-                    .backend_session(b.endpoint.clone())
-                    .map_err(|e| e.to_string())?;
-                if pinged.is_empty() {
-                    session.about().map_err(|e| format!("about: {e}"))?;
-                }
-                session
-                    .ping()
-                    .map_err(|e| format!("ping to backend {}: {e}", b.name))?;
-                pinged.push(b.name.clone());
-            }
-            if pinged.is_empty() {
-                // `about` sends nothing; the endpoint is never dialled.
-                let nowhere = crate::backend::Endpoint {
-                    address: "127.0.0.1:9".into(),
-                    connect_timeout: std::time::Duration::from_secs(1),
-                    io_timeout: std::time::Duration::from_secs(1),
-                    max_request_bytes: 64,
-                    max_reply_bytes: 64,
-                };
-                let about = plugin
-                    .backend_session(nowhere)
-                    .and_then(|mut s| s.about())
-                    .map_err(|e| format!("about: {e}"))?;
-                return Ok(format!(
-                    "{} {} (no backend to ping)",
-                    about.name, about.version
-                ));
-            }
-            Ok(format!("pinged {}", pinged.join(", ")))
+            // `about` sends nothing; the endpoint is never dialled.
+            let nowhere = crate::backend::Endpoint {
+                address: "127.0.0.1:9".into(),
+                connect_timeout: std::time::Duration::from_secs(1),
+                io_timeout: std::time::Duration::from_secs(1),
+                max_request_bytes: 64,
+                max_reply_bytes: 64,
+            };
+            let a = plugin
+                .backend_session(nowhere)
+                .and_then(|mut s| s.about())
+                .map_err(fail)?;
+            Ok((a.vendor, a.name, a.version))
         }
         PluginKind::AcquirerDialect => {
             let Some(acquirer) = &config.acquirer else {
                 return Err("this kiosk has no [acquirer] for an acquirer dialect".into());
             };
-            let about = plugin
+            let a = plugin
                 .acquirer_session(acquirer.endpoint.clone(), None)
                 .and_then(|mut s| s.about())
-                .map_err(|e| format!("about: {e}"))?;
-            Ok(format!("{} {} {}", about.vendor, about.name, about.version))
+                .map_err(fail)?;
+            Ok((a.vendor, a.name, a.version))
         }
     }
 }
 
-fn kind_name(kind: PluginKind) -> &'static str {
-    match kind {
-        PluginKind::CardCodec => "card codec",
-        PluginKind::BackendDialect => "backend dialect",
-        PluginKind::AcquirerDialect => "acquirer dialect",
+/// A plugin's self-check before it may run, beyond `about`: a backend dialect pings each
+/// backend this kiosk sends it to. Returns what it found.
+pub fn self_check(config: &KioskConfig, plugin: &Plugin) -> Result<String, String> {
+    if plugin.kind() != PluginKind::BackendDialect {
+        return Ok("about answered".into());
     }
+    let mut pinged = Vec::new();
+    for b in config.backends.iter().filter(|b| b.dialect == plugin.name) {
+        plugin
+            .backend_session(b.endpoint.clone())
+            .map_err(|e| e.to_string())?
+            .ping()
+            .map_err(|e| format!("ping to backend {}: {e}", b.name))?;
+        pinged.push(b.name.clone());
+    }
+    Ok(if pinged.is_empty() {
+        "no backend to ping".into()
+    } else {
+        format!("pinged {}", pinged.join(", "))
+    })
 }
 
 /// `text` on one line, within what a heartbeat carries for a step's detail.

@@ -252,6 +252,16 @@ impl SaleEngine {
         clearing::end(&mut self.journal, config, pin, counted, &self.dialects)
     }
 
+    /// Sends closed period `period`'s report again to each backend that has not matched it.
+    pub fn reconcile_period(
+        &mut self,
+        config: &KioskConfig,
+        period: i64,
+    ) -> Result<Vec<clearing::BackendReconciliation>, clearing::ClearingError> {
+        let report = clearing::report(&self.journal, config, Some(period))?;
+        clearing::reconcile(&mut self.journal, config, &self.dialects, &report)
+    }
+
     /// Pings each configured backend through its dialect: its name, and whether it answered.
     pub fn ping_backends(&self) -> Vec<(String, Result<(), String>)> {
         self.backends

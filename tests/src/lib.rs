@@ -4,6 +4,7 @@
 pub mod bank_rig;
 pub mod dialect_rig;
 pub mod fleet_rig;
+pub mod kiosk_process;
 pub mod kiosk_rig;
 pub mod webdriver;
 

@@ -75,6 +75,7 @@ fn beat(journal_head: i64) -> Heartbeat {
         }],
         journal_head,
         rollouts: Vec::new(),
+        commands_done: Vec::new(),
     }
 }
 

@@ -76,6 +76,7 @@ fn beat(printer: &str, open_items: u32) -> Heartbeat {
         plugins: Vec::new(),
         journal_head: 0,
         rollouts: Vec::new(),
+        commands_done: Vec::new(),
     }
 }
 

@@ -4,163 +4,14 @@
 //! rollout catching up, builds the kiosk's own trust store refuses, and SIGKILL mid-switch.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use selfvend_host::plugin::trust::SecretKey;
 use selfvend_tests::fleet_rig::{FleetDb, FleetServer};
+use selfvend_tests::kiosk_process::{KioskProcess, wait_for};
 use selfvend_tests::kiosk_rig::World;
 use selfvend_tests::webdriver::Browser;
 
 const ADMIN_PASSWORD: &str = "correct horse 电池";
-
-/// How long a kiosk is given to reach a step (heartbeats every second).
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One kiosk process on the shared world: its own config, data, validator and printer.
-struct KioskProcess {
-    config: PathBuf,
-    data: PathBuf,
-    id: String,
-    child: Option<Child>,
-    _validator: selfvend_sim::id003_validator::SimulatedValidator,
-    _printer: selfvend_sim::escpos_printer::SimulatedPrinter,
-}
-
-impl KioskProcess {
-    /// Kiosk `n`, paired with `server`; its config is the world's, with `jinan` as the
-    /// fixed-text backend's address.
-    fn paired(world: &World, db: &FleetDb, server: &FleetServer, n: usize, jinan: &str) -> Self {
-        let base = std::fs::read_to_string(world.plugins.dir.path().join("kiosk.toml")).unwrap();
-        let validator = selfvend_sim::id003_validator::SimulatedValidator::start().unwrap();
-        let printer = selfvend_sim::escpos_printer::SimulatedPrinter::start().unwrap();
-        let toml = base
-            .replace("K-SALE-01", &format!("K-ROLL-{n:02}"))
-            .replace("data_dir = \"data\"", &format!("data_dir = \"data-{n}\""))
-            .replace(&world.jinan.fixed_text_address().to_string(), jinan)
-            .replace("[policy]\n", "[policy]\nfleet_heartbeat_secs = 1\n")
-            + &format!(
-                "[devices]\ncard_reader = {{ reader = \"{}\" }}\n\
-                 cash_acceptor = {{ port = \"{}\", baud = 9600 }}\n\
-                 printer = {{ port = \"{}\", baud = 9600 }}\n",
-                world.slot.reader,
-                validator.path(),
-                printer.path()
-            );
-        let config = world.plugins.dir.path().join(format!("kiosk-{n}.toml"));
-        std::fs::write(&config, toml).unwrap();
-        let data = world.plugins.dir.path().join(format!("data-{n}"));
-        std::fs::create_dir_all(&data).unwrap();
-        let paired = selfvend_host::fleet::pair(
-            &data,
-            &server.url,
-            &db.pairing_code(),
-            &format!("K-ROLL-{n:02}"),
-            "3701",
-        )
-        .unwrap();
-        KioskProcess {
-            config,
-            data,
-            id: paired.kiosk_id,
-            child: None,
-            _validator: validator,
-            _printer: printer,
-        }
-    }
-
-    fn start(&mut self) {
-        self.start_killed_at(None);
-    }
-
-    /// Starts the process; with `kill_at`, it kills itself with SIGKILL at that failpoint.
-    fn start_killed_at(&mut self, kill_at: Option<&str>) {
-        let mut command = Command::new(kiosk_child());
-        command.arg(&self.config).stdin(Stdio::piped()).stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(self.data.join("kiosk.log"))
-                .unwrap(),
-        );
-        if let Some(point) = kill_at {
-            command.env("SELFVEND_KILL_AT", point);
-        }
-        self.child = Some(command.spawn().expect("run selfvend-kiosk-child"));
-    }
-
-    /// Closes its input (it stops as the kiosk would) and waits for it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            drop(child.stdin.take());
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits until the process has died by itself (killed at its failpoint).
-    fn wait_killed(&mut self) {
-        let mut child = self.child.take().expect("a running kiosk");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                use std::os::unix::process::ExitStatusExt;
-                assert_eq!(
-                    status.signal(),
-                    Some(9),
-                    "the kiosk was not killed: {status}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the kiosk never reached its failpoint"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The SHA-256 of the fixed-text build the kiosk last reported running.
-    fn runs(&self, db: &FleetDb) -> String {
-        db.sql(&format!(
-            "SELECT p->>'sha256' FROM kiosks, jsonb_array_elements(heartbeat->'plugins') p
-             WHERE id = '{}' AND p->>'name' = 'fixed-text'",
-            self.id
-        ))
-    }
-}
-
-impl Drop for KioskProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.data.join("kiosk.log")).unwrap_or_default();
-            eprintln!("--- kiosk {} log ---\n{log}", self.id);
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn kiosk_child() -> PathBuf {
-    selfvend_tests::selfvend_bin().with_file_name("selfvend-kiosk-child")
-}
-
-/// Waits until `query` prints `want`; fails naming what it printed last.
-fn wait_for(db: &FleetDb, query: &str, want: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let got = db.sql(query);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{query}\nprinted {got:?}, waited for {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A build of `plugin` that is not the one the kiosks run: the same code with a custom section
 /// naming `tag` (a vendor's next release, as far as bytes go), signed by `key`.
@@ -295,7 +146,8 @@ fn a_build_reaches_the_canary_then_the_fleet_an_offline_kiosk_catches_up_and_all
     let detail = db.sql(&step(&rollout, &kiosks[0]).replace("coalesce(step, 'none')", "detail"));
     assert!(
         detail.contains("signed by selfvend test key")
-            && detail.contains("self-check: pinged jinan-power"),
+            && detail.contains("self-check: Provincial Marketing System (fictional) fixed-text ")
+            && detail.ends_with(", pinged jinan-power"),
         "{detail}"
     );
     // The third kiosk was off through all of it: the rollout waits for it.
@@ -453,7 +305,8 @@ fn a_build_the_kiosks_trust_store_does_not_trust_never_runs_until_its_root_endor
     let vendor_pub = vendor
         .write(&world.plugins.dir.path().join("acme.key"))
         .unwrap();
-    let vendor_pub = selfvend_host::plugin::trust::PublicKey::read(&vendor_pub).unwrap();
+    let vendor_pub_path = vendor_pub;
+    let vendor_pub = selfvend_host::plugin::trust::PublicKey::read(&vendor_pub_path).unwrap();
 
     let db = FleetDb::new();
     let server = FleetServer::start_with(&db, &["--heartbeat-secs", "1"]);
@@ -523,6 +376,20 @@ fn a_build_the_kiosks_trust_store_does_not_trust_never_runs_until_its_root_endor
         "{detail}"
     );
     wait_for(&db, &running(&sha), "1");
+
+    // The kiosk's owner revokes the vendor's key: the root's statement, still carried, no
+    // longer makes the vendor's next build trusted.
+    std::fs::create_dir_all(trust.join("revoked")).unwrap();
+    std::fs::copy(&vendor_pub_path, trust.join("revoked/acme.pub")).unwrap();
+    let next = rebuilt(
+        world.plugins.dir.path(),
+        &world.files[2].1,
+        "acme-2",
+        &vendor,
+    );
+    let next_sha = admin(&db, &["upload", next.to_str().unwrap(), "--by", "admin"]);
+    let fourth = roll_out_to(&db, &next_sha, &kiosk);
+    refused(&fourth);
     kiosk.stop();
 }
 

@@ -67,5 +67,6 @@ fn idle_heartbeat() -> Heartbeat {
         plugins: Vec::new(),
         journal_head: 0,
         rollouts: Vec::new(),
+        commands_done: Vec::new(),
     }
 }

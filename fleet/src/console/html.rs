@@ -139,6 +139,7 @@ pub struct Words {
     /// 现金售电, 银行卡售电, 现金缴费, 银行卡缴费.
     pub businesses: [&'static str; 4],
     pub rollouts: super::rollouts::RolloutWords,
+    pub commands: super::commands::CommandWords,
 }
 
 const ZH: Words = Words {
@@ -221,6 +222,7 @@ const ZH: Words = Words {
     bill_payment: "缴费",
     items_title: "全部待处理事项",
     rollouts: super::rollouts::ZH,
+    commands: super::commands::ZH,
     session_expired: "页面已过期，请重新登录",
     not_shown: "（仅操作员可见）",
     businesses: ["现金售电", "银行卡售电", "现金缴费", "银行卡缴费"],
@@ -306,6 +308,7 @@ const EN: Words = Words {
     bill_payment: "bill payment",
     items_title: "Open items across the fleet",
     rollouts: super::rollouts::EN,
+    commands: super::commands::EN,
     session_expired: "The page expired; sign in again",
     not_shown: "(operators only)",
     businesses: [

@@ -70,6 +70,7 @@ pub(super) async fn kiosk_page(
     body += &format!("<h2>{}</h2>", w.clearings);
     body += &super::reports::clearings_table(&fleet, Some(&k.id), w).await?;
     body += &open_alerts(&fleet, &k.id, w).await?;
+    body += &super::commands::section(&fleet, &k.id, &session, w).await?;
     Ok(reply(lang, StatusCode::OK, page(lang, &k.id, &body)))
 }
 
@@ -386,7 +387,7 @@ pub(super) async fn release(
 }
 
 /// `id` as one URL path segment: letters and digits kept, everything else percent-encoded.
-fn url_segment(id: &str) -> String {
+pub(super) fn url_segment(id: &str) -> String {
     id.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {

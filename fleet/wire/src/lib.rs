@@ -3,11 +3,13 @@
 //! how the journal's audit rows chain, so the server verifies the very rule the kiosk wrote by.
 
 mod chain;
+mod command;
 mod messages;
 mod rollout;
 mod signing;
 
 pub use chain::{AuditRow, ChainBreak, GENESIS, check_next, row_hash};
+pub use command::{CommandDone, CommandKind, RemoteCommand};
 pub use messages::{
     CashBox, DeviceReport, Heartbeat, HeartbeatReply, JournalAck, JournalBatch, MAX_BATCH_ROWS,
     MAX_BODY_BYTES, MAX_LIST, OpenItem, PairReply, PairRequest, PeriodTotals, PluginReport,

@@ -140,6 +140,9 @@ pub struct Heartbeat {
     /// How far the kiosk is with each rollout the server last asked of it.
     #[serde(default)]
     pub rollouts: Vec<RolloutStep>,
+    /// Remote commands done since the server last listed them.
+    #[serde(default)]
+    pub commands_done: Vec<crate::CommandDone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +302,17 @@ impl Heartbeat {
                 return Err(format!("plugins[{i}].sha256: not a SHA-256 in hex"));
             }
         }
+        list("commands_done", &self.commands_done)?;
+        for (i, c) in self.commands_done.iter().enumerate() {
+            if c.id < 1 {
+                return Err(format!("commands_done[{i}].id: not a command id"));
+            }
+            if c.outcome.chars().count() > 1000 || c.outcome.chars().any(char::is_control) {
+                return Err(format!(
+                    "commands_done[{i}].outcome: more than 1000 characters or a control character"
+                ));
+            }
+        }
         list("rollouts", &self.rollouts)?;
         for (i, r) in self.rollouts.iter().enumerate() {
             if r.rollout < 1 {
@@ -357,6 +371,7 @@ mod tests {
             plugins: Vec::new(),
             journal_head: 9,
             rollouts: Vec::new(),
+            commands_done: Vec::new(),
         };
         assert_eq!(beat.check(), Ok(()));
         beat.items[0].caught_fen = u64::MAX;

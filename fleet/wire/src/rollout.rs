@@ -17,6 +17,9 @@ pub struct Desired {
     /// `.endorsement` file); the kiosk takes only those one of its own roots signed.
     #[serde(default)]
     pub endorsements: Vec<String>,
+    /// Commands an operator or admin gave this kiosk, not yet reported done.
+    #[serde(default)]
+    pub commands: Vec<crate::RemoteCommand>,
 }
 
 /// One rollout's wish for this kiosk.

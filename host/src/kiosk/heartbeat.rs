@@ -54,6 +54,7 @@ pub fn heartbeat(view: &View, shown: Duration, devices: &[DeviceLine]) -> Heartb
         plugins: Vec::new(),
         journal_head: 0,
         rollouts: Vec::new(),
+        commands_done: Vec::new(),
     }
 }
 

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::inspect::PluginKind;
 use super::trust::signature_path;
 use super::{Plugin, PluginError, PluginRuntime};
-use crate::config::PluginEntry;
+use crate::config::{PluginEntry, PluginRole};
 
 const STATE_FILE: &str = "state.json";
 
@@ -97,7 +98,9 @@ impl Installed {
         written.map_err(|e| self.error(path, e))
     }
 
-    /// Stores a downloaded build and its signature; returns where the build is.
+    /// Stores a downloaded build and its signature; returns where the build is. A build a
+    /// plugin runs or may go back to is never written over (its signature could be replaced
+    /// by a bad one).
     pub fn store(
         &self,
         sha256: &str,
@@ -106,9 +109,31 @@ impl Installed {
     ) -> Result<PathBuf, InstalledError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| self.error(&self.dir, e))?;
         let path = self.path(sha256);
+        let named =
+            self.state()?.plugins.values().any(|b| {
+                b.current.as_deref() == Some(sha256) || b.previous.as_deref() == Some(sha256)
+            });
+        if named && path.is_file() {
+            return Ok(path);
+        }
         self.write_durably(&signature_path(&path), signature)?;
         self.write_durably(&path, component)?;
         Ok(path)
+    }
+
+    /// Stops `name` going back to `sha256` (a build its rollout rolled back), if that is the
+    /// build before; it then goes back to the config's file.
+    pub fn forget(&self, name: &str, sha256: &str) -> Result<(), InstalledError> {
+        let mut state = self.state()?;
+        let Some(builds) = state.plugins.get_mut(name) else {
+            return Ok(());
+        };
+        if builds.previous.as_deref() != Some(sha256) {
+            return Ok(());
+        }
+        builds.previous = None;
+        let json = serde_json::to_vec_pretty(&state).expect("the state serializes");
+        self.write_durably(&self.dir.join(STATE_FILE), &json)
     }
 
     /// Makes `name` run the build `direction` says, durably; returns the builds it runs now.
@@ -133,9 +158,11 @@ impl Installed {
         Ok(now)
     }
 
-    /// Removes builds no plugin runs or may go back to, but for `also_keep` (builds waiting to
-    /// be switched to); a failure only leaves a file behind.
-    pub fn tidy(&self, also_keep: &[String]) {
+    /// Removes builds no plugin runs or may go back to, but for `pinned` (builds being
+    /// prepared, staged or switched to, read by the caller before this reads the state: a
+    /// build is unpinned only after the switch to it is written); a failure only leaves a file
+    /// behind.
+    pub fn tidy(&self, pinned: &[String]) {
         let Ok(state) = self.state() else {
             return;
         };
@@ -143,17 +170,21 @@ impl Installed {
             .plugins
             .values()
             .flat_map(|b| b.current.iter().chain(&b.previous))
-            .chain(also_keep)
+            .chain(pinned)
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(sha) = file.split('.').next() else {
+            // Only builds and their signatures: never the state file or one being written.
+            let Some(sha) = file
+                .strip_suffix(".wasm")
+                .or_else(|| file.strip_suffix(".wasm.sig"))
+            else {
                 continue;
             };
-            if file != STATE_FILE && !keep.iter().any(|k| k.as_str() == sha) {
+            if !keep.iter().any(|k| k.as_str() == sha) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -175,10 +206,32 @@ impl Installed {
         };
         for sha in builds.current.iter().chain(&builds.previous) {
             match runtime.load(&entry.name, &self.path(sha)) {
-                Ok(plugin) => return Ok(plugin),
+                Ok(plugin) if plugin.kind() == kind_of(entry.role) => return Ok(plugin),
+                Ok(_) => tracing::error!(
+                    "plugin {}: build {sha} is not a {}",
+                    entry.name,
+                    kind_name(kind_of(entry.role))
+                ),
                 Err(e) => tracing::error!("plugin {}: build {sha} did not load: {e}", entry.name),
             }
         }
         runtime.load(&entry.name, &entry.file)
+    }
+}
+
+/// The kind of plugin a config role takes.
+pub fn kind_of(role: PluginRole) -> PluginKind {
+    match role {
+        PluginRole::CardCodec => PluginKind::CardCodec,
+        PluginRole::BackendDialect => PluginKind::BackendDialect,
+        PluginRole::AcquirerDialect => PluginKind::AcquirerDialect,
+    }
+}
+
+pub fn kind_name(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::CardCodec => "card codec",
+        PluginKind::BackendDialect => "backend dialect",
+        PluginKind::AcquirerDialect => "acquirer dialect",
     }
 }

@@ -106,7 +106,8 @@ impl fmt::Display for Signer {
 
 /// The keys a kiosk trusts: every `*.pub` file in one directory (installed with the kiosk), and
 /// every vendor key a `*.endorsement` there says one of the kiosk's root keys (`roots/*.pub`)
-/// endorsed. Root keys sign endorsements only, never plugins.
+/// endorsed, but for the keys in `revoked/*.pub`. Root keys sign endorsements only, never
+/// plugins.
 #[derive(Debug, Clone)]
 pub struct TrustStore {
     dir: PathBuf,
@@ -173,6 +174,17 @@ impl TrustStore {
                 }
             }
         }
+        // A key its owner revoked is trusted by no file and no statement, however it arrives.
+        let revoked = read_all(files_with(&dir.join("revoked"), "pub", true)?)?;
+        keys.retain(|k| {
+            let out = revoked.iter().any(|r| r.id() == k.id());
+            if out {
+                let why = format!("{}: key {} is revoked (revoked/)", k.name, k.id());
+                tracing::warn!("not trusted: {why}");
+                refused.push(why);
+            }
+            !out
+        });
         Ok(TrustStore {
             dir: dir.to_path_buf(),
             keys,

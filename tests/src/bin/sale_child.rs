@@ -132,6 +132,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             plugins: Vec::new(),
             journal_head: 0,
             rollouts: Vec::new(),
+            commands_done: Vec::new(),
         };
         link.sync(&beat)?;
         return Ok(());

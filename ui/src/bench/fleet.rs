@@ -125,6 +125,7 @@ fn heartbeat(head: i64) -> Heartbeat {
         .collect(),
         journal_head: head,
         rollouts: Vec::new(),
+        commands_done: Vec::new(),
     }
 }
 
