@@ -14,7 +14,8 @@ use selfvend_tests::webdriver::Browser;
 const ADMIN_PASSWORD: &str = "correct horse 电池";
 
 /// A build of `plugin` that is not the one the kiosks run: the same code with a custom section
-/// naming `tag` (a vendor's next release, as far as bytes go), signed by `key`.
+/// naming `tag` (a vendor's next release, as far as bytes go), signed by `key`, as
+/// `<plugin's stem>-<tag>.wasm`.
 fn rebuilt(dir: &Path, plugin: &Path, tag: &str, key: &SecretKey) -> PathBuf {
     let mut bytes = std::fs::read(plugin).unwrap();
     let name = b"selfvend-test-build";
@@ -24,7 +25,8 @@ fn rebuilt(dir: &Path, plugin: &Path, tag: &str, key: &SecretKey) -> PathBuf {
     bytes.push(0);
     bytes.push(section.len() as u8);
     bytes.extend_from_slice(&section);
-    let path = dir.join(format!("fixed_text_dialect-{tag}.wasm"));
+    let stem = plugin.file_stem().unwrap().to_string_lossy();
+    let path = dir.join(format!("{stem}-{tag}.wasm"));
     std::fs::write(&path, &bytes).unwrap();
     key.sign_file(&path, &bytes).unwrap();
     path
@@ -437,5 +439,61 @@ fn a_kiosk_killed_during_a_switch_starts_with_the_old_build_or_the_new_one() {
         )),
         "attract"
     );
+    kiosk.stop();
+}
+
+#[test]
+fn one_plugins_failed_build_spares_anothers_and_a_build_rolled_back_late_is_never_gone_back_to() {
+    let world = World::new();
+    let db = FleetDb::new();
+    let server = FleetServer::start_with(&db, &["--heartbeat-secs", "1"]);
+    let jinan = world.jinan.fixed_text_address().to_string();
+    let mut kiosk = KioskProcess::paired(&world, &db, &server, 1, &jinan);
+    kiosk.start();
+    let original = sha256_of(&world.files[2].1);
+    wait_for(&db, &running(&original), "1");
+    let dir = world.plugins.dir.path();
+    let upload = |path: &Path| admin(&db, &["upload", path.to_str().unwrap(), "--by", "admin"]);
+
+    // The dialect's good build and, right after, the codec's build by a stranger: the codec's
+    // failure does not take the dialect's staged build with it.
+    let dialect = upload(&rebuilt(dir, &world.files[2].1, "4.0", &world.plugins.key));
+    let stranger = SecretKey::generate("Unknown Vendor");
+    let codec = upload(&rebuilt(dir, &world.files[0].1, "bad", &stranger));
+    let first = roll_out_to(&db, &dialect, &kiosk);
+    let bad = admin(
+        &db,
+        &[
+            "rollout",
+            "create",
+            "--plugin",
+            "hengtai-sle4442",
+            "--build",
+            &codec,
+            "--kiosk",
+            &kiosk.id,
+            "--by",
+            "admin",
+        ],
+    );
+    wait_for(&db, &state(&bad), "rolled-back");
+    wait_for(&db, &state(&first), "complete");
+    wait_for(&db, &running(&dialect), "1");
+
+    // Rolled back while the kiosk was off, with the next build already on its way: the kiosk
+    // goes back, takes the next one, and never goes back to the one rolled back.
+    kiosk.stop();
+    admin(&db, &["rollout", "rollback", &first, "--by", "admin"]);
+    let next = upload(&rebuilt(dir, &world.files[2].1, "4.1", &world.plugins.key));
+    let second = roll_out_to(&db, &next, &kiosk);
+    kiosk.start();
+    wait_for(&db, &step(&first, &kiosk), "rolled-back");
+    wait_for(&db, &step(&second, &kiosk), "active");
+    wait_for(&db, &running(&next), "1");
+    let state_file = std::fs::read_to_string(kiosk.data.join("plugins/state.json")).unwrap();
+    assert!(!state_file.contains(&dialect), "{state_file}");
+    admin(&db, &["rollout", "rollback", &second, "--by", "admin"]);
+    wait_for(&db, &step(&second, &kiosk), "rolled-back");
+    wait_for(&db, &running(&original), "1");
     kiosk.stop();
 }
