@@ -39,9 +39,11 @@ pub async fn heartbeat(
     // the next one replaces, so losing the last one to a crash of the database costs nothing.
     // The replay check and the key and revocation checks are folded into it.
     let client = fleet.states.get().await?;
+    // Planned once per connection: every kiosk's heartbeat is the same statement.
+    let statement = client.prepare_cached(HEARTBEAT_SQL.as_str()).await?;
     let Some(row) = client
         .query_opt(
-            HEARTBEAT_SQL.as_str(),
+            &statement,
             &[
                 kiosk,
                 &json,

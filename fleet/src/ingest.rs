@@ -103,16 +103,30 @@ async fn differing<'a>(
     };
     let stored = tx
         .query(
-            "SELECT id, hash FROM journal_rows WHERE kiosk_id = $1 AND id BETWEEN $2 AND $3",
+            "SELECT id, hash, body FROM journal_rows
+             WHERE kiosk_id = $1 AND id BETWEEN $2 AND $3",
             &[&kiosk, &first.id, &last.id],
         )
         .await?;
-    let stored: std::collections::HashMap<i64, String> =
-        stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let stored: std::collections::HashMap<i64, (String, String)> = stored
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
     for row in rows {
         match stored.get(&row.id) {
-            Some(hash) if *hash == row.hash => {}
-            Some(hash) => {
+            Some((hash, body)) if *hash == row.hash && *body == row.body => {}
+            // The same hash over another body: the fleet's own copy was altered.
+            Some((hash, _)) if *hash == row.hash => {
+                return Ok(Some((
+                    row,
+                    format!(
+                        "row {}: the fleet holds it with another body than the kiosk wrote \
+                         (its copy was altered)",
+                        row.id
+                    ),
+                )));
+            }
+            Some((hash, _)) => {
                 return Ok(Some((
                     row,
                     ChainBreak::Edited {

@@ -340,6 +340,22 @@ impl FleetLink {
         self.ship_until(journal, head, &|| false)
     }
 
+    /// Sends every row of the journal again, from the first, for the server to compare each
+    /// with what it holds (a row it holds that differs holds the kiosk's ingest and raises an
+    /// alert); returns the rows sent and what the server holds then.
+    pub fn resend(&self, journal: &Journal) -> Result<(usize, i64), FleetError> {
+        let (mut from, mut sent, mut held) = (1, 0, 0);
+        loop {
+            let rows = within_batch_bytes(journal.raw_rows(from, MAX_BATCH_ROWS)?)?;
+            let Some(last) = rows.last().map(|r| r.id) else {
+                return Ok((sent, held));
+            };
+            sent += rows.len();
+            held = self.send_batch(rows)?;
+            from = last + 1;
+        }
+    }
+
     /// [`FleetLink::ship`], stopping between batches when `stopping` says so.
     fn ship_until(
         &self,

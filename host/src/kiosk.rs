@@ -130,6 +130,8 @@ pub enum Operate {
     Reprint,
     SignOn,
     Settle,
+    /// Back in service after the fleet took the kiosk out of it.
+    BackInService,
     SignOut,
 }
 
@@ -621,6 +623,9 @@ impl Worker {
                         }
                         // The link sends the journal itself.
                         CommandKind::SendJournal => Err("not the worker's to do".to_string()),
+                        CommandKind::Unknown => {
+                            Err("this kiosk's software does not know that command".to_string())
+                        }
                     };
                     remote_command::record(self.engine.journal_mut(), &command, outcome)
                 }

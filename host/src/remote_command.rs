@@ -12,6 +12,9 @@ use selfvend_fleet_wire::{CommandDone, CommandKind, RemoteCommand};
 use crate::fleet::FleetLink;
 use crate::journal::{Journal, JournalError};
 
+/// Commands taken from one heartbeat's reply, at most.
+const MAX_LISTED: usize = 16;
+
 #[derive(Default)]
 struct Inbox {
     waiting: Vec<RemoteCommand>,
@@ -33,6 +36,17 @@ impl RemoteCommands {
     /// Takes what a heartbeat's reply lists: new commands wait for the worker; a sent-again
     /// journal is sent here, on the link's thread, through `link`.
     pub fn offer(&self, link: &FleetLink, journal: &mut Journal, listed: &[RemoteCommand]) {
+        // What the server sent is bounded before it is acted on or journaled.
+        let listed: Vec<RemoteCommand> = listed
+            .iter()
+            .filter(|c| c.id > 0 && c.period.is_none_or(|p| p > 0))
+            .take(MAX_LISTED)
+            .map(|c| RemoteCommand {
+                by: crate::fleet::one_line(&c.by),
+                ..c.clone()
+            })
+            .collect();
+        let listed = &listed[..];
         {
             let mut inbox = self.inbox();
             inbox
@@ -53,11 +67,11 @@ impl RemoteCommands {
             }
             if command.command == CommandKind::SendJournal {
                 let outcome = once(journal, command, |journal| {
-                    link.ship(journal, 0)
-                        .map(|s| {
+                    link.resend(journal)
+                        .map(|(sent, held)| {
                             format!(
-                                "sent all {} journal rows again; the fleet holds them as sent",
-                                s.head
+                                "sent all {sent} journal rows again; the fleet holds {held}, \
+                                 each as sent"
                             )
                         })
                         .map_err(|e| e.to_string())
@@ -111,11 +125,20 @@ pub fn once(
     record(journal, command, outcome)
 }
 
-/// What came of `command` when this kiosk did it, if it did.
+/// What came of `command` when this kiosk did it, if it did. An id this kiosk used for another
+/// command (a fleet database restored from a backup, say) is an error, and nothing is done.
 pub fn done_before(journal: &Journal, command: &RemoteCommand) -> Result<Option<String>, String> {
-    journal
+    match journal
         .remote_command_outcome(command.id)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?
+    {
+        Some((kind, outcome)) if kind == command.command.as_str() => Ok(Some(outcome)),
+        Some((kind, _)) => Err(format!(
+            "command id {} was a {kind} command here before; not done",
+            command.id
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The `remote-command` row for `command`.

@@ -109,27 +109,38 @@ fn the_fleet_takes_a_kiosk_out_of_service_and_back_and_has_it_send_its_journal_a
         );
         db.sql(&outcome(&resend))
     };
-    assert!(
-        said.starts_with("sent all ")
-            && said.ends_with(" journal rows again; the fleet holds them as sent"),
-        "{said}"
-    );
-    assert!(
-        said.trim_start_matches("sent all ")
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= rows
-    );
-    assert_eq!(
+    let sent: u64 = said
+        .strip_prefix("sent all ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(sent >= rows, "{said}");
+    assert!(said.ends_with(" each as sent"), "{said}");
+    let held = |kiosk: &KioskProcess| {
         db.sql(&format!(
             "SELECT ingest_held FROM kiosks WHERE id = '{}'",
             kiosk.id
-        )),
-        "f"
+        ))
+    };
+    assert_eq!(held(&kiosk), "f");
+
+    // A row the fleet holds that is not what the kiosk wrote is found by the next resend.
+    db.sql(&format!(
+        "UPDATE journal_rows SET body = body || ' ' WHERE kiosk_id = '{}' AND id = 2",
+        kiosk.id
+    ));
+    let again = command(&db, &kiosk, &["send-journal"]);
+    wait_for(
+        &db,
+        &format!("SELECT outcome IS NOT NULL FROM kiosk_commands WHERE id = {again}"),
+        "t",
     );
+    let said = db.sql(&outcome(&again));
+    assert!(
+        said.starts_with("failed: the fleet server refused: "),
+        "{said}"
+    );
+    assert_eq!(held(&kiosk), "t");
 
     // A period not closed cannot be reconciled, and says so; a closed one is sent again.
     let open = command(&db, &kiosk, &["resend-reconciliation", "--period", "1"]);

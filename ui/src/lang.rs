@@ -118,6 +118,9 @@ pub struct Words {
     pub sign_on: &'static str,
     pub settle: &'static str,
     pub sign_out: &'static str,
+    pub back_in_service: &'static str,
+    /// "Taken out of service from the fleet by …", before who.
+    pub taken_out_prefix: &'static str,
     pub period: &'static str,
     pub nothing_open: &'static str,
     pub account_closed: &'static str,
@@ -247,6 +250,8 @@ const ZH: Words = Words {
     sign_on: "银行签到",
     settle: "银行结算",
     sign_out: "退出",
+    back_in_service: "恢复服务",
+    taken_out_prefix: "已由管理平台远程暂停服务，下达人：",
     period: "账期",
     nothing_open: "无待处理事项",
     account_closed: "该户已销户，不能购电，请到营业厅办理",
@@ -371,6 +376,8 @@ const EN: Words = Words {
     sign_on: "Bank sign-on",
     settle: "Bank settlement",
     sign_out: "Sign out",
+    back_in_service: "Back in service",
+    taken_out_prefix: "Taken out of service from the fleet by ",
     period: "Period",
     nothing_open: "Nothing to settle",
     account_closed: "This account is closed and cannot buy; please visit the service hall",
@@ -412,6 +419,11 @@ const EN: Words = Words {
 };
 
 impl Words {
+    /// Who took the kiosk out of service from the fleet, as the operator reads it.
+    pub fn taken_out_by(&self, by: &str) -> String {
+        format!("{}{by}", self.taken_out_prefix)
+    }
+
     /// An amount as the screen shows it: `50.00 元` / `50.00 yuan`.
     pub fn money(&self, fen: Fen) -> String {
         format!("{fen} {}", self.yuan)

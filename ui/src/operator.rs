@@ -34,6 +34,21 @@ pub fn operator_ui(
                 .color(Color32::DARK_BLUE),
         );
     }
+    if let Some(by) = &op.taken_out {
+        ui.horizontal(|ui| {
+            ui.label(
+                RichText::new(w.taken_out_by(by))
+                    .size(24.0)
+                    .color(Color32::DARK_RED),
+            );
+            if ui
+                .add(Button::new(w.back_in_service).min_size(WIDE))
+                .clicked()
+            {
+                press(Operate::BackInService);
+            }
+        });
+    }
     ui.horizontal(|ui| {
         for (label, c) in [
             (w.reprint, Operate::Reprint),

@@ -194,6 +194,7 @@ pub fn message(lang: Lang, m: &OperatorMessage) -> String {
                 yuan(amount)
             ),
         },
+        OperatorMessage::BackInService => pick(zh, "已恢复服务", "back in service").into(),
         OperatorMessage::Failed(why) => why.clone(),
     }
 }

@@ -749,6 +749,61 @@ fn a_card_reader_that_is_not_there_puts_the_kiosk_out_of_service_and_keeps_it_th
 }
 
 #[test]
+fn a_kiosk_the_fleet_took_out_of_service_stays_so_until_its_operator_puts_it_back() {
+    // The fleet took it out of service before this start: its journal says so.
+    let mut f = Flow::start_with(quick(), |config, _| {
+        let mut journal = selfvend_ui::kiosk::journal(config).unwrap();
+        let command = selfvend_host::fleet_wire::RemoteCommand {
+            id: 7,
+            command: selfvend_host::fleet_wire::CommandKind::OutOfService,
+            period: None,
+            by: "ops".into(),
+        };
+        selfvend_host::remote_command::record(&mut journal, &command, Ok("out of service".into()))
+            .unwrap();
+    });
+    let screen = f.wait("out of service", |s| {
+        matches!(s, Screen::OutOfService { .. })
+    });
+    assert_eq!(
+        screen,
+        Screen::OutOfService {
+            why: "taken out of service from the fleet by ops".into()
+        }
+    );
+    assert!(f.shows("暂停服务"));
+    // A card goes in and nothing starts.
+    f.press(ZHANG_SAN);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        f.h.step();
+        let screen = f.h.state().kiosk.view().screen;
+        assert!(matches!(screen, Screen::OutOfService { .. }), "{screen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.press("Pull the meter card");
+    // The operator sees who took it out, and puts it back.
+    let op = f.sign_in_as_operator();
+    assert_eq!(op.taken_out.as_deref(), Some("ops"));
+    assert!(f.shows("已由管理平台远程暂停服务，下达人：ops"));
+    f.press("恢复服务");
+    f.wait("back in service", |s| {
+        matches!(s, Screen::Operator(op)
+            if op.message == Some(OperatorMessage::BackInService) && op.taken_out.is_none())
+    });
+    assert!(f.shows("已恢复服务"));
+    f.press("退出");
+    f.wait("the attract screen", |s| *s == Screen::Attract);
+    let kinds = f.journal().entries(1, 1000).unwrap();
+    let back = kinds
+        .iter()
+        .rev()
+        .find(|e| e.kind == "back-in-service")
+        .unwrap();
+    assert_eq!(back.body["by"], "the operator at the kiosk");
+}
+
+#[test]
 fn a_card_left_in_when_the_kiosk_starts_is_asked_out_first() {
     let mut f = Flow::start_with(quick(), |_, demo| {
         demo.insert_meter_card(0).unwrap();

@@ -128,6 +128,7 @@ fn operator() -> OperatorView {
         }],
         journal: vec!["    42  2026-11-25T01:02:03.000Z  clearing-started".into()],
         message: Some(OperatorMessage::ClearingStarted(3)),
+        taken_out: None,
     }
 }
 

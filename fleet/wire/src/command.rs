@@ -15,6 +15,9 @@ pub enum CommandKind {
     SendJournal,
     /// Send a closed period's reconciliation to every backend again.
     ResendReconciliation,
+    /// One a newer server knows and this kiosk does not: reported, never done.
+    #[serde(other)]
+    Unknown,
 }
 
 impl CommandKind {
@@ -24,6 +27,7 @@ impl CommandKind {
             CommandKind::BackInService => "back-in-service",
             CommandKind::SendJournal => "send-journal",
             CommandKind::ResendReconciliation => "resend-reconciliation",
+            CommandKind::Unknown => "unknown",
         }
     }
 

@@ -7,14 +7,17 @@ use rusqlite::OptionalExtension;
 use super::{Journal, JournalError};
 
 impl Journal {
-    /// What came of remote command `id`, if this kiosk has done it.
-    pub fn remote_command_outcome(&self, id: i64) -> Result<Option<String>, JournalError> {
+    /// Which command `id` was and what came of it, if this kiosk has done it.
+    pub fn remote_command_outcome(
+        &self,
+        id: i64,
+    ) -> Result<Option<(String, String)>, JournalError> {
         self.db
             .query_row(
-                "SELECT json_extract(body, '$.outcome') FROM audit
+                "SELECT json_extract(body, '$.command'), json_extract(body, '$.outcome') FROM audit
                  WHERE kind = 'remote-command' AND json_extract(body, '$.id') = ?1 LIMIT 1",
                 [id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(|cause| self.read_error(cause))
@@ -22,12 +25,15 @@ impl Journal {
 
     /// Who took the kiosk out of service from the fleet, if the last such command did.
     pub fn taken_out_of_service(&self) -> Result<Option<String>, JournalError> {
+        // The operator's own `back-in-service` at the kiosk counts as much as the fleet's.
         let last: Option<(String, String)> = self
             .db
             .query_row(
-                "SELECT json_extract(body, '$.command'), json_extract(body, '$.by') FROM audit
-                 WHERE kind = 'remote-command'
-                   AND json_extract(body, '$.command') IN ('out-of-service', 'back-in-service')
+                "SELECT coalesce(json_extract(body, '$.command'), kind), json_extract(body, '$.by')
+                 FROM audit
+                 WHERE (kind = 'remote-command'
+                        AND json_extract(body, '$.command') IN ('out-of-service', 'back-in-service'))
+                    OR kind = 'back-in-service'
                  ORDER BY id DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),

@@ -5,7 +5,7 @@
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each migration takes the schema from its index to its index + 1.
-pub(super) const MIGRATIONS: [&str; 7] = [
+pub(super) const MIGRATIONS: [&str; 8] = [
     r#"
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY,
@@ -218,5 +218,9 @@ ALTER TABLE manual_items ADD COLUMN bill_serial INTEGER REFERENCES bill_payments
 ALTER TABLE debits ADD COLUMN bill_serial INTEGER REFERENCES bill_payments(serial);
 -- Whether a session's banknotes were for a bill payment (its payer is an account number).
 ALTER TABLE payments ADD COLUMN for_bill INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- Remote commands are looked up by kind (each done once, by its id).
+CREATE INDEX audit_by_kind ON audit (kind, id);
 "#,
 ];

@@ -126,6 +126,16 @@ impl Worker {
                     Err(e) => failed(&e),
                 };
             }
+            Operate::BackInService => {
+                let row = serde_json::json!({"by": "the operator at the kiosk"});
+                return match self.engine.journal_mut().append("back-in-service", row) {
+                    Ok(_) => {
+                        self.taken_out = None;
+                        OperatorMessage::BackInService
+                    }
+                    Err(e) => failed(&e),
+                };
+            }
             // Never asked: sign-out leaves the operator's screens before `operate`.
             Operate::SignOut => return OperatorMessage::Failed(String::new()),
         };
@@ -135,6 +145,7 @@ impl Worker {
     pub(super) fn operator_view(&mut self, message: Option<OperatorMessage>) -> OperatorView {
         let mut view = OperatorView {
             message,
+            taken_out: self.taken_out.clone(),
             ..OperatorView::default()
         };
         view.devices = self.device_lines();

@@ -216,6 +216,9 @@ pub struct OperatorView {
     pub journal: Vec<String>,
     /// What the last command did, or why it could not.
     pub message: Option<OperatorMessage>,
+    /// Who took the kiosk out of service from the fleet, while it is: the operator can put it
+    /// back here (with no fleet to ask, say).
+    pub taken_out: Option<String>,
 }
 
 /// A device on the operator's screen; the window names it in the chosen language.
@@ -290,6 +293,7 @@ pub enum OperatorMessage {
         count: u32,
         amount: Fen,
     },
+    BackInService,
     Failed(String),
 }
 
