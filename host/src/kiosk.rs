@@ -11,6 +11,7 @@
 
 pub mod assembly;
 mod bills;
+mod fleet_requests;
 mod heartbeat;
 mod operator;
 mod view;
@@ -38,15 +39,13 @@ use crate::fleet::FleetLink;
 use crate::money::Fen;
 use crate::pin_pad::{PinBlock, PinEntry};
 use crate::plugin::SharedCard;
-use crate::plugin::inspect::PluginKind;
 use crate::receipt_printer::ReceiptPrinter;
-use crate::remote_command::{self, RemoteCommands};
+use crate::remote_command::RemoteCommands;
 use crate::rollout::Rollouts;
 use crate::sale::{
     BankLink, CardPayment, CashSession, Outcome, Resolution, SaleEngine, SaleError, Step,
 };
 use bills::BillsEnd;
-use selfvend_fleet_wire::CommandKind;
 
 /// The devices the kiosk sells through.
 pub struct KioskDevices {
@@ -604,93 +603,6 @@ impl Worker {
         if let Ok(readers) = Readers::establish() {
             *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = readers.waker();
             self.devices.readers = readers;
-        }
-    }
-
-    /// Does the commands the fleet gave, between customers; each once (see
-    /// [`remote_command::once`]).
-    fn remote_commands(&mut self) {
-        for command in self.remote.take() {
-            let outcome = match remote_command::done_before(self.engine.journal(), &command) {
-                Err(why) => Err(why),
-                Ok(Some(outcome)) => Ok(outcome),
-                Ok(None) => {
-                    let outcome = match command.command {
-                        CommandKind::OutOfService => Ok("out of service".to_string()),
-                        CommandKind::BackInService => Ok("back in service".to_string()),
-                        CommandKind::ResendReconciliation => {
-                            self.resend_reconciliation(command.period)
-                        }
-                        // The link sends the journal itself.
-                        CommandKind::SendJournal => Err("not the worker's to do".to_string()),
-                        CommandKind::Unknown => {
-                            Err("this kiosk's software does not know that command".to_string())
-                        }
-                    };
-                    remote_command::record(self.engine.journal_mut(), &command, outcome)
-                }
-            };
-            if outcome.is_ok() {
-                match command.command {
-                    CommandKind::OutOfService => self.taken_out = Some(command.by.clone()),
-                    CommandKind::BackInService => self.taken_out = None,
-                    _ => {}
-                }
-            }
-            self.remote.finished(command.id, outcome);
-        }
-    }
-
-    /// Sends closed period `period`'s report again to every backend that has not matched it;
-    /// what each answered.
-    fn resend_reconciliation(&mut self, period: Option<i64>) -> Result<String, String> {
-        let period = period.ok_or("no period named")?;
-        let answers = self
-            .engine
-            .reconcile_period(&self.config, period)
-            .map_err(|e| e.to_string())?;
-        if answers.is_empty() {
-            return Ok(format!(
-                "period {period}: every backend had matched it already"
-            ));
-        }
-        let said: Vec<String> = answers
-            .iter()
-            .map(|a| match &a.result {
-                Ok(r) if r.matched => format!("{}: matched", a.backend),
-                Ok(_) => format!("{}: differs", a.backend),
-                Err(why) => format!("{}: no answer ({why})", a.backend),
-            })
-            .collect();
-        Ok(format!("period {period} sent again: {}", said.join("; ")))
-    }
-
-    /// Runs the builds a rollout staged, between customers: each switch is durable before the
-    /// new build takes the old one's place.
-    fn switch_plugins(&mut self) {
-        for switch in self.rollouts.take_staged() {
-            if self.rollouts.switch(&switch).is_err() {
-                continue;
-            }
-            let report = plugin_report(&switch.plugin);
-            match (switch.plugin.kind(), &mut self.devices.bank) {
-                (PluginKind::AcquirerDialect, Some(bank)) if bank.entry.dialect == switch.name => {
-                    bank.replace_dialect(switch.plugin);
-                }
-                // An acquirer dialect the kiosk does not speak through now: the state file
-                // names it, and the next start loads it.
-                (PluginKind::AcquirerDialect, _) => {}
-                _ => self.engine.replace_plugin(switch.plugin),
-            }
-            let mut plugins = self
-                .shared
-                .plugins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            match plugins.iter_mut().find(|p| p.name == report.name) {
-                Some(p) => *p = report,
-                None => plugins.push(report),
-            }
         }
     }
 
