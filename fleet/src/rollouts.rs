@@ -345,7 +345,7 @@ pub const DESIRED_SQL: &str = "json_build_object(
                    OR (d.newest AND d.state IN ('fleet', 'complete')
                        AND d.step IS DISTINCT FROM 'active')
                    OR (d.state = 'rolled-back' AND d.step IS NOT NULL
-                       AND d.step <> 'rolled-back')),
+                       AND d.step NOT IN ('rolled-back', 'failed'))),
     'endorsements', (SELECT coalesce(json_agg(statement ORDER BY id), '[]'::json)
                      FROM (SELECT id, statement FROM endorsements
                            ORDER BY id DESC LIMIT 32) e))";
