@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use selfvend_fleet_wire::{Heartbeat, HeartbeatReply};
 
 use crate::error::{ApiError, json_body};
-use crate::{Fleet, alerts, auth, commands, rollouts};
+use crate::{Fleet, alerts, auth, commands, kiosk_config, rollouts};
 
 /// The heartbeat's one statement: the kiosk's state in, what the fleet wants of it out.
 static HEARTBEAT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -20,7 +20,9 @@ static HEARTBEAT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
              RETURNING journal_head,
                        EXISTS (SELECT 1 FROM alerts WHERE kiosk_id = $1 AND closed_at IS NULL),
                        {desired}::text",
-        desired = rollouts::DESIRED_SQL.replace("{commands}", &commands::pending_sql())
+        desired = rollouts::DESIRED_SQL
+            .replace("{commands}", &commands::pending_sql())
+            .replace("{config}", kiosk_config::DESIRED_SQL)
     )
 });
 

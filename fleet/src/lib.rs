@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod heartbeat;
 pub mod ingest;
+pub mod kiosk_config;
 pub mod notifier;
 pub mod pairing;
 pub mod rollouts;

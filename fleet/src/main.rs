@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use selfvend_fleet::kiosk_config;
 use selfvend_fleet::rollouts::{self, Action, Targets};
 use selfvend_fleet::status::Limits;
 use selfvend_fleet::users::{self, Role};
@@ -89,6 +90,11 @@ enum Command {
         #[arg(long)]
         by: String,
     },
+    /// The fleet's part of kiosks' configs: fleet-wide defaults and per-kiosk overrides.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Sets a kiosk's tags (rollouts choose kiosks by tag).
     Tag {
         #[arg(long)]
@@ -148,6 +154,26 @@ enum RolloutCommand {
         id: i64,
         #[arg(long)]
         by: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Sets the fleet's defaults, or with --kiosk one kiosk's overrides, to the TOML in FILE
+    /// (`-` for standard input); checked as the kiosks check it, a new version each time.
+    /// Prints the version.
+    Set {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        kiosk: Option<String>,
+        #[arg(long)]
+        by: String,
+    },
+    /// Prints the fleet's defaults, or with --kiosk what that kiosk is sent, and each
+    /// document's version.
+    Show {
+        #[arg(long)]
+        kiosk: Option<String>,
     },
 }
 
@@ -255,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
             let id = selfvend_fleet::commands::issue(&fleet, &kiosk, kind, period, &by).await?;
             println!("{id}");
         }
+        Command::Config { command } => config_command(&fleet, command).await?,
         Command::Tag { kiosk, tags } => {
             rollouts::tag(&fleet, &kiosk, &tags).await?;
             println!("kiosk {kiosk}: tags {}", tags.join(", "));
@@ -281,6 +308,38 @@ async fn main() -> anyhow::Result<()> {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn config_command(fleet: &Fleet, command: ConfigCommand) -> anyhow::Result<()> {
+    fn scope(kiosk: &Option<String>) -> kiosk_config::Scope<'_> {
+        match kiosk {
+            Some(id) => kiosk_config::Scope::Kiosk(id),
+            None => kiosk_config::Scope::Defaults,
+        }
+    }
+    match &command {
+        ConfigCommand::Set { file, kiosk, by } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let by = format!("{by} (command line)");
+            let name = file.display().to_string();
+            let version = kiosk_config::set(fleet, scope(kiosk), &name, &text, &by).await?;
+            println!("{version}");
+        }
+        ConfigCommand::Show { kiosk } => {
+            let shown = kiosk_config::show(fleet, scope(kiosk)).await?;
+            println!("# version {}", shown.version);
+            for set in &shown.set {
+                println!("# {set}");
+            }
+            print!("{}", shown.toml);
         }
     }
     Ok(())

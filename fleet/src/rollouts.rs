@@ -333,6 +333,7 @@ pub async fn status(fleet: &Fleet, id: Option<i64>) -> Result<Vec<Status>, ApiEr
 /// `{commands}`, the kiosk's pending remote commands (`commands::pending_sql`).
 pub const DESIRED_SQL: &str = "json_build_object(
     'commands', {commands},
+    'config', {config},
     'plugins', (SELECT coalesce(json_agg(json_build_object('rollout', d.id, 'name', d.plugin,
                     'sha256', d.sha256, 'roll_back', d.state = 'rolled-back')
                     ORDER BY d.id), '[]'::json)

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/004_replay_and_releases.sql"),
     include_str!("../migrations/005_rollouts.sql"),
     include_str!("../migrations/006_remote_commands.sql"),
+    include_str!("../migrations/007_kiosk_config.sql"),
 ];
 
 /// Any number, the same for every instance: the lock migrations run under.

@@ -3,23 +3,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
 
 use crate::money::{Fen, Wh};
 
-/// Where a backend is and how long and how much the host lets a dialect talk to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host:port`, resolved by the host at connect time.
-    pub address: String,
-    pub connect_timeout: Duration,
-    /// Deadline for each send and each receive.
-    pub io_timeout: Duration,
-    /// The most bytes one call may send.
-    pub max_request_bytes: usize,
-    /// The most bytes one call may receive.
-    pub max_reply_bytes: usize,
-}
+pub use selfvend_config::Endpoint;
 
 /// Why the transport could not carry bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,32 +38,30 @@ pub struct Connection {
     stream: TcpStream,
 }
 
-impl Endpoint {
-    /// Opens a connection under the connect deadline.
-    pub fn connect(&self) -> Result<Connection, NetError> {
-        let addrs: Vec<SocketAddr> = self
-            .address
-            .to_socket_addrs()
-            .map_err(|e| NetError::ConnectFailed(format!("{}: {e}", self.address)))?
-            .collect();
-        let mut last = NetError::ConnectFailed(format!("{}: no address", self.address));
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => {
-                    let setup = |s: &TcpStream| -> std::io::Result<()> {
-                        s.set_read_timeout(Some(self.io_timeout))?;
-                        s.set_write_timeout(Some(self.io_timeout))?;
-                        s.set_nodelay(true)
-                    };
-                    setup(&stream).map_err(|e| NetError::Io(e.to_string()))?;
-                    return Ok(Connection { stream });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = NetError::Timeout,
-                Err(e) => last = NetError::ConnectFailed(format!("{}: {e}", self.address)),
+/// Opens a connection to `endpoint` under its connect deadline.
+pub fn connect(endpoint: &Endpoint) -> Result<Connection, NetError> {
+    let addrs: Vec<SocketAddr> = endpoint
+        .address
+        .to_socket_addrs()
+        .map_err(|e| NetError::ConnectFailed(format!("{}: {e}", endpoint.address)))?
+        .collect();
+    let mut last = NetError::ConnectFailed(format!("{}: no address", endpoint.address));
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, endpoint.connect_timeout) {
+            Ok(stream) => {
+                let setup = |s: &TcpStream| -> std::io::Result<()> {
+                    s.set_read_timeout(Some(endpoint.io_timeout))?;
+                    s.set_write_timeout(Some(endpoint.io_timeout))?;
+                    s.set_nodelay(true)
+                };
+                setup(&stream).map_err(|e| NetError::Io(e.to_string()))?;
+                return Ok(Connection { stream });
             }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = NetError::Timeout,
+            Err(e) => last = NetError::ConnectFailed(format!("{}: {e}", endpoint.address)),
         }
-        Err(last)
     }
+    Err(last)
 }
 
 impl Connection {

@@ -11,58 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::money::Fen;
-
-/// A banknote the kiosk accepts: the renminbi notes of 1, 5, 10, 20, 50 and 100 yuan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Denomination {
-    Cny1,
-    Cny5,
-    Cny10,
-    Cny20,
-    Cny50,
-    Cny100,
-}
-
-impl Denomination {
-    /// Every denomination, smallest first.
-    pub const ALL: [Denomination; 6] = [
-        Denomination::Cny1,
-        Denomination::Cny5,
-        Denomination::Cny10,
-        Denomination::Cny20,
-        Denomination::Cny50,
-        Denomination::Cny100,
-    ];
-
-    /// What the banknote is worth.
-    pub fn value(self) -> Fen {
-        Fen(self.yuan() * 100)
-    }
-
-    /// The denomination of a note worth `yuan` yuan, if the kiosk takes such notes.
-    pub fn from_yuan(yuan: u64) -> Option<Denomination> {
-        Denomination::ALL.into_iter().find(|d| d.yuan() == yuan)
-    }
-
-    fn yuan(self) -> u64 {
-        match self {
-            Denomination::Cny1 => 1,
-            Denomination::Cny5 => 5,
-            Denomination::Cny10 => 10,
-            Denomination::Cny20 => 20,
-            Denomination::Cny50 => 50,
-            Denomination::Cny100 => 100,
-        }
-    }
-}
-
-impl fmt::Display for Denomination {
-    /// `CNY 10`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CNY {}", self.yuan())
-    }
-}
+pub use crate::money::Denomination;
 
 /// The engine's answer to a banknote held in escrow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

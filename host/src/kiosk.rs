@@ -141,8 +141,6 @@ pub struct Kiosk {
     worker: Option<JoinHandle<()>>,
     /// The fleet link's thread, while the kiosk reports to a fleet.
     fleet: Option<JoinHandle<()>>,
-    /// The config's cash box capacity, for every heartbeat.
-    cash_box_capacity: u32,
     /// Builds the fleet rolls out, prepared on the link's thread.
     rollouts: Arc<Rollouts>,
     /// Commands from the fleet, for the worker between customers.
@@ -246,7 +244,6 @@ impl Kiosk {
             .take(selfvend_fleet_wire::MAX_LIST)
             .collect();
         *shared.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugins;
-        let cash_box_capacity = config.kiosk.cash_box_capacity.unwrap_or(0);
         let rollouts = Arc::new(Rollouts::new(config.clone()));
         let remote = Arc::new(RemoteCommands::default());
         let worker = Worker {
@@ -272,7 +269,6 @@ impl Kiosk {
             shared,
             worker: Some(worker),
             fleet: None,
-            cash_box_capacity,
             rollouts,
             remote,
         }
@@ -282,7 +278,6 @@ impl Kiosk {
     /// kiosk stops.
     pub fn report_to(&mut self, link: FleetLink, every: Duration) -> std::io::Result<()> {
         let (live, stop) = (self.shared.clone(), self.shared.clone());
-        let capacity = self.cash_box_capacity;
         let (rollouts, reported) = (self.rollouts.clone(), self.rollouts.clone());
         let (remote, done) = (self.remote.clone(), self.remote.clone());
         let busy = Arc::new(AtomicBool::new(false));
@@ -301,7 +296,9 @@ impl Kiosk {
                     .unwrap_or_else(|p| p.into_inner())
                     .elapsed();
                 let mut beat = heartbeat(&view, shown, &devices);
-                beat.cash_box.capacity = capacity;
+                let config = reported.configs().current();
+                beat.cash_box.capacity = config.kiosk.cash_box_capacity.unwrap_or(0);
+                beat.config = Some(reported.configs().report());
                 beat.plugins = live
                     .plugins
                     .lock()
@@ -482,6 +479,7 @@ impl Worker {
         }
         while !self.shared.stopping() {
             self.switch_plugins();
+            self.apply_config();
             self.remote_commands();
             let look = SWITCH_LOOK.min(self.timeouts.housekeeping);
             if let Some(by) = &self.taken_out {

@@ -5,12 +5,7 @@
 use crate::bank_card::BankCard;
 use crate::money::Fen;
 
-/// Who the kiosk is to the acquirer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Terminal {
-    pub terminal_id: String,
-    pub merchant_id: String,
-}
+pub use selfvend_config::Terminal;
 
 /// Working keys from a sign-on, each encrypted under the PIN pad's master key with its check
 /// value; only the PIN pad can load them.

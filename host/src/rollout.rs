@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{KioskConfig, PluginEntry};
 use crate::fleet::FleetLink;
+use crate::fleet_config::FleetConfig;
 use crate::plugin::PluginRuntime;
 use crate::plugin::inspect::PluginKind;
 use crate::plugin::installed::{Direction, Installed, kind_name, kind_of};
@@ -53,6 +54,9 @@ struct Progress {
     /// The last step of each rollout the server last asked about.
     steps: BTreeMap<i64, RolloutStep>,
     staged: Vec<Switch>,
+    /// Switches the worker took and has not yet reported: (rollout, back). Staged in all but
+    /// name, so a heartbeat's reply meanwhile does not stage them again.
+    switching: BTreeSet<(i64, bool)>,
     /// Builds being prepared, staged or switched to: kept on disk whatever the state file says.
     pinned: BTreeSet<String>,
     /// Statements the fleet carried that no root of this kiosk signed (each logged once).
@@ -61,7 +65,8 @@ struct Progress {
 
 /// A kiosk's rollouts: what the link thread prepares and the worker switches to.
 pub struct Rollouts {
-    config: KioskConfig,
+    /// The config the kiosk runs, and the fleet's next version of it.
+    configs: FleetConfig,
     installed: Installed,
     progress: Mutex<Progress>,
 }
@@ -70,9 +75,18 @@ impl Rollouts {
     pub fn new(config: KioskConfig) -> Rollouts {
         Rollouts {
             installed: Installed::new(&config.kiosk.data_dir),
-            config,
+            configs: FleetConfig::new(config),
             progress: Mutex::default(),
         }
+    }
+
+    /// The config the kiosk runs now, and the fleet's next version of it.
+    pub fn configs(&self) -> &FleetConfig {
+        &self.configs
+    }
+
+    fn config(&self) -> KioskConfig {
+        self.configs.current()
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -110,6 +124,10 @@ impl Rollouts {
     /// a switch waits for the worker.
     pub fn apply(&self, link: &FleetLink, desired: &Desired) -> bool {
         self.take_endorsements(&desired.endorsements);
+        if let Some(config) = &desired.config {
+            self.configs
+                .offer(config, |running, new| self.check_config(running, new));
+        }
         // What the server sent is checked before it is acted on or echoed in a heartbeat.
         let mut wanted: Vec<&DesiredPlugin> = desired
             .plugins
@@ -135,14 +153,14 @@ impl Rollouts {
                 .retain(|id, _| wanted.iter().any(|d| d.rollout == *id));
             // A switch the fleet no longer asks for (paused, rolled back) is not made.
             let asked = |s: &Switch| {
-                wanted.iter().any(|d| {
-                    d.rollout == s.rollout && d.roll_back == (s.direction == Direction::Back)
-                })
+                wanted
+                    .iter()
+                    .any(|d| d.rollout == s.rollout && d.roll_back == s.direction.is_back())
             };
             let dropped: Vec<String> = progress
                 .staged
                 .iter()
-                .filter(|s| !asked(s) && s.direction != Direction::Back)
+                .filter(|s| !asked(s) && !s.direction.is_back())
                 .map(|s| s.sha256.clone())
                 .collect();
             progress.staged.retain(|s| asked(s));
@@ -155,6 +173,46 @@ impl Rollouts {
             self.apply_one(link, d);
         }
         !self.progress().staged.is_empty()
+    }
+
+    /// A new config's self-check: each backend whose address or limits it changes answers a
+    /// ping through its dialect (as the kiosk runs it) at its new address.
+    fn check_config(&self, running: &KioskConfig, new: &KioskConfig) -> Result<String, String> {
+        let changed: Vec<_> = new
+            .backends
+            .iter()
+            .filter(|b| {
+                running
+                    .backends
+                    .iter()
+                    .find(|r| r.name == b.name)
+                    .is_none_or(|r| r.endpoint != b.endpoint)
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok("no backend moved".into());
+        }
+        let runtime = self.runtime()?;
+        let mut pinged = Vec::new();
+        for b in changed {
+            let entry = new
+                .plugins
+                .iter()
+                .find(|p| p.name == b.dialect)
+                .ok_or_else(|| format!("backend {}: no dialect `{}`", b.name, b.dialect))?;
+            let dialect = self
+                .installed
+                .load(&runtime, entry)
+                .map_err(|e| format!("backend {}: its dialect does not load: {e}", b.name))?;
+            let mut session = dialect
+                .backend_session(b.endpoint.clone())
+                .map_err(|e| format!("backend {}: {e}", b.name))?;
+            session.ping().map_err(|e| {
+                format!("ping to backend {} at {}: {e}", b.name, b.endpoint.address)
+            })?;
+            pinged.push(format!("pinged {} at {}", b.name, b.endpoint.address));
+        }
+        Ok(pinged.join(", "))
     }
 
     /// Removes builds nothing needs; the pins are read before the state file (see
@@ -172,8 +230,10 @@ impl Rollouts {
                 progress
                     .staged
                     .iter()
-                    .find(|s| s.rollout == d.rollout)
-                    .map(|s| s.direction == Direction::Back),
+                    .map(|s| (s.rollout, s.direction.is_back()))
+                    .chain(progress.switching.iter().copied())
+                    .find(|(rollout, _)| *rollout == d.rollout)
+                    .map(|(_, back)| back),
             )
         };
         let done = if d.roll_back {
@@ -187,7 +247,8 @@ impl Rollouts {
         if done {
             return;
         }
-        let Some(entry) = self.config.plugins.iter().find(|p| p.name == d.name) else {
+        let config = self.config();
+        let Some(entry) = config.plugins.iter().find(|p| p.name == d.name) else {
             return self.record(
                 d,
                 Step::Failed,
@@ -204,7 +265,7 @@ impl Rollouts {
                 let mut progress = self.progress();
                 progress
                     .staged
-                    .retain(|s| !(s.rollout == d.rollout && s.direction != Direction::Back));
+                    .retain(|s| s.rollout != d.rollout || s.direction.is_back());
             }
             if !running {
                 // Never back to it either.
@@ -221,7 +282,10 @@ impl Rollouts {
                 r.load(&d.name, &back)
                     .map_err(|e| format!("the build before does not load: {e}"))
             }) {
-                Ok(plugin) => self.stage(d, Direction::Back, plugin, String::new()),
+                Ok(plugin) => {
+                    let direction = Direction::Back(d.sha256.clone());
+                    self.stage(d, direction, plugin, String::new())
+                }
                 Err(why) => self.record(d, Step::Failed, why),
             }
         } else if running {
@@ -243,7 +307,7 @@ impl Rollouts {
     }
 
     fn stage(&self, d: &DesiredPlugin, direction: Direction, plugin: Plugin, detail: String) {
-        let back = direction == Direction::Back;
+        let back = direction.is_back();
         self.record(
             d,
             Step::Checked,
@@ -264,11 +328,12 @@ impl Rollouts {
     }
 
     fn runtime(&self) -> Result<PluginRuntime, String> {
-        let trust = trust_store(&self.config).map_err(|e| format!("the trust store: {e}"))?;
+        let config = self.config();
+        let trust = trust_store(&config).map_err(|e| format!("the trust store: {e}"))?;
         PluginRuntime::new(
             trust,
-            &self.config.plugin_cache_dir(),
-            self.config.plugin_limits.clone(),
+            &config.plugin_cache_dir(),
+            config.plugin_limits.clone(),
         )
         .map_err(|e| e.to_string())
     }
@@ -324,22 +389,23 @@ impl Rollouts {
                 kind_name(wanted)
             ));
         }
+        let config = self.config();
         let (vendor, name, version) =
-            about(&self.config, &plugin).map_err(|e| format!("self-check: {e}"))?;
+            about(&config, &plugin).map_err(|e| format!("self-check: {e}"))?;
         // Another vendor's plugin under this name is a change to the kiosk's config, not a
         // release: the fleet cannot make it.
         let running = self
             .installed
             .load(&runtime, entry)
             .map_err(|e| format!("self-check: the build running now does not load: {e}"))
-            .and_then(|p| about(&self.config, &p).map_err(|e| format!("self-check: {e}")))?;
+            .and_then(|p| about(&config, &p).map_err(|e| format!("self-check: {e}")))?;
         if (vendor.as_str(), name.as_str()) != (running.0.as_str(), running.1.as_str()) {
             return Err(format!(
                 "self-check: it is {vendor} {name}, and `{}` runs {} {} here",
                 d.name, running.0, running.1
             ));
         }
-        let checked = self_check(&self.config, &plugin).map_err(|e| format!("self-check: {e}"))?;
+        let checked = self_check(&config, &plugin).map_err(|e| format!("self-check: {e}"))?;
         detail.push_str(&format!(
             ", self-check: {vendor} {name} {version}, {checked}"
         ));
@@ -352,8 +418,9 @@ impl Rollouts {
         if statements.is_empty() {
             return;
         }
-        let dir = self.config.kiosk.data_dir.join(CARRIED_DIR);
-        let roots = match TrustStore::load(&self.config.trust_dir) {
+        let config = self.config();
+        let dir = config.kiosk.data_dir.join(CARRIED_DIR);
+        let roots = match TrustStore::load(&config.trust_dir) {
             Ok(trust) => trust.roots().to_vec(),
             Err(e) => return tracing::error!("endorsements: the trust store: {e}"),
         };
@@ -370,39 +437,59 @@ impl Rollouts {
         }
     }
 
-    /// The switches staged, for the worker between customers.
+    /// The switches staged, for the worker between customers; each is [`Rollouts::switch`]ed.
     pub fn take_staged(&self) -> Vec<Switch> {
-        std::mem::take(&mut self.progress().staged)
+        let mut progress = self.progress();
+        let staged = std::mem::take(&mut progress.staged);
+        progress
+            .switching
+            .extend(staged.iter().map(|s| (s.rollout, s.direction.is_back())));
+        staged
     }
 
-    /// Makes `switch` durable; the worker then runs `switch.plugin` in place of the old one.
-    /// Reports the step either way.
-    pub fn switch(&self, switch: &Switch) -> Result<(), String> {
+    /// Makes `switch` durable and reports the step; whether the worker is to run
+    /// `switch.plugin` in place of the old one (not when a later build already took the place
+    /// of one being rolled back).
+    pub fn switch(&self, switch: &Switch) -> Result<bool, String> {
+        let back = switch.direction.is_back();
         let d = DesiredPlugin {
             rollout: switch.rollout,
             name: switch.name.clone(),
             sha256: switch.sha256.clone(),
-            roll_back: switch.direction == Direction::Back,
+            roll_back: back,
         };
         let switched = self.installed.switch(&switch.name, &switch.direction);
-        if switch.direction != Direction::Back {
+        if !back {
             self.progress().pinned.remove(&switch.sha256);
         }
-        match switched {
-            Ok(_) if switch.direction == Direction::Back => {
+        let outcome = match switched {
+            Ok(None) => match self.installed.forget(&switch.name, &switch.sha256) {
+                Ok(()) => {
+                    self.record(
+                        &d,
+                        Step::RolledBack,
+                        "a later build runs in its place".into(),
+                    );
+                    Ok(false)
+                }
+                Err(e) => Err(format!("switch: {e}")),
+            },
+            Ok(Some(_)) if back => {
                 self.record(&d, Step::RolledBack, "back to the build before".into());
-                Ok(())
+                Ok(true)
             }
-            Ok(_) => {
+            Ok(Some(_)) => {
                 self.record(&d, Step::Active, switch.detail.clone());
-                Ok(())
+                Ok(true)
             }
-            Err(e) => {
-                let why = format!("switch: {e}");
-                self.record(&d, Step::Failed, why.clone());
-                Err(why)
-            }
+            Err(e) => Err(format!("switch: {e}")),
+        };
+        if let Err(why) = &outcome {
+            self.record(&d, Step::Failed, why.clone());
         }
+        // Only now: the step recorded above tells the next reply this switch was made.
+        self.progress().switching.remove(&(switch.rollout, back));
+        outcome
     }
 }
 

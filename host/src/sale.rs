@@ -200,6 +200,15 @@ impl SaleEngine {
         }
     }
 
+    /// Takes a new config's backends, purchase limits and policy (the fleet's next version,
+    /// between customers).
+    pub fn apply_config(&mut self, config: &KioskConfig) {
+        self.backends = config.backends.clone();
+        self.min_purchase = config.limits.min_purchase_fen;
+        self.max_purchase = config.limits.max_purchase_fen;
+        self.policy = config.policy.clone();
+    }
+
     /// Has `progress` hear each step [`complete`](Self::complete) starts.
     pub fn on_progress(&mut self, progress: impl FnMut(Step) + Send + 'static) {
         self.progress = Some(Box::new(progress));

@@ -71,11 +71,24 @@ impl KioskProcess {
     }
 
     pub fn start(&mut self) {
-        self.start_killed_at(None);
+        self.spawn(&[]);
     }
 
     /// Starts the process; with `kill_at`, it kills itself with SIGKILL at that failpoint.
     pub fn start_killed_at(&mut self, kill_at: Option<&str>) {
+        match kill_at {
+            Some(point) => self.spawn(&[("SELFVEND_KILL_AT", point)]),
+            None => self.spawn(&[]),
+        }
+    }
+
+    /// Starts the process with failpoints set as the `fail` crate reads them
+    /// (`point=action;…`, e.g. `rollout.before-switch=sleep(2000)`).
+    pub fn start_with_failpoints(&mut self, failpoints: &str) {
+        self.spawn(&[("FAILPOINTS", failpoints)]);
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
         let mut command = Command::new(kiosk_child());
         command.arg(&self.config).stdin(Stdio::piped()).stderr(
             std::fs::File::options()
@@ -84,9 +97,7 @@ impl KioskProcess {
                 .open(self.data.join("kiosk.log"))
                 .unwrap(),
         );
-        if let Some(point) = kill_at {
-            command.env("SELFVEND_KILL_AT", point);
-        }
+        command.envs(env.iter().copied());
         self.child = Some(command.spawn().expect("run selfvend-kiosk-child"));
     }
 

@@ -130,6 +130,7 @@ fn an_admin_sees_the_kiosk_sell_and_go_down_and_markup_stays_text() {
         journal_head: 0,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     };
     beat.cash_box.notes = vec![(50, 1)];
     link.heartbeat(&beat).unwrap();

@@ -76,6 +76,7 @@ fn beat(journal_head: i64) -> Heartbeat {
         journal_head,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     }
 }
 

@@ -77,6 +77,7 @@ fn beat(printer: &str, open_items: u32) -> Heartbeat {
         journal_head: 0,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     }
 }
 

@@ -489,17 +489,28 @@ fn one_plugins_failed_build_spares_anothers_and_a_build_rolled_back_late_is_neve
     wait_for(&db, &running(&dialect), "1");
 
     // Rolled back while the kiosk was off, with the next build already on its way: the kiosk
-    // goes back, takes the next one, and never goes back to the one rolled back.
+    // goes back, takes the next one, and never goes back to the one rolled back. Each switch
+    // takes longer than a heartbeat, so replies come while the worker holds one.
     kiosk.stop();
     admin(&db, &["rollout", "rollback", &first, "--by", "admin"]);
     let next = upload(&rebuilt(dir, &world.files[2].1, "4.1", &world.plugins.key));
     let second = roll_out_to(&db, &next, &kiosk);
-    kiosk.start();
+    kiosk.start_with_failpoints("rollout.before-switch=sleep(2500)");
     wait_for(&db, &step(&first, &kiosk), "rolled-back");
     wait_for(&db, &step(&second, &kiosk), "active");
     wait_for(&db, &running(&next), "1");
     let state_file = std::fs::read_to_string(kiosk.data.join("plugins/state.json")).unwrap();
     assert!(!state_file.contains(&dialect), "{state_file}");
+    // A reply that came while the switch back was being made did not stage it again (it
+    // would have run after the next build and gone back to the one before).
+    let log = std::fs::read_to_string(kiosk.data.join("kiosk.log")).unwrap();
+    let since_start = log.rsplit("selfvend-kiosk-child: started").next().unwrap();
+    let staged_back = format!("rollout {first} of fixed-text: checked (the build before");
+    assert_eq!(
+        since_start.matches(&staged_back).count(),
+        1,
+        "{since_start}"
+    );
     admin(&db, &["rollout", "rollback", &second, "--by", "admin"]);
     wait_for(&db, &step(&second, &kiosk), "rolled-back");
     wait_for(&db, &running(&original), "1");

@@ -68,5 +68,6 @@ fn idle_heartbeat() -> Heartbeat {
         journal_head: 0,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     }
 }

@@ -221,6 +221,20 @@ async fn reported(
         );
     }
     out += "</table>";
+    if let Some(c) = &b.config {
+        let running = match c.running {
+            0 => w.config_none.to_string(),
+            v => format!("{} {v}", w.version),
+        };
+        let refused = match c.refused {
+            Some(v) => format!(" · {} {v}: {}", w.config_refused, esc(&c.why)),
+            None => String::new(),
+        };
+        out += &format!(
+            "<p id=\"config\">{}: {running}{refused}</p>",
+            w.fleet_config
+        );
+    }
     Ok(out)
 }
 

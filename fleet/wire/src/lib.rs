@@ -4,12 +4,14 @@
 
 mod chain;
 mod command;
+mod config;
 mod messages;
 mod rollout;
 mod signing;
 
 pub use chain::{AuditRow, ChainBreak, GENESIS, check_next, row_hash};
 pub use command::{CommandDone, CommandKind, RemoteCommand};
+pub use config::{ConfigReport, DesiredConfig};
 pub use messages::{
     CashBox, DeviceReport, Heartbeat, HeartbeatReply, JournalAck, JournalBatch, MAX_BATCH_ROWS,
     MAX_BODY_BYTES, MAX_LIST, OpenItem, PairReply, PairRequest, PeriodTotals, PluginReport,

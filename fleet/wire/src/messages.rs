@@ -143,6 +143,9 @@ pub struct Heartbeat {
     /// Remote commands done since the server last listed them.
     #[serde(default)]
     pub commands_done: Vec<crate::CommandDone>,
+    /// Which version of the fleet's config the kiosk runs (an older kiosk sends none).
+    #[serde(default)]
+    pub config: Option<crate::ConfigReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +316,9 @@ impl Heartbeat {
                 ));
             }
         }
+        if let Some(config) = &self.config {
+            config.check()?;
+        }
         list("rollouts", &self.rollouts)?;
         for (i, r) in self.rollouts.iter().enumerate() {
             if r.rollout < 1 {
@@ -372,6 +378,7 @@ mod tests {
             journal_head: 9,
             rollouts: Vec::new(),
             commands_done: Vec::new(),
+            config: None,
         };
         assert_eq!(beat.check(), Ok(()));
         beat.items[0].caught_fen = u64::MAX;

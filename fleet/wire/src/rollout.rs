@@ -20,6 +20,9 @@ pub struct Desired {
     /// Commands an operator or admin gave this kiosk, not yet reported done.
     #[serde(default)]
     pub commands: Vec<crate::RemoteCommand>,
+    /// The fleet's part of the kiosk's config, when the kiosk does not run that version yet.
+    #[serde(default)]
+    pub config: Option<crate::DesiredConfig>,
 }
 
 /// One rollout's wish for this kiosk.

@@ -1,5 +1,6 @@
 //! What the fleet asks of the kiosk's worker, done between customers only: switching to the
-//! builds a rollout staged (durably first) and the remote commands it gave, each once.
+//! builds a rollout staged and to the fleet's next config version (each durably first), and
+//! the remote commands it gave, each once.
 
 use selfvend_fleet_wire::CommandKind;
 
@@ -66,11 +67,23 @@ impl Worker {
         Ok(format!("period {period} sent again: {}", said.join("; ")))
     }
 
+    /// Runs the fleet's config version checked off the worker, between customers: it is
+    /// durable before the sale engine takes its backends, limits and policy.
+    pub(super) fn apply_config(&mut self) {
+        let Some(staged) = self.rollouts.configs().take_staged() else {
+            return;
+        };
+        if let Ok(config) = self.rollouts.configs().apply(staged) {
+            self.engine.apply_config(&config);
+            self.config = config;
+        }
+    }
+
     /// Runs the builds a rollout staged, between customers: each switch is durable before the
     /// new build takes the old one's place.
     pub(super) fn switch_plugins(&mut self) {
         for switch in self.rollouts.take_staged() {
-            if self.rollouts.switch(&switch).is_err() {
+            if self.rollouts.switch(&switch) != Ok(true) {
                 continue;
             }
             let report = plugin_report(&switch.plugin);

@@ -55,6 +55,7 @@ pub fn heartbeat(view: &View, shown: Duration, devices: &[DeviceLine]) -> Heartb
         journal_head: 0,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     }
 }
 

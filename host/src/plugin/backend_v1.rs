@@ -79,7 +79,7 @@ impl connection::HostConnection for PluginState {
                 "too many connections in one session".into(),
             )));
         }
-        match self.waiting(|_| endpoint.connect()) {
+        match self.waiting(|_| host::connect(&endpoint)) {
             Ok(conn) => {
                 self.open_connections += 1;
                 Ok(Ok(self.table.push(ConnectionBinding(conn))?))

@@ -47,8 +47,15 @@ pub struct Installed {
 pub enum Direction {
     /// To this build; the one it runs now becomes the previous.
     Forward(String),
-    /// Back to the previous build (or the config's file).
-    Back,
+    /// Away from this build (a rolled-back rollout's), back to the previous build (or the
+    /// config's file); nothing changes if it no longer runs.
+    Back(String),
+}
+
+impl Direction {
+    pub fn is_back(&self) -> bool {
+        matches!(self, Direction::Back(_))
+    }
 }
 
 impl Installed {
@@ -136,8 +143,13 @@ impl Installed {
         self.write_durably(&self.dir.join(STATE_FILE), &json)
     }
 
-    /// Makes `name` run the build `direction` says, durably; returns the builds it runs now.
-    pub fn switch(&self, name: &str, direction: &Direction) -> Result<Builds, InstalledError> {
+    /// Makes `name` run the build `direction` says, durably; returns the builds it runs now,
+    /// or `None` if going back found the build to leave no longer running (nothing changed).
+    pub fn switch(
+        &self,
+        name: &str,
+        direction: &Direction,
+    ) -> Result<Option<Builds>, InstalledError> {
         let mut state = self.state()?;
         let builds = state.plugins.entry(name.to_string()).or_default();
         match direction {
@@ -147,7 +159,11 @@ impl Installed {
                 }
                 builds.previous = builds.current.replace(sha256.clone());
             }
-            Direction::Back => builds.current = builds.previous.take(),
+            // A later build took its place since the switch back was staged: it stays.
+            Direction::Back(from) if builds.current.as_deref() != Some(from.as_str()) => {
+                return Ok(None);
+            }
+            Direction::Back(_) => builds.current = builds.previous.take(),
         }
         let now = builds.clone();
         fail::fail_point!("rollout.before-switch");
@@ -155,7 +171,7 @@ impl Installed {
         std::fs::create_dir_all(&self.dir).map_err(|e| self.error(&self.dir, e))?;
         self.write_durably(&self.dir.join(STATE_FILE), &json)?;
         fail::fail_point!("rollout.after-switch");
-        Ok(now)
+        Ok(Some(now))
     }
 
     /// Removes builds no plugin runs or may go back to, but for `pinned` (builds being

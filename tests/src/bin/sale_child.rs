@@ -133,6 +133,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             journal_head: 0,
             rollouts: Vec::new(),
             commands_done: Vec::new(),
+            config: None,
         };
         link.sync(&beat)?;
         return Ok(());

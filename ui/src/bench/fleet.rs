@@ -126,6 +126,7 @@ fn heartbeat(head: i64) -> Heartbeat {
         journal_head: head,
         rollouts: Vec::new(),
         commands_done: Vec::new(),
+        config: None,
     }
 }
 

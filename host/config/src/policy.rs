@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Bounded;
-use crate::cash_acceptor::Denomination;
+use crate::money::Denomination;
 
 /// The kiosk's own policy, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

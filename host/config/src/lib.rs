@@ -3,6 +3,11 @@
 //!
 //! Every value is checked where it is read; an unknown key or a bad value is refused with the
 //! file, the line and the reason. Relative paths are taken relative to the file's directory.
+//!
+//! The config is its own crate, free of the kiosk's devices and runtime, so the fleet server
+//! checks the part of a config it sends ([`Overlay`]) with the code the kiosk checks it with.
+//! A loaded config is the kiosk's own file with the fleet's part it last applied laid over it
+//! ([`applied`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,14 +16,23 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backend::Endpoint;
-use crate::money::Fen;
-use crate::plugin::PluginLimits;
-
+pub mod applied;
 mod can_buy;
+mod endpoint;
+pub mod money;
+mod overlay;
+mod plugin_limits;
 mod policy;
+
+pub use applied::FleetLayer;
 pub use can_buy::CanBuyPolicy;
+pub use endpoint::Endpoint;
+pub use overlay::{MAX_OVERLAY_BYTES, Overlay};
+pub use plugin_limits::PluginLimits;
 pub use policy::Policy;
+
+use applied::Applied;
+use money::Fen;
 
 /// A configuration the kiosk refuses, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +62,8 @@ pub struct KioskConfig {
     pub acquirer: Option<AcquirerEntry>,
     /// Retries, limits and lockouts (`[policy]`).
     pub policy: Policy,
+    /// The fleet's version laid over the file, if any.
+    pub fleet: FleetLayer,
 }
 
 /// The bank-card acquirer: which dialect speaks to it, where it is, and who the kiosk is to it.
@@ -57,7 +73,14 @@ pub struct AcquirerEntry {
     /// The acquirer-dialect plugin that speaks to it.
     pub dialect: String,
     pub endpoint: Endpoint,
-    pub terminal: crate::payment::Terminal,
+    pub terminal: Terminal,
+}
+
+/// Who the kiosk is to the acquirer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    pub terminal_id: String,
+    pub merchant_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,15 +163,26 @@ pub struct SerialDevice {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaleLimits {
+    #[serde(default = "SaleLimits::default_min")]
     pub min_purchase_fen: Fen,
+    #[serde(default = "SaleLimits::default_max")]
     pub max_purchase_fen: Fen,
+}
+
+impl SaleLimits {
+    fn default_min() -> Fen {
+        Fen(100)
+    }
+    fn default_max() -> Fen {
+        Fen(500_000)
+    }
 }
 
 impl Default for SaleLimits {
     fn default() -> Self {
         SaleLimits {
-            min_purchase_fen: Fen(100),
-            max_purchase_fen: Fen(500_000),
+            min_purchase_fen: Self::default_min(),
+            max_purchase_fen: Self::default_max(),
         }
     }
 }
@@ -323,7 +357,7 @@ struct File {
 struct AcquirerFile {
     name: String,
     dialect: Spanned<String>,
-    address: String,
+    address: Spanned<String>,
     /// The terminal id (8 characters) and merchant id (15) the acquirer issued.
     terminal_id: Spanned<String>,
     merchant_id: Spanned<String>,
@@ -359,7 +393,7 @@ struct BackendFile {
     name: String,
     dialect: Spanned<String>,
     utility_codes: Vec<Spanned<String>>,
-    address: String,
+    address: Spanned<String>,
     #[serde(default = "default_connect_ms")]
     connect_timeout_ms: Bounded<1, 60_000>,
     #[serde(default = "default_io_ms")]
@@ -402,14 +436,49 @@ impl PluginRole {
 }
 
 impl KioskConfig {
-    /// Reads and checks the file at `path`.
+    /// Reads and checks the file at `path`, with the fleet's version the kiosk last applied
+    /// laid over it; if that no longer checks with the file, the one before it (see
+    /// [`KioskConfig::fleet`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = Self::read(path)?;
+        let own = Self::parse(path, &text)?;
+        let applied = match Applied::read(&own.kiosk.data_dir) {
+            Ok(applied) => applied,
+            // The kiosk's own file still runs it; the fleet sends its version again.
+            Err(e) => {
+                let mut own = own;
+                own.fleet.refused = Some((0, e.to_string()));
+                return Ok(own);
+            }
+        };
+        let mut refused = None;
+        for layer in applied.current.iter().chain(&applied.previous) {
+            let origin = format!("the fleet's config version {}", layer.version);
+            match Overlay::parse(&origin, &layer.toml)
+                .and_then(|o| Self::parse_with(path, &text, &o))
+            {
+                Ok(mut config) => {
+                    config.fleet = FleetLayer {
+                        running: layer.version,
+                        refused,
+                    };
+                    return Ok(config);
+                }
+                Err(e) => refused = refused.or(Some((layer.version, e.to_string()))),
+            }
+        }
+        let mut own = own;
+        own.fleet.refused = refused;
+        Ok(own)
+    }
+
+    /// The text of the file at `path`.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             line: None,
             message: e.to_string(),
-        })?;
-        Self::parse(path, &text)
+        })
     }
 
     /// Checks `text` as if read from `path`.
@@ -468,6 +537,7 @@ impl KioskConfig {
                     ));
                 }
             }
+            check_address(b.address.get_ref()).map_err(|why| at(Some(b.address.span()), why))?;
             let can_buy = match b.can_buy {
                 Some(c) => c.check().map_err(|(span, why)| at(Some(span), why))?,
                 None => CanBuyPolicy::default(),
@@ -482,7 +552,7 @@ impl KioskConfig {
                     .map(Spanned::into_inner)
                     .collect(),
                 endpoint: Endpoint {
-                    address: b.address,
+                    address: b.address.into_inner(),
                     connect_timeout: Duration::from_millis(b.connect_timeout_ms.0),
                     io_timeout: Duration::from_millis(b.io_timeout_ms.0),
                     max_request_bytes: b.max_request_bytes.0 as usize,
@@ -500,6 +570,8 @@ impl KioskConfig {
                 {
                     return Err(at(Some(a.dialect.span()), why));
                 }
+                check_address(a.address.get_ref())
+                    .map_err(|why| at(Some(a.address.span()), why))?;
                 for (field, value, len) in [
                     ("terminal_id", &a.terminal_id, 8),
                     ("merchant_id", &a.merchant_id, 15),
@@ -516,13 +588,13 @@ impl KioskConfig {
                     name: a.name,
                     dialect: a.dialect.into_inner(),
                     endpoint: Endpoint {
-                        address: a.address,
+                        address: a.address.into_inner(),
                         connect_timeout: Duration::from_millis(a.connect_timeout_ms.0),
                         io_timeout: Duration::from_millis(a.io_timeout_ms.0),
                         max_request_bytes: 4096,
                         max_reply_bytes: 4096,
                     },
-                    terminal: crate::payment::Terminal {
+                    terminal: Terminal {
                         terminal_id: a.terminal_id.into_inner(),
                         merchant_id: a.merchant_id.into_inner(),
                     },
@@ -576,6 +648,7 @@ impl KioskConfig {
             operator: file.operator,
             acquirer,
             policy,
+            fleet: FleetLayer::default(),
         })
     }
 
@@ -595,6 +668,16 @@ impl KioskConfig {
     }
 }
 
+/// `address` is `host:port`, as a backend's or acquirer's address must be.
+fn check_address(address: &str) -> Result<(), String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!("address `{address}` is not host:port")),
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
@@ -606,9 +689,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cash_acceptor::Denomination;
+    use crate::money::Denomination;
 
-    const GOOD: &str = r#"
+    /// A good kiosk file, for the tests of this crate.
+    pub(crate) const GOOD: &str = r#"
 [kiosk]
 terminal_id = "KSK-0001"
 region = "4101"
