@@ -42,6 +42,11 @@ pub fn router() -> Router<Fleet> {
             "/rollouts",
             get(rollouts::rollouts_page).post(rollouts::create),
         )
+        .route(
+            "/rollouts/builds",
+            post(rollouts::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(rollouts::UPLOAD_LIMIT)),
+        )
         .route("/rollouts/{id}/{action}", post(rollouts::act))
         .layer(axum::middleware::map_response(security_headers))
 }

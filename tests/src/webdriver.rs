@@ -167,6 +167,16 @@ impl Browser {
         );
     }
 
+    /// Chooses the local file `path` in the file input `css`.
+    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+        let id = self.find(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({"text": path.to_str().expect("a UTF-8 path")})),
+        );
+    }
+
     pub fn click(&self, css: &str) {
         let id = self.find(css);
         self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));

@@ -191,6 +191,28 @@ fn a_build_reaches_the_canary_then_the_fleet_an_offline_kiosk_catches_up_and_all
     assert!(table.contains("K-ROLL-01（先行）"), "{table}");
     assert_eq!(table.matches("运行中").count(), 3, "{table}");
     assert!(b.text("#builds").contains("fixed_text_dialect-2.0.wasm"));
+    // A vendor's next build, uploaded from the browser as it was shipped.
+    let next = rebuilt(dir, &world.files[2].1, "2.5", &world.plugins.key);
+    b.choose_file("#upload-component", &next);
+    b.choose_file(
+        "#upload-signature",
+        &PathBuf::from(format!("{}.sig", next.display())),
+    );
+    b.submit("#upload");
+    assert!(b.text("#builds").contains("fixed_text_dialect-2.5.wasm"));
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT uploaded_by FROM plugin_builds WHERE sha256 = '{}'",
+            sha256_of(&next)
+        )),
+        "admin"
+    );
+    b.choose_file("#upload-component", &next);
+    b.submit("#upload");
+    assert_eq!(
+        b.text("#error"),
+        "choose the build's .wasm file and its .sig file"
+    );
     b.type_into("#new-plugin", "fixed-text");
     b.type_into("#new-build", "<b>abc</b>");
     b.type_into("#new-region", "3701");

@@ -1,8 +1,9 @@
 //! The rollouts page: the builds uploaded, each rollout with every kiosk's step, and for an
-//! admin the forms that start, pause, resume and roll back a rollout.
+//! admin the forms that upload a build (as its vendor shipped it: component and signature) and
+//! start, pause, resume and roll back a rollout.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -100,6 +101,7 @@ async fn render(
     }
     body += &builds_table(fleet, w).await?;
     if admin {
+        body += &upload_form(r, &session.csrf);
         body += &create_form(r, &session.csrf);
     }
     Ok(reply(lang, status, page(lang, r.title, &body)))
@@ -133,6 +135,25 @@ async fn builds_table(fleet: &Fleet, w: &Words) -> Result<String, ApiError> {
         );
     }
     Ok(out + "</table>")
+}
+
+/// A build as its vendor shipped it: the component and its `.sig`.
+fn upload_form(r: &RolloutWords, csrf: &str) -> String {
+    format!(
+        "<h2>{}</h2><form method=\"post\" action=\"/rollouts/builds\" \
+         enctype=\"multipart/form-data\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <p><label>{} <input type=\"file\" name=\"component\" id=\"upload-component\" \
+         accept=\".wasm\"></label></p>\
+         <p><label>{} <input type=\"file\" name=\"signature\" id=\"upload-signature\" \
+         accept=\".sig\"></label></p>\
+         <p><button type=\"submit\" id=\"upload\">{}</button></p></form>",
+        r.upload_build,
+        esc(csrf),
+        r.component,
+        r.signature,
+        r.upload
+    )
 }
 
 fn create_form(r: &RolloutWords, csrf: &str) -> String {
@@ -276,6 +297,57 @@ pub(super) async fn create(
     outcome(&fleet, &headers, &session, created).await
 }
 
+/// The most a build's upload may be: the component, its signature and the form around them.
+pub(super) const UPLOAD_LIMIT: usize = selfvend_fleet_wire::MAX_PLUGIN_BYTES + 64 * 1024;
+
+/// `POST /rollouts/builds`: a build and its signature from an admin's browser.
+pub(super) async fn upload(
+    State(fleet): State<Fleet>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!("the upload: {}", e.body_text()))
+    };
+    let (mut csrf, mut component, mut signature) = (String::new(), None, None);
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name().unwrap_or("") {
+            "csrf" => csrf = field.text().await.map_err(bad)?,
+            "component" => {
+                let name = field.file_name().unwrap_or("").to_string();
+                component = Some((name, field.bytes().await.map_err(bad)?));
+            }
+            "signature" => signature = Some(field.bytes().await.map_err(bad)?),
+            _ => {}
+        }
+    }
+    let session = match admin_session(&fleet, &headers, &csrf).await? {
+        Ok(session) => session,
+        Err(response) => return Ok(response),
+    };
+    let uploaded = match (component, signature) {
+        // A browser sends a file input left empty as an empty part.
+        (Some((name, component)), Some(signature))
+            if !component.is_empty() && !signature.is_empty() =>
+        {
+            match String::from_utf8(signature.to_vec()) {
+                Ok(signature) => {
+                    rollouts::upload(&fleet, &name, &component, &signature, &session.user.name)
+                        .await
+                        .map(|_| ())
+                }
+                Err(_) => Err(ApiError::BadRequest(format!(
+                    "{name}.sig: not a selfvend signature (not text)"
+                ))),
+            }
+        }
+        _ => Err(ApiError::BadRequest(
+            "choose the build's .wasm file and its .sig file".into(),
+        )),
+    };
+    outcome(&fleet, &headers, &session, uploaded).await
+}
+
 #[derive(Deserialize)]
 pub(super) struct ActionForm {
     csrf: String,
@@ -318,6 +390,10 @@ pub struct RolloutWords {
     pub bytes: &'static str,
     pub uploaded: &'static str,
     pub new_rollout: &'static str,
+    pub upload_build: &'static str,
+    pub component: &'static str,
+    pub signature: &'static str,
+    pub upload: &'static str,
     pub plugin: &'static str,
     pub build: &'static str,
     pub region: &'static str,
@@ -354,6 +430,10 @@ pub const ZH: RolloutWords = RolloutWords {
     bytes: "字节",
     uploaded: "上传",
     new_rollout: "新建发布",
+    upload_build: "上传插件版本",
+    component: "组件（.wasm）",
+    signature: "签名（.sig）",
+    upload: "上传",
     plugin: "插件名",
     build: "版本 SHA-256",
     region: "地区",
@@ -390,6 +470,10 @@ pub const EN: RolloutWords = RolloutWords {
     bytes: "Bytes",
     uploaded: "Uploaded",
     new_rollout: "New rollout",
+    upload_build: "Upload a build",
+    component: "Component (.wasm)",
+    signature: "Signature (.sig)",
+    upload: "Upload",
     plugin: "Plugin name",
     build: "Build SHA-256",
     region: "Region",
