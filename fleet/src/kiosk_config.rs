@@ -77,7 +77,8 @@ pub async fn set(
         Some(id) => vec![id.to_string()],
         None => tx
             .query(
-                "SELECT DISTINCT kiosk_id FROM config_versions WHERE kiosk_id IS NOT NULL",
+                "SELECT DISTINCT c.kiosk_id FROM config_versions c
+                 JOIN kiosks k ON k.id = c.kiosk_id WHERE k.revoked_at IS NULL",
                 &[],
             )
             .await?

@@ -24,10 +24,14 @@ pub struct StagedConfig {
 struct State {
     /// What the kiosk runs now.
     config: KioskConfig,
+    /// The fleet's version it runs, as sent (empty: none).
+    running_toml: String,
     staged: Option<StagedConfig>,
     /// A version the worker took and has not yet applied (so a reply meanwhile does not stage
     /// it again).
     applying: Option<i64>,
+    /// The version last put back to wait (so it is logged once).
+    deferred: Option<i64>,
 }
 
 /// The config the kiosk runs and the fleet's next version of it.
@@ -38,11 +42,23 @@ pub struct FleetConfig {
 impl FleetConfig {
     /// Starts from `config` as [`KioskConfig::load`] gave it.
     pub fn new(config: KioskConfig) -> FleetConfig {
+        let running_toml = Applied::read(&config.kiosk.data_dir)
+            .ok()
+            .and_then(|a| {
+                [a.current, a.previous]
+                    .into_iter()
+                    .flatten()
+                    .find(|l| l.version == config.fleet.running)
+            })
+            .map(|l| l.toml)
+            .unwrap_or_default();
         FleetConfig {
             state: Mutex::new(State {
                 config,
+                running_toml,
                 staged: None,
                 applying: None,
+                deferred: None,
             }),
         }
     }
@@ -77,7 +93,7 @@ impl FleetConfig {
         desired: &DesiredConfig,
         self_check: impl FnOnce(&KioskConfig, &KioskConfig) -> Result<String, String>,
     ) {
-        let running = {
+        let (running, running_toml) = {
             let state = self.state();
             let known = state.config.fleet.running == desired.version
                 || state.config.fleet.refused.as_ref().map(|r| r.0) == Some(desired.version)
@@ -86,13 +102,20 @@ impl FleetConfig {
             if known || desired.version < 1 {
                 return;
             }
-            state.config.clone()
+            (state.config.clone(), state.running_toml.clone())
         };
         let origin = format!("the fleet's config version {}", desired.version);
-        let checked = Overlay::parse(&origin, &desired.toml)
-            .and_then(|overlay| {
-                let text = KioskConfig::read(&running.path)?;
-                KioskConfig::parse_with(&running.path, &text, &overlay)
+        let path = running.path.clone();
+        let checked = KioskConfig::read(&path)
+            .and_then(|text| {
+                let new = Overlay::parse(&origin, &desired.toml)
+                    .and_then(|overlay| KioskConfig::parse_with(&path, &text, &overlay))?;
+                // What the version running made of the file as it is now (the file alone if
+                // that no longer checks): only the difference is the fleet's change.
+                let old = Overlay::parse("the version running", &running_toml)
+                    .and_then(|overlay| KioskConfig::parse_with(&path, &text, &overlay))
+                    .or_else(|_| KioskConfig::parse(&path, &text))?;
+                Ok(running.with_fleet_change(&old, &new))
             })
             .map_err(|e| e.to_string())
             .and_then(|mut config| {
@@ -129,12 +152,31 @@ impl FleetConfig {
         staged
     }
 
+    /// Puts `staged` back for a later moment between customers (logged once per version).
+    pub fn defer(&self, staged: StagedConfig, why: &str) {
+        let mut state = self.state();
+        if state.deferred != Some(staged.version) {
+            tracing::info!("the fleet's config version {} waits: {why}", staged.version);
+            state.deferred = Some(staged.version);
+        }
+        state.applying = None;
+        // A newer version staged meanwhile replaces it.
+        if state.staged.is_none() {
+            state.staged = Some(staged);
+        }
+    }
+
     /// Makes `staged` the version the kiosk runs, durably, the one running now kept as the
     /// one before; the config to run, or why it was refused (the kiosk keeps what it runs).
     pub fn apply(&self, staged: StagedConfig) -> Result<KioskConfig, String> {
         let data_dir = self.state().config.kiosk.data_dir.clone();
         let running = self.state().config.fleet.running;
-        let written = Applied::read(&data_dir).and_then(|before| {
+        // A state file that does not read keeps no version before; the new one is written anew.
+        let before = Applied::read(&data_dir).unwrap_or_else(|e| {
+            tracing::error!("the fleet config applied before: {e}; keeping none before");
+            Applied::default()
+        });
+        let written = {
             let previous = [before.current, before.previous]
                 .into_iter()
                 .flatten()
@@ -147,7 +189,7 @@ impl FleetConfig {
                 previous,
             }
             .write(&data_dir)
-        });
+        };
         let outcome = match written {
             Ok(()) => {
                 tracing::info!(
@@ -156,6 +198,7 @@ impl FleetConfig {
                 );
                 let mut state = self.state();
                 state.config = staged.config.clone();
+                state.running_toml = staged.toml.clone();
                 Ok(staged.config)
             }
             Err(e) => {

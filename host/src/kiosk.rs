@@ -318,10 +318,10 @@ impl Kiosk {
                         Err(e) => tracing::warn!("remote commands: {e}"),
                     }
                 }
-                // Downloads, compiles and pings take a while: on a thread of their own, one at a
+                // Downloads, compiles and pings (a config's too) take a while: on a thread of their own, one at a
                 // time, so heartbeats and the journal's shipping go on (the next heartbeat's
                 // reply brings a wish again if this one was busy).
-                if reply.desired.plugins.is_empty() {
+                if reply.desired.plugins.is_empty() && reply.desired.config.is_none() {
                     rollouts.apply(link, &reply.desired);
                     return;
                 }

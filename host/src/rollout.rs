@@ -23,6 +23,9 @@ use crate::plugin::installed::{Direction, Installed, kind_name, kind_of};
 use crate::plugin::trust::TrustStore;
 use crate::plugin::{Plugin, trust::endorsement::Endorsement};
 
+/// The longest a config's self-check waits on a backend, to connect and for each reply.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where statements the fleet carried are kept, in the data directory.
 const CARRIED_DIR: &str = "endorsements";
 
@@ -204,8 +207,12 @@ impl Rollouts {
                 .installed
                 .load(&runtime, entry)
                 .map_err(|e| format!("backend {}: its dialect does not load: {e}", b.name))?;
+            // The check runs on the rollout thread: it may not hold it for the full timeouts.
+            let mut endpoint = b.endpoint.clone();
+            endpoint.connect_timeout = endpoint.connect_timeout.min(CHECK_TIMEOUT);
+            endpoint.io_timeout = endpoint.io_timeout.min(CHECK_TIMEOUT);
             let mut session = dialect
-                .backend_session(b.endpoint.clone())
+                .backend_session(endpoint)
                 .map_err(|e| format!("backend {}: {e}", b.name))?;
             session.ping().map_err(|e| {
                 format!("ping to backend {} at {}: {e}", b.name, b.endpoint.address)
@@ -223,7 +230,7 @@ impl Rollouts {
     }
 
     fn apply_one(&self, link: &FleetLink, d: &DesiredPlugin) {
-        let (last, staged_back) = {
+        let (last, staged_back, in_flight) = {
             let progress = self.progress();
             (
                 progress.steps.get(&d.rollout).map(|s| s.step),
@@ -234,8 +241,13 @@ impl Rollouts {
                     .chain(progress.switching.iter().copied())
                     .find(|(rollout, _)| *rollout == d.rollout)
                     .map(|(_, back)| back),
+                progress.switching.iter().any(|(r, _)| *r == d.rollout),
             )
         };
+        // The worker is switching this rollout's build: the next reply decides on what it made.
+        if in_flight {
+            return;
+        }
         let done = if d.roll_back {
             last == Some(Step::RolledBack) || staged_back == Some(true)
         } else {
@@ -283,7 +295,10 @@ impl Rollouts {
                     .map_err(|e| format!("the build before does not load: {e}"))
             }) {
                 Ok(plugin) => {
-                    let direction = Direction::Back(d.sha256.clone());
+                    let direction = Direction::Back {
+                        from: d.sha256.clone(),
+                        to: builds.previous.clone(),
+                    };
                     self.stage(d, direction, plugin, String::new())
                 }
                 Err(why) => self.record(d, Step::Failed, why),
@@ -462,7 +477,14 @@ impl Rollouts {
         if !back {
             self.progress().pinned.remove(&switch.sha256);
         }
+        let now_runs = |sha: &str| {
+            self.installed
+                .builds(&switch.name)
+                .is_ok_and(|b| b.current.as_deref() == Some(sha))
+        };
         let outcome = match switched {
+            // It still runs, and the build before changed: the next reply stages it again.
+            Ok(None) if now_runs(&switch.sha256) => Ok(false),
             Ok(None) => match self.installed.forget(&switch.name, &switch.sha256) {
                 Ok(()) => {
                     self.record(

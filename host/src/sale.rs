@@ -209,6 +209,39 @@ impl SaleEngine {
         self.policy = config.policy.clone();
     }
 
+    /// The backends `config` moves (a new address or limits) that this kiosk still has
+    /// business with: a sale whose outcome is unknown, or a period report queued. Asked at a
+    /// new address, a backend that does not share the old one's books would answer "no such
+    /// sale" for a sale the old one granted.
+    pub fn moved_with_open_business(
+        &self,
+        config: &KioskConfig,
+    ) -> Result<Vec<String>, crate::journal::JournalError> {
+        let moved: Vec<&BackendEntry> = self
+            .backends
+            .iter()
+            .filter(|b| {
+                config
+                    .backends
+                    .iter()
+                    .any(|n| n.name == b.name && n.endpoint != b.endpoint)
+            })
+            .collect();
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let open = self.journal.sales(&["intent", "pending"], None)?;
+        let queued = self.journal.reconciliations(true)?;
+        Ok(moved
+            .into_iter()
+            .filter(|b| {
+                open.iter().any(|s| b.utility_codes.contains(&s.utility))
+                    || queued.iter().any(|r| r.backend == b.name)
+            })
+            .map(|b| b.name.clone())
+            .collect())
+    }
+
     /// Has `progress` hear each step [`complete`](Self::complete) starts.
     pub fn on_progress(&mut self, progress: impl FnMut(Step) + Send + 'static) {
         self.progress = Some(Box::new(progress));

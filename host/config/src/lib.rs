@@ -160,7 +160,7 @@ pub struct SerialDevice {
 }
 
 /// What one sale may be.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaleLimits {
     #[serde(default = "SaleLimits::default_min")]
@@ -453,6 +453,9 @@ impl KioskConfig {
         };
         let mut refused = None;
         for layer in applied.current.iter().chain(&applied.previous) {
+            if layer.version < 1 {
+                continue;
+            }
             let origin = format!("the fleet's config version {}", layer.version);
             match Overlay::parse(&origin, &layer.toml)
                 .and_then(|o| Self::parse_with(path, &text, &o))

@@ -114,6 +114,9 @@ impl Overlay {
                 ),
             ));
         }
+        let table: Table =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+        tables_only(&table).map_err(|why| at(None, why))?;
         let file: OverlayFile =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
         if let Some(limits) = &file.limits {
@@ -146,8 +149,6 @@ impl Overlay {
                 can_buy.check().map_err(|(span, why)| at(Some(span), why))?;
             }
         }
-        let table: Table =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
         Ok(Overlay {
             origin: origin.to_string(),
             table,
@@ -197,8 +198,92 @@ impl KioskConfig {
             toml::from_str(text).map_err(|e| refused(e.message().to_string()))?;
         lay_over(&mut table, &overlay.table, true).map_err(refused)?;
         let merged = toml::to_string(&table).expect("a TOML table serializes");
-        Self::parse(path, &merged).map_err(|e| refused(e.message))
+        let merged = Self::parse(path, &merged).map_err(|e| refused(e.message))?;
+        only_tightens(&own, &merged).map_err(refused)?;
+        Ok(merged)
     }
+
+    /// `self` (the config running) with what the fleet changed between `old` and `new` (the
+    /// kiosk's file with the version it ran, and with the next): only the keys the fleet may
+    /// set, so what the kiosk is, and any value set in memory (demo mode), stays as it runs.
+    pub fn with_fleet_change(&self, old: &KioskConfig, new: &KioskConfig) -> KioskConfig {
+        let mut next = self.clone();
+        if old.limits != new.limits {
+            next.limits = new.limits;
+        }
+        if old.policy != new.policy {
+            next.policy = new.policy.clone();
+        }
+        if old.kiosk.cash_box_capacity != new.kiosk.cash_box_capacity {
+            next.kiosk.cash_box_capacity = new.kiosk.cash_box_capacity;
+        }
+        for b in &mut next.backends {
+            let was = old.backends.iter().find(|o| o.name == b.name);
+            let will = new.backends.iter().find(|n| n.name == b.name);
+            if let (Some(was), Some(will)) = (was, will) {
+                if was.endpoint != will.endpoint {
+                    b.endpoint = will.endpoint.clone();
+                }
+                if was.can_buy != will.can_buy {
+                    b.can_buy = will.can_buy;
+                }
+            }
+        }
+        next.fleet = new.fleet.clone();
+        next
+    }
+}
+
+/// The fleet may make the kiosk stricter than its own file, never laxer, where laxer risks a
+/// customer's money or the operator's PIN: "no such sale" proving a sale never reached its
+/// backend, and the PIN's lockout.
+fn only_tightens(own: &KioskConfig, merged: &KioskConfig) -> Result<(), String> {
+    let (o, m) = (&own.policy, &merged.policy);
+    if m.unknown_outcome_settle < o.unknown_outcome_settle {
+        return Err(format!(
+            "unknown_outcome_settle_secs {} is below this kiosk's own {}: the fleet may not \
+             shorten it",
+            m.unknown_outcome_settle.as_secs(),
+            o.unknown_outcome_settle.as_secs()
+        ));
+    }
+    if m.operator_pin_tries > o.operator_pin_tries {
+        return Err(format!(
+            "operator_pin_tries {} is above this kiosk's own {}: the fleet may not raise it",
+            m.operator_pin_tries, o.operator_pin_tries
+        ));
+    }
+    if m.operator_lockout < o.operator_lockout {
+        return Err(format!(
+            "operator_lockout_secs {} is below this kiosk's own {}: the fleet may not \
+             shorten it",
+            m.operator_lockout.as_secs(),
+            o.operator_lockout.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+/// Each part is written as a table (serde would also fill a table's fields from an array, in
+/// order, which the kiosk's merge would not take as the same thing).
+fn tables_only(table: &Table) -> Result<(), String> {
+    for key in ["kiosk", "limits", "policy"] {
+        if table.get(key).is_some_and(|v| !v.is_table()) {
+            return Err(format!("`{key}` must be a table ([{key}])"));
+        }
+    }
+    if let Some(backends) = table.get("backend") {
+        let entries = backends.as_array().map(Vec::as_slice).unwrap_or_default();
+        for entry in entries {
+            let Some(entry) = entry.as_table() else {
+                return Err("each `backend` must be a table ([[backend]])".into());
+            };
+            if entry.get("can_buy").is_some_and(|v| !v.is_table()) {
+                return Err("`backend.can_buy` must be a table".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lays `over` over `base`. With `known_backends`, a backend `base` does not name is refused.
@@ -376,6 +461,70 @@ mod tests {
             err.message
                 .ends_with("min_purchase_fen is above max_purchase_fen"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_fleet_may_tighten_the_kiosks_safety_never_loosen_it() {
+        let stricter = Overlay::parse(
+            "v5",
+            "[policy]\nunknown_outcome_settle_secs = 600\noperator_pin_tries = 3\n",
+        )
+        .unwrap();
+        let c = KioskConfig::parse_with(path(), &file(), &stricter).unwrap();
+        assert_eq!(c.policy.operator_pin_tries, 3);
+        for (text, why) in [
+            (
+                "[policy]\nunknown_outcome_settle_secs = 0\n",
+                "unknown_outcome_settle_secs 0 is below this kiosk's own 60",
+            ),
+            (
+                "[policy]\noperator_pin_tries = 20\n",
+                "operator_pin_tries 20 is above this kiosk's own 5",
+            ),
+            (
+                "[policy]\noperator_lockout_secs = 1\n",
+                "operator_lockout_secs 1 is below this kiosk's own 900",
+            ),
+        ] {
+            let laxer = Overlay::parse("v6", text).unwrap();
+            let err = KioskConfig::parse_with(path(), &file(), &laxer).unwrap_err();
+            assert!(err.message.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_array_in_place_of_a_table_is_refused() {
+        for text in [
+            "kiosk = []\n",
+            "backend = [[\"zz\", \"10.0.0.9:1\"]]\n",
+            "[[backend]]\nname = \"zz\"\ncan_buy = [0]\n",
+        ] {
+            let err = Overlay::parse("v7", text).unwrap_err();
+            assert!(err.message.contains("must be a table"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_what_the_fleet_changed_reaches_the_config_running() {
+        let own = KioskConfig::parse(path(), &file()).unwrap();
+        // Running with a value set in memory (demo mode's simulated backend).
+        let mut running = own.clone();
+        running.backends[0].endpoint.address = "127.0.0.1:4444".into();
+        let limits = Overlay::parse("v8", "[limits]\nmax_purchase_fen = 1000\n").unwrap();
+        let new = KioskConfig::parse_with(path(), &file(), &limits).unwrap();
+        let next = running.with_fleet_change(&own, &new);
+        assert_eq!(next.limits.max_purchase_fen, Fen(1000));
+        assert_eq!(next.backends[0].endpoint.address, "127.0.0.1:4444");
+        let moved =
+            Overlay::parse("v9", "[[backend]]\nname = \"zz\"\naddress = \"h:2\"\n").unwrap();
+        let newer = KioskConfig::parse_with(path(), &file(), &moved).unwrap();
+        let next = next.with_fleet_change(&new, &newer);
+        assert_eq!(next.backends[0].endpoint.address, "h:2");
+        assert_eq!(
+            next.limits.max_purchase_fen,
+            Fen(500_000),
+            "v9 no longer sets it"
         );
     }
 

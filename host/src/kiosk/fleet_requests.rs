@@ -70,10 +70,19 @@ impl Worker {
     /// Runs the fleet's config version checked off the worker, between customers: it is
     /// durable before the sale engine takes its backends, limits and policy.
     pub(super) fn apply_config(&mut self) {
-        let Some(staged) = self.rollouts.configs().take_staged() else {
+        let configs = self.rollouts.configs();
+        let Some(staged) = configs.take_staged() else {
             return;
         };
-        if let Ok(config) = self.rollouts.configs().apply(staged) {
+        match self.engine.moved_with_open_business(&staged.config) {
+            Ok(busy) if busy.is_empty() => {}
+            // It waits until what the moved backends have open is settled where it began.
+            Ok(busy) => {
+                return configs.defer(staged, &format!("{} has open sales", busy.join(", ")));
+            }
+            Err(e) => return configs.defer(staged, &e.to_string()),
+        }
+        if let Ok(config) = configs.apply(staged) {
             self.engine.apply_config(&config);
             self.config = config;
         }

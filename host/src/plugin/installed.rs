@@ -47,14 +47,15 @@ pub struct Installed {
 pub enum Direction {
     /// To this build; the one it runs now becomes the previous.
     Forward(String),
-    /// Away from this build (a rolled-back rollout's), back to the previous build (or the
-    /// config's file); nothing changes if it no longer runs.
-    Back(String),
+    /// Away from build `from` (a rolled-back rollout's), back to build `to` (`None`: the
+    /// config's file), the one before it when the switch was staged; nothing changes if
+    /// either has changed since.
+    Back { from: String, to: Option<String> },
 }
 
 impl Direction {
     pub fn is_back(&self) -> bool {
-        matches!(self, Direction::Back(_))
+        matches!(self, Direction::Back { .. })
     }
 }
 
@@ -144,7 +145,7 @@ impl Installed {
     }
 
     /// Makes `name` run the build `direction` says, durably; returns the builds it runs now,
-    /// or `None` if going back found the build to leave no longer running (nothing changed).
+    /// or `None` if going back found the builds changed since it was staged (nothing changed).
     pub fn switch(
         &self,
         name: &str,
@@ -159,11 +160,14 @@ impl Installed {
                 }
                 builds.previous = builds.current.replace(sha256.clone());
             }
-            // A later build took its place since the switch back was staged: it stays.
-            Direction::Back(from) if builds.current.as_deref() != Some(from.as_str()) => {
+            // A later build took its place, or the one before is no longer the one loaded to go
+            // back to: the caller looks again.
+            Direction::Back { from, to }
+                if builds.current.as_ref() != Some(from) || builds.previous != *to =>
+            {
                 return Ok(None);
             }
-            Direction::Back(_) => builds.current = builds.previous.take(),
+            Direction::Back { .. } => builds.current = builds.previous.take(),
         }
         let now = builds.clone();
         fail::fail_point!("rollout.before-switch");
