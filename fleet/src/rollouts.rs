@@ -143,6 +143,17 @@ pub async fn create(
         }
         targets.canaries.clone()
     };
+    // One past its canaries gives way: those of its kiosks not on it yet take the new one.
+    let superseded: Vec<i64> = tx
+        .query(
+            "UPDATE rollouts SET state = 'superseded', why = 'superseded by the next rollout'
+             WHERE plugin = $1 AND state = 'fleet' RETURNING id",
+            &[&plugin],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let id: i64 = match tx
         .query_one(
             "INSERT INTO rollouts (plugin, sha256, state, created_by)
@@ -154,7 +165,8 @@ pub async fn create(
         Ok(row) => row.get(0),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             return Err(ApiError::Conflict(format!(
-                "a rollout of {plugin} is under way: pause it, or roll it back, first"
+                "a rollout of {plugin} is in its canaries or paused: roll it back, or resume \
+                 it until its canaries run it, first"
             )));
         }
         Err(e) => return Err(e.into()),
@@ -176,6 +188,9 @@ pub async fn create(
         by,
     )
     .await?;
+    for old in superseded {
+        event(&tx, old, &format!("superseded by rollout {id}"), by).await?;
+    }
     tx.commit().await?;
     Ok(id)
 }
@@ -217,7 +232,7 @@ pub async fn act(fleet: &Fleet, id: i64, action: Action, by: &str) -> Result<(),
         Action::RollBack => (
             "UPDATE rollouts SET state = 'rolled-back', paused_in = NULL,
                     why = 'rolled back by ' || $2
-             WHERE id = $1 AND state IN ('canary', 'fleet', 'complete', 'paused')",
+             WHERE id = $1 AND state IN ('canary', 'fleet', 'complete', 'paused', 'superseded')",
             "rolled back",
         ),
     };

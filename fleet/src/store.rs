@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/005_rollouts.sql"),
     include_str!("../migrations/006_remote_commands.sql"),
     include_str!("../migrations/007_kiosk_config.sql"),
+    include_str!("../migrations/008_superseded_rollouts.sql"),
 ];
 
 /// Any number, the same for every instance: the lock migrations run under.

@@ -538,3 +538,65 @@ fn one_plugins_failed_build_spares_anothers_and_a_build_rolled_back_late_is_neve
     wait_for(&db, &running(&original), "1");
     kiosk.stop();
 }
+
+#[test]
+fn a_kiosk_that_never_reports_does_not_hold_the_next_release_and_takes_only_the_newest() {
+    let world = World::new();
+    let db = FleetDb::new();
+    let server = FleetServer::start_with(&db, &["--heartbeat-secs", "1"]);
+    let jinan = world.jinan.fixed_text_address().to_string();
+    let mut kiosks: Vec<KioskProcess> = (1..=2)
+        .map(|n| KioskProcess::paired(&world, &db, &server, n, &jinan))
+        .collect();
+    kiosks[0].start();
+    let dir = world.plugins.dir.path();
+    let upload = |tag: &str| {
+        let build = rebuilt(dir, &world.files[2].1, tag, &world.plugins.key);
+        admin(&db, &["upload", build.to_str().unwrap(), "--by", "admin"])
+    };
+    let both = |sha: &str| {
+        admin(
+            &db,
+            &[
+                "rollout",
+                "create",
+                "--plugin",
+                "fixed-text",
+                "--build",
+                sha,
+                "--kiosk",
+                &kiosks[0].id,
+                "--kiosk",
+                &kiosks[1].id,
+                "--canary",
+                &kiosks[0].id,
+                "--by",
+                "admin",
+            ],
+        )
+    };
+    // The second kiosk is off: the first release passes its canary and waits for it.
+    let (first_sha, next_sha) = (upload("5.0"), upload("5.1"));
+    let first = both(&first_sha);
+    wait_for(&db, &state(&first), "fleet");
+    let next = both(&next_sha);
+    assert_eq!(db.sql(&state(&first)), "superseded");
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT what FROM rollout_events WHERE rollout_id = {first} ORDER BY id DESC LIMIT 1"
+        )),
+        format!("superseded by rollout {next}")
+    );
+    wait_for(&db, &state(&next), "fleet");
+    wait_for(&db, &running(&next_sha), "1");
+
+    // Back, it goes straight to the newest release.
+    kiosks[1].start();
+    wait_for(&db, &step(&next, &kiosks[1]), "active");
+    wait_for(&db, &state(&next), "complete");
+    assert_eq!(db.sql(&step(&first, &kiosks[1])), "none");
+    assert_eq!(kiosks[1].runs(&db), next_sha);
+    for k in &mut kiosks {
+        k.stop();
+    }
+}

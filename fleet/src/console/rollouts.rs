@@ -84,7 +84,7 @@ async fn render(
             let actions: &[(&str, &str)] = match s.state.as_str() {
                 "canary" | "fleet" => &[("pause", r.pause), ("rollback", r.roll_back)],
                 "paused" => &[("resume", r.resume), ("rollback", r.roll_back)],
-                "complete" => &[("rollback", r.roll_back)],
+                "complete" | "superseded" => &[("rollback", r.roll_back)],
                 _ => &[],
             };
             for (action, label) in actions {
@@ -181,6 +181,7 @@ fn state_word(r: &RolloutWords, state: &str) -> &'static str {
         "canary" => r.in_canary,
         "fleet" => r.in_fleet,
         "complete" => r.complete,
+        "superseded" => r.superseded,
         "paused" => r.paused,
         _ => r.rolled_back,
     }
@@ -390,6 +391,7 @@ pub struct RolloutWords {
     pub bytes: &'static str,
     pub uploaded: &'static str,
     pub new_rollout: &'static str,
+    pub superseded: &'static str,
     pub upload_build: &'static str,
     pub component: &'static str,
     pub signature: &'static str,
@@ -430,6 +432,7 @@ pub const ZH: RolloutWords = RolloutWords {
     bytes: "字节",
     uploaded: "上传",
     new_rollout: "新建发布",
+    superseded: "已被新发布取代",
     upload_build: "上传插件版本",
     component: "组件（.wasm）",
     signature: "签名（.sig）",
@@ -470,6 +473,7 @@ pub const EN: RolloutWords = RolloutWords {
     bytes: "Bytes",
     uploaded: "Uploaded",
     new_rollout: "New rollout",
+    superseded: "superseded",
     upload_build: "Upload a build",
     component: "Component (.wasm)",
     signature: "Signature (.sig)",
