@@ -61,24 +61,26 @@ pub enum BenchCommand {
     /// Credit writes onto each vendor's virtual card through pcscd: APDUs per step against the
     /// layout's minimum, and the time of a card session (identify, read, write, verify).
     Card {
-        /// The vpcd slot the virtual cards are inserted into.
-        #[arg(long, default_value = "127.0.0.1:35963")]
-        vpcd: SocketAddr,
+        /// The vpcd slot the virtual cards are inserted into (default: the rig's that
+        /// `./dev run` starts, else the system pcscd's 127.0.0.1:35963).
+        #[arg(long)]
+        vpcd: Option<SocketAddr>,
         /// The reader pcscd shows for that slot.
-        #[arg(long, default_value = "Virtual PCD 00 00")]
-        reader: String,
+        #[arg(long)]
+        reader: Option<String>,
         /// Sales per card.
         #[arg(long, default_value_t = 50)]
         rounds: usize,
     },
     /// Complete cash sales through every rig: host overhead per sale and fsyncs per sale.
     Sale {
-        /// The vpcd slot the virtual cards are inserted into.
-        #[arg(long, default_value = "127.0.0.1:35963")]
-        vpcd: SocketAddr,
+        /// The vpcd slot the virtual cards are inserted into (default: the rig's that
+        /// `./dev run` starts, else the system pcscd's 127.0.0.1:35963).
+        #[arg(long)]
+        vpcd: Option<SocketAddr>,
         /// The reader pcscd shows for that slot.
-        #[arg(long, default_value = "Virtual PCD 00 00")]
-        reader: String,
+        #[arg(long)]
+        reader: Option<String>,
         /// Sales per card type.
         #[arg(long, default_value_t = 30)]
         rounds: usize,
@@ -151,12 +153,18 @@ pub fn run(cmd: BenchCommand, config: &Path) -> anyhow::Result<ExitCode> {
             vpcd,
             reader,
             rounds,
-        } => sale::run(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
+        } => {
+            let (vpcd, reader) = card_slot(vpcd, reader)?;
+            sale::run(&KioskConfig::load(config)?, vpcd, &reader, rounds)?
+        }
         BenchCommand::Card {
             vpcd,
             reader,
             rounds,
-        } => bench_card(&KioskConfig::load(config)?, vpcd, &reader, rounds)?,
+        } => {
+            let (vpcd, reader) = card_slot(vpcd, reader)?;
+            bench_card(&KioskConfig::load(config)?, vpcd, &reader, rounds)?
+        }
         BenchCommand::Cash { notes } => bench_cash(notes)?,
         BenchCommand::Clearing { sales } => clearing::run(sales)?,
         BenchCommand::Ui { idle_secs } => ui::run(config, idle_secs)?,
@@ -329,6 +337,35 @@ impl CardChannel for Counting {
 enum BenchCard {
     Memory(Arc<Mutex<Sle4442>>),
     Cpu(Arc<Mutex<CpuCard>>),
+}
+
+/// Where the benches insert their virtual cards, and the reader that shows them: the one
+/// given; else the first slot of the rig's pcscd (`./dev run` starts it and names its port in
+/// `SELFVEND_VPCD_PORT`); else a system pcscd's vpcd at its packaged port.
+fn card_slot(
+    vpcd: Option<SocketAddr>,
+    reader: Option<String>,
+) -> anyhow::Result<(SocketAddr, String)> {
+    let rig = std::env::var("SELFVEND_VPCD_PORT").ok();
+    let (default_vpcd, default_reader) = match (&rig, vpcd) {
+        (Some(port), None) => {
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("SELFVEND_VPCD_PORT `{port}` is not a port"))?;
+            (
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "selfvend vpcd 00 00",
+            )
+        }
+        _ => (
+            SocketAddr::from(([127, 0, 0, 1], 35963)),
+            "Virtual PCD 00 00",
+        ),
+    };
+    Ok((
+        vpcd.unwrap_or(default_vpcd),
+        reader.unwrap_or_else(|| default_reader.to_string()),
+    ))
 }
 
 fn bench_card(
