@@ -102,20 +102,28 @@ pub enum CardRole {
     Tool,
 }
 
-/// A credit on the card that the meter has not taken yet.
+/// A credit on the card that the meter has not taken yet. In JSON its fields are the WIT's
+/// names (`amount-fen`, `energy-wh`), as in every card type here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct PendingCredit {
     pub purchase_count: u32,
+    #[serde(rename = "amount-fen")]
     pub amount: Fen,
+    #[serde(rename = "energy-wh")]
     pub energy: Wh,
 }
 
 /// What the meter wrote back onto the card.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ReturnData {
     pub meter_purchase_count: u32,
+    #[serde(rename = "remaining-fen")]
     pub remaining: Option<Fen>,
+    #[serde(rename = "remaining-wh")]
     pub remaining_energy: Option<Wh>,
+    #[serde(rename = "total-energy-wh")]
     pub total_energy: Option<Wh>,
     pub status_flags: Vec<String>,
     #[serde(serialize_with = "as_hex")]
@@ -124,6 +132,7 @@ pub struct ReturnData {
 
 /// Everything a codec reads off a card.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CardData {
     pub card_serial: String,
     pub utility_code: String,
@@ -189,4 +198,34 @@ pub enum CardError {
 
 fn as_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode_upper(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_json_uses_the_wit_names() {
+        let pending = PendingCredit {
+            purchase_count: 2,
+            amount: Fen(5000),
+            energy: Wh(8928),
+        };
+        assert_eq!(
+            serde_json::to_string(&pending).unwrap(),
+            r#"{"purchase-count":2,"amount-fen":5000,"energy-wh":8928}"#
+        );
+        let back = ReturnData {
+            meter_purchase_count: 1,
+            remaining: Some(Fen(120)),
+            remaining_energy: None,
+            total_energy: Some(Wh(99)),
+            status_flags: vec![],
+            raw: vec![0xAB],
+        };
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            r#"{"meter-purchase-count":1,"remaining-fen":120,"remaining-wh":null,"total-energy-wh":99,"status-flags":[],"raw":"AB"}"#
+        );
+    }
 }

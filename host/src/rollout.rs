@@ -32,6 +32,13 @@ const CARRIED_DIR: &str = "endorsements";
 /// The trust store a kiosk with `config` checks plugins against: its own, and the statements
 /// the fleet carried that its roots signed.
 pub fn trust_store(config: &KioskConfig) -> Result<TrustStore, crate::plugin::trust::TrustError> {
+    if let Err(cause) = std::fs::read_dir(&config.trust_dir) {
+        return Err(crate::plugin::trust::TrustError::NoTrustDir {
+            at: config.trust_dir_at.clone(),
+            dir: config.trust_dir.clone(),
+            cause,
+        });
+    }
     TrustStore::load_with_carried(
         &config.trust_dir,
         Some(&config.kiosk.data_dir.join(CARRIED_DIR)),
@@ -435,7 +442,7 @@ impl Rollouts {
         }
         let config = self.config();
         let dir = config.kiosk.data_dir.join(CARRIED_DIR);
-        let roots = match TrustStore::load(&config.trust_dir) {
+        let roots = match trust_store(&config) {
             Ok(trust) => trust.roots().to_vec(),
             Err(e) => return tracing::error!("endorsements: the trust store: {e}"),
         };

@@ -116,9 +116,32 @@ fn an_operator_watches_and_reads_meter_cards() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["codec"], "hengtai-sle4442");
-    assert_eq!(json["card"]["card_serial"], "3701000000000001");
-    assert_eq!(json["card"]["purchase_count"], 0);
+    assert_eq!(json["card-type"], "hengtai-sle4442-ht01");
+    assert_eq!(json["card"]["card-serial"], "3701000000000001");
+    assert_eq!(json["card"]["purchase-count"], 0);
     assert_eq!(json["card"]["pending"], serde_json::Value::Null);
+
+    // The codec's own log reaches the kiosk's log at debug, attributed to it.
+    let out = Command::new(selfvend_bin())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["card", "read", "--reader", &slot.reader])
+        .env("SELFVEND_LOG", "debug")
+        .output()
+        .unwrap();
+    // Without the log's colours.
+    let log: String = text(&out.stderr)
+        .split('\x1b')
+        .enumerate()
+        .map(|(i, part)| match (i, part.find('m')) {
+            (0, _) | (_, None) => part,
+            (_, Some(end)) => &part[end + 1..],
+        })
+        .collect();
+    assert!(
+        log.contains("plugin=hengtai-sle4442")
+            && log.contains("[debug] read card ************0001: purchase count 0"),
+        "{log}"
+    );
 
     // While another program holds the card, `card read` waits its turn instead of failing.
     let held = readers.connect(&slot.reader).unwrap();

@@ -127,7 +127,7 @@ fn read(config: &KioskConfig, reader: Option<&str>, json: bool) -> anyhow::Resul
         let out = serde_json::json!({
             "reader": reader,
             "codec": codec,
-            "card_type": found.identification.card_type,
+            "card-type": found.identification.card_type,
             "card": data,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

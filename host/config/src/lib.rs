@@ -51,6 +51,8 @@ pub struct KioskConfig {
     pub path: PathBuf,
     pub kiosk: Kiosk,
     pub trust_dir: PathBuf,
+    /// Where `[trust] dir` is set, `file:line`, for errors about the directory.
+    pub trust_dir_at: String,
     pub plugin_limits: PluginLimits,
     pub plugins: Vec<PluginEntry>,
     pub backends: Vec<BackendEntry>,
@@ -370,7 +372,7 @@ struct AcquirerFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Trust {
-    dir: PathBuf,
+    dir: Spanned<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -642,7 +644,12 @@ impl KioskConfig {
         Ok(KioskConfig {
             path: path.to_path_buf(),
             kiosk,
-            trust_dir: resolve(&file.trust.dir),
+            trust_dir: resolve(file.trust.dir.get_ref()),
+            trust_dir_at: format!(
+                "{}:{}",
+                path.display(),
+                line_of(text, file.trust.dir.span().start)
+            ),
             plugin_limits,
             plugins,
             backends,

@@ -205,7 +205,15 @@ fn import_allowed(kind: PluginKind, import: &str) -> bool {
 }
 
 fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), InspectError> {
-    let bad = |e: wasmparser::BinaryReaderError| InspectError::NotAComponent(e.to_string());
+    if !bytes.starts_with(b"\0asm") {
+        return Err(InspectError::NotAComponent(
+            "the file does not start with WebAssembly's magic bytes 00 61 73 6D".into(),
+        ));
+    }
+    // One line, never wasmparser's multi-line dump.
+    let bad = |e: wasmparser::BinaryReaderError| {
+        InspectError::NotAComponent(format!("{} at byte {}", e.message(), e.offset()))
+    };
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
@@ -213,7 +221,9 @@ fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), InspectEr
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
                     return Err(InspectError::NotAComponent(
-                        "a core module, not a component".into(),
+                        "a core module, not a component (build a component: for Rust, the \
+                         wasm32-wasip2 target)"
+                            .into(),
                     ));
                 }
                 depth += 1;
@@ -276,11 +286,17 @@ mod tests {
         let err = inspect(b"\0asm\x01\0\0\0").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "not a WebAssembly component: a core module, not a component"
+            "not a WebAssembly component: a core module, not a component (build a component: \
+             for Rust, the wasm32-wasip2 target)"
         );
-        assert!(matches!(
-            inspect(b"junk"),
-            Err(InspectError::NotAComponent(_))
-        ));
+        assert_eq!(
+            inspect(b"hello\n").unwrap_err().to_string(),
+            "not a WebAssembly component: the file does not start with WebAssembly's magic \
+             bytes 00 61 73 6D"
+        );
+        assert_eq!(
+            inspect(b"\0asm\x0d\0\x01\0\x07").unwrap_err().to_string(),
+            "not a WebAssembly component: unexpected end-of-file at byte 9"
+        );
     }
 }

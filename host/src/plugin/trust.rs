@@ -22,6 +22,12 @@ const SIGNATURE_TAG: &str = "selfvend-ed25519-signature";
 /// Why a key, signature or trust store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    #[error("{at}: `[trust] dir`: {dir}: {cause}")]
+    NoTrustDir {
+        at: String,
+        dir: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
@@ -98,6 +104,16 @@ pub struct Signer {
     pub name: String,
 }
 
+impl Signer {
+    /// What the kit's runtime records for a plugin it loaded without a signature.
+    pub fn unsigned() -> Self {
+        Signer {
+            key_id: KeyId([0; 8]),
+            name: "nobody (unsigned, loaded by the conformance kit)".into(),
+        }
+    }
+}
+
 impl fmt::Display for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (key {})", self.name, self.key_id)
@@ -141,6 +157,16 @@ fn files_with(dir: &Path, ext: &str, optional: bool) -> Result<Vec<PathBuf>, Tru
 }
 
 impl TrustStore {
+    /// A store that trusts nobody.
+    pub fn empty() -> Self {
+        TrustStore {
+            dir: PathBuf::new(),
+            keys: Vec::new(),
+            roots: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
     /// Loads every `*.pub` in `dir`, the root keys in `dir/roots`, and the vendor keys the
     /// `*.endorsement` files in `dir` prove the roots endorsed. A malformed key file is an
     /// error, not skipped; an endorsement that does not verify is refused (and logged), so a
