@@ -249,7 +249,7 @@ pub enum SaleStatus {
     Refused(Refusal),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteConfirmation {
     pub terminal_id: String,
     pub kiosk_serial: u64,

@@ -15,6 +15,7 @@ pub mod fleet_config;
 pub mod id003;
 pub mod journal;
 pub mod kiosk;
+pub mod kit;
 pub mod payment;
 pub mod pin_pad;
 pub mod plugin;

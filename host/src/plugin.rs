@@ -121,6 +121,8 @@ pub struct PluginRuntime {
     backend_linker: Linker<PluginState>,
     acquirer_linker: Linker<PluginState>,
     trust: TrustStore,
+    /// False only in the kit's runtime, which loads plugins nobody signed yet.
+    verify_signatures: bool,
     cache: CodeCache,
     limits: PluginLimits,
 }
@@ -167,9 +169,18 @@ impl PluginRuntime {
             backend_linker,
             acquirer_linker,
             trust,
+            verify_signatures: true,
             cache,
             limits,
         })
+    }
+
+    /// The conformance kit's runtime (`selfvend plugin test`): the kiosk's engine and limits,
+    /// but it loads plugins without checking a signature. A kiosk never builds one.
+    pub fn unsigned(cache_dir: &Path, limits: PluginLimits) -> Result<Self, PluginError> {
+        let mut runtime = Self::new(TrustStore::empty(), cache_dir, limits)?;
+        runtime.verify_signatures = false;
+        Ok(runtime)
     }
 
     pub fn trust(&self) -> &TrustStore {
@@ -186,7 +197,11 @@ impl PluginRuntime {
             path: path.to_path_buf(),
             cause,
         })?;
-        let signer = self.trust.verify(path, &bytes)?;
+        let signer = if self.verify_signatures {
+            self.trust.verify(path, &bytes)?
+        } else {
+            Signer::unsigned()
+        };
         let inspection = inspect::inspect(&bytes).map_err(|cause| PluginError::Refused {
             path: path.to_path_buf(),
             cause,
@@ -409,6 +424,11 @@ impl Plugin {
         self.inspection.kind
     }
 
+    /// The limits every call of this plugin runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
     /// A fresh card-codec instance for one customer session.
     pub fn card_session(&self) -> Result<CardCodecSession, PluginError> {
         let Pre::Card(pre) = &self.pre else {
@@ -467,7 +487,7 @@ impl Plugin {
         endpoint: Option<Endpoint>,
         security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
     ) -> Sandbox {
-        let log = PluginLog::new(self.limits.log_bytes);
+        let log = PluginLog::new(&self.name, self.limits.log_bytes);
         let state = PluginState {
             wasi: empty_wasi(&log),
             table: ResourceTable::new(),

@@ -5,6 +5,7 @@
 //! payments go to.
 
 pub mod acquirer;
+pub mod apdu;
 pub mod cpu_card;
 pub mod encryption_machine;
 pub mod escpos_printer;
