@@ -11,6 +11,8 @@ mod journal_cmd;
 mod kiosk_cmd;
 mod manual_cmd;
 mod plugin_cmd;
+mod plugin_new_cmd;
+mod plugin_test_cmd;
 mod printer_cmd;
 mod trust_cmd;
 

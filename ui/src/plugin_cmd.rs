@@ -39,10 +39,18 @@ pub enum PluginCommand {
         trust: Option<PathBuf>,
         plugin: PathBuf,
     },
+    /// The conformance kit: run the plugin on the kiosk's runtime against a virtual card or a
+    /// scripted backend, and report each check; exits non-zero when one fails.
+    Test(Box<crate::plugin_test_cmd::TestArgs>),
+    /// Start a plugin project that builds with the command in its README:
+    /// `--kind card-codec --lang rust|python|js DIR`.
+    New(crate::plugin_new_cmd::NewArgs),
 }
 
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PluginCommand::Test(args) => return crate::plugin_test_cmd::run(*args),
+        PluginCommand::New(args) => crate::plugin_new_cmd::run(args)?,
         PluginCommand::Keygen { out, name } => {
             let key = SecretKey::generate(&name);
             let public = key.write(&out)?;
@@ -97,7 +105,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 /// Loads the config and every plugin it names, reporting each.
 pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
     let config = KioskConfig::load(config)?;
-    let trust = TrustStore::load(&config.trust_dir)?;
+    let trust = selfvend_host::rollout::trust_store(&config)?;
     let runtime = PluginRuntime::new(
         trust,
         &config.plugin_cache_dir(),
