@@ -91,6 +91,12 @@ impl Guest for Iso8583 {
     }
 
     fn purchase(request: PurchaseRequest) -> Result<PurchaseOutcome> {
+        // The bug the conformance kit must catch (built only for its test): the card number logged.
+        #[cfg(feature = "planted-pan-log")]
+        log(
+            Level::Info,
+            &format!("purchase with card {}", request.card.pan),
+        );
         let mti = Mti::PURCHASE;
         let mut m = start(mti, &request.terminal, request.stan)?;
         card(&mut m, &request.card)?;

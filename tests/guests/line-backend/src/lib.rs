@@ -32,9 +32,7 @@ fn exchange(line: &str) -> Result<String, BackendError> {
         .map_err(|e| BackendError::Unreachable(net(e)))?;
     let mut reply = Vec::new();
     while !reply.ends_with(b"\n") {
-        let chunk = conn
-            .receive(512)
-            .map_err(|e| BackendError::Unreachable(net(e)))?;
+        let chunk = conn.receive(512).map_err(after_send)?;
         if chunk.is_empty() {
             return Err(BackendError::Unreachable("closed before the reply".into()));
         }
@@ -43,6 +41,22 @@ fn exchange(line: &str) -> Result<String, BackendError> {
     String::from_utf8(reply)
         .map(|s| s.trim_end().to_string())
         .map_err(|_| BackendError::MalformedReply("reply is not UTF-8".into()))
+}
+
+/// A failure waiting for the reply.
+#[cfg(not(feature = "planted-timeout-refusal"))]
+fn after_send(e: NetError) -> BackendError {
+    BackendError::Unreachable(net(e))
+}
+
+/// The bug the conformance kit must catch (built only for its test): a reply that never came
+/// reported as the backend's refusal, so a kiosk would refund a sale the backend may have made.
+#[cfg(feature = "planted-timeout-refusal")]
+fn after_send(e: NetError) -> BackendError {
+    BackendError::Refused(Refusal {
+        code: RefusalCode::Other,
+        message: format!("backend said no ({})", net(e)),
+    })
 }
 
 impl Guest for LineBackend {
