@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use selfvend_host::card::{
-    AuthRequest, AuthorityError, CardAuthority, CardError, CreditGrant, VerifyOutcome,
+    AuthRequest, AuthorityError, CardAuthority, CardChannel, CardError, ChannelError, CreditGrant,
+    ReaderKind, VerifyOutcome,
 };
 use selfvend_host::money::{Fen, Wh};
 use selfvend_host::plugin::{
@@ -225,6 +226,40 @@ fn a_stderr_flood_is_bounded_and_harmless() {
         log.trim_end().ends_with("more bytes dropped]"),
         "no drop note"
     );
+}
+
+/// A card behind a slow reader: every APDU takes `delay`.
+struct SlowCard {
+    inner: Arc<Mutex<RecordCard>>,
+    delay: Duration,
+}
+
+impl CardChannel for SlowCard {
+    fn atr(&self) -> Vec<u8> {
+        self.inner.lock().unwrap().atr()
+    }
+
+    fn reader_kind(&self) -> ReaderKind {
+        ReaderKind::Contact
+    }
+
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        std::thread::sleep(self.delay);
+        self.inner.lock().unwrap().transmit(command)
+    }
+}
+
+#[test]
+fn time_waiting_on_a_slow_card_is_not_counted_against_the_codec() {
+    let rig = rig();
+    // One APDU longer than the codec's whole 300 ms deadline.
+    let slow: SharedCard = Arc::new(Mutex::new(SlowCard {
+        inner: RecordCard::shared(b"plain", "CARD-1|4101|C-77|M-88|3"),
+        delay: Duration::from_millis(450),
+    }));
+    let data = rig.plain.card_session().unwrap().read(&slow).unwrap();
+    assert_eq!(data.card_serial, "CARD-1");
+    assert_eq!(data.purchase_count, 3);
 }
 
 #[test]

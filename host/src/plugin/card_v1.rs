@@ -80,7 +80,8 @@ impl channel::HostCardChannel for PluginState {
                 "more than {MAX_APDUS_PER_CALL} APDUs in one call"
             ))));
         }
-        let result = lock(&card).transmit(&command);
+        // Time at the card (a slow reader, a long command) is the card's, not the codec's.
+        let result = self.waiting(|_| lock(&card).transmit(&command));
         Ok(result.map_err(|e| match e {
             host::ChannelError::CardRemoved => types::ChannelError::CardRemoved,
             host::ChannelError::ReaderFault(s) => types::ChannelError::ReaderFault(s),
@@ -108,7 +109,7 @@ impl authority::HostCardAuthority for PluginState {
             )));
         }
         self.psc_granted = true;
-        let result = lock(&authority).card_password();
+        let result = self.waiting(|_| lock(&authority).card_password());
         Ok(result.map_err(authority_error))
     }
 
@@ -129,7 +130,8 @@ impl authority::HostCardAuthority for PluginState {
             challenge: request.challenge,
             data: request.data,
         };
-        let result = lock(&authority).authenticate(request);
+        // The backend's round trip to its encryption machine is the network's time.
+        let result = self.waiting(|_| lock(&authority).authenticate(request));
         Ok(result.map_err(authority_error))
     }
 

@@ -19,8 +19,8 @@
 // `list<u8>` is a Uint8Array; u64 is a BigInt on the way in and may be a Number or BigInt on the
 // way out; variants are `{ tag, val }`. Errors: an imported function's `result` error is thrown
 // as an Error whose `payload` is the variant; a `result` you return is a variant you throw,
-// `{ tag, val }` of the function's own error type. Anything else thrown (a channel error let
-// through, a TypeError) traps the instance.
+// `{ tag, val }` of the function's own error type. Anything else thrown traps the instance: a
+// TypeError, or a channel error let through whose case no card-error shares (`refused`).
 
 import { log } from "selfvend:card/log@1.0.0";
 
