@@ -498,6 +498,7 @@ impl Plugin {
             log,
             psc_granted: false,
             apdus_this_call: 0,
+            authentications_this_call: 0,
             endpoint,
             security,
             open_connections: 0,
@@ -553,6 +554,9 @@ pub struct PluginState {
     /// The card's PSC was handed out in this session: never again.
     psc_granted: bool,
     apdus_this_call: u32,
+    /// Requests to the utility's encryption machine in this call: bounded, since their time is
+    /// off the plugin's clock.
+    authentications_this_call: u32,
     endpoint: Option<Endpoint>,
     /// What MACs an acquirer dialect's messages (the PIN pad); none for other kinds.
     security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
@@ -639,6 +643,7 @@ impl Sandbox {
         {
             let state = self.store.data_mut();
             state.apdus_this_call = 0;
+            state.authentications_this_call = 0;
             state.wire = WireRecord::default();
             state.call_started = Instant::now();
             state.host_wait = Duration::ZERO;

@@ -74,6 +74,12 @@ impl channel::HostCardChannel for PluginState {
                 command.len()
             ))));
         }
+        if self.host_wait > MAX_WAIT_PER_CALL {
+            return Ok(Err(types::ChannelError::Refused(format!(
+                "the card and the authority have taken over {} s in this call",
+                MAX_WAIT_PER_CALL.as_secs()
+            ))));
+        }
         self.apdus_this_call += 1;
         if self.apdus_this_call > MAX_APDUS_PER_CALL {
             return Ok(Err(types::ChannelError::Refused(format!(
@@ -130,6 +136,16 @@ impl authority::HostCardAuthority for PluginState {
             challenge: request.challenge,
             data: request.data,
         };
+        self.authentications_this_call += 1;
+        if self.authentications_this_call > MAX_AUTHENTICATIONS_PER_CALL
+            || self.host_wait > MAX_WAIT_PER_CALL
+        {
+            return Ok(Err(authority::AuthorityError::NotAllowed(format!(
+                "more than {MAX_AUTHENTICATIONS_PER_CALL} authentications, or {} s of waiting, in \
+                 one call",
+                MAX_WAIT_PER_CALL.as_secs()
+            ))));
+        }
         // The backend's round trip to its encryption machine is the network's time.
         let result = self.waiting(|_| lock(&authority).authenticate(request));
         Ok(result.map_err(authority_error))
@@ -158,6 +174,11 @@ impl log::Host for PluginState {
 const MAX_APDU: usize = 4096 + 7;
 /// A bound on APDUs per call, so a codec cannot keep a card busy without end.
 const MAX_APDUS_PER_CALL: u32 = 4096;
+/// A bound on encryption-machine requests per call (a CPU card's write needs a few), so a codec
+/// cannot keep the backend busy without end.
+const MAX_AUTHENTICATIONS_PER_CALL: u32 = 32;
+/// Time at the card and the authority one call may spend: off the plugin's clock, but bounded.
+const MAX_WAIT_PER_CALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
