@@ -57,19 +57,15 @@ fn tool_path() -> String {
     format!("{tools}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
-/// `selfvend plugin new` into `parent/name`.
+/// `selfvend plugin new --kind card-codec` into `parent/name`.
 fn scaffold(parent: &Path, lang: &str, name: &str) -> PathBuf {
+    scaffold_kind(parent, "card-codec", lang, name)
+}
+
+fn scaffold_kind(parent: &Path, kind: &str, lang: &str, name: &str) -> PathBuf {
     let out = selfvend_in(
         parent,
-        &[
-            "plugin",
-            "new",
-            "--kind",
-            "card-codec",
-            "--lang",
-            lang,
-            name,
-        ],
+        &["plugin", "new", "--kind", kind, "--lang", lang, name],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     parent.join(name)
@@ -81,6 +77,18 @@ fn readme_build_command(dir: &Path) -> String {
     let build = readme.split("## Build").nth(1).expect("a Build section");
     let block = build.split("```sh\n").nth(1).expect("a sh block");
     block.split("```").next().unwrap().trim().to_string()
+}
+
+/// The arguments of the README's `selfvend plugin test` command, as the vendor would copy it.
+fn readme_kit_args(dir: &Path) -> Vec<String> {
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let test = readme.split("## Test").nth(1).expect("a Test section");
+    let block = test.split("```sh\n").nth(1).expect("a sh block");
+    let command = block.split("```").next().unwrap().trim();
+    let args = command
+        .strip_prefix("selfvend plugin test ")
+        .unwrap_or_else(|| panic!("the README's test command is {command:?}"));
+    args.split_whitespace().map(str::to_string).collect()
 }
 
 fn run_in(dir: &Path, command: &str) {
@@ -120,6 +128,9 @@ fn build(dir: &Path, lang: &str) -> PathBuf {
         _ => dir.join(format!("{name}.wasm")),
     }
 }
+
+/// The scaffold's test terminal master key, as its acquirer README gives it.
+const MASTER_KEY: &str = "44454D4F2D544553542D4F4E4C592D4B";
 
 const KIT_CARD: [&str; 8] = [
     "--memory",
@@ -176,6 +187,114 @@ fn a_new_card_codec_in_each_language_builds_with_its_own_command_and_passes_the_
     let package = std::fs::read_to_string(parent.path().join("acme-js/package.json")).unwrap();
     assert!(package.contains("\"@bytecodealliance/componentize-js\": \"0.23.0\""));
     assert!(package.contains("--disable http fetch-event"));
+}
+
+#[test]
+fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_passes_the_kit() {
+    let parent = tempfile::tempdir().unwrap();
+    for (kind, wit, checks) in [
+        ("backend-dialect", "wit/backend.wit", 18),
+        ("acquirer-dialect", "wit/payment.wit", 13),
+    ] {
+        for lang in ["rust", "python", "js"] {
+            let name = format!("{}-{lang}", &kind[..kind.find('-').unwrap()]);
+            let dir = scaffold_kind(parent.path(), kind, lang, &name);
+            for file in ["README.md", ".gitignore", wit, "kit/transcript.toml"] {
+                assert!(dir.join(file).is_file(), "{name}: no {file}");
+            }
+            let wasm = build(&dir, lang);
+            let stem = wasm.file_stem().unwrap().to_string_lossy().into_owned();
+            // The README's own test command, on the component its build command wrote.
+            let args = readme_kit_args(&dir);
+            let file = wasm.file_name().unwrap().to_string_lossy();
+            assert!(
+                args[0].ends_with(&*file),
+                "{name}: the README tests {}",
+                args[0]
+            );
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let path = wasm.to_string_lossy().into_owned();
+            args[0] = &path;
+            let (passed, report) = kit(&dir, &args);
+            assert!(passed, "{name}: {report:#}");
+            assert_eq!(
+                report["summary"],
+                format!("PASS {stem}: all {checks} checks passed")
+            );
+            if kind == "backend-dialect" {
+                assert!(
+                    check(&report, "sale replayed")["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("purchase_count: 1, amount: Fen(5000), energy: Wh(89285)"),
+                    "{name}: {report:#}"
+                );
+                assert!(
+                    check(&report, "every call implemented or not-supported")["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("quote not-supported, bill-query not-supported"),
+                    "{name}: {report:#}"
+                );
+                // A malformed reply names its field.
+                let transcript = std::fs::read_to_string(dir.join("kit/transcript.toml")).unwrap();
+                let from = "|A|0|56|0\\n";
+                assert!(transcript.contains(from), "{transcript}");
+                std::fs::write(
+                    dir.join("bad.toml"),
+                    transcript.replace(from, "|A|x|56|0\\n"),
+                )
+                .unwrap();
+                let (passed, report) = kit(&dir, &[&path, "--transcript", "bad.toml"]);
+                assert!(!passed);
+                let detail = check(&report, "account-query replayed")["detail"]
+                    .as_str()
+                    .unwrap();
+                assert!(
+                    detail.starts_with(
+                        "the recorded reply gave malformed-reply: ACCOUNT reply, field 7 \
+                         (purchase count): "
+                    ) && (detail.ends_with("x\" is not a number")
+                        || detail.ends_with("x' is not a number")),
+                    "{name}: {detail}"
+                );
+            } else {
+                assert_eq!(
+                    check(&report, "purchase replayed")["detail"],
+                    "success (Approved(Approval { rrn: \"612345678901\", auth_code: \"A12345\", \
+                     amount: Fen(5000), acquirer_time: \"1207093012\" }))",
+                    "{name}"
+                );
+                assert_eq!(check(&report, "no card data in the log")["passed"], true);
+                // A reply whose MAC does not verify may not be the acquirer's: the purchase's
+                // outcome is unknown, and the kiosk reverses it.
+                let transcript = std::fs::read_to_string(dir.join("kit/transcript.toml")).unwrap();
+                let from = "1207093012|D0B99A2964303EFD";
+                assert!(transcript.contains(from), "{transcript}");
+                std::fs::write(
+                    dir.join("bad.toml"),
+                    transcript.replace(from, "1207093012|D0B99A2964303EFE"),
+                )
+                .unwrap();
+                let (passed, report) = kit(
+                    &dir,
+                    &[
+                        &path,
+                        "--master-key",
+                        MASTER_KEY,
+                        "--transcript",
+                        "bad.toml",
+                    ],
+                );
+                assert!(!passed);
+                assert_eq!(
+                    check(&report, "purchase replayed")["detail"],
+                    "the recorded reply gave outcome-unknown: SALE: the reply's MAC does not verify",
+                    "{name}"
+                );
+            }
+        }
+    }
 }
 
 /// Plants `bug` (a text replacement) in a fresh Rust scaffold, builds it, runs the kit.

@@ -1,5 +1,6 @@
 //! `selfvend plugin new`: a vendor's project that builds into a component straight away, with
-//! the WIT of this host, a card for the conformance kit and a README of the commands.
+//! the WIT of this host, a sample file for the conformance kit (a card image or a transcript)
+//! and a README of the commands.
 
 use std::path::{Path, PathBuf};
 
@@ -13,10 +14,8 @@ pub const COMPONENTIZE_JS: &str = "0.23.0";
 /// wit-bindgen from crates.io, as selfvend's own plugins use it.
 const WIT_BINDGEN: &str = "0.61";
 
-const CARD_WIT: &str = include_str!("../../wit/card/card.wit");
-const CARD_HEX: &str = include_str!("../templates/card-codec/card.hex");
-const USED_CARD_HEX: &str = include_str!("../templates/card-codec/used-card.hex");
-const CARD_README: &str = include_str!("../templates/card-codec/README.md");
+const BACKEND_WIT: &str = include_str!("../../wit/backend/backend.wit");
+const BACKEND_1_0_WIT: &str = include_str!("../../wit/backend-1.0/backend.wit");
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
@@ -43,14 +42,8 @@ pub struct NewArgs {
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
-    if args.kind != Kind::CardCodec {
-        bail!(
-            "`plugin new` scaffolds card codecs only so far; a dialect is written from its WIT \
-             (wit/backend, wit/payment) as docs/vendors/README.md describes"
-        );
-    }
     let name = plugin_name(&args.dir)?;
-    let files = card_codec(&name, args.lang);
+    let files = project(&name, args.kind, args.lang);
     create_empty(&args.dir)?;
     for (path, text) in &files {
         let path = args.dir.join(path);
@@ -61,9 +54,10 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "created {} ({} card codec {name}); see {}",
+        "created {} ({} {} {name}); see {}",
         args.dir.display(),
         lang_name(args.lang),
+        kind_name(args.kind),
         args.dir.join("README.md").display()
     );
     Ok(())
@@ -113,8 +107,83 @@ fn lang_name(lang: Lang) -> &'static str {
     }
 }
 
-/// The files of a card codec project, by path.
-fn card_codec(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::CardCodec => "card codec",
+        Kind::BackendDialect => "backend dialect",
+        Kind::AcquirerDialect => "acquirer dialect",
+    }
+}
+
+/// What differs between the kinds: the world, its WIT files and the kit's sample files.
+struct Template {
+    world: &'static str,
+    readme: &'static str,
+    wit: Vec<(&'static str, &'static str)>,
+    kit: Vec<(&'static str, &'static str)>,
+    rust: &'static str,
+    python: &'static str,
+    js: &'static str,
+}
+
+fn template(kind: Kind) -> Template {
+    match kind {
+        Kind::CardCodec => Template {
+            world: "card-codec",
+            readme: include_str!("../templates/card-codec/README.md"),
+            wit: vec![("wit/card.wit", include_str!("../../wit/card/card.wit"))],
+            kit: vec![
+                (
+                    "kit/card.hex",
+                    include_str!("../templates/card-codec/card.hex"),
+                ),
+                (
+                    "kit/used-card.hex",
+                    include_str!("../templates/card-codec/used-card.hex"),
+                ),
+            ],
+            rust: include_str!("../templates/card-codec/rust/lib.rs"),
+            python: include_str!("../templates/card-codec/python/app.py"),
+            js: include_str!("../templates/card-codec/js/app.js"),
+        },
+        Kind::BackendDialect => Template {
+            world: "backend-dialect",
+            readme: include_str!("../templates/backend-dialect/README.md"),
+            wit: vec![("wit/backend.wit", BACKEND_WIT)],
+            kit: vec![(
+                "kit/transcript.toml",
+                include_str!("../templates/backend-dialect/transcript.toml"),
+            )],
+            rust: include_str!("../templates/backend-dialect/rust/lib.rs"),
+            python: include_str!("../templates/backend-dialect/python/app.py"),
+            js: include_str!("../templates/backend-dialect/js/app.js"),
+        },
+        Kind::AcquirerDialect => Template {
+            world: "acquirer-dialect",
+            readme: include_str!("../templates/acquirer-dialect/README.md"),
+            // The payment package imports the connection and log of selfvend:backend@1.0.0.
+            wit: vec![
+                (
+                    "wit/payment.wit",
+                    include_str!("../../wit/payment/payment.wit"),
+                ),
+                ("wit/deps/backend/backend.wit", BACKEND_1_0_WIT),
+            ],
+            kit: vec![(
+                "kit/transcript.toml",
+                include_str!("../templates/acquirer-dialect/transcript.toml"),
+            )],
+            rust: include_str!("../templates/acquirer-dialect/rust/lib.rs"),
+            python: include_str!("../templates/acquirer-dialect/python/app.py"),
+            js: include_str!("../templates/acquirer-dialect/js/app.js"),
+        },
+    }
+}
+
+/// The files of a project, by path.
+fn project(name: &str, kind: Kind, lang: Lang) -> Vec<(&'static str, String)> {
+    let template = template(kind);
+    let world = template.world;
     let snake = name.replace('-', "_");
     let wasm = match lang {
         Lang::Rust => format!("target/wasm32-wasip2/release/{snake}.wasm"),
@@ -133,7 +202,7 @@ fn card_codec(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
                  `python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY} \
                  && . .venv/bin/activate`."
             ),
-            format!("componentize-py -d wit -w card-codec componentize app -o {wasm}"),
+            format!("componentize-py -d wit -w {world} componentize app -o {wasm}"),
         ),
         Lang::Js => (
             "app.js",
@@ -148,6 +217,7 @@ fn card_codec(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
     };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
+            .replace("{{world}}", world)
             .replace("{{wasm}}", &wasm)
             .replace("{{language}}", lang_name(lang))
             .replace("{{source}}", source)
@@ -156,49 +226,37 @@ fn card_codec(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
             .replace("{{componentize_js}}", COMPONENTIZE_JS)
             .replace("{{wit_bindgen}}", WIT_BINDGEN)
     };
-    let mut files = vec![
-        ("README.md", fill(CARD_README)),
-        ("wit/card.wit", CARD_WIT.to_string()),
-        ("kit/card.hex", CARD_HEX.to_string()),
-        ("kit/used-card.hex", USED_CARD_HEX.to_string()),
-    ];
+    let mut files = vec![("README.md", fill(template.readme))];
+    files.extend(template.wit.iter().map(|(p, t)| (*p, t.to_string())));
+    files.extend(template.kit.iter().map(|(p, t)| (*p, t.to_string())));
     match lang {
         Lang::Rust => {
             files.push((
                 "Cargo.toml",
-                fill(include_str!("../templates/card-codec/rust/Cargo.toml")),
+                fill(include_str!("../templates/common/rust/Cargo.toml")),
             ));
-            files.push((
-                "src/lib.rs",
-                fill(include_str!("../templates/card-codec/rust/lib.rs")),
-            ));
+            files.push(("src/lib.rs", fill(template.rust)));
             files.push((
                 ".gitignore",
-                fill(include_str!("../templates/card-codec/rust/gitignore")),
+                fill(include_str!("../templates/common/rust/gitignore")),
             ));
         }
         Lang::Python => {
-            files.push((
-                "app.py",
-                fill(include_str!("../templates/card-codec/python/app.py")),
-            ));
+            files.push(("app.py", fill(template.python)));
             files.push((
                 ".gitignore",
-                fill(include_str!("../templates/card-codec/python/gitignore")),
+                fill(include_str!("../templates/common/python/gitignore")),
             ));
         }
         Lang::Js => {
-            files.push((
-                "app.js",
-                fill(include_str!("../templates/card-codec/js/app.js")),
-            ));
+            files.push(("app.js", fill(template.js)));
             files.push((
                 "package.json",
-                fill(include_str!("../templates/card-codec/js/package.json")),
+                fill(include_str!("../templates/common/js/package.json")),
             ));
             files.push((
                 ".gitignore",
-                fill(include_str!("../templates/card-codec/js/gitignore")),
+                fill(include_str!("../templates/common/js/gitignore")),
             ));
         }
     }
