@@ -14,6 +14,7 @@ pub mod trust;
 
 mod acquirer;
 mod backend_v1;
+mod bounded_sleep;
 mod card_v1;
 mod payment_v1;
 
@@ -150,16 +151,13 @@ impl PluginRuntime {
         let cache = CodeCache::open(cache_dir, &engine)?;
         let link_err =
             |e: wasmtime::Error| PluginError::Engine(format!("linking host functions: {e}"));
-        let mut card_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut card_linker).map_err(link_err)?;
+        let mut card_linker = bounded_sleep::wasi_linker(&engine).map_err(link_err)?;
         card_v1::CardCodec::add_to_linker::<_, HasSelf<_>>(&mut card_linker, |s| s)
             .map_err(link_err)?;
-        let mut backend_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut backend_linker).map_err(link_err)?;
+        let mut backend_linker = bounded_sleep::wasi_linker(&engine).map_err(link_err)?;
         backend_v1::BackendDialect::add_to_linker::<_, HasSelf<_>>(&mut backend_linker, |s| s)
             .map_err(link_err)?;
-        let mut acquirer_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut acquirer_linker).map_err(link_err)?;
+        let mut acquirer_linker = bounded_sleep::wasi_linker(&engine).map_err(link_err)?;
         payment_v1::AcquirerDialect::add_to_linker::<_, HasSelf<_>>(&mut acquirer_linker, |s| s)
             .map_err(link_err)?;
         Ok(PluginRuntime {
@@ -503,20 +501,17 @@ impl Plugin {
             security,
             open_connections: 0,
             wire: WireRecord::default(),
+            call: "instantiate",
             call_started: Instant::now(),
             host_wait: Duration::ZERO,
+            session_wait: Duration::ZERO,
             budget: self.limits.call_deadline,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.cap);
-        store.epoch_deadline_callback(|ctx| {
-            let s = ctx.data();
-            let own_time = s.call_started.elapsed().saturating_sub(s.host_wait);
-            if own_time >= s.budget {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(ticks(s.budget - own_time)))
-            }
+        store.epoch_deadline_callback(|ctx| match ctx.data().time_left() {
+            Duration::ZERO => Ok(UpdateDeadline::Interrupt),
+            left => Ok(UpdateDeadline::Continue(ticks(left))),
         });
         Sandbox {
             store,
@@ -562,9 +557,13 @@ pub struct PluginState {
     security: Option<Arc<Mutex<dyn crate::payment::Security>>>,
     open_connections: usize,
     wire: WireRecord,
+    /// The export being called, for the host's limits and their messages.
+    call: &'static str,
     call_started: Instant,
     /// Time this call spent waiting on the card or the backend, not running plugin code.
     host_wait: Duration,
+    /// `host_wait` over every call of this session.
+    session_wait: Duration,
     budget: Duration,
 }
 
@@ -574,7 +573,14 @@ impl PluginState {
         let started = Instant::now();
         let r = f(self);
         self.host_wait += started.elapsed();
+        self.session_wait += started.elapsed();
         r
+    }
+
+    /// What is left of this call's deadline: its own time, not its time waiting on the host.
+    fn time_left(&self) -> Duration {
+        let own_time = self.call_started.elapsed().saturating_sub(self.host_wait);
+        self.budget.saturating_sub(own_time)
     }
 }
 
@@ -645,6 +651,7 @@ impl Sandbox {
             state.apdus_this_call = 0;
             state.authentications_this_call = 0;
             state.wire = WireRecord::default();
+            state.call = call;
             state.call_started = Instant::now();
             state.host_wait = Duration::ZERO;
         }

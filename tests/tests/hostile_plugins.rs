@@ -128,6 +128,24 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
 }
 
 #[test]
+fn a_sleep_is_cut_at_the_deadline_not_when_the_plugin_wakes() {
+    let rig = rig();
+    let started = Instant::now();
+    // The guest asks for an hour: a blocking wait the epoch cannot interrupt.
+    let err = hostile(&rig, "sleep").unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.to_string(),
+        "plugin hostile-card: identify ran past its 300 ms deadline and was stopped"
+    );
+    plain_still_works(&rig);
+}
+
+#[test]
 fn a_memory_bomb_is_stopped_at_the_cap() {
     let rig = rig();
     let err = hostile(&rig, "grow-memory").unwrap_err();
@@ -260,6 +278,33 @@ fn time_waiting_on_a_slow_card_is_not_counted_against_the_codec() {
     let data = rig.plain.card_session().unwrap().read(&slow).unwrap();
     assert_eq!(data.card_serial, "CARD-1");
     assert_eq!(data.purchase_count, 3);
+}
+
+/// What the hostile codec's `identify` reported after flooding the card with APDUs.
+fn flood_report(card: &SharedCard) -> String {
+    let rig = rig();
+    match rig.hostile.card_session().unwrap().identify(card) {
+        Err(CodecError::Card(CardError::Malformed(report))) => report,
+        other => panic!("identify gave {other:?}"),
+    }
+}
+
+#[test]
+fn identify_is_bounded_to_64_apdus_and_5_s_at_the_card() {
+    // Every codec runs identify on every card: one that never stops cannot hold the reader.
+    assert_eq!(
+        flood_report(&card("apdu-flood")),
+        "64 APDUs answered, then ChannelError::Refused(\"more than 64 APDUs in identify\")"
+    );
+    let slow: SharedCard = Arc::new(Mutex::new(SlowCard {
+        inner: RecordCard::shared(b"apdu-flood", "CARD-1|4101|C-77|M-88|3"),
+        delay: Duration::from_secs(1),
+    }));
+    assert_eq!(
+        flood_report(&slow),
+        "5 APDUs answered, then ChannelError::Refused(\"the card and the authority have taken \
+         over 5 s in identify\")"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! between its generated types and the host's own (`crate::card`).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::component::Resource;
 
@@ -74,16 +75,15 @@ impl channel::HostCardChannel for PluginState {
                 command.len()
             ))));
         }
-        if self.host_wait > MAX_WAIT_PER_CALL {
-            return Ok(Err(types::ChannelError::Refused(format!(
-                "the card and the authority have taken over {} s in this call",
-                MAX_WAIT_PER_CALL.as_secs()
-            ))));
+        if let Some(spent) = self.wait_spent() {
+            return Ok(Err(types::ChannelError::Refused(spent)));
         }
+        let budget = WaitBudget::of(self.call);
         self.apdus_this_call += 1;
-        if self.apdus_this_call > MAX_APDUS_PER_CALL {
+        if self.apdus_this_call > budget.apdus {
             return Ok(Err(types::ChannelError::Refused(format!(
-                "more than {MAX_APDUS_PER_CALL} APDUs in one call"
+                "more than {} APDUs in {}",
+                budget.apdus, self.call
             ))));
         }
         // Time at the card (a slow reader, a long command) is the card's, not the codec's.
@@ -114,6 +114,9 @@ impl authority::HostCardAuthority for PluginState {
                 "the PSC was already given once in this session".into(),
             )));
         }
+        if let Some(spent) = self.wait_spent() {
+            return Ok(Err(authority::AuthorityError::NotAllowed(spent)));
+        }
         self.psc_granted = true;
         let result = self.waiting(|_| lock(&authority).card_password());
         Ok(result.map_err(authority_error))
@@ -136,14 +139,14 @@ impl authority::HostCardAuthority for PluginState {
             challenge: request.challenge,
             data: request.data,
         };
+        if let Some(spent) = self.wait_spent() {
+            return Ok(Err(authority::AuthorityError::NotAllowed(spent)));
+        }
         self.authentications_this_call += 1;
-        if self.authentications_this_call > MAX_AUTHENTICATIONS_PER_CALL
-            || self.host_wait > MAX_WAIT_PER_CALL
-        {
+        if self.authentications_this_call > MAX_AUTHENTICATIONS_PER_CALL {
             return Ok(Err(authority::AuthorityError::NotAllowed(format!(
-                "more than {MAX_AUTHENTICATIONS_PER_CALL} authentications, or {} s of waiting, in \
-                 one call",
-                MAX_WAIT_PER_CALL.as_secs()
+                "more than {MAX_AUTHENTICATIONS_PER_CALL} authentications in {}",
+                self.call
             ))));
         }
         // The backend's round trip to its encryption machine is the network's time.
@@ -172,13 +175,61 @@ impl log::Host for PluginState {
 
 /// The longest APDU a codec may send (extended length).
 const MAX_APDU: usize = 4096 + 7;
-/// A bound on APDUs per call, so a codec cannot keep a card busy without end.
-const MAX_APDUS_PER_CALL: u32 = 4096;
 /// A bound on encryption-machine requests per call (a CPU card's write needs a few), so a codec
 /// cannot keep the backend busy without end.
 const MAX_AUTHENTICATIONS_PER_CALL: u32 = 32;
-/// Time at the card and the authority one call may spend: off the plugin's clock, but bounded.
-const MAX_WAIT_PER_CALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Time at the card and the authority all of one card session's calls may spend.
+const MAX_WAIT_PER_SESSION: Duration = Duration::from_secs(120);
+
+/// What one codec call may spend at the card and the utility's authority. That time is off the
+/// codec's clock, so it is bounded here instead: tightly for `identify`, which every codec runs
+/// on every card, more for reading, most for writing a credit. The bounds are checked before
+/// each APDU or request; the one in flight is bounded by the reader's and the backend's own
+/// timeouts.
+struct WaitBudget {
+    apdus: u32,
+    wait: Duration,
+}
+
+impl WaitBudget {
+    fn of(call: &str) -> WaitBudget {
+        match call {
+            "identify" => WaitBudget {
+                apdus: 64,
+                wait: Duration::from_secs(5),
+            },
+            "write-credit" => WaitBudget {
+                apdus: 4096,
+                wait: Duration::from_secs(30),
+            },
+            _ => WaitBudget {
+                apdus: 1024,
+                wait: Duration::from_secs(15),
+            },
+        }
+    }
+}
+
+impl PluginState {
+    /// Why no more waiting on the card or the authority is allowed, if the call's or the
+    /// session's budget is spent.
+    fn wait_spent(&self) -> Option<String> {
+        let budget = WaitBudget::of(self.call);
+        if self.host_wait > budget.wait {
+            return Some(format!(
+                "the card and the authority have taken over {} s in {}",
+                budget.wait.as_secs(),
+                self.call
+            ));
+        }
+        (self.session_wait > MAX_WAIT_PER_SESSION).then(|| {
+            format!(
+                "the card and the authority have taken over {} s in this card session",
+                MAX_WAIT_PER_SESSION.as_secs()
+            )
+        })
+    }
+}
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

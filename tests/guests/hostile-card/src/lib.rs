@@ -55,6 +55,12 @@ impl Guest for HostileCard {
                 flood_stderr();
                 Ok(None)
             }
+            "apdu-flood" => Err(CardError::Malformed(flood_card(card))),
+            // Asks for an hour, then runs on: cut short, its time is up when it wakes.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                spin_forever()
+            }
             _ => Ok(None),
         }
     }
@@ -91,6 +97,17 @@ impl Guest for HostileCard {
 
 fn refusal() -> CardError {
     CardError::Malformed("hostile-card does not read cards".into())
+}
+
+/// Sends APDUs until the host refuses one; says how many were answered and why it stopped.
+fn flood_card(card: &CardChannel) -> String {
+    let mut answered = 0u64;
+    loop {
+        match card.transmit(&[0x00, 0xB0, 0x00, 0x00, 0x01]) {
+            Ok(_) => answered += 1,
+            Err(e) => return format!("{answered} APDUs answered, then {e:?}"),
+        }
+    }
 }
 
 /// Burns fuel until the host stops it.
