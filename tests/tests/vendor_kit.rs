@@ -36,6 +36,17 @@ fn check<'r>(report: &'r Value, name: &str) -> &'r Value {
         .unwrap_or_else(|| panic!("no check {name:?} in {report:#}"))
 }
 
+/// The details of every check named `name`, in order (a transcript may make a call twice).
+fn details(report: &Value, name: &str) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == name)
+        .map(|c| c["detail"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn failed(report: &Value) -> Vec<String> {
     report["checks"]
         .as_array()
@@ -193,8 +204,8 @@ fn a_new_card_codec_in_each_language_builds_with_its_own_command_and_passes_the_
 fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_passes_the_kit() {
     let parent = tempfile::tempdir().unwrap();
     for (kind, wit, checks) in [
-        ("backend-dialect", "wit/backend.wit", 18),
-        ("acquirer-dialect", "wit/payment.wit", 13),
+        ("backend-dialect", "wit/backend.wit", 24),
+        ("acquirer-dialect", "wit/payment.wit", 15),
     ] {
         for lang in ["rust", "python", "js"] {
             let name = format!("{}-{lang}", &kind[..kind.find('-').unwrap()]);
@@ -222,12 +233,23 @@ fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_p
                 format!("PASS {stem}: all {checks} checks passed")
             );
             if kind == "backend-dialect" {
+                // The transcript's grant, and its refusals, NONE included, read as such.
+                let sales = details(&report, "sale replayed");
                 assert!(
-                    check(&report, "sale replayed")["detail"]
-                        .as_str()
-                        .unwrap()
-                        .contains("purchase_count: 1, amount: Fen(5000), energy: Wh(89285)"),
+                    sales[0].contains("purchase_count: 1, amount: Fen(5000), energy: Wh(89285)"),
+                    "{name}: {sales:?}"
+                );
+                assert_eq!(sales[1], "refused: 请先缴清欠费 35.20 元", "{name}");
+                assert!(
+                    details(&report, "can-buy replayed")[1].contains(
+                        "refusal: Some(Refusal { code: OverLimit, message: \"单次购电不得超过 5000 元\" })"
+                    ),
                     "{name}: {report:#}"
+                );
+                assert_eq!(
+                    details(&report, "sale-status replayed")[1],
+                    "success (NotFound)",
+                    "{name}"
                 );
                 assert!(
                     check(&report, "every call implemented or not-supported")["detail"]
@@ -266,16 +288,24 @@ fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_p
                     "{name}"
                 );
                 assert_eq!(check(&report, "no card data in the log")["passed"], true);
-                // A reply whose MAC does not verify may not be the acquirer's: the purchase's
-                // outcome is unknown, and the kiosk reverses it.
+                let purchases = details(&report, "purchase replayed");
+                assert_eq!(
+                    purchases[1],
+                    "success (Declined(Decline { code: InsufficientFunds, response_code: \"51\", \
+                     message: \"余额不足\" }))",
+                    "{name}"
+                );
+                assert_eq!(purchases[2], "refused: MAC 错误，请重新签到", "{name}");
+                // A reply whose MAC does not verify may not be the acquirer's, an approval, a
+                // decline or a refusal alike: the purchase's outcome is unknown, and the kiosk
+                // reverses it.
                 let transcript = std::fs::read_to_string(dir.join("kit/transcript.toml")).unwrap();
-                let from = "1207093012|D0B99A2964303EFD";
-                assert!(transcript.contains(from), "{transcript}");
-                std::fs::write(
-                    dir.join("bad.toml"),
-                    transcript.replace(from, "1207093012|D0B99A2964303EFE"),
-                )
-                .unwrap();
+                let mut bad = transcript.clone();
+                for mac in ["D0B99A2964303EFD", "F32D4C3538EF0B69", "3C65719D2A225E2E"] {
+                    assert!(bad.contains(mac), "{transcript}");
+                    bad = bad.replace(mac, &mac.replace('E', "F").replace('D', "E"));
+                }
+                std::fs::write(dir.join("bad.toml"), bad).unwrap();
                 let (passed, report) = kit(
                     &dir,
                     &[
@@ -288,8 +318,9 @@ fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_p
                 );
                 assert!(!passed);
                 assert_eq!(
-                    check(&report, "purchase replayed")["detail"],
-                    "the recorded reply gave outcome-unknown: SALE: the reply's MAC does not verify",
+                    details(&report, "purchase replayed"),
+                    ["the recorded reply gave outcome-unknown: SALE: the reply's MAC does not verify";
+                        3],
                     "{name}"
                 );
             }

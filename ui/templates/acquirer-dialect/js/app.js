@@ -8,7 +8,7 @@
 // sign-on delivered.
 //
 //   SIGNON|terminal|merchant|stan|batch
-//       -> OK|PIN key|its check|MAC key|its check       (hex; keys under the master key)
+//       -> OK|stan|PIN key|its check|MAC key|its check  (hex; keys under the master key)
 //   SALE|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|PIN block hex or empty|MAC
 //       -> APPROVED|stan|RRN|auth code|fen|MMDDhhmmss|MAC, or DECLINED|stan|code|message|MAC
 //   REVERSAL|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|NO-ANSWER or CANCELLED|MAC
@@ -34,6 +34,8 @@ import { mac } from "selfvend:payment/security@1.0.0";
 
 // The longest reply line read; a longer one is malformed.
 const MAX_REPLY = 1024;
+// The longest text the kiosk takes in an error or a decline, in UTF-8 bytes.
+const MAX_TEXT = 256;
 
 const DECLINE_CODES = {
   51: "insufficient-funds",
@@ -46,9 +48,35 @@ const DECLINE_CODES = {
   54: "expired-card",
 };
 
-/** An acquirer-error: the only thing a dialect function may throw. */
+/** `text` as the kiosk takes it: control characters as spaces, cut to MAX_TEXT bytes. A longer
+ * or stranger text would make the kiosk take the answer as the plugin's failure. */
+function fit(text) {
+  let out = "";
+  let size = 0;
+  for (const c of text) {
+    const bytes = new TextEncoder().encode(c).length;
+    if (size + bytes > MAX_TEXT - 3) return out + "\u2026";
+    out += /[\u0000-\u001f\u007f-\u009f]/.test(c) ? " " : c;
+    size += bytes;
+  }
+  return out;
+}
+
+/** A value quoted in an error: at most its first 32 characters. */
+function quote(value) {
+  const chars = Array.from(value);
+  return JSON.stringify(chars.slice(0, 32).join("")) + (chars.length > 32 ? "\u2026" : "");
+}
+
+/** A lookup by a key the acquirer sent: only the table's own entries, never Object's. */
+function lookup(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
+/** An acquirer-error: the only thing a dialect function may throw. Its text is fitted to what
+ * the kiosk takes. */
 function acquirerError(tag, val) {
-  return { tag, val };
+  return { tag, val: fit(val) };
 }
 
 function malformed(text) {
@@ -78,19 +106,35 @@ class Fields {
     return this.fields[this.next - 1];
   }
 
+  /** Text the kiosk keeps as a reference: not empty, at most 64 bytes. */
+  id(name) {
+    const value = this.text(name);
+    const bytes = new TextEncoder().encode(value).length;
+    if (bytes === 0) throw this.bad(name, "empty");
+    if (bytes > 64) throw this.bad(name, `${bytes} bytes, over 64`);
+    return value;
+  }
+
+  /** The acquirer's local time, MMDDhhmmss. */
+  time(name) {
+    const value = this.text(name);
+    if (!/^[0-9]{10}$/.test(value)) throw this.bad(name, `${quote(value)} is not MMDDhhmmss`);
+    return value;
+  }
+
   /** A number as a BigInt: u64 does not fit a Number. */
   number(name, limit = (1n << 64n) - 1n) {
     const value = this.text(name);
     // Digits only: BigInt() would take spaces, signs and "0x".
-    if (!/^[0-9]+$/.test(value)) throw this.bad(name, `${JSON.stringify(value)} is not a number`);
-    if (BigInt(value) > limit) throw this.bad(name, `${value} is over ${limit}`);
+    if (!/^[0-9]+$/.test(value)) throw this.bad(name, `${quote(value)} is not a number`);
+    if (BigInt(value) > limit) throw this.bad(name, `${quote(value)} is over ${limit}`);
     return BigInt(value);
   }
 
   hex(name, length) {
     const value = this.text(name);
     if (!new RegExp(`^[0-9A-Fa-f]{${2 * length}}$`).test(value)) {
-      throw this.bad(name, `${JSON.stringify(value)} is not ${length} bytes of hex`);
+      throw this.bad(name, `${quote(value)} is not ${length} bytes of hex`);
     }
     return Uint8Array.from(value.match(/../g), (p) => parseInt(p, 16));
   }
@@ -164,8 +208,11 @@ function exchange(command, request) {
     // Closes the connection now, not when the garbage collector gets to it.
     conn[Symbol.dispose]();
   }
+  const end = reply.indexOf(0x0a);
+  if (end + 1 !== reply.length) throw malformed(`${command} reply: ${reply.length - end - 1} bytes after its end of line`);
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(reply.subarray(0, reply.length - 1));
+    // ignoreBOM: a byte-order mark is not part of the protocol, and is kept to fail as such.
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(reply.subarray(0, end));
   } catch {
     throw malformed(`${command} reply: not UTF-8`);
   }
@@ -179,7 +226,7 @@ function sendAndReceive(command, conn, request) {
     throw acquirerError("outcome-unknown", net(command, "sending", e));
   }
   let reply = new Uint8Array(0);
-  while (reply.length === 0 || reply[reply.length - 1] !== 0x0a) {
+  while (!reply.includes(0x0a)) {
     if (reply.length >= MAX_REPLY) throw malformed(`${command} reply: no end of line in its first ${MAX_REPLY} bytes`);
     let chunk;
     try {
@@ -209,7 +256,8 @@ function call(command, stan, fields) {
   const cut = reply.lastIndexOf("|");
   if (cut < 0) throw malformed(`${command} reply: no MAC`);
   const body = reply.slice(0, cut);
-  if (reply.slice(cut + 1).toUpperCase() !== macOf(command, body, "outcome-unknown")) {
+  const theirs = reply.slice(cut + 1);
+  if (!/^[0-9A-Fa-f]{16}$/.test(theirs) || theirs.toUpperCase() !== macOf(command, body, "outcome-unknown")) {
     throw acquirerError("outcome-unknown", `${command}: the reply's MAC does not verify`);
   }
   const [kind, ...rest] = body.split("|");
@@ -260,6 +308,8 @@ export const dialect = {
       throw acquirerError("refused", message);
     }
     if (kind !== "OK") throw malformed(`SIGNON reply: starts ${JSON.stringify(short(kind))}, not OK or NO`);
+    // The STAN, so that an old sign-on's reply cannot bring back old keys.
+    f.stan(request.stan);
     const keys = {
       pinKey: f.hex("PIN key", 16),
       pinKeyCheck: f.hex("PIN key check", 4),
@@ -286,14 +336,14 @@ export const dialect = {
       f.stan(request.stan);
       outcome = {
         tag: "approved",
-        val: { rrn: f.text("RRN"), authCode: f.text("auth code"), amountFen: f.number("amount"), acquirerTime: f.text("time") },
+        val: { rrn: f.id("RRN"), authCode: f.id("auth code"), amountFen: f.number("amount"), acquirerTime: f.time("time") },
       };
     } else if (kind === "DECLINED") {
       f.stan(request.stan);
-      const responseCode = f.text("response code");
+      const responseCode = f.id("response code");
       outcome = {
         tag: "declined",
-        val: { code: DECLINE_CODES[responseCode] ?? "other", responseCode, message: f.text("message") },
+        val: { code: lookup(DECLINE_CODES, responseCode) ?? "other", responseCode, message: fit(f.text("message")) },
       };
     } else {
       throw malformed(`SALE reply: starts ${JSON.stringify(short(kind))}, not APPROVED, DECLINED or NO`);

@@ -8,7 +8,7 @@ line's bytes before that "|", made by the PIN pad (`security.mac`) under the MAC
 sign-on delivered.
 
   SIGNON|terminal|merchant|stan|batch
-      -> OK|PIN key|its check|MAC key|its check       (hex; keys under the master key)
+      -> OK|stan|PIN key|its check|MAC key|its check  (hex; keys under the master key)
   SALE|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|PIN block hex or empty|MAC
       -> APPROVED|stan|RRN|auth code|fen|MMDDhhmmss|MAC, or DECLINED|stan|code|message|MAC
   REVERSAL|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|NO-ANSWER or CANCELLED|MAC
@@ -26,12 +26,17 @@ type. Anything else raised (an exception you did not catch) traps the instance, 
 treats as a broken plugin.
 """
 
+import unicodedata
+
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import connection, log, security, types
 
 # The longest reply line read; a longer one is malformed.
 MAX_REPLY = 1024
+# The longest text the kiosk takes in an error or a decline, in UTF-8 bytes.
+MAX_TEXT = 256
+HEX_DIGITS = set("0123456789abcdefABCDEF")
 
 DECLINE_CODES = {
     "51": types.DeclineCode.INSUFFICIENT_FUNDS,
@@ -45,8 +50,33 @@ DECLINE_CODES = {
 }
 
 
+def fit(text):
+    """`text` as the kiosk takes it: control characters as spaces, cut to MAX_TEXT bytes. A
+    longer or stranger text would make the kiosk take the answer as the plugin's failure."""
+    out, size = [], 0
+    for c in text:
+        if size + len(c.encode()) > MAX_TEXT - 3:
+            out.append("\u2026")
+            break
+        out.append(" " if unicodedata.category(c) == "Cc" else c)
+        size += len(c.encode())
+    return "".join(out)
+
+
+def quote(value):
+    """A value quoted in an error: at most its first 32 characters."""
+    return repr(value[:32]) + ("\u2026" if len(value) > 32 else "")
+
+
+def is_hex(value, length):
+    # Checked before bytes.fromhex, which would skip spaces.
+    return len(value) == 2 * length and set(value) <= HEX_DIGITS
+
+
 def fail(error):
-    """Raise an acquirer-error: the only exception a dialect function may let out."""
+    """Raise an acquirer-error: the only exception a dialect function may let out. Its text is
+    fitted to what the kiosk takes."""
+    error.value = fit(error.value)
     raise Err(error)
 
 
@@ -76,23 +106,36 @@ class Fields:
             self.bad(name, "missing")
         return self.fields[self.next - 1]
 
+    def id(self, name):
+        """Text the kiosk keeps as a reference: not empty, at most 64 bytes."""
+        value = self.text(name)
+        if not value:
+            self.bad(name, "empty")
+        if len(value.encode()) > 64:
+            self.bad(name, f"{len(value.encode())} bytes, over 64")
+        return value
+
+    def time(self, name):
+        """The acquirer's local time, MMDDhhmmss."""
+        value = self.text(name)
+        if not (len(value) == 10 and value.isascii() and value.isdigit()):
+            self.bad(name, f"{quote(value)} is not MMDDhhmmss")
+        return value
+
     def number(self, name, limit=2**64 - 1):
         value = self.text(name)
         # Digits only: int() would take a sign, spaces and underscores.
         if not (value.isascii() and value.isdigit()):
-            self.bad(name, f"{value!r} is not a number")
+            self.bad(name, f"{quote(value)} is not a number")
         if int(value) > limit:
-            self.bad(name, f"{value} is over {limit}")
+            self.bad(name, f"{quote(value)} is over {limit}")
         return int(value)
 
     def hex(self, name, length):
         value = self.text(name)
-        if value.isascii() and len(value) == 2 * length:
-            try:
-                return bytes.fromhex(value)
-            except ValueError:
-                pass
-        self.bad(name, f"{value!r} is not {length} bytes of hex")
+        if not is_hex(value, length):
+            self.bad(name, f"{quote(value)} is not {length} bytes of hex")
+        return bytes.fromhex(value)
 
     def stan(self, stan):
         """The reply's STAN, which must be the request's: a reply to another request says
@@ -153,7 +196,7 @@ def exchange(command, request):
         except Err as e:
             fail(types.AcquirerError_OutcomeUnknown(net(command, "sending", e.value)))
         reply = b""
-        while not reply.endswith(b"\n"):
+        while b"\n" not in reply:
             if len(reply) >= MAX_REPLY:
                 malformed(f"{command} reply: no end of line in its first {MAX_REPLY} bytes")
             try:
@@ -165,8 +208,11 @@ def exchange(command, request):
                     f"{command}: the acquirer closed the connection after {len(reply)} bytes, "
                     "before the reply's end of line"))
             reply += chunk
+    end = reply.index(b"\n")
+    if end + 1 != len(reply):
+        malformed(f"{command} reply: {len(reply) - end - 1} bytes after its end of line")
     try:
-        return reply[:-1].decode()
+        return reply[:end].decode()
     except UnicodeDecodeError as e:
         malformed(f"{command} reply: not UTF-8 at byte {e.start}")
 
@@ -180,7 +226,7 @@ def call(command, stan, fields):
         malformed(f"{command} reply: no MAC")
     body, theirs = reply.rsplit("|", 1)
     ours = mac(command, body.encode(), types.AcquirerError_OutcomeUnknown)
-    if theirs.upper() != ours:
+    if not is_hex(theirs, 8) or theirs.upper() != ours:
         fail(types.AcquirerError_OutcomeUnknown(f"{command}: the reply's MAC does not verify"))
     kind, *rest = body.split("|")
     f = Fields(command, rest)
@@ -221,6 +267,8 @@ class Dialect(exports.Dialect):
             fail(types.AcquirerError_Refused(message))
         if kind != "OK":
             malformed(f"SIGNON reply: starts {short(kind)!r}, not OK or NO")
+        # The STAN, so that an old sign-on's reply cannot bring back old keys.
+        f.stan(request.stan)
         keys = types.WorkingKeys(pin_key=f.hex("PIN key", 16), pin_key_check=f.hex("PIN key check", 4),
                                  mac_key=f.hex("MAC key", 16), mac_key_check=f.hex("MAC key check", 4))
         f.end()
@@ -235,14 +283,14 @@ class Dialect(exports.Dialect):
         if kind == "APPROVED":
             f.stan(request.stan)
             outcome = types.PurchaseOutcome_Approved(types.Approval(
-                rrn=f.text("RRN"), auth_code=f.text("auth code"), amount_fen=f.number("amount"),
-                acquirer_time=f.text("time")))
+                rrn=f.id("RRN"), auth_code=f.id("auth code"), amount_fen=f.number("amount"),
+                acquirer_time=f.time("time")))
         elif kind == "DECLINED":
             f.stan(request.stan)
-            code = f.text("response code")
+            code = f.id("response code")
             outcome = types.PurchaseOutcome_Declined(types.Decline(
                 code=DECLINE_CODES.get(code, types.DeclineCode.OTHER), response_code=code,
-                message=f.text("message")))
+                message=fit(f.text("message"))))
         else:
             malformed(f"SALE reply: starts {short(kind)!r}, not APPROVED, DECLINED or NO")
         f.end()

@@ -8,7 +8,7 @@
 //! last sign-on delivered.
 //!
 //!   SIGNON|terminal|merchant|stan|batch
-//!       -> OK|PIN key|its check|MAC key|its check       (hex; keys under the master key)
+//!       -> OK|stan|PIN key|its check|MAC key|its check  (hex; keys under the master key)
 //!   SALE|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|PIN block hex or empty|MAC
 //!       -> APPROVED|stan|RRN|auth code|fen|MMDDhhmmss|MAC, or DECLINED|stan|code|message|MAC
 //!   REVERSAL|terminal|merchant|stan|batch|fen|PAN|expiry|Track 2 hex|NO-ANSWER or CANCELLED|MAC
@@ -41,6 +41,51 @@ type Result<T> = std::result::Result<T, AcquirerError>;
 
 /// The longest reply line read; a longer one is malformed.
 const MAX_REPLY: usize = 1024;
+/// The longest text the kiosk takes in an error or a decline.
+const MAX_TEXT: usize = 256;
+
+/// `text` as the kiosk takes it: control characters as spaces, cut to `MAX_TEXT` bytes. A
+/// longer or stranger text would make the kiosk take the answer as the plugin's failure.
+fn fit(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MAX_TEXT - '…'.len_utf8() {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// A value quoted in an error: at most its first 32 characters.
+fn quote(value: &str) -> String {
+    let start: String = value.chars().take(32).collect();
+    match start.len() < value.len() {
+        true => format!("{start:?}…"),
+        false => format!("{start:?}"),
+    }
+}
+
+fn malformed(text: String) -> AcquirerError {
+    AcquirerError::MalformedReply(fit(&text))
+}
+
+fn unknown(text: String) -> AcquirerError {
+    AcquirerError::OutcomeUnknown(fit(&text))
+}
+
+fn unreachable(text: String) -> AcquirerError {
+    AcquirerError::Unreachable(fit(&text))
+}
+
+fn refused(text: String) -> AcquirerError {
+    AcquirerError::Refused(fit(&text))
+}
+
+fn security_failure(text: String) -> AcquirerError {
+    AcquirerError::Security(fit(&text))
+}
 
 /// The fields of a reply after its first, read in order, each checked and named in any error.
 struct Fields {
@@ -52,8 +97,8 @@ struct Fields {
 impl Fields {
     /// The error for the field just read: its place (the first after the reply's kind is 1)
     /// and its name.
-    fn malformed(&self, name: &str, what: std::fmt::Arguments) -> AcquirerError {
-        AcquirerError::MalformedReply(format!(
+    fn bad(&self, name: &str, what: std::fmt::Arguments) -> AcquirerError {
+        malformed(format!(
             "{} reply, field {} ({name}): {what}",
             self.command, self.next
         ))
@@ -63,31 +108,58 @@ impl Fields {
         self.next += 1;
         match self.fields.get(self.next - 1) {
             Some(value) => Ok(value.clone()),
-            None => Err(self.malformed(name, format_args!("missing"))),
+            None => Err(self.bad(name, format_args!("missing"))),
+        }
+    }
+
+    /// Text the kiosk keeps as a reference: not empty, at most 64 bytes.
+    fn id(&mut self, name: &str) -> Result<String> {
+        let value = self.text(name)?;
+        match value.len() {
+            0 => Err(self.bad(name, format_args!("empty"))),
+            1..=64 => Ok(value),
+            n => Err(self.bad(name, format_args!("{n} bytes, over 64"))),
+        }
+    }
+
+    /// The acquirer's local time, `MMDDhhmmss`.
+    fn time(&mut self, name: &str) -> Result<String> {
+        let value = self.text(name)?;
+        match value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit()) {
+            true => Ok(value),
+            false => Err(self.bad(name, format_args!("{} is not MMDDhhmmss", quote(&value)))),
         }
     }
 
     fn number(&mut self, name: &str) -> Result<u64> {
-        let value = self.text(name)?;
-        // Digits only: `parse` would take a sign.
-        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-        match digits.then(|| value.parse().ok()).flatten() {
-            Some(n) => Ok(n),
-            None => Err(self.malformed(name, format_args!("{value:?} is not a number"))),
-        }
+        self.number_up_to(name, u64::MAX)
     }
 
     fn number32(&mut self, name: &str) -> Result<u32> {
-        let value = self.number(name)?;
-        u32::try_from(value)
-            .map_err(|_| self.malformed(name, format_args!("{value} is over {}", u32::MAX)))
+        let n = self.number_up_to(name, u32::MAX.into())?;
+        Ok(n as u32)
+    }
+
+    fn number_up_to(&mut self, name: &str, limit: u64) -> Result<u64> {
+        let value = self.text(name)?;
+        // Digits only: `parse` would take a sign.
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.bad(name, format_args!("{} is not a number", quote(&value))));
+        }
+        match value.parse() {
+            Ok(n) if n <= limit => Ok(n),
+            _ => Err(self.bad(name, format_args!("{} is over {limit}", quote(&value)))),
+        }
     }
 
     fn hex(&mut self, name: &str, len: usize) -> Result<Vec<u8>> {
         let value = self.text(name)?;
         match unhex(&value) {
             Some(bytes) if bytes.len() == len => Ok(bytes),
-            _ => Err(self.malformed(name, format_args!("{value:?} is not {len} bytes of hex"))),
+            _ => Err(self.bad(
+                name,
+                format_args!("{} is not {len} bytes of hex", quote(&value)),
+            )),
         }
     }
 
@@ -97,7 +169,7 @@ impl Fields {
         let theirs = self.number("stan")?;
         match theirs == u64::from(stan) {
             true => Ok(()),
-            false => Err(self.malformed("stan", format_args!("{theirs}, where {stan} was sent"))),
+            false => Err(self.bad("stan", format_args!("{theirs}, where {stan} was sent"))),
         }
     }
 
@@ -105,7 +177,7 @@ impl Fields {
     fn end(self) -> Result<()> {
         match self.fields.len() == self.next {
             true => Ok(()),
-            false => Err(AcquirerError::MalformedReply(format!(
+            false => Err(malformed(format!(
                 "{} reply: {} fields where {} were expected",
                 self.command,
                 self.fields.len(),
@@ -137,7 +209,7 @@ fn line(command: &'static str, fields: &[(&str, &str)]) -> Result<String> {
     let mut line = command.to_string();
     for (name, value) in fields {
         if value.contains(['|', '\n', '\r']) {
-            return Err(AcquirerError::Unreachable(format!(
+            return Err(unreachable(format!(
                 "{command}: not sent: the {name} holds a \"|\" or a line break"
             )));
         }
@@ -149,9 +221,8 @@ fn line(command: &'static str, fields: &[(&str, &str)]) -> Result<String> {
 
 /// `text` and its MAC from the PIN pad. A pad that cannot MAC is `security`: nothing was sent.
 fn with_mac(command: &str, text: &str) -> Result<String> {
-    let mac = security::mac(text.as_bytes()).map_err(|e| {
-        AcquirerError::Security(format!("{command}: the PIN pad could not MAC: {e}"))
-    })?;
+    let mac = security::mac(text.as_bytes())
+        .map_err(|e| security_failure(format!("{command}: the PIN pad could not MAC: {e}")))?;
     Ok(format!("{text}|{}", hex(&mac)))
 }
 
@@ -170,31 +241,40 @@ fn net(command: &str, doing: &str, e: NetError) -> String {
 /// sent, a failure is `unreachable`; after it, the acquirer may have acted, so a failure is
 /// `outcome-unknown` (and a purchase is reversed).
 fn exchange(command: &'static str, request: String) -> Result<String> {
-    let conn = Connection::open()
-        .map_err(|e| AcquirerError::Unreachable(net(command, "connecting", e)))?;
+    let conn = Connection::open().map_err(|e| unreachable(net(command, "connecting", e)))?;
     conn.send(format!("{request}\n").as_bytes())
-        .map_err(|e| AcquirerError::OutcomeUnknown(net(command, "sending", e)))?;
+        .map_err(|e| unknown(net(command, "sending", e)))?;
     let mut reply = Vec::new();
-    while !reply.ends_with(b"\n") {
+    while !reply.contains(&b'\n') {
         if reply.len() >= MAX_REPLY {
-            return Err(AcquirerError::MalformedReply(format!(
+            return Err(malformed(format!(
                 "{command} reply: no end of line in its first {MAX_REPLY} bytes"
             )));
         }
         let chunk = conn
             .receive((MAX_REPLY - reply.len()) as u32)
-            .map_err(|e| AcquirerError::OutcomeUnknown(net(command, "waiting for the reply", e)))?;
+            .map_err(|e| unknown(net(command, "waiting for the reply", e)))?;
         if chunk.is_empty() {
-            return Err(AcquirerError::OutcomeUnknown(format!(
+            return Err(unknown(format!(
                 "{command}: the acquirer closed the connection after {} bytes, before the reply's end of line",
                 reply.len()
             )));
         }
         reply.extend_from_slice(&chunk);
     }
-    reply.pop();
+    let end = reply
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(reply.len());
+    if end + 1 != reply.len() {
+        return Err(malformed(format!(
+            "{command} reply: {} bytes after its end of line",
+            reply.len() - end - 1
+        )));
+    }
+    reply.truncate(end);
     String::from_utf8(reply).map_err(|e| {
-        AcquirerError::MalformedReply(format!(
+        malformed(format!(
             "{command} reply: not UTF-8 at byte {}",
             e.utf8_error().valid_up_to()
         ))
@@ -208,14 +288,14 @@ fn call(command: &'static str, stan: u32, fields: &[(&str, &str)]) -> Result<(St
     let reply = exchange(command, request)?;
     let (text, mac) = reply
         .rsplit_once('|')
-        .ok_or_else(|| AcquirerError::MalformedReply(format!("{command} reply: no MAC")))?;
+        .ok_or_else(|| malformed(format!("{command} reply: no MAC")))?;
     let ours = security::mac(text.as_bytes()).map_err(|e| {
-        AcquirerError::OutcomeUnknown(format!(
+        unknown(format!(
             "{command}: the PIN pad could not check the reply's MAC: {e}"
         ))
     })?;
-    if !mac.eq_ignore_ascii_case(&hex(&ours)) {
-        return Err(AcquirerError::OutcomeUnknown(format!(
+    if mac.len() != 16 || !mac.eq_ignore_ascii_case(&hex(&ours)) {
+        return Err(unknown(format!(
             "{command}: the reply's MAC does not verify"
         )));
     }
@@ -235,7 +315,7 @@ fn call(command: &'static str, stan: u32, fields: &[(&str, &str)]) -> Result<(St
         f.stan(stan)?;
         let message = f.text("message")?;
         f.end()?;
-        return Err(AcquirerError::Refused(message));
+        return Err(refused(message));
     }
     Ok((kind, f))
 }
@@ -307,15 +387,17 @@ impl Guest for Dialect {
                 f.stan(request.stan)?;
                 let message = f.text("message")?;
                 f.end()?;
-                return Err(AcquirerError::Refused(message));
+                return Err(refused(message));
             }
             _ => {
-                return Err(AcquirerError::MalformedReply(format!(
+                return Err(malformed(format!(
                     "SIGNON reply: starts {:?}, not OK or NO",
                     short(&kind)
                 )));
             }
         }
+        // The STAN, so that an old sign-on's reply cannot bring back old keys.
+        f.stan(request.stan)?;
         let keys = WorkingKeys {
             pin_key: f.hex("PIN key", 16)?,
             pin_key_check: f.hex("PIN key check", 4)?,
@@ -345,23 +427,23 @@ impl Guest for Dialect {
             "APPROVED" => {
                 f.stan(request.stan)?;
                 PurchaseOutcome::Approved(Approval {
-                    rrn: f.text("RRN")?,
-                    auth_code: f.text("auth code")?,
+                    rrn: f.id("RRN")?,
+                    auth_code: f.id("auth code")?,
                     amount_fen: f.number("amount")?,
-                    acquirer_time: f.text("time")?,
+                    acquirer_time: f.time("time")?,
                 })
             }
             "DECLINED" => {
                 f.stan(request.stan)?;
-                let response_code = f.text("response code")?;
+                let response_code = f.id("response code")?;
                 PurchaseOutcome::Declined(Decline {
                     code: decline_code(&response_code),
                     response_code,
-                    message: f.text("message")?,
+                    message: fit(&f.text("message")?),
                 })
             }
             other => {
-                return Err(AcquirerError::MalformedReply(format!(
+                return Err(malformed(format!(
                     "SALE reply: starts {:?}, not APPROVED, DECLINED or NO",
                     short(other)
                 )));
@@ -391,7 +473,7 @@ impl Guest for Dialect {
         fields.push(("reason", reason));
         let (kind, mut f) = call("REVERSAL", request.stan, &fields)?;
         if kind != "OK" {
-            return Err(AcquirerError::MalformedReply(format!(
+            return Err(malformed(format!(
                 "REVERSAL reply: starts {:?}, not OK or NO",
                 short(&kind)
             )));
@@ -413,7 +495,7 @@ impl Guest for Dialect {
         ]);
         let (kind, mut f) = call("SETTLE", request.stan, &fields)?;
         if kind != "OK" {
-            return Err(AcquirerError::MalformedReply(format!(
+            return Err(malformed(format!(
                 "SETTLE reply: starts {:?}, not OK or NO",
                 short(&kind)
             )));

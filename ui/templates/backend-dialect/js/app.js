@@ -12,7 +12,7 @@
 //                                                   A, C or S|count|fen per kWh|arrears fen
 //   CANBUY|serial|customer|count|M or E|value    -> OK|min fen|max fen, or NO|code|message
 //   SALE|terminal|kiosk serial|serial|customer|count|M or E|value|CASH or CARD|paid fen
-//                                                -> OK|sale id|count|fen|Wh|token hex
+//                                                -> OK|kiosk serial|sale id|count|fen|Wh|token hex
 //   STATUS|terminal|kiosk serial                 -> as SALE, or NONE
 //   CONFIRM|terminal|kiosk serial|serial|Y or N|return data hex  -> OK
 //   PSC|serial|customer                          -> OK|PSC hex
@@ -35,6 +35,8 @@ import { log } from "selfvend:backend/log@1.1.0";
 
 // The longest reply line read; a longer one is malformed.
 const MAX_REPLY = 4096;
+// The longest text the kiosk takes in an error or a refusal, in UTF-8 bytes.
+const MAX_TEXT = 512;
 
 const REFUSAL_CODES = {
   "ACCOUNT-CLOSED": "account-closed",
@@ -54,9 +56,37 @@ const BUSINESSES = [
   ["cash-bill-payment", "cash bill payments"],
 ];
 
-/** A backend-error: the only thing a dialect function may throw. */
+/** `text` as the kiosk takes it: control characters as spaces, cut to MAX_TEXT bytes. A longer
+ * or stranger text would make the kiosk take the answer as the plugin's failure. */
+function fit(text) {
+  let out = "";
+  let size = 0;
+  for (const c of text) {
+    const bytes = new TextEncoder().encode(c).length;
+    if (size + bytes > MAX_TEXT - 3) return out + "\u2026";
+    out += /[\u0000-\u001f\u007f-\u009f]/.test(c) ? " " : c;
+    size += bytes;
+  }
+  return out;
+}
+
+/** A value quoted in an error: at most its first 32 characters. */
+function quote(value) {
+  const chars = Array.from(value);
+  return JSON.stringify(chars.slice(0, 32).join("")) + (chars.length > 32 ? "\u2026" : "");
+}
+
+/** A lookup by a key the backend sent: only the table's own entries, never Object's. */
+function lookup(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
+/** A backend-error: the only thing a dialect function may throw. Its text is fitted to what the
+ * kiosk takes. */
 function backendError(tag, val) {
-  return val === undefined ? { tag } : { tag, val };
+  if (val === undefined) return { tag };
+  if (tag === "refused") return { tag, val: { ...val, message: fit(val.message) } };
+  return { tag, val: fit(val) };
 }
 
 function malformed(text) {
@@ -81,12 +111,21 @@ class Fields {
     return this.fields[this.next - 1];
   }
 
+  /** Text the kiosk keeps as an id: not empty, at most 64 bytes. */
+  id(name) {
+    const value = this.text(name);
+    const bytes = new TextEncoder().encode(value).length;
+    if (bytes === 0) throw this.bad(name, "empty");
+    if (bytes > 64) throw this.bad(name, `${bytes} bytes, over 64`);
+    return value;
+  }
+
   /** A number as a BigInt: u64 does not fit a Number. */
   number(name, limit = (1n << 64n) - 1n) {
     const value = this.text(name);
     // Digits only: BigInt() would take spaces, signs and "0x".
-    if (!/^[0-9]+$/.test(value)) throw this.bad(name, `${JSON.stringify(value)} is not a number`);
-    if (BigInt(value) > limit) throw this.bad(name, `${value} is over ${limit}`);
+    if (!/^[0-9]+$/.test(value)) throw this.bad(name, `${quote(value)} is not a number`);
+    if (BigInt(value) > limit) throw this.bad(name, `${quote(value)} is over ${limit}`);
     return BigInt(value);
   }
 
@@ -94,9 +133,17 @@ class Fields {
     return Number(this.number(name, 0xffffffffn));
   }
 
+  /** A number the reply repeats from the request: a reply to another request says nothing of
+   * this one. */
+  echo(name, sent) {
+    const theirs = this.number(name);
+    if (theirs !== BigInt(sent)) throw this.bad(name, `${theirs}, where ${sent} was sent`);
+  }
+
   hex(name) {
     const value = this.text(name);
-    if (!/^([0-9A-Fa-f]{2})*$/.test(value)) throw this.bad(name, `${JSON.stringify(value)} is not hex`);
+    // Not quoted: the field may be a PSC.
+    if (!/^([0-9A-Fa-f]{2})*$/.test(value)) throw this.bad(name, `${Array.from(value).length} characters that are not hex`);
     return Uint8Array.from(value.match(/../g) ?? [], (p) => parseInt(p, 16));
   }
 
@@ -117,7 +164,7 @@ function hex(bytes) {
 function line(command, fields) {
   for (const field of fields) {
     if (/[|\r\n]/.test(field)) {
-      throw backendError("unreachable", `${command}: not sent: the field ${JSON.stringify(field)} holds a "|" or a line break`);
+      throw backendError("unreachable", `${command}: not sent: the field ${quote(field)} holds a "|" or a line break`);
     }
   }
   return [command, ...fields].join("|") + "\n";
@@ -148,9 +195,12 @@ function exchange(command, fields) {
     throw backendError("unreachable", net(command, "connecting", e));
   }
   const reply = sendAndReceive(command, conn, request);
+  const end = reply.indexOf(0x0a);
+  if (end + 1 !== reply.length) throw malformed(`${command} reply: ${reply.length - end - 1} bytes after its end of line`);
   let text;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(reply.subarray(0, reply.length - 1));
+    // ignoreBOM: a byte-order mark is not part of the protocol, and is kept to fail as such.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(reply.subarray(0, end));
   } catch {
     throw malformed(`${command} reply: not UTF-8`);
   }
@@ -166,9 +216,10 @@ function exchange(command, fields) {
     const message = f.text("refusal message");
     f.end();
     // A code this dialect does not know is still a refusal, in the backend's words.
-    answer = ["NO", { code: REFUSAL_CODES[code] ?? "other", message }];
+    answer = ["NO", { code: lookup(REFUSAL_CODES, code) ?? "other", message: fit(message) }];
   } else {
-    throw malformed(`${command} reply: starts ${JSON.stringify(text.slice(0, 16))}, not OK, NONE or NO`);
+    // Not quoted: the line may hold a PSC.
+    throw malformed(`${command} reply: its first field (${Array.from(head).length} characters) is not OK, NONE or NO`);
   }
   // The outcome only: a PSC reply carries key material.
   log("debug", `${command}: ${answer[0]}`);
@@ -184,7 +235,7 @@ function sendAndReceive(command, conn, request) {
       throw backendError("outcome-unknown", net(command, "sending", e));
     }
     let reply = new Uint8Array(0);
-    while (reply.length === 0 || reply[reply.length - 1] !== 0x0a) {
+    while (!reply.includes(0x0a)) {
       if (reply.length >= MAX_REPLY) throw malformed(`${command} reply: no end of line in its first ${MAX_REPLY} bytes`);
       let chunk;
       try {
@@ -222,9 +273,11 @@ function purchase(p) {
   return [p.tag === "money" ? "M" : "E", String(p.val)];
 }
 
-function grant(f) {
+/** A SALE or STATUS reply's grant, for the sale with this kiosk serial. */
+function grant(f, kioskSerial) {
+  f.echo("kiosk serial", kioskSerial);
   const g = {
-    backendSaleId: f.text("sale id"),
+    backendSaleId: f.id("sale id"),
     purchaseCount: f.number32("purchase count"),
     amountFen: f.number("amount"),
     energyWh: f.number("energy"),
@@ -247,8 +300,8 @@ export const dialect = {
     const f = ok("ACCOUNT", [card.cardSerial, card.utilityCode, card.customerNumber, card.meterNumber, String(card.purchaseCount)]);
     const account = {
       customerNumber: f.text("customer number"),
-      customerName: f.text("name"),
-      address: f.text("address"),
+      customerName: fit(f.text("name")),
+      address: fit(f.text("address")),
       meterNumber: f.text("meter number"),
       cardSerial: f.text("card serial"),
       status: undefined,
@@ -258,8 +311,8 @@ export const dialect = {
       lastPurchase: undefined,
     };
     const status = f.text("status");
-    if (!(status in STATUSES)) throw f.bad("status", `${JSON.stringify(status)} is not A, C or S`);
-    account.status = STATUSES[status];
+    account.status = lookup(STATUSES, status);
+    if (account.status === undefined) throw f.bad("status", `${quote(status)} is not A, C or S`);
     account.purchaseCount = f.number32("purchase count");
     account.priceFenPerKwh = f.number32("price");
     account.arrearsFen = f.number("arrears");
@@ -292,6 +345,7 @@ export const dialect = {
         payment,
         String(request.paidFen),
       ]),
+      request.kioskSerial,
     );
   },
 
@@ -299,7 +353,7 @@ export const dialect = {
     const [kind, value] = exchange("STATUS", [terminalId, String(kioskSerial)]);
     if (kind === "NONE") return { tag: "not-found" };
     if (kind === "NO") return { tag: "refused", val: value };
-    return { tag: "granted", val: grant(value) };
+    return { tag: "granted", val: grant(value, kioskSerial) };
   },
 
   /** Changes state: the backend books the write. */

@@ -12,7 +12,7 @@ CREDIT-NOT-TAKEN, OVER-LIMIT, UNKNOWN-CARD, CARD-MISMATCH, OTHER).
                                                   A, C or S|count|fen per kWh|arrears fen
   CANBUY|serial|customer|count|M or E|value    -> OK|min fen|max fen, or NO|code|message
   SALE|terminal|kiosk serial|serial|customer|count|M or E|value|CASH or CARD|paid fen
-                                               -> OK|sale id|count|fen|Wh|token hex
+                                               -> OK|kiosk serial|sale id|count|fen|Wh|token hex
   STATUS|terminal|kiosk serial                 -> as SALE, or NONE
   CONFIRM|terminal|kiosk serial|serial|Y or N|return data hex  -> OK
   PSC|serial|customer                          -> OK|PSC hex
@@ -28,12 +28,17 @@ type. Anything else raised (an exception you did not catch) traps the instance, 
 treats as a broken plugin.
 """
 
+import unicodedata
+
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import connection, log, types
 
 # The longest reply line read; a longer one is malformed.
 MAX_REPLY = 4096
+# The longest text the kiosk takes in an error or a refusal, in UTF-8 bytes.
+MAX_TEXT = 512
+HEX_DIGITS = set("0123456789abcdefABCDEF")
 
 REFUSAL_CODES = {
     "ACCOUNT-CLOSED": types.RefusalCode.ACCOUNT_CLOSED,
@@ -58,8 +63,31 @@ BUSINESSES = [
 ]
 
 
+def fit(text):
+    """`text` as the kiosk takes it: control characters as spaces, cut to MAX_TEXT bytes. A
+    longer or stranger text would make the kiosk take the answer as the plugin's failure."""
+    out, size = [], 0
+    for c in text:
+        if size + len(c.encode()) > MAX_TEXT - 3:
+            out.append("\u2026")
+            break
+        out.append(" " if unicodedata.category(c) == "Cc" else c)
+        size += len(c.encode())
+    return "".join(out)
+
+
+def quote(value):
+    """A value quoted in an error: at most its first 32 characters."""
+    return repr(value[:32]) + ("\u2026" if len(value) > 32 else "")
+
+
 def fail(error):
-    """Raise a backend-error: the only exception a dialect function may let out."""
+    """Raise a backend-error: the only exception a dialect function may let out. Its text is
+    fitted to what the kiosk takes."""
+    if isinstance(error, types.BackendError_Refused):
+        error.value.message = fit(error.value.message)
+    elif isinstance(getattr(error, "value", None), str):
+        error.value = fit(error.value)
     raise Err(error)
 
 
@@ -84,26 +112,40 @@ class Fields:
             self.bad(name, "missing")
         return self.fields[self.next - 1]
 
+    def id(self, name):
+        """Text the kiosk keeps as an id: not empty, at most 64 bytes."""
+        value = self.text(name)
+        if not value:
+            self.bad(name, "empty")
+        if len(value.encode()) > 64:
+            self.bad(name, f"{len(value.encode())} bytes, over 64")
+        return value
+
     def number(self, name, limit=2**64 - 1):
         value = self.text(name)
         # Digits only: int() would take a sign, spaces and underscores.
         if not (value.isascii() and value.isdigit()):
-            self.bad(name, f"{value!r} is not a number")
+            self.bad(name, f"{quote(value)} is not a number")
         if int(value) > limit:
-            self.bad(name, f"{value} is over {limit}")
+            self.bad(name, f"{quote(value)} is over {limit}")
         return int(value)
 
     def number32(self, name):
         return self.number(name, 2**32 - 1)
 
+    def echo(self, name, sent):
+        """A number the reply repeats from the request: a reply to another request says nothing
+        of this one."""
+        theirs = self.number(name)
+        if theirs != sent:
+            self.bad(name, f"{theirs}, where {sent} was sent")
+
     def hex(self, name):
         value = self.text(name)
-        try:
-            if not value.isascii() or len(value) % 2:
-                raise ValueError
-            return bytes.fromhex(value)
-        except ValueError:
-            self.bad(name, f"{value!r} is not hex")
+        # Checked first: bytes.fromhex would skip spaces. Not quoted: the field may be a PSC.
+        if len(value) % 2 or not set(value) <= HEX_DIGITS:
+            self.bad(name, f"{len(value)} characters that are not hex")
+        return bytes.fromhex(value)
 
     def end(self):
         """The reply must end here: more fields is a protocol this dialect does not know."""
@@ -117,7 +159,7 @@ def line(command, fields):
     for field in fields:
         if any(c in field for c in "|\r\n"):
             fail(types.BackendError_Unreachable(
-                f"{command}: not sent: the field {field!r} holds a \"|\" or a line break"))
+                f"{command}: not sent: the field {quote(field)} holds a \"|\" or a line break"))
     return "|".join([command, *fields]) + "\n"
 
 
@@ -151,7 +193,7 @@ def exchange(command, fields):
         except Err as e:
             fail(types.BackendError_OutcomeUnknown(net(command, "sending", e.value)))
         reply = b""
-        while not reply.endswith(b"\n"):
+        while b"\n" not in reply:
             if len(reply) >= MAX_REPLY:
                 malformed(f"{command} reply: no end of line in its first {MAX_REPLY} bytes")
             try:
@@ -163,8 +205,11 @@ def exchange(command, fields):
                     f"{command}: the backend closed the connection after {len(reply)} bytes, "
                     "before the reply's end of line"))
             reply += chunk
+    end = reply.index(b"\n")
+    if end + 1 != len(reply):
+        malformed(f"{command} reply: {len(reply) - end - 1} bytes after its end of line")
     try:
-        text = reply[:-1].decode()
+        text = reply[:end].decode()
     except UnicodeDecodeError as e:
         malformed(f"{command} reply: not UTF-8 at byte {e.start}")
     head, *rest = text.split("|")
@@ -178,9 +223,10 @@ def exchange(command, fields):
         message = f.text("refusal message")
         f.end()
         # A code this dialect does not know is still a refusal, in the backend's words.
-        answer = ("NO", types.Refusal(code=REFUSAL_CODES.get(code, types.RefusalCode.OTHER), message=message))
+        answer = ("NO", types.Refusal(code=REFUSAL_CODES.get(code, types.RefusalCode.OTHER), message=fit(message)))
     else:
-        malformed(f"{command} reply: starts {text[:16]!r}, not OK, NONE or NO")
+        # Not quoted: the line may hold a PSC.
+        malformed(f"{command} reply: its first field ({len(head)} characters) is not OK, NONE or NO")
     # The outcome only: a PSC reply carries key material.
     log.log(log.Level.DEBUG, f"{command}: {answer[0]}")
     return answer
@@ -202,9 +248,11 @@ def purchase(p):
     return "E", str(p.value)
 
 
-def grant(f):
+def grant(f, kiosk_serial):
+    """A SALE or STATUS reply's grant, for the sale with this kiosk serial."""
+    f.echo("kiosk serial", kiosk_serial)
     g = types.CreditGrant(
-        backend_sale_id=f.text("sale id"),
+        backend_sale_id=f.id("sale id"),
         purchase_count=f.number32("purchase count"),
         amount_fen=f.number("amount"),
         energy_wh=f.number("energy"),
@@ -225,8 +273,8 @@ class Dialect(exports.Dialect):
         f = ok("ACCOUNT", [card.card_serial, card.utility_code, card.customer_number,
                            card.meter_number, str(card.purchase_count)])
         customer_number = f.text("customer number")
-        customer_name = f.text("name")
-        address = f.text("address")
+        customer_name = fit(f.text("name"))
+        address = fit(f.text("address"))
         meter_number = f.text("meter number")
         card_serial = f.text("card serial")
         status = f.text("status")
@@ -258,7 +306,8 @@ class Dialect(exports.Dialect):
         payment = "CASH" if request.payment == types.PaymentKind.CASH else "CARD"
         return grant(ok("SALE", [request.terminal_id, str(request.kiosk_serial), card.card_serial,
                                  card.customer_number, str(card.purchase_count),
-                                 *purchase(request.purchase), payment, str(request.paid_fen)]))
+                                 *purchase(request.purchase), payment, str(request.paid_fen)]),
+                     request.kiosk_serial)
 
     def sale_status(self, terminal_id, kiosk_serial):
         kind, value = exchange("STATUS", [terminal_id, str(kiosk_serial)])
@@ -266,7 +315,7 @@ class Dialect(exports.Dialect):
             return types.SaleOutcome_NotFound()
         if kind == "NO":
             return types.SaleOutcome_Refused(value)
-        return types.SaleOutcome_Granted(grant(value))
+        return types.SaleOutcome_Granted(grant(value, kiosk_serial))
 
     def confirm_write(self, c):
         """Changes state: the backend books the write."""

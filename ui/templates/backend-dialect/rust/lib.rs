@@ -12,7 +12,7 @@
 //!                                                   A, C or S|count|fen per kWh|arrears fen
 //!   CANBUY|serial|customer|count|M or E|value    -> OK|min fen|max fen, or NO|code|message
 //!   SALE|terminal|kiosk serial|serial|customer|count|M or E|value|CASH or CARD|paid fen
-//!                                                -> OK|sale id|count|fen|Wh|token hex
+//!                                                -> OK|kiosk serial|sale id|count|fen|Wh|token hex
 //!   STATUS|terminal|kiosk serial                 -> as SALE, or NONE
 //!   CONFIRM|terminal|kiosk serial|serial|Y or N|return data hex  -> OK
 //!   PSC|serial|customer                          -> OK|PSC hex
@@ -45,6 +45,43 @@ type Result<T> = std::result::Result<T, BackendError>;
 
 /// The longest reply line read; a longer one is malformed.
 const MAX_REPLY: usize = 4096;
+/// The longest text the kiosk takes in an error or a refusal.
+const MAX_TEXT: usize = 512;
+
+/// `text` as the kiosk takes it: control characters as spaces, cut to `MAX_TEXT` bytes. A
+/// longer or stranger text would make the kiosk take the answer as the plugin's failure.
+fn fit(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MAX_TEXT - '…'.len_utf8() {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// A value quoted in an error: at most its first 32 characters.
+fn quote(value: &str) -> String {
+    let start: String = value.chars().take(32).collect();
+    match start.len() < value.len() {
+        true => format!("{start:?}…"),
+        false => format!("{start:?}"),
+    }
+}
+
+fn malformed(text: String) -> BackendError {
+    BackendError::MalformedReply(fit(&text))
+}
+
+fn unknown(text: String) -> BackendError {
+    BackendError::OutcomeUnknown(fit(&text))
+}
+
+fn unreachable(text: String) -> BackendError {
+    BackendError::Unreachable(fit(&text))
+}
 
 /// A reply line: `OK` and its fields, `NONE`, or a refusal.
 enum Reply {
@@ -70,8 +107,8 @@ impl Fields {
     }
 
     /// The error for the field just read: its place (the first after OK is 1) and its name.
-    fn malformed(&self, name: &str, what: std::fmt::Arguments) -> BackendError {
-        BackendError::MalformedReply(format!(
+    fn bad(&self, name: &str, what: std::fmt::Arguments) -> BackendError {
+        malformed(format!(
             "{} reply, field {} ({name}): {what}",
             self.command, self.next
         ))
@@ -81,24 +118,48 @@ impl Fields {
         self.next += 1;
         match self.fields.get(self.next - 1) {
             Some(value) => Ok(value.clone()),
-            None => Err(self.malformed(name, format_args!("missing"))),
+            None => Err(self.bad(name, format_args!("missing"))),
+        }
+    }
+
+    /// Text the kiosk keeps as an id: not empty, at most 64 bytes.
+    fn id(&mut self, name: &str) -> Result<String> {
+        let value = self.text(name)?;
+        match value.len() {
+            0 => Err(self.bad(name, format_args!("empty"))),
+            1..=64 => Ok(value),
+            n => Err(self.bad(name, format_args!("{n} bytes, over 64"))),
         }
     }
 
     fn number(&mut self, name: &str) -> Result<u64> {
-        let value = self.text(name)?;
-        // Digits only: `parse` would take a sign.
-        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-        match digits.then(|| value.parse().ok()).flatten() {
-            Some(n) => Ok(n),
-            None => Err(self.malformed(name, format_args!("{value:?} is not a number"))),
-        }
+        self.number_up_to(name, u64::MAX)
     }
 
     fn number32(&mut self, name: &str) -> Result<u32> {
-        let value = self.number(name)?;
-        u32::try_from(value)
-            .map_err(|_| self.malformed(name, format_args!("{value} is over {}", u32::MAX)))
+        let n = self.number_up_to(name, u32::MAX.into())?;
+        Ok(n as u32)
+    }
+
+    fn number_up_to(&mut self, name: &str, limit: u64) -> Result<u64> {
+        let value = self.text(name)?;
+        // Digits only: `parse` would take a sign.
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.bad(name, format_args!("{} is not a number", quote(&value))));
+        }
+        match value.parse() {
+            Ok(n) if n <= limit => Ok(n),
+            _ => Err(self.bad(name, format_args!("{} is over {limit}", quote(&value)))),
+        }
+    }
+
+    /// A number the reply repeats from the request: a reply to another request says nothing
+    /// of this one.
+    fn echo(&mut self, name: &str, sent: u64) -> Result<()> {
+        match self.number(name)? {
+            n if n == sent => Ok(()),
+            n => Err(self.bad(name, format_args!("{n}, where {sent} was sent"))),
+        }
     }
 
     fn hex(&mut self, name: &str) -> Result<Vec<u8>> {
@@ -112,14 +173,18 @@ impl Fields {
                 _ => None,
             })
             .collect();
-        bytes.ok_or_else(|| self.malformed(name, format_args!("{value:?} is not hex")))
+        // Not quoted: the field may be a PSC.
+        bytes.ok_or_else(|| {
+            let len = value.chars().count();
+            self.bad(name, format_args!("{len} characters that are not hex"))
+        })
     }
 
     /// The reply must end here: more fields is a protocol this dialect does not know.
     fn end(self) -> Result<()> {
         match self.fields.len() == self.next {
             true => Ok(()),
-            false => Err(BackendError::MalformedReply(format!(
+            false => Err(malformed(format!(
                 "{} reply: {} fields where {} were expected",
                 self.command,
                 self.fields.len(),
@@ -139,8 +204,9 @@ fn line(command: &'static str, fields: &[&str]) -> Result<String> {
     let mut line = command.to_string();
     for field in fields {
         if field.contains(['|', '\n', '\r']) {
-            return Err(BackendError::Unreachable(format!(
-                "{command}: not sent: the field {field:?} holds a \"|\" or a line break"
+            return Err(unreachable(format!(
+                "{command}: not sent: the field {} holds a \"|\" or a line break",
+                quote(field)
             )));
         }
         line.push('|');
@@ -166,31 +232,40 @@ fn net(command: &str, doing: &str, e: NetError) -> String {
 /// failure is `outcome-unknown`; the kiosk then asks with STATUS.
 fn exchange(command: &'static str, fields: &[&str]) -> Result<Reply> {
     let request = line(command, fields)?;
-    let conn =
-        Connection::open().map_err(|e| BackendError::Unreachable(net(command, "connecting", e)))?;
+    let conn = Connection::open().map_err(|e| unreachable(net(command, "connecting", e)))?;
     conn.send(request.as_bytes())
-        .map_err(|e| BackendError::OutcomeUnknown(net(command, "sending", e)))?;
+        .map_err(|e| unknown(net(command, "sending", e)))?;
     let mut reply = Vec::new();
-    while !reply.ends_with(b"\n") {
+    while !reply.contains(&b'\n') {
         if reply.len() >= MAX_REPLY {
-            return Err(BackendError::MalformedReply(format!(
+            return Err(malformed(format!(
                 "{command} reply: no end of line in its first {MAX_REPLY} bytes"
             )));
         }
         let chunk = conn
             .receive((MAX_REPLY - reply.len()) as u32)
-            .map_err(|e| BackendError::OutcomeUnknown(net(command, "waiting for the reply", e)))?;
+            .map_err(|e| unknown(net(command, "waiting for the reply", e)))?;
         if chunk.is_empty() {
-            return Err(BackendError::OutcomeUnknown(format!(
+            return Err(unknown(format!(
                 "{command}: the backend closed the connection after {} bytes, before the reply's end of line",
                 reply.len()
             )));
         }
         reply.extend_from_slice(&chunk);
     }
-    reply.pop();
+    let end = reply
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(reply.len());
+    if end + 1 != reply.len() {
+        return Err(malformed(format!(
+            "{command} reply: {} bytes after its end of line",
+            reply.len() - end - 1
+        )));
+    }
+    reply.truncate(end);
     let text = String::from_utf8(reply).map_err(|e| {
-        BackendError::MalformedReply(format!(
+        malformed(format!(
             "{command} reply: not UTF-8 at byte {}",
             e.utf8_error().valid_up_to()
         ))
@@ -206,13 +281,14 @@ fn exchange(command: &'static str, fields: &[&str]) -> Result<Reply> {
             f.end()?;
             Reply::No(Refusal {
                 code: refusal_code(&code),
-                message,
+                message: fit(&message),
             })
         }
-        _ => {
-            let start: String = text.chars().take(16).collect();
-            return Err(BackendError::MalformedReply(format!(
-                "{command} reply: starts {start:?}, not OK, NONE or NO"
+        // Not quoted: the line may hold a PSC.
+        first => {
+            let len = first.map_or(0, |f| f.chars().count());
+            return Err(malformed(format!(
+                "{command} reply: its first field ({len} characters) is not OK, NONE or NO"
             )));
         }
     };
@@ -231,7 +307,7 @@ fn ok(command: &'static str, fields: &[&str]) -> Result<Fields> {
     match exchange(command, fields)? {
         Reply::Ok(fields) => Ok(fields),
         Reply::No(refusal) => Err(BackendError::Refused(refusal)),
-        Reply::None => Err(BackendError::MalformedReply(format!(
+        Reply::None => Err(malformed(format!(
             "{command} reply: NONE, where OK or NO was expected"
         ))),
     }
@@ -257,9 +333,11 @@ fn purchase(p: &Purchase) -> (&'static str, String) {
     }
 }
 
-fn grant(mut f: Fields) -> Result<CreditGrant> {
+/// A SALE or STATUS reply's grant, for the sale with this kiosk serial.
+fn grant(mut f: Fields, kiosk_serial: u64) -> Result<CreditGrant> {
+    f.echo("kiosk serial", kiosk_serial)?;
     let grant = CreditGrant {
-        backend_sale_id: f.text("sale id")?,
+        backend_sale_id: f.id("sale id")?,
         purchase_count: f.number32("purchase count")?,
         amount_fen: f.number("amount")?,
         energy_wh: f.number("energy")?,
@@ -305,8 +383,8 @@ impl Guest for Dialect {
         )?;
         let account = Account {
             customer_number: f.text("customer number")?,
-            customer_name: f.text("name")?,
-            address: f.text("address")?,
+            customer_name: fit(&f.text("name")?),
+            address: fit(&f.text("address")?),
             meter_number: f.text("meter number")?,
             card_serial: f.text("card serial")?,
             status: match f.text("status")?.as_str() {
@@ -314,7 +392,7 @@ impl Guest for Dialect {
                 "C" => AccountStatus::Closed,
                 "S" => AccountStatus::Suspended,
                 other => {
-                    return Err(f.malformed("status", format_args!("{other:?} is not A, C or S")));
+                    return Err(f.bad("status", format_args!("{other:?} is not A, C or S")));
                 }
             },
             purchase_count: f.number32("purchase count")?,
@@ -352,7 +430,7 @@ impl Guest for Dialect {
                 min_fen: 0,
                 max_fen: 0,
             }),
-            Reply::None => Err(BackendError::MalformedReply(
+            Reply::None => Err(malformed(
                 "CANBUY reply: NONE, where OK or NO was expected".into(),
             )),
         }
@@ -380,12 +458,12 @@ impl Guest for Dialect {
                 &request.paid_fen.to_string(),
             ],
         )?;
-        grant(f)
+        grant(f, request.kiosk_serial)
     }
 
     fn sale_status(terminal_id: String, kiosk_serial: u64) -> Result<SaleOutcome> {
         match exchange("STATUS", &[&terminal_id, &kiosk_serial.to_string()])? {
-            Reply::Ok(f) => Ok(SaleOutcome::Granted(grant(f)?)),
+            Reply::Ok(f) => Ok(SaleOutcome::Granted(grant(f, kiosk_serial)?)),
             Reply::None => Ok(SaleOutcome::NotFound),
             Reply::No(refusal) => Ok(SaleOutcome::Refused(refusal)),
         }
