@@ -454,7 +454,11 @@ impl Plugin {
                     .transpose()?,
             })
         })?;
-        Ok(BackendSession { sandbox, bindings })
+        Ok(BackendSession {
+            sandbox,
+            bindings,
+            overruled_refusal: None,
+        })
     }
 
     /// A fresh acquirer-dialect instance for one exchange with the acquirer at `endpoint`;
@@ -863,12 +867,21 @@ struct BackendExports {
 pub struct BackendSession {
     sandbox: Sandbox,
     bindings: BackendExports,
+    /// The dialect's refusal of the last call, when it came with no answer and was not taken.
+    overruled_refusal: Option<String>,
 }
 
 impl BackendSession {
     /// What the plugin logged in this session.
     pub fn log(&self) -> String {
         self.sandbox.log()
+    }
+
+    /// The refusal the dialect reported for the last call where the backend's answer never
+    /// came, which the session took as an unknown outcome instead: a dialect's bug the
+    /// conformance kit names.
+    pub fn overruled_refusal(&self) -> Option<&str> {
+        self.overruled_refusal.as_deref()
     }
 
     /// Runs one dialect call and applies the unknown-outcome rule: once request bytes went
@@ -883,7 +896,12 @@ impl BackendSession {
             &mut Store<PluginState>,
         ) -> wasmtime::Result<Result<R, backend_v1::GuestBackendError>>,
     ) -> Result<R, DialectError> {
-        let Self { sandbox, bindings } = self;
+        let Self {
+            sandbox,
+            bindings,
+            overruled_refusal,
+        } = self;
+        *overruled_refusal = None;
         let result = sandbox.enter(call, |store| f(bindings, store));
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
@@ -892,7 +910,18 @@ impl BackendSession {
             Ok(Err(e)) => {
                 let e = backend_v1::backend_error(e).map_err(|r| sandbox.bad_result(call, r))?;
                 match (e, &wire.error_after_send) {
-                    (net::BackendError::Refused(r), _) => Err(net::BackendError::Refused(r).into()),
+                    (net::BackendError::Refused(r), None) => {
+                        Err(net::BackendError::Refused(r).into())
+                    }
+                    // No complete answer came, so the backend never said no: for a sale, a refusal
+                    // would give back money it may have taken.
+                    (net::BackendError::Refused(r), Some(net)) => {
+                        *overruled_refusal = Some(r.message);
+                        Err(net::BackendError::OutcomeUnknown(format!(
+                            "{call}: request sent, then {net}; the dialect's refusal is not taken"
+                        ))
+                        .into())
+                    }
                     (_, Some(net)) => Err(net::BackendError::OutcomeUnknown(format!(
                         "{call}: request sent, then {net}"
                     ))
@@ -939,7 +968,9 @@ impl BackendSession {
     }
 
     pub fn about(&mut self) -> Result<net::DialectInfo, PluginError> {
-        let Self { sandbox, bindings } = self;
+        let Self {
+            sandbox, bindings, ..
+        } = self;
         let info = sandbox.enter("about", |s| bindings.dialect.call_about(s))?;
         backend_v1::dialect_info(info).map_err(|r| sandbox.bad_result("about", r))
     }

@@ -54,11 +54,13 @@ fn endpoint(address: String) -> Endpoint {
 }
 
 fn dialect(rig: &SignedPlugins) -> Plugin {
+    built(rig, "line_backend")
+}
+
+fn built(rig: &SignedPlugins, wasm: &str) -> Plugin {
     let runtime =
         PluginRuntime::new(rig.trust(), &rig.cache_dir(), PluginLimits::default()).unwrap();
-    runtime
-        .load("line-backend", &rig.signed("line_backend"))
-        .unwrap()
+    runtime.load("line-backend", &rig.signed(wasm)).unwrap()
 }
 
 fn sale() -> SaleRequest {
@@ -132,6 +134,25 @@ fn a_silent_backend_is_an_unknown_outcome_at_the_deadline() {
     assert_eq!(
         session.sale(&sale()).unwrap_err().to_string(),
         "outcome unknown: sale: request sent, then timed out"
+    );
+}
+
+#[test]
+fn a_refusal_the_dialect_makes_up_when_no_answer_came_is_not_taken() {
+    let rig = SignedPlugins::new();
+    // The dialect turns its timeout into "the backend said no": a refund of money the backend
+    // may have taken, if the kiosk believed it.
+    let plugin = built(&rig, "line_backend_timeout_refusal");
+    let mut session = plugin
+        .backend_session(endpoint(backend(Script::Silent)))
+        .unwrap();
+    assert_eq!(
+        session.sale(&sale()).unwrap_err().to_string(),
+        "outcome unknown: sale: request sent, then timed out; the dialect's refusal is not taken"
+    );
+    assert_eq!(
+        session.overruled_refusal(),
+        Some("backend said no (timed out)")
     );
 }
 

@@ -23,16 +23,29 @@ pub enum AcquirerCallError {
 pub struct AcquirerSession {
     sandbox: Sandbox,
     bindings: payment_v1::AcquirerDialect,
+    /// The dialect's refusal of the last call, when it came with no answer and was not taken.
+    overruled_refusal: Option<String>,
 }
 
 impl AcquirerSession {
     pub(super) fn new(sandbox: Sandbox, bindings: payment_v1::AcquirerDialect) -> Self {
-        AcquirerSession { sandbox, bindings }
+        AcquirerSession {
+            sandbox,
+            bindings,
+            overruled_refusal: None,
+        }
     }
 
     /// What the plugin logged in this session.
     pub fn log(&self) -> String {
         self.sandbox.log()
+    }
+
+    /// The refusal the dialect reported for the last call where the acquirer's answer never
+    /// came, which the session took as an unknown outcome instead: a dialect's bug the
+    /// conformance kit names.
+    pub fn overruled_refusal(&self) -> Option<&str> {
+        self.overruled_refusal.as_deref()
     }
 
     fn call<R>(
@@ -43,7 +56,12 @@ impl AcquirerSession {
             &mut Store<PluginState>,
         ) -> wasmtime::Result<Result<R, GuestAcquirerError>>,
     ) -> Result<R, AcquirerCallError> {
-        let Self { sandbox, bindings } = self;
+        let Self {
+            sandbox,
+            bindings,
+            overruled_refusal,
+        } = self;
+        *overruled_refusal = None;
         let result = sandbox.enter(call, |store| f(bindings, store));
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
@@ -61,7 +79,10 @@ impl AcquirerSession {
                 (Ok(AcquirerError::OutcomeUnknown(why)), None) => {
                     AcquirerError::OutcomeUnknown(why)
                 }
-                (_, Some(net)) => {
+                (said, Some(net)) => {
+                    if let Ok(AcquirerError::Refused(r)) = said {
+                        *overruled_refusal = Some(r);
+                    }
                     AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {net}"))
                 }
                 (Ok(e), None) => {
@@ -91,7 +112,9 @@ impl AcquirerSession {
     }
 
     pub fn about(&mut self) -> Result<crate::backend::DialectInfo, PluginError> {
-        let Self { sandbox, bindings } = self;
+        let Self {
+            sandbox, bindings, ..
+        } = self;
         let info = sandbox.enter("about", |s| {
             bindings.selfvend_payment_dialect().call_about(s)
         })?;
