@@ -131,7 +131,7 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
 fn a_sleep_is_cut_at_the_deadline_not_when_the_plugin_wakes() {
     let rig = rig();
     let started = Instant::now();
-    // The guest asks for an hour: a blocking wait the epoch cannot interrupt.
+    // The guest asks for a minute: a blocking wait the epoch cannot interrupt.
     let err = hostile(&rig, "sleep").unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(10),

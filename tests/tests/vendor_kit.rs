@@ -204,7 +204,7 @@ fn a_new_card_codec_in_each_language_builds_with_its_own_command_and_passes_the_
 fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_passes_the_kit() {
     let parent = tempfile::tempdir().unwrap();
     for (kind, wit, checks) in [
-        ("backend-dialect", "wit/backend.wit", 24),
+        ("backend-dialect", "wit/backend.wit", 25),
         ("acquirer-dialect", "wit/payment.wit", 15),
     ] {
         for lang in ["rust", "python", "js"] {
@@ -280,6 +280,30 @@ fn a_new_dialect_of_each_kind_in_each_language_builds_with_its_own_command_and_p
                         || detail.ends_with("x' is not a number")),
                     "{name}: {detail}"
                 );
+                if lang == "rust" {
+                    // A PSC written to the log is named, and not shown again in the report.
+                    let source = dir.join("src/lib.rs");
+                    let code = std::fs::read_to_string(&source).unwrap();
+                    let from = "let psc = f.hex(\"PSC\")?;";
+                    assert!(code.contains(from), "the scaffold no longer has {from:?}");
+                    let to = "let psc = f.hex(\"PSC\")?; log(Level::Info, &format!(\"PSC {}\", hex(&psc)));";
+                    std::fs::write(&source, code.replacen(from, to, 1)).unwrap();
+                    let wasm = build(&dir, lang);
+                    let (passed, report) = kit(
+                        &dir,
+                        &[
+                            wasm.to_str().unwrap(),
+                            "--transcript",
+                            "kit/transcript.toml",
+                        ],
+                    );
+                    assert!(!passed);
+                    assert_eq!(failed(&report), ["no card data in the log"]);
+                    assert_eq!(
+                        check(&report, "no card data in the log")["detail"],
+                        "card-password logged the PSC: [info] PSC […]"
+                    );
+                }
             } else {
                 assert_eq!(
                     check(&report, "purchase replayed")["detail"],
@@ -651,7 +675,7 @@ fn the_shipped_backend_dialects_pass_the_kit_on_transcripts_recorded_from_a_back
         assert!(passed, "{name}: {report:#}");
         assert_eq!(
             report["summary"],
-            format!("PASS {name}: all 20 checks passed"),
+            format!("PASS {name}: all 21 checks passed"),
             "{report:#}"
         );
         let sale = check(&report, "sale under faults")["detail"]
@@ -696,8 +720,8 @@ reply = "GRANT S-7 1 5000\n"
     assert_eq!(
         report["summary"],
         "FAIL line_backend_timeout_refusal: sale under faults: a reply later than the kiosk \
-         waits: reported as a refusal (\"backend said no (timed out)\"): the kiosk would refund \
-         money the backend may have taken (1 of 4 checks failed)"
+         waits: reported as a refusal (\"backend said no (timed out)\") with no answer: it must \
+         be outcome-unknown (the kiosk does not take it as a refusal) (1 of 4 checks failed)"
     );
     // A transcript that does not parse names the call and the key.
     std::fs::write(
@@ -784,7 +808,7 @@ fn the_shipped_acquirer_dialect_passes_the_kit_and_one_that_logs_the_pan_is_caug
         check(&report, "no card data in the log")["detail"]
             .as_str()
             .unwrap()
-            .starts_with("no PAN, Track 2 or PIN block in the log of any of "),
+            .starts_with("no PAN, Track 2 or PIN block in the log or an error of any of "),
         "{report:#}"
     );
     let purchase = check(&report, "purchase under faults")["detail"]

@@ -89,7 +89,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 Report::combine(runs)
             }
         }
-        PluginKind::BackendDialect => dialect_report(Backend, &plugin, &args)?,
+        PluginKind::BackendDialect => dialect_report(Backend::default(), &plugin, &args)?,
         PluginKind::AcquirerDialect => {
             let Some(master) = &args.master_key else {
                 bail!(

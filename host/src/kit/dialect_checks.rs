@@ -33,10 +33,21 @@ pub trait Contract {
     fn about(&self, session: &mut Self::Session) -> Result<String, PluginError>;
     fn invoke(&self, session: &mut Self::Session, call: &Self::Call) -> Outcome;
     fn log(&self, session: &Self::Session) -> String;
+    /// The dialect's refusal of the last call that the kiosk did not take, as no answer came.
+    fn overruled_refusal(&self, session: &Self::Session) -> Option<String>;
+    /// Secrets the calls so far returned (a PSC), each with what it is: never logged, never
+    /// in an error.
+    fn learned_secrets(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// A utility backend's dialect (`selfvend:backend`).
-pub struct Backend;
+#[derive(Default)]
+pub struct Backend {
+    /// Each PSC `card-password` returned, in upper and lower hex.
+    pscs: Mutex<Vec<String>>,
+}
 
 impl Contract for Backend {
     type Call = BackendCall;
@@ -53,11 +64,20 @@ impl Contract for Backend {
     }
 
     fn invoke(&self, session: &mut BackendSession, call: &BackendCall) -> Outcome {
-        Outcome::of(invoke(session, call))
+        Outcome::of(invoke(session, call, &self.pscs))
     }
 
     fn log(&self, session: &BackendSession) -> String {
         session.log()
+    }
+
+    fn overruled_refusal(&self, session: &BackendSession) -> Option<String> {
+        session.overruled_refusal().map(str::to_string)
+    }
+
+    fn learned_secrets(&self) -> Vec<(&'static str, String)> {
+        let pscs = self.pscs.lock().unwrap_or_else(|p| p.into_inner());
+        pscs.iter().map(|p| ("the PSC", p.clone())).collect()
     }
 }
 
@@ -185,6 +205,10 @@ impl Contract for Acquirer {
     fn log(&self, session: &AcquirerSession) -> String {
         session.log()
     }
+
+    fn overruled_refusal(&self, session: &AcquirerSession) -> Option<String> {
+        session.overruled_refusal().map(str::to_string)
+    }
 }
 
 /// How long the kit's kiosk waits on each send and receive; a late reply comes after it.
@@ -196,6 +220,9 @@ const LATE_BY: Duration = Duration::from_millis(1200);
 pub enum Outcome {
     Ok(String),
     Refused(String),
+    /// A refusal the dialect reported with no answer from the peer, which the kiosk does not
+    /// take (it is an unknown outcome there); judged as the dialect's own verdict.
+    OverruledRefusal(String),
     Unknown(String),
     Unreachable(String),
     Malformed(String),
@@ -222,6 +249,7 @@ impl Outcome {
         match self {
             Outcome::Ok(v) => format!("success ({v})"),
             Outcome::Refused(t) => format!("refused: {t}"),
+            Outcome::OverruledRefusal(t) => format!("refused, not taken by the kiosk: {t}"),
             Outcome::Unknown(t) => format!("outcome-unknown: {t}"),
             Outcome::Unreachable(t) => format!("unreachable: {t}"),
             Outcome::Malformed(t) => format!("malformed-reply: {t}"),
@@ -374,18 +402,39 @@ impl<'p, K: Contract> DialectKit<'p, K> {
             .open(self.plugin, endpoint(&address))
             .map_err(|e| format!("could not start an instance: {e}"))?;
         let started = Instant::now();
-        let outcome = self.contract.invoke(&mut session, call);
+        let mut outcome = self.contract.invoke(&mut session, call);
         self.watch.record(call.name(), started.elapsed());
+        if let Some(refusal) = self.contract.overruled_refusal(&session) {
+            outcome = Outcome::OverruledRefusal(refusal);
+        }
         let log = self.contract.log(&session);
         drop(session);
         self.runs += 1;
-        for (what, secret) in call.secrets() {
+        // Card data the call carries is masked in the report as the kiosk's log masks it; a
+        // secret the peer returned (a PSC) is not shown at all.
+        let secrets = call.secrets().into_iter().map(|(what, s)| (what, s, false));
+        let learned = self.contract.learned_secrets().into_iter();
+        let secrets = secrets.chain(learned.map(|(what, s)| (what, s, true)));
+        // An error's text goes to the journal and the operator's screen, as a log line does.
+        let error = match &outcome {
+            Outcome::Ok(_) | Outcome::NotSupported => String::new(),
+            o => o.describe(),
+        };
+        for (what, secret, hidden) in secrets {
             if let Some(line) = log
                 .lines()
-                .find(|l| !secret.is_empty() && l.contains(&secret))
+                .chain([error.as_str()])
+                // Card data anywhere, a short PSC only as a token of its own.
+                .find(|l| match hidden {
+                    true => holds(l, &secret),
+                    false => !secret.is_empty() && l.contains(&secret),
+                })
             {
-                self.leaks
-                    .push((call.name().to_string(), what, line.to_string()));
+                let line = match hidden {
+                    true => line.replace(&secret, "[…]"),
+                    false => line.to_string(),
+                };
+                self.leaks.push((call.name().to_string(), what, line));
             }
         }
         Ok((outcome, peer.seen(), log))
@@ -442,7 +491,10 @@ impl<'p, K: Contract> DialectKit<'p, K> {
         }
         match outcome {
             Outcome::Plugin(e) => Check::fail(&name, e).with_trace(trace).with_log(log),
-            o @ (Outcome::Unknown(_) | Outcome::Unreachable(_) | Outcome::Malformed(_)) => {
+            o @ (Outcome::Unknown(_)
+            | Outcome::Unreachable(_)
+            | Outcome::Malformed(_)
+            | Outcome::OverruledRefusal(_)) => {
                 Check::fail(&name, format!("the recorded reply gave {}", o.describe()))
                     .with_trace(trace)
                     .with_log(log)
@@ -501,6 +553,10 @@ impl<'p, K: Contract> DialectKit<'p, K> {
                     )),
                     Outcome::Refused(t) => Some(format!(
                         "reported as a refusal (\"{t}\"): the backend never said no"
+                    )),
+                    Outcome::OverruledRefusal(t) => Some(format!(
+                        "reported as a refusal (\"{t}\") with no answer: it must be \
+                         outcome-unknown (the kiosk does not take it as a refusal)"
                     )),
                     Outcome::NotSupported => Some("sent a request, then said not-supported".into()),
                     o if call.changes_state() && sent && !matches!(o, Outcome::Unknown(_)) => {
@@ -579,7 +635,7 @@ impl<'p, K: Contract> DialectKit<'p, K> {
                     )
                     .with_log(log);
                 }
-                (Outcome::Refused(t), n) if n > 0 => {
+                (Outcome::Refused(t) | Outcome::OverruledRefusal(t), n) if n > 0 => {
                     return Check::fail(
                         name,
                         format!("{}: no reply, reported as a refusal (\"{t}\")", call.name()),
@@ -613,17 +669,26 @@ impl<K: Contract> DialectKit<'_, K> {
         let contract_carries = K::Call::every_call()
             .iter()
             .any(|c| !c.secrets().is_empty());
-        if !carries && !contract_carries && self.leaks.is_empty() {
+        let learned = self.contract.learned_secrets();
+        if !carries && !contract_carries && learned.is_empty() && self.leaks.is_empty() {
             return None;
         }
         Some(match self.leaks.first() {
             Some((call, what, line)) => {
                 Check::fail(name, format!("{call} logged {what}: {}", mask_digits(line)))
             }
+            None if carries || contract_carries => Check::pass(
+                name,
+                format!(
+                    "no PAN, Track 2 or PIN block in the log or an error of any of {} runs",
+                    self.runs
+                ),
+            ),
             None => Check::pass(
                 name,
                 format!(
-                    "no PAN, Track 2 or PIN block in the log of any of {} runs",
+                    "no PSC in the log or an error of any run after card-password returned it \
+                     ({} runs in all)",
                     self.runs
                 ),
             ),
@@ -631,10 +696,23 @@ impl<K: Contract> DialectKit<'_, K> {
     }
 }
 
+/// Whether `line` holds `secret` as a token of its own, not inside a longer run of digits and
+/// letters (a PSC "000000" inside a card serial).
+fn holds(line: &str, secret: &str) -> bool {
+    !secret.is_empty()
+        && line.match_indices(secret).any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = line[at + secret.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+}
+
 fn kind_of(o: &Outcome) -> &'static str {
     match o {
         Outcome::Ok(_) => "success",
         Outcome::Refused(_) => "refused",
+        Outcome::OverruledRefusal(_) => "refused, overruled",
         Outcome::Unknown(_) => "outcome-unknown",
         Outcome::Unreachable(_) => "unreachable",
         Outcome::Malformed(_) => "malformed-reply",
@@ -700,7 +778,11 @@ fn short_n(text: &str, n: usize) -> String {
 }
 
 /// One call of the contract on `session`.
-fn invoke(session: &mut BackendSession, call: &BackendCall) -> Result<String, DialectError> {
+fn invoke(
+    session: &mut BackendSession,
+    call: &BackendCall,
+    pscs: &Mutex<Vec<String>>,
+) -> Result<String, DialectError> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
     Ok(match call {
         BackendCall::Ping => d(&session.ping()?),
@@ -714,6 +796,12 @@ fn invoke(session: &mut BackendSession, call: &BackendCall) -> Result<String, Di
         BackendCall::ConfirmWrite { confirmation } => d(&session.confirm_write(confirmation)?),
         BackendCall::CardPassword { card } => {
             let psc = session.card_password(card)?;
+            // Shorter, and its hex would turn up in logs by chance.
+            if psc.len() >= 3 {
+                let mut pscs = pscs.lock().unwrap_or_else(|p| p.into_inner());
+                pscs.push(hex::encode_upper(&psc));
+                pscs.push(hex::encode(&psc));
+            }
             format!("a PSC of {} bytes", psc.len())
         }
         BackendCall::Reconcile { report } => d(&session.reconcile(report)?),

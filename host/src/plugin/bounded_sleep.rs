@@ -15,7 +15,9 @@ use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as MonotonicClock
 
 use super::PluginState;
 
-/// The interface as wasmtime-wasi names it; guests importing an older 0.2 resolve to it.
+/// The interface as wasmtime-wasi 48 names it; guests importing any 0.2 resolve to it. A
+/// wasmtime-wasi that names another version leaves sleeps unbounded, which the hostile-plugin
+/// test of a sleep catches.
 const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// WASI preview 2, with sleeps bounded by the call's deadline.

@@ -178,8 +178,9 @@ const MAX_APDU: usize = 4096 + 7;
 /// A bound on encryption-machine requests per call (a CPU card's write needs a few), so a codec
 /// cannot keep the backend busy without end.
 const MAX_AUTHENTICATIONS_PER_CALL: u32 = 32;
-/// Time at the card and the authority all of one card session's calls may spend.
-const MAX_WAIT_PER_SESSION: Duration = Duration::from_secs(120);
+/// Time at the card and the authority all of one card session's calls may spend: above the
+/// budgets of identify, read, a re-write (write, verify, read) and the sale's write and verify.
+const MAX_WAIT_PER_SESSION: Duration = Duration::from_secs(180);
 
 /// What one codec call may spend at the card and the utility's authority. That time is off the
 /// codec's clock, so it is bounded here instead: tightly for `identify`, which every codec runs

@@ -56,9 +56,9 @@ impl Guest for HostileCard {
                 Ok(None)
             }
             "apdu-flood" => Err(CardError::Malformed(flood_card(card))),
-            // Asks for an hour, then runs on: cut short, its time is up when it wakes.
+            // Asks for a minute, then runs on: cut short, its time is up when it wakes.
             "sleep" => {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+                std::thread::sleep(std::time::Duration::from_secs(60));
                 spin_forever()
             }
             _ => Ok(None),
