@@ -32,6 +32,19 @@ pub struct WireRecord {
     pub error_after_send: Option<NetError>,
 }
 
+impl WireRecord {
+    /// Why the peer's answer to a sent request is known not to have come in full: a transport
+    /// error after sending, or not one byte back. Then a refusal, or a status that gives money
+    /// back, cannot be the peer's own.
+    pub fn no_answer(&self) -> Option<String> {
+        match &self.error_after_send {
+            Some(net) => Some(net.to_string()),
+            None if self.bytes_sent > 0 && self.bytes_received == 0 => Some("no reply".into()),
+            None => None,
+        }
+    }
+}
+
 /// One open connection to the endpoint, with the call's byte budget.
 #[derive(Debug)]
 pub struct Connection {

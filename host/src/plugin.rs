@@ -457,7 +457,7 @@ impl Plugin {
         Ok(BackendSession {
             sandbox,
             bindings,
-            overruled_refusal: None,
+            overruled: None,
         })
     }
 
@@ -867,8 +867,9 @@ struct BackendExports {
 pub struct BackendSession {
     sandbox: Sandbox,
     bindings: BackendExports,
-    /// The dialect's refusal of the last call, when it came with no answer and was not taken.
-    overruled_refusal: Option<String>,
+    /// The dialect's answer to the last call (a refusal, "not found") when the backend's own
+    /// never came, which the session did not take.
+    overruled: Option<String>,
 }
 
 impl BackendSession {
@@ -877,11 +878,11 @@ impl BackendSession {
         self.sandbox.log()
     }
 
-    /// The refusal the dialect reported for the last call where the backend's answer never
-    /// came, which the session took as an unknown outcome instead: a dialect's bug the
-    /// conformance kit names.
-    pub fn overruled_refusal(&self) -> Option<&str> {
-        self.overruled_refusal.as_deref()
+    /// What the dialect answered to the last call where the backend's answer never came (a
+    /// refusal, or "not found"), which the session took as an unknown outcome instead: a
+    /// dialect's bug the conformance kit names.
+    pub fn overruled(&self) -> Option<&str> {
+        self.overruled.as_deref()
     }
 
     /// Runs one dialect call and applies the unknown-outcome rule: once request bytes went
@@ -899,9 +900,9 @@ impl BackendSession {
         let Self {
             sandbox,
             bindings,
-            overruled_refusal,
+            overruled,
         } = self;
-        *overruled_refusal = None;
+        *overruled = None;
         let result = sandbox.enter(call, |store| f(bindings, store));
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
@@ -909,19 +910,17 @@ impl BackendSession {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 let e = backend_v1::backend_error(e).map_err(|r| sandbox.bad_result(call, r))?;
+                if let (net::BackendError::Refused(r), Some(why)) = (&e, wire.no_answer()) {
+                    // The backend never said no: for a sale, a refusal would give back money it
+                    // may have taken.
+                    *overruled = Some(format!("a refusal (\"{}\")", r.message));
+                    return Err(net::BackendError::OutcomeUnknown(format!(
+                        "{call}: request sent, then {why}; the dialect's refusal is not taken"
+                    ))
+                    .into());
+                }
                 match (e, &wire.error_after_send) {
-                    (net::BackendError::Refused(r), None) => {
-                        Err(net::BackendError::Refused(r).into())
-                    }
-                    // No complete answer came, so the backend never said no: for a sale, a refusal
-                    // would give back money it may have taken.
-                    (net::BackendError::Refused(r), Some(net)) => {
-                        *overruled_refusal = Some(r.message);
-                        Err(net::BackendError::OutcomeUnknown(format!(
-                            "{call}: request sent, then {net}; the dialect's refusal is not taken"
-                        ))
-                        .into())
-                    }
+                    (net::BackendError::Refused(r), _) => Err(net::BackendError::Refused(r).into()),
                     (_, Some(net)) => Err(net::BackendError::OutcomeUnknown(format!(
                         "{call}: request sent, then {net}"
                     ))
@@ -1022,7 +1021,29 @@ impl BackendSession {
         let r = self.call("sale-status", false, |b, s| {
             b.dialect.call_sale_status(s, terminal_id, kiosk_serial)
         })?;
-        self.convert("sale-status", backend_v1::sale_status(r), |s| s)
+        let status = self.convert("sale-status", backend_v1::sale_status(r), |s| s)?;
+        let made_up = match &status {
+            net::SaleStatus::Granted(_) => None,
+            net::SaleStatus::NotFound => Some("\"not found\"".to_string()),
+            net::SaleStatus::Refused(r) => Some(format!("a refusal (\"{}\")", r.message)),
+        };
+        self.answered("sale-status", made_up).map(|()| status)
+    }
+
+    /// Takes a status answer that would give money back (the backend never had it, or refused
+    /// it) only if the backend's answer came: after a network error, the dialect made it up.
+    fn answered(&mut self, call: &str, made_up: Option<String>) -> Result<(), DialectError> {
+        let wire = &self.sandbox.store.data().wire;
+        match (made_up, wire.no_answer()) {
+            (Some(answer), Some(why)) => {
+                let unknown = net::BackendError::OutcomeUnknown(format!(
+                    "{call}: request sent, then {why}; the dialect's {answer} is not taken"
+                ));
+                self.overruled = Some(answer);
+                Err(unknown.into())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn confirm_write(
@@ -1183,10 +1204,17 @@ impl BackendSession {
         let r = self.billing_call("bill-payment-status", false, |b, s| {
             b.call_bill_payment_status(s, terminal_id, kiosk_serial)
         })?;
-        self.convert(
+        let status = self.convert(
             "bill-payment-status",
             backend_v1::bill_payment_status(r),
             |s| s,
-        )
+        )?;
+        let made_up = match &status {
+            net::BillPaymentStatus::Paid(_) => None,
+            net::BillPaymentStatus::NotFound => Some("\"not found\"".to_string()),
+            net::BillPaymentStatus::Refused(r) => Some(format!("a refusal (\"{}\")", r.message)),
+        };
+        self.answered("bill-payment-status", made_up)
+            .map(|()| status)
     }
 }

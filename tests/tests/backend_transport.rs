@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use selfvend_host::backend::{BackendError, CardRef, Endpoint, PaymentKind, Purchase, SaleRequest};
+use selfvend_host::backend::{
+    BackendError, CardRef, Endpoint, PaymentKind, Purchase, SaleRequest, SaleStatus,
+};
 use selfvend_host::money::Fen;
 use selfvend_host::plugin::{DialectError, Plugin, PluginLimits, PluginRuntime};
 use selfvend_tests::SignedPlugins;
@@ -151,9 +153,42 @@ fn a_refusal_the_dialect_makes_up_when_no_answer_came_is_not_taken() {
         "outcome unknown: sale: request sent, then timed out; the dialect's refusal is not taken"
     );
     assert_eq!(
-        session.overruled_refusal(),
-        Some("backend said no (timed out)")
+        session.overruled(),
+        Some("a refusal (\"backend said no (timed out)\")")
     );
+}
+
+#[test]
+fn a_status_answer_stays_an_answer() {
+    let rig = SignedPlugins::new();
+    let plugin = dialect(&rig);
+    let mut session = plugin
+        .backend_session(endpoint(backend(Script::Reply("NONE"))))
+        .unwrap();
+    assert_eq!(session.sale_status("K1", 42).unwrap(), SaleStatus::NotFound);
+    let mut session = plugin
+        .backend_session(endpoint(backend(Script::Reply("REFUSE 欠费未缴"))))
+        .unwrap();
+    match session.sale_status("K1", 42) {
+        Ok(SaleStatus::Refused(r)) => assert_eq!(r.message, "欠费未缴"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_not_found_the_dialect_makes_up_when_no_answer_came_is_not_taken() {
+    let rig = SignedPlugins::new();
+    // "No such sale" would make the kiosk give the money back, or sell again.
+    let plugin = built(&rig, "line_backend_timeout_refusal");
+    let mut session = plugin
+        .backend_session(endpoint(backend(Script::Silent)))
+        .unwrap();
+    assert_eq!(
+        session.sale_status("K1", 42).unwrap_err().to_string(),
+        "outcome unknown: sale-status: request sent, then timed out; the dialect's \"not found\" \
+         is not taken"
+    );
+    assert_eq!(session.overruled(), Some("\"not found\""));
 }
 
 #[test]

@@ -23,8 +23,9 @@ pub enum AcquirerCallError {
 pub struct AcquirerSession {
     sandbox: Sandbox,
     bindings: payment_v1::AcquirerDialect,
-    /// The dialect's refusal of the last call, when it came with no answer and was not taken.
-    overruled_refusal: Option<String>,
+    /// The dialect's refusal of the last call when the acquirer's own answer never came, which
+    /// the session did not take.
+    overruled: Option<String>,
 }
 
 impl AcquirerSession {
@@ -32,7 +33,7 @@ impl AcquirerSession {
         AcquirerSession {
             sandbox,
             bindings,
-            overruled_refusal: None,
+            overruled: None,
         }
     }
 
@@ -44,8 +45,8 @@ impl AcquirerSession {
     /// The refusal the dialect reported for the last call where the acquirer's answer never
     /// came, which the session took as an unknown outcome instead: a dialect's bug the
     /// conformance kit names.
-    pub fn overruled_refusal(&self) -> Option<&str> {
-        self.overruled_refusal.as_deref()
+    pub fn overruled(&self) -> Option<&str> {
+        self.overruled.as_deref()
     }
 
     fn call<R>(
@@ -59,9 +60,9 @@ impl AcquirerSession {
         let Self {
             sandbox,
             bindings,
-            overruled_refusal,
+            overruled,
         } = self;
-        *overruled_refusal = None;
+        *overruled = None;
         let result = sandbox.enter(call, |store| f(bindings, store));
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
@@ -75,13 +76,22 @@ impl AcquirerSession {
             // Once bytes went out only a complete, verified refusal says nothing was done; any
             // other failure, or an error the host cannot read, may hide a debit.
             Ok(Err(e)) => Err(match (payment_v1::acquirer_error(e), &wire.error_after_send) {
-                (Ok(AcquirerError::Refused(r)), None) => AcquirerError::Refused(r),
+                (Ok(AcquirerError::Refused(r)), None) if wire.bytes_received > 0 => {
+                    AcquirerError::Refused(r)
+                }
+                // Not one byte came back: the refusal cannot be the acquirer's.
+                (Ok(AcquirerError::Refused(r)), None) => {
+                    *overruled = Some(format!("a refusal (\"{r}\")"));
+                    AcquirerError::OutcomeUnknown(format!(
+                        "{call}: request sent, then no reply; the dialect's refusal is not taken"
+                    ))
+                }
                 (Ok(AcquirerError::OutcomeUnknown(why)), None) => {
                     AcquirerError::OutcomeUnknown(why)
                 }
                 (said, Some(net)) => {
                     if let Ok(AcquirerError::Refused(r)) = said {
-                        *overruled_refusal = Some(r);
+                        *overruled = Some(format!("a refusal (\"{r}\")"));
                     }
                     AcquirerError::OutcomeUnknown(format!("{call}: request sent, then {net}"))
                 }

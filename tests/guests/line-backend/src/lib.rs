@@ -1,7 +1,8 @@
 //! A minimal backend dialect for transport tests, built against contract 1.0
 //! (`wit/backend-1.0`): each call sends one text line and reads one line back. `ping` sends
 //! `PING` and expects `PONG`; `sale` sends `SALE <serial>` and expects `GRANT <sale id> <count>
-//! <fen>`, or `REFUSE <message>`. Other calls are not supported.
+//! <fen>`, or `REFUSE <message>`; `sale-status` sends `STATUS <serial>` and expects the same, or
+//! `NONE`. Other calls are not supported.
 
 use exports::selfvend::backend::dialect::{
     Account, AuthRequest, BackendError, BuyCheck, CardRef, CreditGrant, DialectInfo, Guest,
@@ -59,6 +60,46 @@ fn after_send(e: NetError) -> BackendError {
     })
 }
 
+/// A status whose answer never came.
+#[cfg(not(feature = "planted-timeout-refusal"))]
+fn lost_status(e: BackendError) -> Result<SaleOutcome, BackendError> {
+    Err(e)
+}
+
+/// The same bug for a status (built only for its test): a lost answer reported as "the backend
+/// has no such sale", so a kiosk would give the money back or sell again.
+#[cfg(feature = "planted-timeout-refusal")]
+fn lost_status(_: BackendError) -> Result<SaleOutcome, BackendError> {
+    Ok(SaleOutcome::NotFound)
+}
+
+/// A `GRANT <sale id> <count> <fen>` or `REFUSE <message>` reply.
+fn grant(reply: &str) -> Result<CreditGrant, BackendError> {
+    if let Some(message) = reply.strip_prefix("REFUSE ") {
+        return Err(BackendError::Refused(Refusal {
+            code: RefusalCode::Other,
+            message: message.into(),
+        }));
+    }
+    let fields: Vec<&str> = reply.split(' ').collect();
+    match fields.as_slice() {
+        ["GRANT", id, count, fen] => Ok(CreditGrant {
+            backend_sale_id: (*id).into(),
+            purchase_count: count
+                .parse()
+                .map_err(|_| BackendError::MalformedReply(format!("count {count:?}")))?,
+            amount_fen: fen
+                .parse()
+                .map_err(|_| BackendError::MalformedReply(format!("amount {fen:?}")))?,
+            energy_wh: 0,
+            token: Vec::new(),
+        }),
+        _ => Err(BackendError::MalformedReply(format!(
+            "unexpected reply {reply:?}"
+        ))),
+    }
+}
+
 impl Guest for LineBackend {
     fn about() -> DialectInfo {
         DialectInfo {
@@ -86,34 +127,22 @@ impl Guest for LineBackend {
     }
 
     fn sale(request: SaleRequest) -> Result<CreditGrant, BackendError> {
-        let reply = exchange(&format!("SALE {}", request.kiosk_serial))?;
-        if let Some(message) = reply.strip_prefix("REFUSE ") {
-            return Err(BackendError::Refused(Refusal {
-                code: RefusalCode::Other,
-                message: message.into(),
-            }));
-        }
-        let fields: Vec<&str> = reply.split(' ').collect();
-        match fields.as_slice() {
-            ["GRANT", id, count, fen] => Ok(CreditGrant {
-                backend_sale_id: (*id).into(),
-                purchase_count: count
-                    .parse()
-                    .map_err(|_| BackendError::MalformedReply(format!("count {count:?}")))?,
-                amount_fen: fen
-                    .parse()
-                    .map_err(|_| BackendError::MalformedReply(format!("amount {fen:?}")))?,
-                energy_wh: 0,
-                token: Vec::new(),
-            }),
-            _ => Err(BackendError::MalformedReply(format!(
-                "unexpected reply {reply:?}"
-            ))),
-        }
+        grant(&exchange(&format!("SALE {}", request.kiosk_serial))?)
     }
 
-    fn sale_status(_terminal_id: String, _kiosk_serial: u64) -> Result<SaleOutcome, BackendError> {
-        Err(BackendError::NotSupported)
+    fn sale_status(_terminal_id: String, kiosk_serial: u64) -> Result<SaleOutcome, BackendError> {
+        let reply = match exchange(&format!("STATUS {kiosk_serial}")) {
+            Ok(reply) => reply,
+            Err(e) => return lost_status(e),
+        };
+        if reply == "NONE" {
+            return Ok(SaleOutcome::NotFound);
+        }
+        match grant(&reply) {
+            Ok(g) => Ok(SaleOutcome::Granted(g)),
+            Err(BackendError::Refused(r)) => Ok(SaleOutcome::Refused(r)),
+            Err(e) => Err(e),
+        }
     }
 
     fn confirm_write(_confirmation: WriteConfirmation) -> Result<(), BackendError> {
