@@ -716,12 +716,22 @@ reply = "GRANT S-7 1 5000\n"
         &[planted.to_str().unwrap(), "--transcript", "line.toml"],
     );
     assert!(!passed);
-    assert_eq!(failed(&report), ["sale under faults"]);
+    assert_eq!(
+        failed(&report),
+        [
+            "sale under faults",
+            "every call implemented or not-supported"
+        ]
+    );
     assert_eq!(
         report["summary"],
         "FAIL line_backend_timeout_refusal: sale under faults: a reply later than the kiosk \
-         waits: reported as a refusal (\"backend said no (timed out)\") with no answer: it must \
-         be outcome-unknown (the kiosk does not take it as a refusal) (1 of 4 checks failed)"
+         waits: reported a refusal (\"backend said no (timed out)\") with no answer: it must be \
+         outcome-unknown (the kiosk does not take it) (2 of 4 checks failed)"
+    );
+    assert_eq!(
+        check(&report, "every call implemented or not-supported")["detail"],
+        "sale-status: no reply, reported \"not found\""
     );
     // A transcript that does not parse names the call and the key.
     std::fs::write(

@@ -33,8 +33,9 @@ pub trait Contract {
     fn about(&self, session: &mut Self::Session) -> Result<String, PluginError>;
     fn invoke(&self, session: &mut Self::Session, call: &Self::Call) -> Outcome;
     fn log(&self, session: &Self::Session) -> String;
-    /// The dialect's refusal of the last call that the kiosk did not take, as no answer came.
-    fn overruled_refusal(&self, session: &Self::Session) -> Option<String>;
+    /// What the dialect answered to the last call that the kiosk did not take, as no answer
+    /// came (a refusal, "not found").
+    fn overruled(&self, session: &Self::Session) -> Option<String>;
     /// Secrets the calls so far returned (a PSC), each with what it is: never logged, never
     /// in an error.
     fn learned_secrets(&self) -> Vec<(&'static str, String)> {
@@ -71,8 +72,8 @@ impl Contract for Backend {
         session.log()
     }
 
-    fn overruled_refusal(&self, session: &BackendSession) -> Option<String> {
-        session.overruled_refusal().map(str::to_string)
+    fn overruled(&self, session: &BackendSession) -> Option<String> {
+        session.overruled().map(str::to_string)
     }
 
     fn learned_secrets(&self) -> Vec<(&'static str, String)> {
@@ -206,8 +207,8 @@ impl Contract for Acquirer {
         session.log()
     }
 
-    fn overruled_refusal(&self, session: &AcquirerSession) -> Option<String> {
-        session.overruled_refusal().map(str::to_string)
+    fn overruled(&self, session: &AcquirerSession) -> Option<String> {
+        session.overruled().map(str::to_string)
     }
 }
 
@@ -220,9 +221,10 @@ const LATE_BY: Duration = Duration::from_millis(1200);
 pub enum Outcome {
     Ok(String),
     Refused(String),
-    /// A refusal the dialect reported with no answer from the peer, which the kiosk does not
-    /// take (it is an unknown outcome there); judged as the dialect's own verdict.
-    OverruledRefusal(String),
+    /// An answer the dialect made up with no answer from the peer (a refusal, "not found"),
+    /// which the kiosk does not take (it is an unknown outcome there); judged as the dialect's
+    /// own verdict.
+    Overruled(String),
     Unknown(String),
     Unreachable(String),
     Malformed(String),
@@ -249,7 +251,7 @@ impl Outcome {
         match self {
             Outcome::Ok(v) => format!("success ({v})"),
             Outcome::Refused(t) => format!("refused: {t}"),
-            Outcome::OverruledRefusal(t) => format!("refused, not taken by the kiosk: {t}"),
+            Outcome::Overruled(t) => format!("{t}, not taken by the kiosk"),
             Outcome::Unknown(t) => format!("outcome-unknown: {t}"),
             Outcome::Unreachable(t) => format!("unreachable: {t}"),
             Outcome::Malformed(t) => format!("malformed-reply: {t}"),
@@ -404,8 +406,8 @@ impl<'p, K: Contract> DialectKit<'p, K> {
         let started = Instant::now();
         let mut outcome = self.contract.invoke(&mut session, call);
         self.watch.record(call.name(), started.elapsed());
-        if let Some(refusal) = self.contract.overruled_refusal(&session) {
-            outcome = Outcome::OverruledRefusal(refusal);
+        if let Some(refusal) = self.contract.overruled(&session) {
+            outcome = Outcome::Overruled(refusal);
         }
         let log = self.contract.log(&session);
         drop(session);
@@ -494,7 +496,7 @@ impl<'p, K: Contract> DialectKit<'p, K> {
             o @ (Outcome::Unknown(_)
             | Outcome::Unreachable(_)
             | Outcome::Malformed(_)
-            | Outcome::OverruledRefusal(_)) => {
+            | Outcome::Overruled(_)) => {
                 Check::fail(&name, format!("the recorded reply gave {}", o.describe()))
                     .with_trace(trace)
                     .with_log(log)
@@ -554,9 +556,9 @@ impl<'p, K: Contract> DialectKit<'p, K> {
                     Outcome::Refused(t) => Some(format!(
                         "reported as a refusal (\"{t}\"): the backend never said no"
                     )),
-                    Outcome::OverruledRefusal(t) => Some(format!(
-                        "reported as a refusal (\"{t}\") with no answer: it must be \
-                         outcome-unknown (the kiosk does not take it as a refusal)"
+                    Outcome::Overruled(t) => Some(format!(
+                        "reported {t} with no answer: it must be outcome-unknown (the kiosk \
+                         does not take it)"
                     )),
                     Outcome::NotSupported => Some("sent a request, then said not-supported".into()),
                     o if call.changes_state() && sent && !matches!(o, Outcome::Unknown(_)) => {
@@ -635,13 +637,18 @@ impl<'p, K: Contract> DialectKit<'p, K> {
                     )
                     .with_log(log);
                 }
-                (Outcome::Refused(t) | Outcome::OverruledRefusal(t), n) if n > 0 => {
+                (Outcome::Refused(t), n) if n > 0 => {
                     return Check::fail(
                         name,
                         format!("{}: no reply, reported as a refusal (\"{t}\")", call.name()),
                     )
                     .with_trace(trace(&seen))
                     .with_log(log);
+                }
+                (Outcome::Overruled(t), _) => {
+                    return Check::fail(name, format!("{}: no reply, reported {t}", call.name()))
+                        .with_trace(trace(&seen))
+                        .with_log(log);
                 }
                 (o, _) => lines.push(format!("{} implemented ({})", call.name(), kind_of(o))),
             }
@@ -712,7 +719,7 @@ fn kind_of(o: &Outcome) -> &'static str {
     match o {
         Outcome::Ok(_) => "success",
         Outcome::Refused(_) => "refused",
-        Outcome::OverruledRefusal(_) => "refused, overruled",
+        Outcome::Overruled(_) => "made up, overruled",
         Outcome::Unknown(_) => "outcome-unknown",
         Outcome::Unreachable(_) => "unreachable",
         Outcome::Malformed(_) => "malformed-reply",
