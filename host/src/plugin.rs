@@ -645,11 +645,7 @@ impl Sandbox {
         call: &'static str,
         f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        if self.discarded {
-            return Err(PluginError::Discarded {
-                plugin: self.plugin.clone(),
-            });
-        }
+        // Reset first: a discarded instance's call must not read the last call's wire.
         {
             let state = self.store.data_mut();
             state.apdus_this_call = 0;
@@ -658,6 +654,11 @@ impl Sandbox {
             state.call = call;
             state.call_started = Instant::now();
             state.host_wait = Duration::ZERO;
+        }
+        if self.discarded {
+            return Err(PluginError::Discarded {
+                plugin: self.plugin.clone(),
+            });
         }
         self.store
             .set_epoch_deadline(ticks(self.limits.call_deadline));
@@ -907,6 +908,16 @@ impl BackendSession {
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
         match result {
+            // Not one byte came back: a grant, an account or a receipt cannot be the backend's.
+            // A write confirmation alone may go unanswered.
+            Ok(Ok(_)) if sent && wire.bytes_received == 0 && call != "confirm-write" => {
+                let why = wire.no_answer().unwrap_or_else(|| "no reply".into());
+                *overruled = Some("an answer".into());
+                Err(net::BackendError::OutcomeUnknown(format!(
+                    "{call}: request sent, then {why}; the dialect's answer is not taken"
+                ))
+                .into())
+            }
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 let e = backend_v1::backend_error(e).map_err(|r| sandbox.bad_result(call, r))?;

@@ -159,6 +159,21 @@ fn a_refusal_the_dialect_makes_up_when_no_answer_came_is_not_taken() {
 }
 
 #[test]
+fn a_success_the_dialect_makes_up_when_no_reply_came_is_not_taken() {
+    let rig = SignedPlugins::new();
+    // The same rule keeps a made-up grant, approval or reversal from being taken.
+    let plugin = built(&rig, "line_backend_timeout_refusal");
+    let mut session = plugin
+        .backend_session(endpoint(backend(Script::DropAfterRequest)))
+        .unwrap();
+    assert_eq!(
+        session.ping().unwrap_err().to_string(),
+        "outcome unknown: ping: request sent, then no reply; the dialect's answer is not taken"
+    );
+    assert_eq!(session.overruled(), Some("an answer"));
+}
+
+#[test]
 fn a_status_answer_stays_an_answer() {
     let rig = SignedPlugins::new();
     let plugin = dialect(&rig);
@@ -185,10 +200,10 @@ fn a_not_found_the_dialect_makes_up_when_no_answer_came_is_not_taken() {
         .unwrap();
     assert_eq!(
         session.sale_status("K1", 42).unwrap_err().to_string(),
-        "outcome unknown: sale-status: request sent, then timed out; the dialect's \"not found\" \
-         is not taken"
+        "outcome unknown: sale-status: request sent, then timed out; the dialect's answer is not \
+         taken"
     );
-    assert_eq!(session.overruled(), Some("\"not found\""));
+    assert_eq!(session.overruled(), Some("an answer"));
 }
 
 #[test]

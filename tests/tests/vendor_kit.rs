@@ -731,7 +731,7 @@ reply = "GRANT S-7 1 5000\n"
     );
     assert_eq!(
         check(&report, "every call implemented or not-supported")["detail"],
-        "sale-status: no reply, reported \"not found\""
+        "ping: no reply, reported an answer"
     );
     // A transcript that does not parse names the call and the key.
     std::fs::write(

@@ -67,6 +67,16 @@ impl AcquirerSession {
         let wire = sandbox.store.data().wire.clone();
         let sent = wire.bytes_sent > 0;
         match result {
+            // Not one byte came back: an approval, a decline, an acknowledged reversal or a
+            // settlement cannot be the acquirer's.
+            Ok(Ok(_)) if sent && wire.bytes_received == 0 => {
+                let why = wire.no_answer().unwrap_or_else(|| "no reply".into());
+                *overruled = Some("an answer".into());
+                Err(AcquirerError::OutcomeUnknown(format!(
+                    "{call}: request sent, then {why}; the dialect's answer is not taken"
+                ))
+                .into())
+            }
             Ok(Ok(r)) => Ok(r),
             // Nothing went out: the dialect's own account stands (once checked).
             Ok(Err(e)) if !sent => {
@@ -154,6 +164,18 @@ impl AcquirerSession {
         })?;
         // A purchase answer the host cannot accept may still have debited the card.
         match payment_v1::purchase_outcome(r, request.amount) {
+            // A decline after the answer was cut: the card may have been debited.
+            Ok(PurchaseOutcome::Declined(_))
+                if self.sandbox.store.data().wire.no_answer().is_some() =>
+            {
+                self.overruled = Some("a decline".into());
+                Err(AcquirerError::OutcomeUnknown(
+                    "purchase: request sent, then the answer was cut; the dialect's decline is \
+                     not taken"
+                        .into(),
+                )
+                .into())
+            }
             Ok(outcome) => Ok(outcome),
             Err(reason) => Err(AcquirerError::OutcomeUnknown(format!(
                 "purchase: the dialect's answer is unusable: {reason}"
